@@ -1,0 +1,513 @@
+//! [`Connection`]: owns one stream and its buffers, and reads and writes raw chunks, lines and
+//! length-prefixed frames, all bounded by [`Limits`]. [`Connection::into_split`] gives a
+//! [`ConnectionReader`] and a [`ConnectionWriter`] with the same methods, for tasks that read
+//! and write at once.
+//!
+//! Reads are cancel-safe: a partly received line or frame stays in the buffer, so a read can sit
+//! in a `tokio::select!` beside other events and lose nothing when another branch wins. Writes
+//! are buffered: `write_*` queue, [`flush`](Connection::flush) sends (or `send`, which does both).
+
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio_util::codec::{Decoder, Encoder};
+use tokio_util::sync::CancellationToken;
+
+use crate::codec::{FrameCodec, LineCodec};
+use crate::error::{Error, ErrorKind, Result};
+use crate::limits::Limits;
+use crate::stream::{PeerAddr, Stream};
+
+const SMALL_READ: usize = 8 * 1024;
+const LARGE_READ: usize = 64 * 1024;
+/// Queued output at or above this size is written without waiting for `flush`.
+const FLUSH_AT: usize = 64 * 1024;
+
+/// The receiving side's state: buffered input, codecs, idle deadline, and the drain signal.
+#[derive(Debug)]
+struct Inbound {
+    buf: BytesMut,
+    lines: LineCodec,
+    frames: FrameCodec,
+    idle: Option<Duration>,
+    drain: Option<CancellationToken>,
+    eof: bool,
+    last_read_filled: bool,
+}
+
+enum Fill {
+    Data,
+    Eof,
+    Drained,
+}
+
+impl Inbound {
+    fn new(limits: &Limits, drain: Option<CancellationToken>) -> Self {
+        Self {
+            buf: BytesMut::new(),
+            lines: LineCodec::new(limits.max_line),
+            frames: FrameCodec::new(limits.max_frame),
+            idle: limits.idle_timeout,
+            drain,
+            eof: false,
+            last_read_filled: false,
+        }
+    }
+
+    /// Reads more bytes into the buffer, honouring the idle timeout; at a message boundary
+    /// (nothing buffered, nothing arrived) a shutdown drain ends the input cleanly instead.
+    async fn fill<R: AsyncRead + Unpin>(&mut self, io: &mut R) -> Result<Fill> {
+        let want = if self.last_read_filled { LARGE_READ } else { SMALL_READ };
+        self.buf.reserve(want);
+        let before = self.buf.capacity() - self.buf.len();
+        let drain = self.drain.as_ref().filter(|_| self.buf.is_empty()).cloned();
+        let idle = self.idle;
+        let read = async {
+            match idle {
+                Some(limit) => tokio::time::timeout(limit, io.read_buf(&mut self.buf))
+                    .await
+                    .map_err(|_| Error::new(ErrorKind::IdleTimeout, format!("peer sent nothing for {limit:?}")))?,
+                None => io.read_buf(&mut self.buf).await,
+            }
+            .map_err(Error::from)
+        };
+        let n = match drain {
+            // Bytes that have already arrived are served first; only a connection with
+            // nothing pending ends at once.
+            Some(drain) => tokio::select! {
+                biased;
+                n = read => n?,
+                () = drain.cancelled() => return Ok(Fill::Drained),
+            },
+            None => read.await?,
+        };
+        self.last_read_filled = n == before;
+        Ok(if n == 0 { Fill::Eof } else { Fill::Data })
+    }
+
+    async fn decode<R, D>(&mut self, io: &mut R, decoder: &mut D) -> Result<Option<D::Item>>
+    where
+        R: AsyncRead + Unpin,
+        D: Decoder,
+        Error: From<D::Error>,
+    {
+        loop {
+            if let Some(item) = decoder.decode(&mut self.buf)? {
+                return Ok(Some(item));
+            }
+            if self.eof {
+                return Ok(decoder.decode_eof(&mut self.buf)?);
+            }
+            match self.fill(io).await? {
+                Fill::Data => {}
+                Fill::Eof => self.eof = true,
+                Fill::Drained => return Ok(None),
+            }
+        }
+    }
+
+    async fn chunk<R: AsyncRead + Unpin>(&mut self, io: &mut R) -> Result<Option<Bytes>> {
+        if self.buf.is_empty() && !self.eof {
+            match self.fill(io).await? {
+                Fill::Data => {}
+                Fill::Eof => self.eof = true,
+                Fill::Drained => return Ok(None),
+            }
+        }
+        Ok((!self.buf.is_empty()).then(|| self.buf.split().freeze()))
+    }
+
+    async fn line<R: AsyncRead + Unpin>(&mut self, io: &mut R) -> Result<Option<Bytes>> {
+        let mut lines = self.lines.clone();
+        let result = self.decode(io, &mut lines).await;
+        self.lines = lines;
+        result
+    }
+
+    async fn frame<R: AsyncRead + Unpin>(&mut self, io: &mut R) -> Result<Option<Bytes>> {
+        let mut frames = self.frames.clone();
+        self.decode(io, &mut frames).await
+    }
+}
+
+/// The sending side's state: queued output and the idle deadline for writes.
+#[derive(Debug)]
+struct Outbound {
+    buf: BytesMut,
+    frames: FrameCodec,
+    idle: Option<Duration>,
+}
+
+impl Outbound {
+    fn new(limits: &Limits) -> Self {
+        Self { buf: BytesMut::new(), frames: FrameCodec::new(limits.max_frame), idle: limits.idle_timeout }
+    }
+
+    async fn write_all<W: AsyncWrite + Unpin>(&mut self, io: &mut W, data: &[u8]) -> Result<()> {
+        if self.buf.is_empty() && data.len() >= FLUSH_AT {
+            let mut rest = data;
+            while !rest.is_empty() {
+                let n = self.progress(io.write(rest)).await?;
+                rest = &rest[n..];
+            }
+            return Ok(());
+        }
+        self.buf.extend_from_slice(data);
+        self.flush_if_full(io).await
+    }
+
+    async fn flush_if_full<W: AsyncWrite + Unpin>(&mut self, io: &mut W) -> Result<()> {
+        if self.buf.len() >= FLUSH_AT { self.send_buffered(io).await } else { Ok(()) }
+    }
+
+    async fn send_buffered<W: AsyncWrite + Unpin>(&mut self, io: &mut W) -> Result<()> {
+        while !self.buf.is_empty() {
+            let mut buf = std::mem::take(&mut self.buf);
+            let result = self.progress(io.write_buf(&mut buf)).await;
+            self.buf = buf;
+            result?;
+        }
+        Ok(())
+    }
+
+    async fn flush<W: AsyncWrite + Unpin>(&mut self, io: &mut W) -> Result<()> {
+        self.send_buffered(io).await?;
+        let idle = self.idle;
+        Self::deadline(idle, io.flush()).await?;
+        Ok(())
+    }
+
+    /// One write call; it must make progress within the idle timeout.
+    async fn progress(&self, write: impl Future<Output = std::io::Result<usize>>) -> Result<usize> {
+        let n = Self::deadline(self.idle, write).await?;
+        if n == 0 {
+            return Err(std::io::Error::from(std::io::ErrorKind::WriteZero).into());
+        }
+        Ok(n)
+    }
+
+    async fn deadline<T>(idle: Option<Duration>, op: impl Future<Output = std::io::Result<T>>) -> Result<T> {
+        match idle {
+            Some(limit) => tokio::time::timeout(limit, op).await.map_err(|_| {
+                Error::new(ErrorKind::IdleTimeout, format!("peer took nothing we sent for {limit:?}"))
+            })?,
+            None => op.await,
+        }
+        .map_err(Error::from)
+    }
+}
+
+/// Generates the reading methods shared by [`Connection`] and [`ConnectionReader`].
+macro_rules! reading_methods {
+    () => {
+        /// Returns the next bytes received, as they came (the tutorials' `recv(1024)`), or
+        /// `None` at end of input.
+        ///
+        /// # Errors
+        /// I/O errors and the idle timeout.
+        ///
+        /// # Cancel safety
+        /// Cancel-safe.
+        pub async fn read_chunk(&mut self) -> Result<Option<Bytes>> {
+            self.inbound.chunk(&mut self.io).await
+        }
+
+        /// Returns the next line, `\n` (or `\r\n`) included, or `None` at end of input. An
+        /// unterminated last line is returned as it is.
+        ///
+        /// # Errors
+        /// [`ErrorKind::TooLarge`] past `Limits::max_line`; I/O errors; the idle timeout.
+        ///
+        /// # Cancel safety
+        /// Cancel-safe: a partial line stays buffered.
+        pub async fn read_line(&mut self) -> Result<Option<Bytes>> {
+            self.inbound.line(&mut self.io).await
+        }
+
+        /// Returns the next length-prefixed frame's payload, or `None` at a clean end of input.
+        ///
+        /// # Errors
+        /// [`ErrorKind::TooLarge`] past `Limits::max_frame`; [`ErrorKind::UnexpectedEof`] when
+        /// the stream ends inside a frame; I/O errors; the idle timeout.
+        ///
+        /// # Cancel safety
+        /// Cancel-safe: a partial frame stays buffered.
+        pub async fn read_frame(&mut self) -> Result<Option<Bytes>> {
+            self.inbound.frame(&mut self.io).await
+        }
+
+        /// Decodes the next item with any tokio-util [`Decoder`], sharing this connection's
+        /// buffer (so you can switch framing mid-stream, as a protocol upgrade does).
+        ///
+        /// # Errors
+        /// The decoder's errors; I/O errors; the idle timeout.
+        ///
+        /// # Cancel safety
+        /// Cancel-safe if the decoder keeps its progress in itself or the buffer.
+        pub async fn read_with<D>(&mut self, decoder: &mut D) -> Result<Option<D::Item>>
+        where
+            D: Decoder,
+            Error: From<D::Error>,
+        {
+            self.inbound.decode(&mut self.io, decoder).await
+        }
+
+        /// Bytes received but not yet returned by a read.
+        pub fn buffered(&self) -> &[u8] {
+            &self.inbound.buf
+        }
+
+        /// Changes the idle timeout for reads.
+        pub fn set_read_idle_timeout(&mut self, idle: Option<Duration>) {
+            self.inbound.idle = idle;
+        }
+    };
+}
+
+/// Generates the writing methods shared by [`Connection`] and [`ConnectionWriter`].
+macro_rules! writing_methods {
+    () => {
+        /// Queues `data`; large output is written as it accumulates. Call
+        /// [`flush`](Self::flush) (or use [`send`](Self::send)) to send it.
+        ///
+        /// # Errors
+        /// I/O errors; the idle timeout when the peer takes nothing.
+        ///
+        /// # Cancel safety
+        /// Not cancel-safe: do not race writes in `select!`.
+        pub async fn write_all(&mut self, data: &[u8]) -> Result<()> {
+            self.outbound.write_all(&mut self.io, data).await
+        }
+
+        /// Queues `line` followed by `\n` (unless it already ends in one).
+        ///
+        /// # Errors
+        /// As [`write_all`](Self::write_all).
+        pub async fn write_line(&mut self, line: &[u8]) -> Result<()> {
+            LineCodec::new(usize::MAX).encode(line, &mut self.outbound.buf)?;
+            self.outbound.flush_if_full(&mut self.io).await
+        }
+
+        /// Queues a length-prefixed frame.
+        ///
+        /// # Errors
+        /// [`ErrorKind::TooLarge`] past `Limits::max_frame`; as [`write_all`](Self::write_all).
+        pub async fn write_frame(&mut self, payload: &[u8]) -> Result<()> {
+            self.outbound.frames.encode(payload, &mut self.outbound.buf)?;
+            self.outbound.flush_if_full(&mut self.io).await
+        }
+
+        /// Sends everything queued.
+        ///
+        /// # Errors
+        /// I/O errors; the idle timeout when the peer takes nothing.
+        pub async fn flush(&mut self) -> Result<()> {
+            self.outbound.flush(&mut self.io).await
+        }
+
+        /// `write_all` then `flush`: the tutorials' `sendall`.
+        ///
+        /// # Errors
+        /// As [`flush`](Self::flush).
+        pub async fn send(&mut self, data: &[u8]) -> Result<()> {
+            self.write_all(data).await?;
+            self.flush().await
+        }
+
+        /// Flushes, then closes the sending direction (TCP half-close): the peer reads end of
+        /// input while this side can still receive.
+        ///
+        /// # Errors
+        /// As [`flush`](Self::flush).
+        pub async fn shutdown_write(&mut self) -> Result<()> {
+            self.flush().await?;
+            self.io.shutdown().await?;
+            Ok(())
+        }
+    };
+}
+
+/// One connection: the stream, its input and output buffers, and who the peer is.
+///
+/// ```no_run
+/// # async fn demo() -> socketeer::Result<()> {
+/// use socketeer::{client, Endpoint};
+/// let mut conn = client::connect(&"127.0.0.1:9999".parse::<Endpoint>()?).await?;
+/// conn.write_line(b"hello").await?;
+/// conn.flush().await?;
+/// if let Some(reply) = conn.read_line().await? {
+///     println!("{}", String::from_utf8_lossy(&reply));
+/// }
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct Connection {
+    io: Stream,
+    inbound: Inbound,
+    outbound: Outbound,
+    peer: PeerAddr,
+}
+
+impl Connection {
+    /// Wraps a connected stream with default [`Limits`].
+    pub fn new(stream: Stream, peer: PeerAddr) -> Self {
+        Self::with_limits(stream, peer, &Limits::default())
+    }
+
+    /// Wraps a connected stream with the given limits.
+    pub fn with_limits(stream: Stream, peer: PeerAddr, limits: &Limits) -> Self {
+        Self { io: stream, inbound: Inbound::new(limits, None), outbound: Outbound::new(limits), peer }
+    }
+
+    /// Makes reads end cleanly (return `None`) at the next message boundary once `token` is
+    /// cancelled. Servers set this to their shutdown token.
+    pub fn set_drain(&mut self, token: CancellationToken) {
+        self.inbound.drain = Some(token);
+    }
+
+    /// The token set by [`set_drain`](Self::set_drain): cancelled when the server is shutting
+    /// down. Handlers with loops of their own can watch it.
+    pub fn drain_token(&self) -> Option<&CancellationToken> {
+        self.inbound.drain.as_ref()
+    }
+
+    /// Who is on the other end.
+    pub fn peer_addr(&self) -> &PeerAddr {
+        &self.peer
+    }
+
+    /// The underlying stream. Reading from it directly bypasses [`buffered`](Self::buffered)
+    /// input; flush before writing to it directly.
+    pub fn stream_mut(&mut self) -> &mut Stream {
+        &mut self.io
+    }
+
+    /// Changes the idle timeout for reads and writes.
+    pub fn set_idle_timeout(&mut self, idle: Option<Duration>) {
+        self.inbound.idle = idle;
+        self.outbound.idle = idle;
+    }
+
+    reading_methods!();
+    writing_methods!();
+
+    /// Splits into a reading half and a writing half that can be used from two tasks at once.
+    /// Buffered input and queued output go with their halves.
+    pub fn into_split(self) -> (ConnectionReader, ConnectionWriter) {
+        let (read, write) = tokio::io::split(self.io);
+        (
+            ConnectionReader { io: read, inbound: self.inbound, peer: self.peer.clone() },
+            ConnectionWriter { io: write, outbound: self.outbound, peer: self.peer },
+        )
+    }
+}
+
+/// The reading half of a [`Connection`].
+#[derive(Debug)]
+pub struct ConnectionReader {
+    io: ReadHalf<Stream>,
+    inbound: Inbound,
+    peer: PeerAddr,
+}
+
+impl ConnectionReader {
+    /// Who is on the other end.
+    pub fn peer_addr(&self) -> &PeerAddr {
+        &self.peer
+    }
+
+    reading_methods!();
+}
+
+/// The writing half of a [`Connection`].
+#[derive(Debug)]
+pub struct ConnectionWriter {
+    io: WriteHalf<Stream>,
+    outbound: Outbound,
+    peer: PeerAddr,
+}
+
+impl ConnectionWriter {
+    /// Who is on the other end.
+    pub fn peer_addr(&self) -> &PeerAddr {
+        &self.peer
+    }
+
+    /// Changes the idle timeout for writes.
+    pub fn set_write_idle_timeout(&mut self, idle: Option<Duration>) {
+        self.outbound.idle = idle;
+    }
+
+    writing_methods!();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pair(limits: &Limits) -> (Connection, tokio::io::DuplexStream) {
+        let (a, b) = tokio::io::duplex(1 << 16);
+        (Connection::with_limits(Stream::other(a), PeerAddr::Unknown, limits), b)
+    }
+
+    #[tokio::test]
+    async fn reads_lines_frames_and_chunks_from_one_buffer() {
+        let (mut conn, mut peer) = pair(&Limits::default());
+        peer.write_all(b"one\n\0\0\0\x03abcrest").await.expect("write");
+        drop(peer);
+        assert_eq!(conn.read_line().await.expect("line").as_deref(), Some(&b"one\n"[..]));
+        assert_eq!(conn.read_frame().await.expect("frame").as_deref(), Some(&b"abc"[..]));
+        assert_eq!(conn.read_chunk().await.expect("chunk").as_deref(), Some(&b"rest"[..]));
+        assert_eq!(conn.read_chunk().await.expect("eof"), None);
+    }
+
+    #[tokio::test]
+    async fn a_read_cancelled_mid_line_loses_nothing() {
+        let (mut conn, mut peer) = pair(&Limits::default());
+        peer.write_all(b"hel").await.expect("write");
+        let cancelled = tokio::time::timeout(Duration::from_millis(20), conn.read_line()).await;
+        assert!(cancelled.is_err(), "no full line yet");
+        peer.write_all(b"lo\n").await.expect("write");
+        assert_eq!(conn.read_line().await.expect("line").as_deref(), Some(&b"hello\n"[..]));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn idle_peers_time_out() {
+        let mut limits = Limits::default();
+        limits.idle_timeout = Some(Duration::from_secs(5));
+        let (mut conn, _peer) = pair(&limits);
+        let err = conn.read_line().await.expect_err("idle");
+        assert_eq!(err.kind(), ErrorKind::IdleTimeout);
+    }
+
+    #[tokio::test]
+    async fn drain_ends_input_only_at_a_message_boundary() {
+        let (mut conn, mut peer) = pair(&Limits::default());
+        let token = CancellationToken::new();
+        conn.set_drain(token.clone());
+        peer.write_all(b"par").await.expect("write");
+        token.cancel();
+        let finish = async {
+            peer.write_all(b"tial\n").await.expect("write");
+            peer
+        };
+        let (line, _peer) = tokio::join!(conn.read_line(), finish);
+        assert_eq!(line.expect("line").as_deref(), Some(&b"partial\n"[..]));
+        assert_eq!(conn.read_line().await.expect("drained"), None);
+    }
+
+    #[tokio::test]
+    async fn split_halves_keep_buffers() {
+        let (mut conn, mut peer) = pair(&Limits::default());
+        peer.write_all(b"a\nb\n").await.expect("write");
+        assert_eq!(conn.read_line().await.expect("a").as_deref(), Some(&b"a\n"[..]));
+        conn.write_line(b"queued").await.expect("queue");
+        let (mut reader, mut writer) = conn.into_split();
+        assert_eq!(reader.read_line().await.expect("b").as_deref(), Some(&b"b\n"[..]));
+        writer.flush().await.expect("flush");
+        let mut got = [0u8; 7];
+        peer.read_exact(&mut got).await.expect("read");
+        assert_eq!(&got, b"queued\n");
+    }
+}

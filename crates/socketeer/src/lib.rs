@@ -1,0 +1,70 @@
+//! # socketeer — a socketserver for Rust
+//!
+//! Python's `socketserver`, done on tokio: bind any endpoint (`tcp://`, `udp://`, `unix://`,
+//! `unixgram://`), write a [`Handler`] with `setup`, `handle` and `finish`, and a [`Server`]
+//! serves many clients at once, each connection in its own task, with every size and wait a
+//! peer controls bounded by [`Limits`], and a graceful [`Shutdown`].
+//!
+//! ```no_run
+//! use socketeer::{BindOptions, Connection, Handler, Listener, Result, Server};
+//!
+//! /// The tutorials' upper-case echo server.
+//! struct Upper;
+//!
+//! impl Handler for Upper {
+//!     async fn handle(&mut self, conn: &mut Connection) -> Result<()> {
+//!         while let Some(line) = conn.read_line().await? {
+//!             conn.send(&line.to_ascii_uppercase()).await?;
+//!         }
+//!         Ok(())
+//!     }
+//! }
+//!
+//! #[tokio::main]
+//! async fn main() -> Result<()> {
+//!     let listener = Listener::bind(&"127.0.0.1:9999".parse()?, &BindOptions::default()).await?;
+//!     println!("listening on {}", listener.local_endpoint());
+//!     Server::new(listener, || Upper).serve_forever().await
+//! }
+//! ```
+//!
+//! ## Layout
+//!
+//! | module | holds |
+//! |---|---|
+//! | [`endpoint`] | parsing `tcp://` `udp://` `unix://` `unixgram://` |
+//! | [`listener`] | binding stream sockets (socket2 options, stale Unix sockets) |
+//! | [`server`] | the stream server: accept loop, permits, backoff, shutdown |
+//! | [`datagram`] | datagram sockets and the datagram server |
+//! | [`handler`] | the [`Handler`] and [`DatagramHandler`] traits |
+//! | [`connection`] | [`Connection`]: bounded, cancel-safe chunks, lines and frames |
+//! | [`codec`] | the bounded line and length-prefixed frame codecs |
+//! | [`limits`] | [`Limits`] and their defaults |
+//! | [`shutdown`] | [`Shutdown`]: stop accepting, drain with a deadline |
+//! | [`client`] | connecting to any endpoint |
+//! | [`stream`] | [`Stream`] and [`PeerAddr`] |
+//! | [`error`] | the one [`Error`] type and its [`ErrorKind`] |
+
+pub mod client;
+pub mod codec;
+pub mod connection;
+pub mod datagram;
+pub mod endpoint;
+pub mod error;
+pub mod handler;
+pub mod limits;
+pub mod listener;
+pub mod server;
+pub mod shutdown;
+pub mod stream;
+
+pub use connection::{Connection, ConnectionReader, ConnectionWriter};
+pub use datagram::{Datagram, DatagramServer, DatagramSocket};
+pub use endpoint::{Endpoint, HostPort};
+pub use error::{Error, ErrorKind, Result};
+pub use handler::{DatagramHandler, Handler};
+pub use limits::Limits;
+pub use listener::{BindOptions, Listener};
+pub use server::{ConnectionLimit, Server};
+pub use shutdown::{Drained, Shutdown, signal};
+pub use stream::{PeerAddr, Stream};

@@ -1,0 +1,265 @@
+//! [`Server`]: the stream server. It accepts on a [`Listener`], gives every connection its own
+//! task and a new [`Handler`], bounds how many run at once, backs off on accept errors, and
+//! shuts down gracefully through a shared [`Shutdown`].
+//!
+//! A connection's life: a permit is taken from the connection limit *before* `accept`, so at
+//! the cap the server simply stops accepting (clients wait in the backlog) rather than refusing
+//! or spinning; the accepted stream is wrapped in a [`Connection`] with the server's [`Limits`]
+//! and drain token; the handler's `setup`, `handle` and `finish` run in a tracked task that holds
+//! the permit until it ends.
+
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::connection::Connection;
+use crate::endpoint::Endpoint;
+use crate::error::{Error, ErrorKind, Result};
+use crate::handler::Handler;
+use crate::limits::Limits;
+use crate::listener::Listener;
+use crate::shutdown::{Drained, FINISH_TIMEOUT, Shutdown};
+use crate::stream::{PeerAddr, Stream};
+
+const BACKOFF_START: Duration = Duration::from_millis(5);
+const BACKOFF_MAX: Duration = Duration::from_secs(1);
+
+/// A cap on concurrent connections that several servers can share. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct ConnectionLimit(Arc<Semaphore>);
+
+impl ConnectionLimit {
+    /// Allows `max` connections at once.
+    pub fn new(max: usize) -> Self {
+        Self(Arc::new(Semaphore::new(max.min(Semaphore::MAX_PERMITS))))
+    }
+
+    /// Free places right now.
+    pub fn available(&self) -> usize {
+        self.0.available_permits()
+    }
+
+    pub(crate) async fn acquire(&self) -> OwnedSemaphorePermit {
+        // The semaphore is never closed, so acquiring cannot fail.
+        #[allow(clippy::expect_used)]
+        Arc::clone(&self.0).acquire_owned().await.expect("connection semaphore is never closed")
+    }
+}
+
+/// A stream server: Python's `ThreadingTCPServer` / `ThreadingUnixStreamServer`, on tokio.
+///
+/// ```no_run
+/// use socketeer::{BindOptions, Connection, Handler, Listener, Result, Server};
+///
+/// struct Echo;
+/// impl Handler for Echo {
+///     async fn handle(&mut self, conn: &mut Connection) -> Result<()> {
+///         while let Some(chunk) = conn.read_chunk().await? {
+///             conn.send(&chunk).await?;
+///         }
+///         Ok(())
+///     }
+/// }
+///
+/// # async fn demo() -> Result<()> {
+/// let listener = Listener::bind(&"127.0.0.1:9999".parse()?, &BindOptions::default()).await?;
+/// let server = Server::new(listener, || Echo);
+/// let shutdown = server.shutdown_handle();
+/// tokio::spawn(async move {
+///     let _ = socketeer::signal().await;
+///     shutdown.trigger();
+/// });
+/// server.serve_forever().await
+/// # }
+/// ```
+pub struct Server<F> {
+    listener: Listener,
+    make_handler: F,
+    limits: Limits,
+    connections: ConnectionLimit,
+    shutdown: Shutdown,
+}
+
+impl<F, H> Server<F>
+where
+    F: Fn() -> H + Send + Sync + 'static,
+    H: Handler,
+{
+    /// A server that makes a handler with `make_handler` for each connection.
+    pub fn new(listener: Listener, make_handler: F) -> Self {
+        let limits = Limits::default();
+        Self {
+            listener,
+            make_handler,
+            connections: ConnectionLimit::new(limits.max_connections),
+            limits,
+            shutdown: Shutdown::new(),
+        }
+    }
+
+    /// Sets the limits (and a connection cap of `limits.max_connections` for this server).
+    #[must_use]
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.connections = ConnectionLimit::new(limits.max_connections);
+        self.limits = limits;
+        self
+    }
+
+    /// Shares a connection cap with other servers (set after [`limits`](Self::limits)).
+    #[must_use]
+    pub fn connection_limit(mut self, limit: ConnectionLimit) -> Self {
+        self.connections = limit;
+        self
+    }
+
+    /// Uses a shutdown switch shared with other servers.
+    #[must_use]
+    pub fn shutdown(mut self, shutdown: Shutdown) -> Self {
+        self.shutdown = shutdown;
+        self
+    }
+
+    /// The switch that stops this server.
+    pub fn shutdown_handle(&self) -> Shutdown {
+        self.shutdown.clone()
+    }
+
+    /// The endpoint really bound (port 0 resolved).
+    pub fn local_endpoint(&self) -> &Endpoint {
+        self.listener.local_endpoint()
+    }
+
+    /// Serves until shutdown is triggered, then stops accepting at once (new connections are
+    /// refused), waits up to `Limits::grace` for live connections, drops the rest and returns.
+    ///
+    /// # Errors
+    /// None in practice today: accept errors are logged and backed off, not returned.
+    pub async fn serve_forever(self) -> Result<()> {
+        let Self { listener, make_handler, limits, connections, shutdown } = self;
+        let make_handler = Arc::new(make_handler);
+        let limits = Arc::new(limits);
+        let mut backoff = BACKOFF_START;
+        loop {
+            let accepted = tokio::select! {
+                biased;
+                () = shutdown.triggered() => break,
+                accepted = accept_with_permit(&listener, &connections) => accepted,
+            };
+            match accepted {
+                Ok((stream, peer, permit)) => {
+                    backoff = BACKOFF_START;
+                    let handler = make_handler();
+                    let task = serve_connection(handler, stream, peer, Arc::clone(&limits), shutdown.clone());
+                    shutdown.spawn(async move {
+                        task.await;
+                        drop(permit);
+                    });
+                }
+                Err(err) => {
+                    if let Some(pause) = accept_backoff(&err, &mut backoff) {
+                        tokio::select! {
+                            () = shutdown.triggered() => break,
+                            () = tokio::time::sleep(pause) => {}
+                        }
+                    }
+                }
+            }
+        }
+        let endpoint = listener.local_endpoint().clone();
+        drop(listener);
+        tracing::info!(%endpoint, live = shutdown.live(), "stopped accepting; draining");
+        match shutdown.drain(limits.grace).await {
+            Drained::Graceful => tracing::info!(%endpoint, "all connections finished"),
+            Drained::Forced(n) => tracing::warn!(%endpoint, dropped = n, "grace period over; dropped connections"),
+        }
+        Ok(())
+    }
+
+    /// Accepts exactly one connection and serves it to the end, like Python's
+    /// `handle_request()`. Wrap it in `tokio::time::timeout` for Python's `server.timeout`.
+    ///
+    /// # Errors
+    /// The accept error, if accepting fails.
+    pub async fn handle_request(&self) -> Result<()> {
+        let (stream, peer, permit) = accept_with_permit(&self.listener, &self.connections)
+            .await
+            .map_err(|e| Error::new(ErrorKind::Io, "accept failed").with_source(e))?;
+        let handler = (self.make_handler)();
+        serve_connection(handler, stream, peer, Arc::new(self.limits.clone()), self.shutdown.clone()).await;
+        drop(permit);
+        Ok(())
+    }
+}
+
+async fn accept_with_permit(
+    listener: &Listener,
+    connections: &ConnectionLimit,
+) -> io::Result<(Stream, PeerAddr, OwnedSemaphorePermit)> {
+    let permit = connections.acquire().await;
+    let (stream, peer) = listener.accept().await?;
+    Ok((stream, peer, permit))
+}
+
+/// Decides what an accept error means: `None` to retry at once (the failed connection was the
+/// peer's problem), or how long to pause (the process is short of descriptors or memory, or
+/// something unexpected happened), doubling up to a second so the loop never spins a core.
+fn accept_backoff(err: &io::Error, backoff: &mut Duration) -> Option<Duration> {
+    use io::ErrorKind as K;
+    if matches!(err.kind(), K::ConnectionAborted | K::ConnectionReset | K::ConnectionRefused | K::Interrupted)
+        || err.raw_os_error() == Some(libc::EPROTO)
+    {
+        tracing::debug!(error = %err, "accept: peer gave up before we took it");
+        return None;
+    }
+    let pause = *backoff;
+    *backoff = (*backoff * 2).min(BACKOFF_MAX);
+    let scarce = matches!(err.raw_os_error(), Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM));
+    if scarce {
+        tracing::warn!(error = %err, ?pause, "accept: out of resources; pausing");
+    } else {
+        tracing::error!(error = %err, ?pause, "accept failed; pausing");
+    }
+    Some(pause)
+}
+
+/// Runs one connection: setup, handle, finish; logs how it ended.
+async fn serve_connection<H: Handler>(
+    mut handler: H,
+    stream: Stream,
+    peer: PeerAddr,
+    limits: Arc<Limits>,
+    shutdown: Shutdown,
+) {
+    let mut conn = Connection::with_limits(stream, peer, &limits);
+    conn.set_drain(shutdown.token());
+    tracing::debug!(peer = %conn.peer_addr(), "connection accepted");
+    let hard = shutdown.hard_token().clone();
+    let mut set_up = false;
+    let outcome = tokio::select! {
+        biased;
+        () = hard.cancelled() => Err(Error::new(ErrorKind::Shutdown, "grace period over")),
+        result = async {
+            handler.setup(&mut conn).await?;
+            set_up = true;
+            handler.handle(&mut conn).await
+        } => result,
+    };
+    if set_up {
+        let _ = tokio::time::timeout(FINISH_TIMEOUT, handler.finish(&mut conn)).await;
+    }
+    let _ = tokio::time::timeout(FINISH_TIMEOUT, conn.flush()).await;
+    log_end(conn.peer_addr(), outcome);
+}
+
+fn log_end(peer: &PeerAddr, outcome: Result<()>) {
+    match outcome {
+        Ok(()) => tracing::debug!(%peer, "connection closed"),
+        Err(err) if err.is_disconnect() => tracing::debug!(%peer, error = %err, "peer went away"),
+        Err(err) => {
+            let cause = std::error::Error::source(&err).map(ToString::to_string);
+            tracing::info!(%peer, error = %err, cause, "closing connection");
+        }
+    }
+}
