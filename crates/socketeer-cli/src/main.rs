@@ -1,1 +1,95 @@
-fn main(){}
+//! The `socketeer` program: parse the command line, set up logging, run the command, and turn
+//! its outcome into an exit status (documented in `socketeer --help`).
+
+mod bench;
+mod cli;
+mod connect;
+mod failure;
+mod hexdump;
+mod listen;
+mod pipe;
+mod serve;
+mod services;
+
+use clap::Parser;
+use clap::error::ErrorKind as ClapErrorKind;
+
+use crate::cli::{Cli, Command, LogArgs, LogFormat, Service};
+use crate::failure::{EXIT_FAILURE, EXIT_USAGE, exit_code};
+
+fn main() {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) => std::process::exit(report_usage(&err)),
+    };
+    init_logging(&cli.log);
+    let code = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => match runtime.block_on(run(cli.command)) {
+            Ok(code) => code,
+            Err(err) => {
+                eprintln!("socketeer: {err:#}");
+                exit_code(&err)
+            }
+        },
+        Err(err) => {
+            eprintln!("socketeer: cannot start the async runtime: {err}");
+            EXIT_FAILURE
+        }
+    };
+    // Exit rather than drop the runtime: a blocking read of stdin cannot be cancelled, and
+    // waiting for it would hang an interactive session.
+    std::process::exit(code);
+}
+
+async fn run(command: Command) -> anyhow::Result<i32> {
+    match command {
+        Command::Serve(Service::Echo(args)) => services::echo::run(args).await,
+        Command::Connect(args) => connect::run(args).await,
+        Command::Listen(args) => listen::run(args).await,
+        Command::Bench(args) => bench::run(args).await,
+    }
+}
+
+/// Prints a clap error as `socketeer: <what>: <why>` (help and version as they are) and
+/// returns the exit status.
+fn report_usage(err: &clap::Error) -> i32 {
+    if matches!(err.kind(), ClapErrorKind::DisplayHelp | ClapErrorKind::DisplayVersion) {
+        print!("{err}");
+        return 0;
+    }
+    let text = err.render().to_string();
+    if err.kind() == ClapErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+        eprint!("{text}");
+        return EXIT_USAGE;
+    }
+    let mut lines = text.lines();
+    let first = lines.next().unwrap_or("bad command line");
+    eprintln!("socketeer: {}", first.strip_prefix("error: ").unwrap_or(first));
+    for line in lines.filter(|l| !l.trim().is_empty()) {
+        eprintln!("  {}", line.trim());
+    }
+    EXIT_USAGE
+}
+
+fn init_logging(args: &LogArgs) {
+    use tracing_subscriber::EnvFilter;
+    let default = if args.quiet {
+        "warn"
+    } else {
+        match args.verbose {
+            0 => "info",
+            1 => "debug",
+            _ => "trace",
+        }
+    };
+    let filter = EnvFilter::try_from_env("SOCKETEER_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(filter)
+        .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    match args.log_format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}

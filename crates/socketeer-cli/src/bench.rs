@@ -1,0 +1,206 @@
+//! `socketeer bench EP`: a closed-loop load generator for echo-like servers. Each connection
+//! sends a message, waits for all of it to come back, and records the round trip in a
+//! fixed-size latency histogram; after a warm-up it measures for `--duration` and prints round
+//! trips/s, p50/p99/max latency and MB/s (payload echoed, each way).
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use serde::Serialize;
+use socketeer::client;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::task::JoinSet;
+
+use crate::cli::BenchArgs;
+use crate::failure::{UsageError, parse_endpoint};
+
+/// Latency histogram with bounded memory and about 1.5% relative error: 64 sub-buckets for
+/// each power of two of nanoseconds.
+#[derive(Clone)]
+pub(crate) struct Histogram {
+    counts: Vec<u64>,
+    total: u64,
+    max: u64,
+}
+
+const SUB_BITS: u32 = 6;
+const SUB: u64 = 1 << SUB_BITS;
+
+impl Histogram {
+    pub(crate) fn new() -> Self {
+        Self { counts: vec![0; 64 * SUB as usize], total: 0, max: 0 }
+    }
+
+    fn index(ns: u64) -> usize {
+        if ns < SUB {
+            return ns as usize;
+        }
+        let exp = 63 - ns.leading_zeros(); // >= SUB_BITS
+        let shift = exp - SUB_BITS;
+        let mantissa = (ns >> shift) - SUB; // 0..SUB
+        ((u64::from(shift) + 1) * SUB + mantissa) as usize
+    }
+
+    /// The smallest value that falls in bucket `i`.
+    fn lower_bound(i: usize) -> u64 {
+        let i = i as u64;
+        if i < SUB {
+            return i;
+        }
+        let shift = i / SUB - 1;
+        (SUB + i % SUB) << shift
+    }
+
+    pub(crate) fn record(&mut self, latency: Duration) {
+        let ns = u64::try_from(latency.as_nanos()).unwrap_or(u64::MAX);
+        self.counts[Self::index(ns)] += 1;
+        self.total += 1;
+        self.max = self.max.max(ns);
+    }
+
+    pub(crate) fn merge(&mut self, other: &Self) {
+        for (a, b) in self.counts.iter_mut().zip(&other.counts) {
+            *a += b;
+        }
+        self.total += other.total;
+        self.max = self.max.max(other.max);
+    }
+
+    /// The latency at quantile `q` (0..=1), in nanoseconds (bucket midpoint).
+    pub(crate) fn quantile(&self, q: f64) -> u64 {
+        if self.total == 0 {
+            return 0;
+        }
+        let rank = ((self.total as f64) * q).ceil().max(1.0) as u64;
+        let mut seen = 0;
+        for (i, &count) in self.counts.iter().enumerate() {
+            seen += count;
+            if seen >= rank {
+                let lo = Self::lower_bound(i);
+                let hi = Self::lower_bound(i + 1);
+                return (lo + hi) / 2;
+            }
+        }
+        self.max
+    }
+}
+
+#[derive(Serialize)]
+struct Report {
+    endpoint: String,
+    connections: u32,
+    message_bytes: u32,
+    seconds: f64,
+    round_trips: u64,
+    round_trips_per_sec: f64,
+    p50_us: f64,
+    p99_us: f64,
+    max_us: f64,
+    mb_per_sec: f64,
+    failed_connections: usize,
+}
+
+pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<i32> {
+    let endpoint = parse_endpoint(&args.endpoint)?;
+    if !endpoint.is_stream() {
+        return Err(UsageError(format!("{endpoint}: bench needs a stream endpoint (tcp:// or unix://)")).into());
+    }
+    let mut streams = Vec::with_capacity(args.connections as usize);
+    for _ in 0..args.connections {
+        let (stream, _) = client::connect_stream(&endpoint, Duration::from_secs(10)).await?;
+        streams.push(stream);
+    }
+    let start = Instant::now() + Duration::from_millis(50);
+    let measure_from = start + args.warmup;
+    let stop_at = measure_from + args.duration;
+    let size = args.size as usize;
+    let mut tasks = JoinSet::new();
+    for mut stream in streams {
+        tasks.spawn(async move {
+            let message = vec![b'x'; size];
+            let mut reply = vec![0u8; size];
+            let mut histogram = Histogram::new();
+            tokio::time::sleep_until(start.into()).await;
+            loop {
+                let sent = Instant::now();
+                if sent >= stop_at {
+                    break;
+                }
+                stream.write_all(&message).await?;
+                stream.read_exact(&mut reply).await?;
+                if sent >= measure_from {
+                    histogram.record(sent.elapsed());
+                }
+            }
+            std::io::Result::Ok(histogram)
+        });
+    }
+    let mut total = Histogram::new();
+    let mut failed = 0;
+    while let Some(done) = tasks.join_next().await {
+        match done.context("bench task panicked")? {
+            Ok(histogram) => total.merge(&histogram),
+            Err(err) => {
+                failed += 1;
+                tracing::warn!(error = %err, "a connection failed");
+            }
+        }
+    }
+    if failed == args.connections as usize {
+        anyhow::bail!("every connection to {endpoint} failed");
+    }
+    let seconds = args.duration.as_secs_f64();
+    let report = Report {
+        endpoint: endpoint.to_string(),
+        connections: args.connections,
+        message_bytes: args.size,
+        seconds,
+        round_trips: total.total,
+        round_trips_per_sec: total.total as f64 / seconds,
+        p50_us: total.quantile(0.50) as f64 / 1e3,
+        p99_us: total.quantile(0.99) as f64 / 1e3,
+        max_us: total.max as f64 / 1e3,
+        mb_per_sec: (total.total * u64::from(args.size)) as f64 / seconds / 1e6,
+        failed_connections: failed,
+    };
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        println!(
+            "{}: {} connections, {}-byte messages, {:.1} s\n  round trips/s  {:.0}\n  latency p50    {:.1} µs\n  latency p99    {:.1} µs\n  latency max    {:.1} µs\n  throughput     {:.2} MB/s each way\n  failed conns   {}",
+            report.endpoint,
+            report.connections,
+            report.message_bytes,
+            report.seconds,
+            report.round_trips_per_sec,
+            report.p50_us,
+            report.p99_us,
+            report.max_us,
+            report.mb_per_sec,
+            report.failed_connections
+        );
+    }
+    Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_quantiles_are_within_two_percent() {
+        let mut h = Histogram::new();
+        for us in 1..=1000u64 {
+            h.record(Duration::from_micros(us));
+        }
+        for (q, want) in [(0.5, 500_000.0), (0.99, 990_000.0)] {
+            let got = h.quantile(q) as f64;
+            assert!((got - want).abs() / want < 0.02, "q{q}: {got} vs {want}");
+        }
+        assert_eq!(h.max, 1_000_000);
+        for ns in [0u64, 1, 63, 64, 65, 1000, 123_456_789] {
+            let i = Histogram::index(ns);
+            assert!(Histogram::lower_bound(i) <= ns && ns < Histogram::lower_bound(i + 1), "{ns}");
+        }
+    }
+}

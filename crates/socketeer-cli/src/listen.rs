@@ -1,0 +1,122 @@
+//! `socketeer listen EP`: like nc -l. One client joined to stdin/stdout; with `--keep-open`,
+//! many at once, stdin broadcast to all and everything they send printed. The bound address
+//! goes to stderr, because stdout carries the data.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use socketeer::{BindOptions, Connection, DatagramSocket, Handler, Listener, Result, Server};
+use tokio::sync::{Mutex, broadcast, mpsc};
+
+use crate::cli::{ListenArgs, PipeArgs};
+use crate::connect::interactive_limits;
+use crate::failure::parse_endpoint;
+use crate::pipe::{self, Output, StdinChunks, Target};
+
+/// Broadcast backlog per client; a client that falls this far behind is dropped.
+const BROADCAST_BACKLOG: usize = 256;
+
+pub(crate) async fn run(args: ListenArgs) -> anyhow::Result<i32> {
+    let endpoint = parse_endpoint(&args.endpoint)?;
+    let mut options = BindOptions::default();
+    options.unix_mode = args.socket_mode;
+    let work = async {
+        if !endpoint.is_stream() {
+            let socket = DatagramSocket::bind(&endpoint, &options).await?;
+            eprintln!("listening on {}", socket.local_endpoint());
+            return pipe::datagrams(socket, Target::LastSender(Mutex::new(None)), &args.pipe).await;
+        }
+        let listener = Listener::bind(&endpoint, &options).await?;
+        eprintln!("listening on {}", listener.local_endpoint());
+        if args.keep_open {
+            return keep_open(listener, &args).await;
+        }
+        let (stream, peer) = listener.accept().await?;
+        drop(listener);
+        tracing::info!(%peer, "connection");
+        pipe::stream(Connection::with_limits(stream, peer, &interactive_limits()), &args.pipe).await
+    };
+    // A signal ends the listener cleanly, so a Unix socket file is removed.
+    tokio::select! {
+        result = work => result?,
+        signal = socketeer::signal() => tracing::info!(signal = signal?, "stopping"),
+    }
+    Ok(0)
+}
+
+/// Serves clients until a signal: stdin to all, all of them to stdout.
+async fn keep_open(listener: Listener, args: &ListenArgs) -> anyhow::Result<()> {
+    let (to_all, template) = broadcast::channel::<Bytes>(BROADCAST_BACKLOG);
+    let (to_stdout, mut printed) = mpsc::channel::<Bytes>(64);
+    let relay = Relay { stdin: Arc::new(Mutex::new(template)), stdout: to_stdout, pipe: args.pipe.clone() };
+    let mut limits = interactive_limits();
+    limits.max_connections = args.max_conns as usize;
+    let server = Server::new(listener, move || relay.clone()).limits(limits);
+    let shutdown = server.shutdown_handle();
+    let serving = tokio::spawn(server.serve_forever());
+
+    let mut output = Output::new(&args.pipe);
+    let printer = async {
+        while let Some(chunk) = printed.recv().await {
+            output.write(&chunk).await?;
+        }
+        anyhow::Ok(())
+    };
+    let reader = async {
+        if !args.pipe.recv_only {
+            let mut stdin = StdinChunks::new(&args.pipe);
+            while let Some(chunk) = stdin.next().await? {
+                // No receivers yet is fine: nobody to tell.
+                let _ = to_all.send(chunk);
+            }
+        }
+        drop(to_all);
+        std::future::pending::<anyhow::Result<()>>().await
+    };
+    let result = tokio::select! {
+        result = printer => result,
+        result = reader => result,
+    };
+    shutdown.trigger();
+    let _ = serving.await;
+    result
+}
+
+/// One client of `listen --keep-open`.
+#[derive(Clone)]
+struct Relay {
+    stdin: Arc<Mutex<broadcast::Receiver<Bytes>>>,
+    stdout: mpsc::Sender<Bytes>,
+    pipe: PipeArgs,
+}
+
+impl Handler for Relay {
+    async fn handle(&mut self, conn: &mut Connection) -> Result<()> {
+        tracing::info!(peer = %conn.peer_addr(), "connection");
+        let mut from_stdin = self.stdin.lock().await.resubscribe();
+        let mut stdin_open = true;
+        loop {
+            tokio::select! {
+                chunk = conn.read_chunk() => match chunk? {
+                    Some(chunk) if !self.pipe.send_only => {
+                        if self.stdout.send(chunk).await.is_err() {
+                            break;
+                        }
+                    }
+                    Some(_) => {}
+                    None => break,
+                },
+                message = from_stdin.recv(), if stdin_open => match message {
+                    Ok(data) => conn.send(&data).await?,
+                    Err(broadcast::error::RecvError::Lagged(n)) => {
+                        tracing::warn!(peer = %conn.peer_addr(), missed = n, "client too slow for stdin; dropping it");
+                        break;
+                    }
+                    Err(broadcast::error::RecvError::Closed) => stdin_open = false,
+                },
+            }
+        }
+        tracing::info!(peer = %conn.peer_addr(), "disconnected");
+        Ok(())
+    }
+}

@@ -1,0 +1,113 @@
+//! Running a service: bind every `--listen` endpoint (all or nothing), print the addresses
+//! really bound, serve them under one shutdown switch and one connection cap, and drain on
+//! SIGINT/SIGTERM (a second signal exits at once).
+
+use std::io::Write;
+
+use anyhow::Context;
+use socketeer::{
+    BindOptions, ConnectionLimit, DatagramHandler, DatagramServer, DatagramSocket, Endpoint, Handler, Limits, Listener,
+    Server, Shutdown,
+};
+use tokio::task::JoinSet;
+
+use crate::cli::ServeArgs;
+use crate::failure::{EXIT_INTERRUPTED, UsageError, parse_endpoint};
+
+/// A service as the runner needs it: a name, a default endpoint, a handler per connection, and
+/// optionally a datagram handler.
+pub(crate) struct Service<F, D> {
+    pub(crate) name: &'static str,
+    pub(crate) default_endpoint: &'static str,
+    pub(crate) make_handler: F,
+    pub(crate) datagram: Option<D>,
+}
+
+/// The limits the common flags ask for.
+pub(crate) fn limits(args: &ServeArgs) -> Limits {
+    let mut limits = Limits::default();
+    limits.max_connections = args.max_conns as usize;
+    limits.idle_timeout = (!args.idle_timeout.is_zero()).then_some(args.idle_timeout);
+    limits.grace = args.grace;
+    limits.max_line = args.max_line as usize;
+    limits
+}
+
+enum Bound {
+    Stream(Listener),
+    Datagram(DatagramSocket),
+}
+
+/// Serves `service` on the endpoints in `args` until a signal, then drains. Returns exit status 0.
+pub(crate) async fn serve<F, H, D>(args: &ServeArgs, service: Service<F, D>) -> anyhow::Result<i32>
+where
+    F: Fn() -> H + Clone + Send + Sync + 'static,
+    H: Handler,
+    D: DatagramHandler + Clone,
+{
+    let written = if args.listen.is_empty() { vec![service.default_endpoint.to_owned()] } else { args.listen.clone() };
+    let endpoints = written.iter().map(|w| parse_endpoint(w)).collect::<Result<Vec<Endpoint>, _>>()?;
+    if service.datagram.is_none() {
+        if let Some(ep) = endpoints.iter().find(|ep| !ep.is_stream()) {
+            return Err(UsageError(format!("{ep}: {} needs a stream endpoint (tcp:// or unix://)", service.name)).into());
+        }
+    }
+    let mut options = BindOptions::default();
+    options.unix_mode = args.socket_mode;
+    let mut bound = Vec::with_capacity(endpoints.len());
+    for ep in &endpoints {
+        bound.push(if ep.is_stream() {
+            Bound::Stream(Listener::bind(ep, &options).await?)
+        } else {
+            Bound::Datagram(DatagramSocket::bind(ep, &options).await?)
+        });
+    }
+
+    let limits = limits(args);
+    let shutdown = Shutdown::new();
+    let connections = ConnectionLimit::new(limits.max_connections);
+    let mut servers = JoinSet::new();
+    let mut stdout = std::io::stdout().lock();
+    for socket in bound {
+        match socket {
+            Bound::Stream(listener) => {
+                writeln!(stdout, "listening on {}", listener.local_endpoint())?;
+                let server = Server::new(listener, service.make_handler.clone())
+                    .limits(limits.clone())
+                    .connection_limit(connections.clone())
+                    .shutdown(shutdown.clone());
+                servers.spawn(server.serve_forever());
+            }
+            Bound::Datagram(socket) => {
+                writeln!(stdout, "listening on {}", socket.local_endpoint())?;
+                let handler = service.datagram.clone().context("datagram handler checked above")?;
+                let server = DatagramServer::new(socket, handler).limits(limits.clone()).shutdown(shutdown.clone());
+                servers.spawn(server.serve_forever());
+            }
+        }
+    }
+    stdout.flush()?;
+    drop(stdout);
+    tracing::info!(service = service.name, "serving");
+
+    tokio::spawn(stop_on_signals(shutdown, limits.grace));
+    while let Some(done) = servers.join_next().await {
+        done.context("server task panicked")??;
+    }
+    tracing::info!(service = service.name, "stopped");
+    Ok(0)
+}
+
+/// First SIGINT/SIGTERM: stop accepting and drain. Second: exit at once with status 130.
+async fn stop_on_signals(shutdown: Shutdown, grace: std::time::Duration) {
+    let Ok(first) = socketeer::signal().await else {
+        tracing::warn!("cannot install signal handlers; stop with SIGKILL");
+        return;
+    };
+    tracing::info!(signal = first, ?grace, "shutting down: no new connections; live ones get the grace period (signal again to exit now)");
+    shutdown.trigger();
+    if let Ok(second) = socketeer::signal().await {
+        eprintln!("socketeer: {second} again: exiting at once");
+        std::process::exit(EXIT_INTERRUPTED);
+    }
+}

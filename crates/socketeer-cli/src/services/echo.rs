@@ -1,0 +1,124 @@
+//! `socketeer serve echo`: the tutorials' echo family. Chunks (default) or lines, upper-cased,
+//! prefixed, or answered with a fixed reply; a welcome on connect; one-shot. Over UDP and Unix
+//! datagrams each datagram is answered to its sender, never with more bytes than it carried
+//! plus the prefix.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use socketeer::{Connection, Datagram, DatagramHandler, Handler, Result};
+
+use crate::cli::EchoArgs;
+use crate::serve::{Service, serve};
+
+/// What an echo server answers.
+#[derive(Debug, Default)]
+pub(crate) struct Echo {
+    pub(crate) lines: bool,
+    pub(crate) upper: bool,
+    pub(crate) prefix: Vec<u8>,
+    pub(crate) reply: Option<Vec<u8>>,
+    pub(crate) welcome: Option<Vec<u8>>,
+    pub(crate) one_shot: bool,
+}
+
+impl Echo {
+    /// The answer to one message (a chunk, a line, or a datagram).
+    fn answer(&self, message: &[u8]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.prefix.len() + message.len() + 1);
+        out.extend_from_slice(&self.prefix);
+        match &self.reply {
+            Some(reply) => {
+                out.extend_from_slice(reply);
+                if self.lines && !reply.ends_with(b"\n") {
+                    out.push(b'\n');
+                }
+            }
+            None if self.upper => out.extend(message.iter().map(u8::to_ascii_uppercase)),
+            None => out.extend_from_slice(message),
+        }
+        out
+    }
+
+    async fn next_message(&self, conn: &mut Connection) -> Result<Option<Bytes>> {
+        if self.lines { conn.read_line().await } else { conn.read_chunk().await }
+    }
+}
+
+/// One connection's handler: shares the configuration.
+#[derive(Clone)]
+pub(crate) struct EchoHandler(pub(crate) Arc<Echo>);
+
+impl Handler for EchoHandler {
+    async fn setup(&mut self, conn: &mut Connection) -> Result<()> {
+        match &self.0.welcome {
+            Some(welcome) => conn.send(welcome).await,
+            None => Ok(()),
+        }
+    }
+
+    async fn handle(&mut self, conn: &mut Connection) -> Result<()> {
+        while let Some(message) = self.0.next_message(conn).await? {
+            conn.send(&self.0.answer(&message)).await?;
+            if self.0.one_shot {
+                break;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl DatagramHandler for EchoHandler {
+    async fn handle(&self, datagram: Datagram) -> Result<()> {
+        let mut answer = self.0.answer(datagram.data());
+        // No amplification: never more than the datagram carried, plus the prefix.
+        answer.truncate(datagram.data().len() + self.0.prefix.len());
+        datagram.reply(&answer).await
+    }
+}
+
+pub(crate) async fn run(args: EchoArgs) -> anyhow::Result<i32> {
+    let echo = Arc::new(Echo {
+        lines: args.lines,
+        upper: args.upper,
+        prefix: args.prefix.unwrap_or_default(),
+        reply: args.reply,
+        welcome: args.welcome,
+        one_shot: args.one_shot,
+    });
+    let datagram_notes = [
+        (echo.welcome.is_some(), "--welcome"),
+        (echo.one_shot, "--one-shot"),
+        (echo.lines, "--lines"),
+    ];
+    let has_datagram = args.serve.listen.iter().any(|l| l.starts_with("udp://") || l.starts_with("unixgram://"));
+    for (set, flag) in datagram_notes {
+        if set && has_datagram {
+            tracing::warn!("{flag} has no effect on datagram endpoints: each datagram gets one answer");
+        }
+    }
+    let handler = EchoHandler(echo);
+    let service = Service {
+        name: "echo",
+        default_endpoint: "127.0.0.1:9999",
+        make_handler: {
+            let handler = handler.clone();
+            move || handler.clone()
+        },
+        datagram: Some(handler),
+    };
+    serve(&args.serve, service).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answers_follow_the_modes() {
+        let upper = Echo { upper: true, prefix: b"OK...".to_vec(), ..Echo::default() };
+        assert_eq!(upper.answer("hi 欢迎\n".as_bytes()), "OK...HI 欢迎\n".as_bytes());
+        let reply = Echo { reply: Some(b"I am server.".to_vec()), lines: true, ..Echo::default() };
+        assert_eq!(reply.answer(b"x\n"), b"I am server.\n");
+    }
+}

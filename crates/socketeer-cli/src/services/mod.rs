@@ -1,0 +1,3 @@
+//! The built-in services of `socketeer serve`, each written on the library's public API only.
+
+pub(crate) mod echo;

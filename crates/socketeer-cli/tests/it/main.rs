@@ -1,0 +1,6 @@
+//! End-to-end tests of the `socketeer` binary: real processes, real sockets on 127.0.0.1:0 and
+//! temp-dir Unix paths, and outside peers (python3, nc, socat) where installed.
+
+#![allow(unreachable_pub)] // test helpers are `pub` within this one test binary
+
+mod support;

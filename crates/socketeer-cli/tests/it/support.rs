@@ -1,0 +1,216 @@
+//! Running the built `socketeer` binary: capture its output as it comes, wait for what it
+//! prints (with a deadline, so a broken build fails instead of hanging), signal it, and kill
+//! it on drop.
+
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
+use std::time::{Duration, Instant};
+
+/// Every wait in these tests ends by this deadline.
+pub const DEADLINE: Duration = Duration::from_secs(20);
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_socketeer")
+}
+
+/// One captured output stream.
+pub struct Captured {
+    chunks: Receiver<Vec<u8>>,
+    pub seen: Vec<u8>,
+    closed: bool,
+}
+
+impl Captured {
+    fn spawn(mut source: impl Read + Send + 'static) -> Self {
+        let (tx, chunks) = channel();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 8192];
+            while let Ok(n) = source.read(&mut buf) {
+                if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
+                    break;
+                }
+            }
+        });
+        Self { chunks, seen: Vec::new(), closed: false }
+    }
+
+    /// Waits until `done(everything seen so far)` holds; panics at the deadline.
+    pub fn wait_for(&mut self, what: &str, done: impl Fn(&[u8]) -> bool) -> String {
+        let until = Instant::now() + DEADLINE;
+        while !done(&self.seen) {
+            let left = until.saturating_duration_since(Instant::now());
+            match self.chunks.recv_timeout(left) {
+                Ok(chunk) => self.seen.extend_from_slice(&chunk),
+                Err(RecvTimeoutError::Disconnected) if !self.closed => {
+                    self.closed = true;
+                    if !done(&self.seen) {
+                        panic!("stream closed waiting for {what}; saw: {}", self.text());
+                    }
+                }
+                Err(_) => panic!("timed out waiting for {what}; saw: {}", self.text()),
+            }
+        }
+        self.text()
+    }
+
+    /// Waits until `needle` has appeared.
+    pub fn wait_for_text(&mut self, needle: &str) -> String {
+        self.wait_for(needle, |seen| String::from_utf8_lossy(seen).contains(needle))
+    }
+
+    /// Reads until the stream closes (the process exited or closed it).
+    pub fn to_end(&mut self) -> String {
+        let until = Instant::now() + DEADLINE;
+        while !self.closed {
+            match self.chunks.recv_timeout(until.saturating_duration_since(Instant::now())) {
+                Ok(chunk) => self.seen.extend_from_slice(&chunk),
+                Err(RecvTimeoutError::Disconnected) => self.closed = true,
+                Err(RecvTimeoutError::Timeout) => panic!("output never closed; saw: {}", self.text()),
+            }
+        }
+        self.text()
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.seen).into_owned()
+    }
+}
+
+/// A running `socketeer` process.
+pub struct Proc {
+    child: Child,
+    pub stdin: Option<ChildStdin>,
+    pub stdout: Captured,
+    pub stderr: Captured,
+}
+
+impl Proc {
+    pub fn spawn(args: &[&str]) -> Self {
+        let mut child = Command::new(bin())
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn socketeer");
+        let stdout = Captured::spawn(child.stdout.take().expect("stdout"));
+        let stderr = Captured::spawn(child.stderr.take().expect("stderr"));
+        Self { stdin: child.stdin.take(), child, stdout, stderr }
+    }
+
+    /// Starts `socketeer serve ...` and returns it with the endpoints it printed.
+    pub fn serve(args: &[&str]) -> (Self, Vec<String>) {
+        let expected = args.iter().filter(|a| **a == "--listen").count().max(1);
+        let mut proc = Self::spawn(args);
+        let text = proc.stdout.wait_for("listening lines", |seen| {
+            String::from_utf8_lossy(seen).matches("listening on ").count() >= expected
+        });
+        let endpoints = text.lines().filter_map(|l| l.strip_prefix("listening on ")).map(str::to_owned).collect();
+        (proc, endpoints)
+    }
+
+    pub fn write_stdin(&mut self, data: &[u8]) {
+        let stdin = self.stdin.as_mut().expect("stdin open");
+        stdin.write_all(data).expect("write stdin");
+        stdin.flush().expect("flush stdin");
+    }
+
+    pub fn close_stdin(&mut self) {
+        self.stdin = None;
+    }
+
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill").arg(format!("-{name}")).arg(self.child.id().to_string()).status();
+        assert!(status.expect("kill").success());
+    }
+
+    /// Waits for the process to exit (its output closing first) and returns its status.
+    pub fn wait(mut self) -> (ExitStatus, String, String) {
+        let out = self.stdout.to_end();
+        let err = self.stderr.to_end();
+        let status = self.child.wait().expect("wait");
+        (status, out, err)
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        // Only the process this test started, by its own handle.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs `socketeer args...` to completion with `stdin` and returns (status, stdout, stderr).
+pub fn run(args: &[&str], stdin: &[u8]) -> (ExitStatus, String, String) {
+    let mut proc = Proc::spawn(args);
+    proc.write_stdin(stdin);
+    proc.close_stdin();
+    proc.wait()
+}
+
+/// "tcp://127.0.0.1:41873" -> "127.0.0.1:41873".
+pub fn addr(endpoint: &str) -> String {
+    endpoint.split_once("://").map_or(endpoint, |(_, rest)| rest).to_owned()
+}
+
+/// A blocking TCP client with a read deadline.
+pub fn tcp(endpoint: &str) -> std::net::TcpStream {
+    let stream = std::net::TcpStream::connect(addr(endpoint)).expect("connect");
+    stream.set_read_timeout(Some(DEADLINE)).expect("timeout");
+    stream
+}
+
+/// Reads exactly `n` bytes.
+pub fn read_n(stream: &mut impl Read, n: usize) -> String {
+    let mut buf = vec![0u8; n];
+    stream.read_exact(&mut buf).expect("read reply");
+    String::from_utf8_lossy(&buf).into_owned()
+}
+
+/// Reads until EOF (a reset also ends it).
+pub fn read_to_end(stream: &mut impl Read) -> String {
+    let mut buf = Vec::new();
+    let _ = stream.read_to_end(&mut buf);
+    String::from_utf8_lossy(&buf).into_owned()
+}
+
+/// True when `program` is on PATH; otherwise prints why the calling test skips.
+pub fn have(program: &str, test: &str) -> bool {
+    let found = Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {program}"))
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !found {
+        eprintln!("SKIPPED {test}: `{program}` is not installed (CI installs it via .ci/run)");
+    }
+    found
+}
+
+/// A fresh temp directory, removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> Self {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static N: AtomicU32 = AtomicU32::new(0);
+        let n = N.fetch_add(1, Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("socketeer-cli-{}-{tag}-{n}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        Self(dir)
+    }
+
+    pub fn sock(&self, name: &str) -> String {
+        self.0.join(name).display().to_string()
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
