@@ -28,7 +28,11 @@ const SUB: u64 = 1 << SUB_BITS;
 
 impl Histogram {
     pub(crate) fn new() -> Self {
-        Self { counts: vec![0; 64 * SUB as usize], total: 0, max: 0 }
+        Self {
+            counts: vec![0; 64 * SUB as usize],
+            total: 0,
+            max: 0,
+        }
     }
 
     fn index(ns: u64) -> usize {
@@ -103,7 +107,10 @@ struct Report {
 pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<i32> {
     let endpoint = parse_endpoint(&args.endpoint)?;
     if !endpoint.is_stream() {
-        return Err(UsageError(format!("{endpoint}: bench needs a stream endpoint (tcp:// or unix://)")).into());
+        return Err(UsageError(format!(
+            "{endpoint}: bench needs a stream endpoint (tcp:// or unix://)"
+        ))
+        .into());
     }
     let mut streams = Vec::with_capacity(args.connections as usize);
     for _ in 0..args.connections {
@@ -200,7 +207,10 @@ mod tests {
         assert_eq!(h.max, 1_000_000);
         for ns in [0u64, 1, 63, 64, 65, 1000, 123_456_789] {
             let i = Histogram::index(ns);
-            assert!(Histogram::lower_bound(i) <= ns && ns < Histogram::lower_bound(i + 1), "{ns}");
+            assert!(
+                Histogram::lower_bound(i) <= ns && ns < Histogram::lower_bound(i + 1),
+                "{ns}"
+            );
         }
     }
 }

@@ -102,13 +102,13 @@ pub(crate) struct EchoArgs {
     pub(crate) upper: bool,
     /// Prepended to each reply (`\n`, `\r`, `\t`, `\\` are understood).
     #[arg(long, value_name = "TEXT", value_parser = parse_text)]
-    pub(crate) prefix: Option<Vec<u8>>,
+    pub(crate) prefix: Option<Text>,
     /// Always answer TEXT instead of echoing.
     #[arg(long, value_name = "TEXT", value_parser = parse_text)]
-    pub(crate) reply: Option<Vec<u8>>,
+    pub(crate) reply: Option<Text>,
     /// Sent to each client when it connects.
     #[arg(long, value_name = "TEXT", value_parser = parse_text)]
-    pub(crate) welcome: Option<Vec<u8>>,
+    pub(crate) welcome: Option<Text>,
     /// Answer one message, then close the connection.
     #[arg(long)]
     pub(crate) one_shot: bool,
@@ -189,8 +189,10 @@ pub(crate) struct BenchArgs {
 
 /// Seconds as a non-negative decimal number (`0.5`, `300`).
 pub(crate) fn parse_secs(text: &str) -> Result<Duration, String> {
-    let secs: f64 = text.parse().map_err(|_| format!("\"{text}\" is not a number of seconds"))?;
-    if !secs.is_finite() || secs < 0.0 || secs > 1e9 {
+    let secs: f64 = text
+        .parse()
+        .map_err(|_| format!("\"{text}\" is not a number of seconds"))?;
+    if !(0.0..=1e9).contains(&secs) {
         return Err(format!("\"{text}\" must be between 0 and 1e9 seconds"));
     }
     Ok(Duration::from_secs_f64(secs))
@@ -203,8 +205,12 @@ fn parse_mode(text: &str) -> Result<u32, String> {
         .ok_or_else(|| format!("\"{text}\" is not an octal mode such as 600"))
 }
 
+/// Bytes given on the command line as TEXT with escapes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Text(pub(crate) Vec<u8>);
+
 /// TEXT with backslash escapes: `\n`, `\r`, `\t`, `\\`, `\0`, `\xHH`.
-pub(crate) fn parse_text(text: &str) -> Result<Vec<u8>, String> {
+pub(crate) fn parse_text(text: &str) -> Result<Text, String> {
     let mut out = Vec::with_capacity(text.len());
     let mut bytes = text.bytes();
     while let Some(b) = bytes.next() {
@@ -220,14 +226,18 @@ pub(crate) fn parse_text(text: &str) -> Result<Vec<u8>, String> {
             Some(b'\\') => out.push(b'\\'),
             Some(b'x') => {
                 let hex: Vec<u8> = bytes.by_ref().take(2).collect();
-                let value = std::str::from_utf8(&hex).ok().and_then(|h| u8::from_str_radix(h, 16).ok());
-                out.push(value.ok_or_else(|| format!("bad \\x escape in \"{text}\" (want \\xHH)"))?);
+                let value = std::str::from_utf8(&hex)
+                    .ok()
+                    .and_then(|h| u8::from_str_radix(h, 16).ok());
+                out.push(
+                    value.ok_or_else(|| format!("bad \\x escape in \"{text}\" (want \\xHH)"))?,
+                );
             }
             Some(other) => return Err(format!("unknown escape \\{} in \"{text}\"", other as char)),
             None => return Err(format!("\"{text}\" ends with a lone backslash")),
         }
     }
-    Ok(out)
+    Ok(Text(out))
 }
 
 #[cfg(test)]
@@ -236,8 +246,8 @@ mod tests {
 
     #[test]
     fn text_escapes() {
-        assert_eq!(parse_text(r"Welcome\n").as_deref(), Ok(&b"Welcome\n"[..]));
-        assert_eq!(parse_text(r"a\tb\\c\x41").as_deref(), Ok(&b"a\tb\\cA"[..]));
+        assert_eq!(parse_text(r"Welcome\n"), Ok(Text(b"Welcome\n".to_vec())));
+        assert_eq!(parse_text(r"a\tb\\c\x41"), Ok(Text(b"a\tb\\cA".to_vec())));
         assert!(parse_text(r"bad\q").is_err());
         assert!(parse_text("end\\").is_err());
     }
@@ -245,7 +255,9 @@ mod tests {
     #[test]
     fn seconds_and_modes() {
         assert_eq!(parse_secs("0.25"), Ok(Duration::from_millis(250)));
-        assert!(parse_secs("-1").is_err() && parse_secs("soon").is_err() && parse_secs("NaN").is_err());
+        assert!(
+            parse_secs("-1").is_err() && parse_secs("soon").is_err() && parse_secs("NaN").is_err()
+        );
         assert_eq!(parse_mode("660"), Ok(0o660));
         assert!(parse_mode("999").is_err());
     }

@@ -19,10 +19,16 @@ pub(crate) async fn run(args: ConnectArgs) -> anyhow::Result<i32> {
     if endpoint.is_stream() {
         let (stream, peer) = client::connect_stream(&endpoint, args.timeout).await?;
         tracing::debug!(%peer, "connected");
-        pipe::stream(Connection::with_limits(stream, peer, &interactive_limits()), &args.pipe).await?;
+        pipe::stream(
+            Connection::with_limits(stream, peer, &interactive_limits()),
+            &args.pipe,
+        )
+        .await?;
     } else {
         let socket = DatagramSocket::connect(&endpoint).await?;
-        pipe::datagrams(socket, Target::Connected, &args.pipe).await.map_err(|e| e.context(endpoint.to_string()))?;
+        pipe::datagrams(socket, Target::Connected, &args.pipe)
+            .await
+            .map_err(|e| e.context(endpoint.to_string()))?;
     }
     Ok(0)
 }

@@ -17,7 +17,11 @@ pub(crate) struct UsageError(pub(crate) String);
 
 /// The exit status for a failed command.
 pub(crate) fn exit_code(err: &anyhow::Error) -> i32 {
-    if err.downcast_ref::<UsageError>().is_some() { EXIT_USAGE } else { EXIT_FAILURE }
+    if err.downcast_ref::<UsageError>().is_some() {
+        EXIT_USAGE
+    } else {
+        EXIT_FAILURE
+    }
 }
 
 /// Parses an endpoint written on the command line; a bad one is a usage error.

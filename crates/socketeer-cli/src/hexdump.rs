@@ -27,7 +27,13 @@ impl HexDump {
                 }
             }
             out.push_str(" |");
-            out.extend(row.iter().map(|&b| if b.is_ascii_graphic() || b == b' ' { b as char } else { '.' }));
+            out.extend(row.iter().map(|&b| {
+                if b.is_ascii_graphic() || b == b' ' {
+                    b as char
+                } else {
+                    '.'
+                }
+            }));
             out.push_str("|\n");
             self.offset += row.len() as u64;
         }

@@ -34,7 +34,11 @@ pub(crate) async fn run(args: ListenArgs) -> anyhow::Result<i32> {
         let (stream, peer) = listener.accept().await?;
         drop(listener);
         tracing::info!(%peer, "connection");
-        pipe::stream(Connection::with_limits(stream, peer, &interactive_limits()), &args.pipe).await
+        pipe::stream(
+            Connection::with_limits(stream, peer, &interactive_limits()),
+            &args.pipe,
+        )
+        .await
     };
     // A signal ends the listener cleanly, so a Unix socket file is removed.
     tokio::select! {
@@ -48,7 +52,11 @@ pub(crate) async fn run(args: ListenArgs) -> anyhow::Result<i32> {
 async fn keep_open(listener: Listener, args: &ListenArgs) -> anyhow::Result<()> {
     let (to_all, template) = broadcast::channel::<Bytes>(BROADCAST_BACKLOG);
     let (to_stdout, mut printed) = mpsc::channel::<Bytes>(64);
-    let relay = Relay { stdin: Arc::new(Mutex::new(template)), stdout: to_stdout, pipe: args.pipe.clone() };
+    let relay = Relay {
+        stdin: Arc::new(Mutex::new(template)),
+        stdout: to_stdout,
+        pipe: args.pipe.clone(),
+    };
     let mut limits = interactive_limits();
     limits.max_connections = args.max_conns as usize;
     let server = Server::new(listener, move || relay.clone()).limits(limits);

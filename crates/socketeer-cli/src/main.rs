@@ -23,21 +23,25 @@ fn main() {
         Err(err) => std::process::exit(report_usage(&err)),
     };
     init_logging(&cli.log);
-    let code = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
-        Ok(runtime) => match runtime.block_on(run(cli.command)) {
-            Ok(code) => code,
-            Err(err) => {
-                eprintln!("socketeer: {err:#}");
-                exit_code(&err)
-            }
-        },
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
         Err(err) => {
             eprintln!("socketeer: cannot start the async runtime: {err}");
-            EXIT_FAILURE
+            std::process::exit(EXIT_FAILURE);
         }
     };
-    // Exit rather than drop the runtime: a blocking read of stdin cannot be cancelled, and
-    // waiting for it would hang an interactive session.
+    let code = match runtime.block_on(run(cli.command)) {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("socketeer: {err:#}");
+            exit_code(&err)
+        }
+    };
+    // Exit while the runtime is still alive: dropping it would wait for a blocking read of
+    // stdin that cannot be cancelled, hanging an interactive session.
     std::process::exit(code);
 }
 
@@ -53,7 +57,10 @@ async fn run(command: Command) -> anyhow::Result<i32> {
 /// Prints a clap error as `socketeer: <what>: <why>` (help and version as they are) and
 /// returns the exit status.
 fn report_usage(err: &clap::Error) -> i32 {
-    if matches!(err.kind(), ClapErrorKind::DisplayHelp | ClapErrorKind::DisplayVersion) {
+    if matches!(
+        err.kind(),
+        ClapErrorKind::DisplayHelp | ClapErrorKind::DisplayVersion
+    ) {
         print!("{err}");
         return 0;
     }
@@ -64,7 +71,10 @@ fn report_usage(err: &clap::Error) -> i32 {
     }
     let mut lines = text.lines();
     let first = lines.next().unwrap_or("bad command line");
-    eprintln!("socketeer: {}", first.strip_prefix("error: ").unwrap_or(first));
+    eprintln!(
+        "socketeer: {}",
+        first.strip_prefix("error: ").unwrap_or(first)
+    );
     for line in lines.filter(|l| !l.trim().is_empty()) {
         eprintln!("  {}", line.trim());
     }
@@ -82,7 +92,8 @@ fn init_logging(args: &LogArgs) {
             _ => "trace",
         }
     };
-    let filter = EnvFilter::try_from_env("SOCKETEER_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    let filter =
+        EnvFilter::try_from_env("SOCKETEER_LOG").unwrap_or_else(|_| EnvFilter::new(default));
     let builder = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(filter)

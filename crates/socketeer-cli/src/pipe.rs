@@ -46,7 +46,11 @@ pub(crate) struct StdinChunks {
 
 impl StdinChunks {
     pub(crate) fn new(args: &PipeArgs) -> Self {
-        Self { stdin: tokio::io::stdin(), buf: vec![0; STDIN_CHUNK], crlf: args.crlf.then(CrLf::default) }
+        Self {
+            stdin: tokio::io::stdin(),
+            buf: vec![0; STDIN_CHUNK],
+            crlf: args.crlf.then(CrLf::default),
+        }
     }
 
     pub(crate) async fn next(&mut self) -> std::io::Result<Option<Bytes>> {
@@ -71,7 +75,11 @@ pub(crate) struct Output {
 
 impl Output {
     pub(crate) fn new(args: &PipeArgs) -> Self {
-        Self { stdout: tokio::io::stdout(), hex: args.hex.then(HexDump::default), discard: args.send_only }
+        Self {
+            stdout: tokio::io::stdout(),
+            hex: args.hex.then(HexDump::default),
+            discard: args.send_only,
+        }
     }
 
     pub(crate) async fn write(&mut self, data: &[u8]) -> std::io::Result<()> {
@@ -101,7 +109,9 @@ pub(crate) async fn stream(conn: Connection, args: &PipeArgs) -> anyhow::Result<
         }
     }
     match args.quit_after {
-        Some(limit) => tokio::time::timeout(limit, to_stdout).await.unwrap_or(Ok(())),
+        Some(limit) => tokio::time::timeout(limit, to_stdout)
+            .await
+            .unwrap_or(Ok(())),
         None => to_stdout.await,
     }
 }
@@ -125,7 +135,13 @@ async fn stdin_to_socket(mut writer: ConnectionWriter, args: &PipeArgs) -> anyho
     }
     .await;
     match result {
-        Err(err) if err.downcast_ref::<socketeer::Error>().is_some_and(socketeer::Error::is_disconnect) => Ok(()),
+        Err(err)
+            if err
+                .downcast_ref::<socketeer::Error>()
+                .is_some_and(socketeer::Error::is_disconnect) =>
+        {
+            Ok(())
+        }
         other => other,
     }
 }
@@ -139,7 +155,11 @@ pub(crate) enum Target {
 }
 
 /// Joins stdin/stdout to a datagram socket.
-pub(crate) async fn datagrams(socket: DatagramSocket, target: Target, args: &PipeArgs) -> anyhow::Result<()> {
+pub(crate) async fn datagrams(
+    socket: DatagramSocket,
+    target: Target,
+    args: &PipeArgs,
+) -> anyhow::Result<()> {
     let from_peer = async {
         let mut out = Output::new(args);
         let mut buf = vec![0u8; 65_536];
@@ -172,7 +192,10 @@ pub(crate) async fn datagrams(socket: DatagramSocket, target: Target, args: &Pip
                         Some(peer) => {
                             socket.send_to(&chunk, &peer).await?;
                         }
-                        None => tracing::warn!("no peer has sent anything yet; dropping {} bytes of stdin", chunk.len()),
+                        None => tracing::warn!(
+                            "no peer has sent anything yet; dropping {} bytes of stdin",
+                            chunk.len()
+                        ),
                     },
                 }
             }
@@ -183,9 +206,13 @@ pub(crate) async fn datagrams(socket: DatagramSocket, target: Target, args: &Pip
             result = to_peer => result?,
         }
     }
-    let wait = args.quit_after.or((!args.recv_only).then_some(DATAGRAM_QUIT_AFTER));
+    let wait = args
+        .quit_after
+        .or((!args.recv_only).then_some(DATAGRAM_QUIT_AFTER));
     match wait {
-        Some(limit) => tokio::time::timeout(limit, from_peer).await.unwrap_or(Ok(())),
+        Some(limit) => tokio::time::timeout(limit, from_peer)
+            .await
+            .unwrap_or(Ok(())),
         None => from_peer.await,
     }
 }

@@ -6,8 +6,8 @@ use std::io::Write;
 
 use anyhow::Context;
 use socketeer::{
-    BindOptions, ConnectionLimit, DatagramHandler, DatagramServer, DatagramSocket, Endpoint, Handler, Limits, Listener,
-    Server, Shutdown,
+    BindOptions, ConnectionLimit, DatagramHandler, DatagramServer, DatagramSocket, Endpoint,
+    Handler, Limits, Listener, Server, Shutdown,
 };
 use tokio::task::JoinSet;
 
@@ -45,11 +45,22 @@ where
     H: Handler,
     D: DatagramHandler + Clone,
 {
-    let written = if args.listen.is_empty() { vec![service.default_endpoint.to_owned()] } else { args.listen.clone() };
-    let endpoints = written.iter().map(|w| parse_endpoint(w)).collect::<Result<Vec<Endpoint>, _>>()?;
+    let written = if args.listen.is_empty() {
+        vec![service.default_endpoint.to_owned()]
+    } else {
+        args.listen.clone()
+    };
+    let endpoints = written
+        .iter()
+        .map(|w| parse_endpoint(w))
+        .collect::<Result<Vec<Endpoint>, _>>()?;
     if service.datagram.is_none() {
         if let Some(ep) = endpoints.iter().find(|ep| !ep.is_stream()) {
-            return Err(UsageError(format!("{ep}: {} needs a stream endpoint (tcp:// or unix://)", service.name)).into());
+            return Err(UsageError(format!(
+                "{ep}: {} needs a stream endpoint (tcp:// or unix://)",
+                service.name
+            ))
+            .into());
         }
     }
     let mut options = BindOptions::default();
@@ -80,8 +91,13 @@ where
             }
             Bound::Datagram(socket) => {
                 writeln!(stdout, "listening on {}", socket.local_endpoint())?;
-                let handler = service.datagram.clone().context("datagram handler checked above")?;
-                let server = DatagramServer::new(socket, handler).limits(limits.clone()).shutdown(shutdown.clone());
+                let handler = service
+                    .datagram
+                    .clone()
+                    .context("datagram handler checked above")?;
+                let server = DatagramServer::new(socket, handler)
+                    .limits(limits.clone())
+                    .shutdown(shutdown.clone());
                 servers.spawn(server.serve_forever());
             }
         }
@@ -104,7 +120,11 @@ async fn stop_on_signals(shutdown: Shutdown, grace: std::time::Duration) {
         tracing::warn!("cannot install signal handlers; stop with SIGKILL");
         return;
     };
-    tracing::info!(signal = first, ?grace, "shutting down: no new connections; live ones get the grace period (signal again to exit now)");
+    tracing::info!(
+        signal = first,
+        ?grace,
+        "shutting down: no new connections; live ones get the grace period (signal again to exit now)"
+    );
     shutdown.trigger();
     if let Ok(second) = socketeer::signal().await {
         eprintln!("socketeer: {second} again: exiting at once");

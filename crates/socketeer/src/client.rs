@@ -35,7 +35,10 @@ pub async fn connect_stream(endpoint: &Endpoint, timeout: Duration) -> Result<(S
         match endpoint {
             Endpoint::Tcp(hp) => {
                 if hp.host().is_none() {
-                    return Err(Error::new(ErrorKind::Connect, format!("{endpoint}: a host is needed to connect")));
+                    return Err(Error::new(
+                        ErrorKind::Connect,
+                        format!("{endpoint}: a host is needed to connect"),
+                    ));
                 }
                 let mut last = None;
                 for addr in hp.resolve().await? {
@@ -48,11 +51,18 @@ pub async fn connect_stream(endpoint: &Endpoint, timeout: Duration) -> Result<(S
                     }
                 }
                 let cause = last.unwrap_or_else(|| std::io::ErrorKind::AddrNotAvailable.into());
-                Err(Error::new(ErrorKind::Connect, format!("cannot connect to {endpoint}")).with_source(cause))
+                Err(
+                    Error::new(ErrorKind::Connect, format!("cannot connect to {endpoint}"))
+                        .with_source(cause),
+                )
             }
             Endpoint::Unix(path) => match UnixStream::connect(path).await {
                 Ok(stream) => Ok((Stream::Unix(stream), PeerAddr::Unix(Some(path.clone())))),
-                Err(e) => Err(Error::new(ErrorKind::Connect, format!("cannot connect to {endpoint}")).with_source(e)),
+                Err(e) => Err(Error::new(
+                    ErrorKind::Connect,
+                    format!("cannot connect to {endpoint}"),
+                )
+                .with_source(e)),
             },
             Endpoint::Udp(_) | Endpoint::UnixDatagram(_) => Err(Error::new(
                 ErrorKind::Connect,
@@ -60,7 +70,10 @@ pub async fn connect_stream(endpoint: &Endpoint, timeout: Duration) -> Result<(S
             )),
         }
     };
-    tokio::time::timeout(timeout, attempt)
-        .await
-        .map_err(|_| Error::new(ErrorKind::Timeout, format!("cannot connect to {endpoint}: no answer within {timeout:?}")))?
+    tokio::time::timeout(timeout, attempt).await.map_err(|_| {
+        Error::new(
+            ErrorKind::Timeout,
+            format!("cannot connect to {endpoint}: no answer within {timeout:?}"),
+        )
+    })?
 }

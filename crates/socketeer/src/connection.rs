@@ -58,7 +58,11 @@ impl Inbound {
     /// Reads more bytes into the buffer, honouring the idle timeout; at a message boundary
     /// (nothing buffered, nothing arrived) a shutdown drain ends the input cleanly instead.
     async fn fill<R: AsyncRead + Unpin>(&mut self, io: &mut R) -> Result<Fill> {
-        let want = if self.last_read_filled { LARGE_READ } else { SMALL_READ };
+        let want = if self.last_read_filled {
+            LARGE_READ
+        } else {
+            SMALL_READ
+        };
         self.buf.reserve(want);
         let before = self.buf.capacity() - self.buf.len();
         let drain = self.drain.as_ref().filter(|_| self.buf.is_empty()).cloned();
@@ -67,7 +71,12 @@ impl Inbound {
             match idle {
                 Some(limit) => tokio::time::timeout(limit, io.read_buf(&mut self.buf))
                     .await
-                    .map_err(|_| Error::new(ErrorKind::IdleTimeout, format!("peer sent nothing for {limit:?}")))?,
+                    .map_err(|_| {
+                        Error::new(
+                            ErrorKind::IdleTimeout,
+                            format!("peer sent nothing for {limit:?}"),
+                        )
+                    })?,
                 None => io.read_buf(&mut self.buf).await,
             }
             .map_err(Error::from)
@@ -141,7 +150,11 @@ struct Outbound {
 
 impl Outbound {
     fn new(limits: &Limits) -> Self {
-        Self { buf: BytesMut::new(), frames: FrameCodec::new(limits.max_frame), idle: limits.idle_timeout }
+        Self {
+            buf: BytesMut::new(),
+            frames: FrameCodec::new(limits.max_frame),
+            idle: limits.idle_timeout,
+        }
     }
 
     async fn write_all<W: AsyncWrite + Unpin>(&mut self, io: &mut W, data: &[u8]) -> Result<()> {
@@ -158,7 +171,11 @@ impl Outbound {
     }
 
     async fn flush_if_full<W: AsyncWrite + Unpin>(&mut self, io: &mut W) -> Result<()> {
-        if self.buf.len() >= FLUSH_AT { self.send_buffered(io).await } else { Ok(()) }
+        if self.buf.len() >= FLUSH_AT {
+            self.send_buffered(io).await
+        } else {
+            Ok(())
+        }
     }
 
     async fn send_buffered<W: AsyncWrite + Unpin>(&mut self, io: &mut W) -> Result<()> {
@@ -187,10 +204,16 @@ impl Outbound {
         Ok(n)
     }
 
-    async fn deadline<T>(idle: Option<Duration>, op: impl Future<Output = std::io::Result<T>>) -> Result<T> {
+    async fn deadline<T>(
+        idle: Option<Duration>,
+        op: impl Future<Output = std::io::Result<T>>,
+    ) -> Result<T> {
         match idle {
             Some(limit) => tokio::time::timeout(limit, op).await.map_err(|_| {
-                Error::new(ErrorKind::IdleTimeout, format!("peer took nothing we sent for {limit:?}"))
+                Error::new(
+                    ErrorKind::IdleTimeout,
+                    format!("peer took nothing we sent for {limit:?}"),
+                )
             })?,
             None => op.await,
         }
@@ -294,7 +317,9 @@ macro_rules! writing_methods {
         /// # Errors
         /// [`ErrorKind::TooLarge`] past `Limits::max_frame`; as [`write_all`](Self::write_all).
         pub async fn write_frame(&mut self, payload: &[u8]) -> Result<()> {
-            self.outbound.frames.encode(payload, &mut self.outbound.buf)?;
+            self.outbound
+                .frames
+                .encode(payload, &mut self.outbound.buf)?;
             self.outbound.flush_if_full(&mut self.io).await
         }
 
@@ -357,7 +382,12 @@ impl Connection {
 
     /// Wraps a connected stream with the given limits.
     pub fn with_limits(stream: Stream, peer: PeerAddr, limits: &Limits) -> Self {
-        Self { io: stream, inbound: Inbound::new(limits, None), outbound: Outbound::new(limits), peer }
+        Self {
+            io: stream,
+            inbound: Inbound::new(limits, None),
+            outbound: Outbound::new(limits),
+            peer,
+        }
     }
 
     /// Makes reads end cleanly (return `None`) at the next message boundary once `token` is
@@ -397,8 +427,16 @@ impl Connection {
     pub fn into_split(self) -> (ConnectionReader, ConnectionWriter) {
         let (read, write) = tokio::io::split(self.io);
         (
-            ConnectionReader { io: read, inbound: self.inbound, peer: self.peer.clone() },
-            ConnectionWriter { io: write, outbound: self.outbound, peer: self.peer },
+            ConnectionReader {
+                io: read,
+                inbound: self.inbound,
+                peer: self.peer.clone(),
+            },
+            ConnectionWriter {
+                io: write,
+                outbound: self.outbound,
+                peer: self.peer,
+            },
         )
     }
 }
@@ -448,17 +486,31 @@ mod tests {
 
     fn pair(limits: &Limits) -> (Connection, tokio::io::DuplexStream) {
         let (a, b) = tokio::io::duplex(1 << 16);
-        (Connection::with_limits(Stream::other(a), PeerAddr::Unknown, limits), b)
+        (
+            Connection::with_limits(Stream::other(a), PeerAddr::Unknown, limits),
+            b,
+        )
     }
 
     #[tokio::test]
     async fn reads_lines_frames_and_chunks_from_one_buffer() {
         let (mut conn, mut peer) = pair(&Limits::default());
-        peer.write_all(b"one\n\0\0\0\x03abcrest").await.expect("write");
+        peer.write_all(b"one\n\0\0\0\x03abcrest")
+            .await
+            .expect("write");
         drop(peer);
-        assert_eq!(conn.read_line().await.expect("line").as_deref(), Some(&b"one\n"[..]));
-        assert_eq!(conn.read_frame().await.expect("frame").as_deref(), Some(&b"abc"[..]));
-        assert_eq!(conn.read_chunk().await.expect("chunk").as_deref(), Some(&b"rest"[..]));
+        assert_eq!(
+            conn.read_line().await.expect("line").as_deref(),
+            Some(&b"one\n"[..])
+        );
+        assert_eq!(
+            conn.read_frame().await.expect("frame").as_deref(),
+            Some(&b"abc"[..])
+        );
+        assert_eq!(
+            conn.read_chunk().await.expect("chunk").as_deref(),
+            Some(&b"rest"[..])
+        );
         assert_eq!(conn.read_chunk().await.expect("eof"), None);
     }
 
@@ -469,13 +521,15 @@ mod tests {
         let cancelled = tokio::time::timeout(Duration::from_millis(20), conn.read_line()).await;
         assert!(cancelled.is_err(), "no full line yet");
         peer.write_all(b"lo\n").await.expect("write");
-        assert_eq!(conn.read_line().await.expect("line").as_deref(), Some(&b"hello\n"[..]));
+        assert_eq!(
+            conn.read_line().await.expect("line").as_deref(),
+            Some(&b"hello\n"[..])
+        );
     }
 
     #[tokio::test(start_paused = true)]
     async fn idle_peers_time_out() {
-        let mut limits = Limits::default();
-        limits.idle_timeout = Some(Duration::from_secs(5));
+        let limits = Limits { idle_timeout: Some(Duration::from_secs(5)), ..Limits::default() };
         let (mut conn, _peer) = pair(&limits);
         let err = conn.read_line().await.expect_err("idle");
         assert_eq!(err.kind(), ErrorKind::IdleTimeout);
@@ -501,10 +555,16 @@ mod tests {
     async fn split_halves_keep_buffers() {
         let (mut conn, mut peer) = pair(&Limits::default());
         peer.write_all(b"a\nb\n").await.expect("write");
-        assert_eq!(conn.read_line().await.expect("a").as_deref(), Some(&b"a\n"[..]));
+        assert_eq!(
+            conn.read_line().await.expect("a").as_deref(),
+            Some(&b"a\n"[..])
+        );
         conn.write_line(b"queued").await.expect("queue");
         let (mut reader, mut writer) = conn.into_split();
-        assert_eq!(reader.read_line().await.expect("b").as_deref(), Some(&b"b\n"[..]));
+        assert_eq!(
+            reader.read_line().await.expect("b").as_deref(),
+            Some(&b"b\n"[..])
+        );
         writer.flush().await.expect("flush");
         let mut got = [0u8; 7];
         peer.read_exact(&mut got).await.expect("read");

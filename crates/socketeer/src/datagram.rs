@@ -44,18 +44,28 @@ impl DatagramSocket {
     /// # Errors
     /// [`ErrorKind::Bind`] as for [`crate::Listener::bind`].
     pub async fn bind(endpoint: &Endpoint, options: &BindOptions) -> Result<Self> {
-        let fail = |e: io::Error| Error::new(ErrorKind::Bind, format!("cannot bind {endpoint}")).with_source(e);
+        let fail = |e: io::Error| {
+            Error::new(ErrorKind::Bind, format!("cannot bind {endpoint}")).with_source(e)
+        };
         match endpoint {
             Endpoint::Udp(hp) => {
                 let socket = bind_inet(hp, Type::DGRAM, options).await?;
                 let udp = UdpSocket::from_std(socket.into()).map_err(fail)?;
                 let local = udp.local_addr().map(Endpoint::udp).map_err(fail)?;
-                Ok(Self { inner: Inner::Udp(udp), local, _unix_file: None })
+                Ok(Self {
+                    inner: Inner::Udp(udp),
+                    local,
+                    _unix_file: None,
+                })
             }
             Endpoint::UnixDatagram(path) => {
                 prepare_unix_path(path, Type::DGRAM).await?;
                 let (socket, guard) = bind_unix_datagram(path, options.unix_mode)?;
-                Ok(Self { inner: Inner::Unix(socket), local: endpoint.clone(), _unix_file: Some(guard) })
+                Ok(Self {
+                    inner: Inner::Unix(socket),
+                    local: endpoint.clone(),
+                    _unix_file: Some(guard),
+                })
             }
             _ => Err(Error::new(
                 ErrorKind::Bind,
@@ -71,22 +81,43 @@ impl DatagramSocket {
     /// # Errors
     /// [`ErrorKind::Connect`] when the name does not resolve or nothing listens at the path.
     pub async fn connect(endpoint: &Endpoint) -> Result<Self> {
-        let fail = |e: io::Error| Error::new(ErrorKind::Connect, format!("cannot connect to {endpoint}")).with_source(e);
+        let fail = |e: io::Error| {
+            Error::new(ErrorKind::Connect, format!("cannot connect to {endpoint}")).with_source(e)
+        };
         match endpoint {
             Endpoint::Udp(hp) => {
-                let target = *hp.resolve().await?.first().ok_or_else(|| fail(io::ErrorKind::NotFound.into()))?;
-                let local: std::net::SocketAddr =
-                    if target.is_ipv4() { ([0, 0, 0, 0], 0).into() } else { (std::net::Ipv6Addr::UNSPECIFIED, 0).into() };
+                let target = *hp
+                    .resolve()
+                    .await?
+                    .first()
+                    .ok_or_else(|| fail(io::ErrorKind::NotFound.into()))?;
+                let local: std::net::SocketAddr = if target.is_ipv4() {
+                    ([0, 0, 0, 0], 0).into()
+                } else {
+                    (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+                };
                 let udp = UdpSocket::bind(local).await.map_err(fail)?;
                 udp.connect(target).await.map_err(fail)?;
-                Ok(Self { inner: Inner::Udp(udp), local: endpoint.clone(), _unix_file: None })
+                Ok(Self {
+                    inner: Inner::Udp(udp),
+                    local: endpoint.clone(),
+                    _unix_file: None,
+                })
             }
             Endpoint::UnixDatagram(path) => {
-                let (socket, guard) = bind_unix_datagram(&client_path(), 0o600).map_err(|e| fail(io::Error::other(e)))?;
+                let (socket, guard) = bind_unix_datagram(&client_path(), 0o600)
+                    .map_err(|e| fail(io::Error::other(e)))?;
                 socket.connect(path).map_err(fail)?;
-                Ok(Self { inner: Inner::Unix(socket), local: endpoint.clone(), _unix_file: Some(guard) })
+                Ok(Self {
+                    inner: Inner::Unix(socket),
+                    local: endpoint.clone(),
+                    _unix_file: Some(guard),
+                })
             }
-            _ => Err(Error::new(ErrorKind::Connect, format!("{endpoint} is a stream endpoint"))),
+            _ => Err(Error::new(
+                ErrorKind::Connect,
+                format!("{endpoint} is a stream endpoint"),
+            )),
         }
     }
 
@@ -105,7 +136,10 @@ impl DatagramSocket {
     pub async fn recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, PeerAddr)> {
         match &self.inner {
             Inner::Udp(s) => s.recv_from(buf).await.map(|(n, a)| (n, PeerAddr::Inet(a))),
-            Inner::Unix(s) => s.recv_from(buf).await.map(|(n, a)| (n, PeerAddr::from_unix(&a))),
+            Inner::Unix(s) => s
+                .recv_from(buf)
+                .await
+                .map(|(n, a)| (n, PeerAddr::from_unix(&a))),
         }
     }
 
@@ -117,7 +151,10 @@ impl DatagramSocket {
         match (&self.inner, peer) {
             (Inner::Udp(s), PeerAddr::Inet(addr)) => s.send_to(data, addr).await,
             (Inner::Unix(s), PeerAddr::Unix(Some(path))) => s.send_to(data, path).await,
-            _ => Err(io::Error::new(io::ErrorKind::InvalidInput, format!("cannot send to {peer}"))),
+            _ => Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("cannot send to {peer}"),
+            )),
         }
     }
 
@@ -148,7 +185,13 @@ impl DatagramSocket {
 }
 
 fn bind_unix_datagram(path: &Path, mode: u32) -> Result<(UnixDatagram, UnixPathGuard)> {
-    let fail = |e: io::Error| Error::new(ErrorKind::Bind, format!("cannot bind unixgram://{}", path.display())).with_source(e);
+    let fail = |e: io::Error| {
+        Error::new(
+            ErrorKind::Bind,
+            format!("cannot bind unixgram://{}", path.display()),
+        )
+        .with_source(e)
+    };
     let socket = Socket::new(Domain::UNIX, Type::DGRAM, None).map_err(fail)?;
     socket.set_nonblocking(true).map_err(fail)?;
     let guard = bind_unix_path(&socket, path, mode)?;
@@ -193,12 +236,18 @@ impl Datagram {
             if addr.port() < self.min_reply_port {
                 return Err(Error::new(
                     ErrorKind::InvalidData,
-                    format!("not replying to {addr}: source port below {}", self.min_reply_port),
+                    format!(
+                        "not replying to {addr}: source port below {}",
+                        self.min_reply_port
+                    ),
                 ));
             }
         }
         if self.peer == PeerAddr::Unix(None) {
-            return Err(Error::new(ErrorKind::InvalidData, "not replying: the sender's socket is unnamed"));
+            return Err(Error::new(
+                ErrorKind::InvalidData,
+                "not replying: the sender's socket is unnamed",
+            ));
         }
         self.socket.send_to(data, &self.peer).await?;
         Ok(())
@@ -330,7 +379,10 @@ impl<H: DatagramHandler> DatagramServer<H> {
                 // On UDP this is usually an ICMP error for an earlier reply; it is one bad
                 // datagram, not the end of the server.
                 tracing::debug!(error = %err, "datagram receive error");
-                if !matches!(err.kind(), io::ErrorKind::ConnectionRefused | io::ErrorKind::ConnectionReset) {
+                if !matches!(
+                    err.kind(),
+                    io::ErrorKind::ConnectionRefused | io::ErrorKind::ConnectionReset
+                ) {
                     // Not an ICMP echo of a reply: pause so a persistent error cannot spin a core.
                     tokio::time::sleep(std::time::Duration::from_millis(10)).await;
                 }

@@ -42,17 +42,25 @@ impl HostPort {
     /// [`ErrorKind::Connect`] when the name does not resolve.
     pub async fn resolve(&self) -> Result<Vec<SocketAddr>> {
         let Some(host) = &self.host else {
-            return Ok(vec![SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), self.port)]);
+            return Ok(vec![SocketAddr::new(
+                IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+                self.port,
+            )]);
         };
         if let Ok(ip) = host.parse::<IpAddr>() {
             return Ok(vec![SocketAddr::new(ip, self.port)]);
         }
         let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), self.port))
             .await
-            .map_err(|e| Error::new(ErrorKind::Connect, format!("cannot resolve {host}")).with_source(e))?
+            .map_err(|e| {
+                Error::new(ErrorKind::Connect, format!("cannot resolve {host}")).with_source(e)
+            })?
             .collect();
         if addrs.is_empty() {
-            return Err(Error::new(ErrorKind::Connect, format!("cannot resolve {host}: no addresses")));
+            return Err(Error::new(
+                ErrorKind::Connect,
+                format!("cannot resolve {host}: no addresses"),
+            ));
         }
         Ok(addrs)
     }
@@ -105,12 +113,18 @@ pub enum Endpoint {
 impl Endpoint {
     /// A TCP endpoint for a socket address (handy with `127.0.0.1:0` in tests).
     pub fn tcp(addr: SocketAddr) -> Self {
-        Self::Tcp(HostPort { host: Some(addr.ip().to_string()), port: addr.port() })
+        Self::Tcp(HostPort {
+            host: Some(addr.ip().to_string()),
+            port: addr.port(),
+        })
     }
 
     /// A UDP endpoint for a socket address.
     pub fn udp(addr: SocketAddr) -> Self {
-        Self::Udp(HostPort { host: Some(addr.ip().to_string()), port: addr.port() })
+        Self::Udp(HostPort {
+            host: Some(addr.ip().to_string()),
+            port: addr.port(),
+        })
     }
 
     /// True for byte-stream transports (TCP, Unix stream); false for datagram ones.
@@ -147,7 +161,10 @@ impl fmt::Display for Endpoint {
 }
 
 fn bad(input: &str, why: impl fmt::Display) -> Error {
-    Error::new(ErrorKind::BadEndpoint, format!("bad endpoint \"{input}\": {why}"))
+    Error::new(
+        ErrorKind::BadEndpoint,
+        format!("bad endpoint \"{input}\": {why}"),
+    )
 }
 
 impl FromStr for Endpoint {
@@ -188,26 +205,38 @@ fn parse_host_port(input: &str, rest: &str, scheme: &str) -> Result<HostPort> {
     let (host, port) = if let Some(after) = rest.strip_prefix('[') {
         let (v6, tail) = after.split_once(']').ok_or_else(expected)?;
         let port = tail.strip_prefix(':').ok_or_else(expected)?;
-        let ip: Ipv6Addr =
-            v6.parse().map_err(|_| bad(input, format!("\"{v6}\" is not an IPv6 address")))?;
+        let ip: Ipv6Addr = v6
+            .parse()
+            .map_err(|_| bad(input, format!("\"{v6}\" is not an IPv6 address")))?;
         (Some(ip.to_string()), port)
     } else {
         let (host, port) = rest.rsplit_once(':').ok_or_else(expected)?;
         if host.contains(':') {
-            return Err(bad(input, "write IPv6 addresses in brackets, as [::1]:PORT"));
+            return Err(bad(
+                input,
+                "write IPv6 addresses in brackets, as [::1]:PORT",
+            ));
         }
-        let valid = host.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b));
+        let valid = host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b));
         if !valid {
-            return Err(bad(input, format!("\"{host}\" is not a host name or address")));
+            return Err(bad(
+                input,
+                format!("\"{host}\" is not a host name or address"),
+            ));
         }
         ((!host.is_empty()).then(|| host.to_owned()), port)
     };
     if port.is_empty() {
         return Err(expected());
     }
-    let port = port
-        .parse::<u16>()
-        .map_err(|_| bad(input, format!("port \"{port}\" must be a number from 0 to 65535")))?;
+    let port = port.parse::<u16>().map_err(|_| {
+        bad(
+            input,
+            format!("port \"{port}\" must be a number from 0 to 65535"),
+        )
+    })?;
     Ok(HostPort { host, port })
 }
 
@@ -230,14 +259,23 @@ mod tests {
         assert_eq!(ok(":9999").to_string(), "tcp://:9999");
         assert_eq!(ok("[::1]:7").to_string(), "tcp://[::1]:7");
         assert_eq!(ok("udp://[::1]:0").to_string(), "udp://[::1]:0");
-        assert_eq!(ok("unix:///tmp/a.sock"), Endpoint::Unix("/tmp/a.sock".into()));
-        assert_eq!(ok("unixgram:///tmp/b"), Endpoint::UnixDatagram("/tmp/b".into()));
+        assert_eq!(
+            ok("unix:///tmp/a.sock"),
+            Endpoint::Unix("/tmp/a.sock".into())
+        );
+        assert_eq!(
+            ok("unixgram:///tmp/b"),
+            Endpoint::UnixDatagram("/tmp/b".into())
+        );
         assert!(ok("[::1]:7").is_local() && ok("unix:///x").is_local() && !ok(":1").is_local());
     }
 
     #[test]
     fn bad_endpoints_say_what_is_wrong() {
-        assert_eq!(err("tcp//x"), r#"bad endpoint "tcp//x": expected tcp://HOST:PORT"#);
+        assert_eq!(
+            err("tcp//x"),
+            r#"bad endpoint "tcp//x": expected tcp://HOST:PORT"#
+        );
         assert!(err("tcp://h:99999").contains("0 to 65535"));
         assert!(err("tcp://h:").contains("expected tcp://HOST:PORT"));
         assert!(err("sctp://h:1").contains("unknown scheme \"sctp\""));

@@ -70,12 +70,19 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 impl Error {
     /// An error of `kind` with a message saying what failed.
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
-        Self { kind, message: message.into(), source: None }
+        Self {
+            kind,
+            message: message.into(),
+            source: None,
+        }
     }
 
     /// Attaches the underlying cause.
     #[must_use]
-    pub fn with_source(mut self, source: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+    pub fn with_source(
+        mut self,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
         self.source = Some(source.into());
         self
     }
@@ -87,7 +94,9 @@ impl Error {
 
     /// The I/O error underneath, if there is one.
     pub fn io_error(&self) -> Option<&io::Error> {
-        self.source.as_ref().and_then(|s| s.downcast_ref::<io::Error>())
+        self.source
+            .as_ref()
+            .and_then(|s| s.downcast_ref::<io::Error>())
     }
 
     /// True when the peer went away abruptly (reset, broken pipe, aborted): routine for servers.
@@ -112,7 +121,9 @@ impl fmt::Display for Error {
 
 impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        self.source.as_deref().map(|s| s as &(dyn std::error::Error + 'static))
+        self.source
+            .as_deref()
+            .map(|s| s as &(dyn std::error::Error + 'static))
     }
 }
 
@@ -124,7 +135,11 @@ impl From<io::Error> for Error {
             io::ErrorKind::InvalidData => ErrorKind::InvalidData,
             _ => ErrorKind::Io,
         };
-        Self { kind, message: kind.as_str().to_owned(), source: Some(Box::new(err)) }
+        Self {
+            kind,
+            message: kind.as_str().to_owned(),
+            source: Some(Box::new(err)),
+        }
     }
 }
 
@@ -149,7 +164,10 @@ mod tests {
     fn io_errors_keep_their_cause_and_map_kinds() {
         let err: Error = io::Error::new(io::ErrorKind::TimedOut, "slow").into();
         assert_eq!(err.kind(), ErrorKind::Timeout);
-        assert_eq!(err.io_error().map(io::Error::kind), Some(io::ErrorKind::TimedOut));
+        assert_eq!(
+            err.io_error().map(io::Error::kind),
+            Some(io::ErrorKind::TimedOut)
+        );
         let reset: Error = io::Error::from(io::ErrorKind::ConnectionReset).into();
         assert!(reset.is_disconnect());
     }

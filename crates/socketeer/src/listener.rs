@@ -83,18 +83,27 @@ impl Listener {
         match endpoint {
             Endpoint::Tcp(hp) => {
                 let socket = bind_inet(hp, Type::STREAM, options).await?;
-                socket.listen(backlog(options)).map_err(|e| bind_error(endpoint, e))?;
-                let listener = TcpListener::from_std(socket.into()).map_err(|e| bind_error(endpoint, e))?;
+                socket
+                    .listen(backlog(options))
+                    .map_err(|e| bind_error(endpoint, e))?;
+                let listener =
+                    TcpListener::from_std(socket.into()).map_err(|e| bind_error(endpoint, e))?;
                 Ok(Self::from_tcp_with(listener, options.clone()))
             }
             Endpoint::Unix(path) => {
                 prepare_unix_path(path, Type::STREAM).await?;
-                let socket = Socket::new(Domain::UNIX, Type::STREAM, None).map_err(|e| bind_error(endpoint, e))?;
-                socket.set_nonblocking(true).map_err(|e| bind_error(endpoint, e))?;
+                let socket = Socket::new(Domain::UNIX, Type::STREAM, None)
+                    .map_err(|e| bind_error(endpoint, e))?;
+                socket
+                    .set_nonblocking(true)
+                    .map_err(|e| bind_error(endpoint, e))?;
                 let guard = bind_unix_path(&socket, path, options.unix_mode)?;
-                socket.listen(backlog(options)).map_err(|e| bind_error(endpoint, e))?;
+                socket
+                    .listen(backlog(options))
+                    .map_err(|e| bind_error(endpoint, e))?;
                 let std_listener: std::os::unix::net::UnixListener = socket.into();
-                let listener = UnixListener::from_std(std_listener).map_err(|e| bind_error(endpoint, e))?;
+                let listener =
+                    UnixListener::from_std(std_listener).map_err(|e| bind_error(endpoint, e))?;
                 Ok(Self {
                     inner: Inner::Unix(listener),
                     local: endpoint.clone(),
@@ -119,7 +128,12 @@ impl Listener {
             .local_addr()
             .map(Endpoint::tcp)
             .unwrap_or_else(|_| Endpoint::tcp(SocketAddr::from(([0, 0, 0, 0], 0))));
-        Self { inner: Inner::Tcp(listener), local, options, _unix_file: None }
+        Self {
+            inner: Inner::Tcp(listener),
+            local,
+            options,
+            _unix_file: None,
+        }
     }
 
     /// The endpoint really bound: with port 0 resolved to the port the system chose.
@@ -181,7 +195,10 @@ fn bind_error(endpoint: &Endpoint, err: io::Error) -> Error {
 pub(crate) async fn bind_inet(hp: &HostPort, ty: Type, options: &BindOptions) -> Result<Socket> {
     let scheme = if ty == Type::DGRAM { "udp" } else { "tcp" };
     let describe = || format!("cannot bind {scheme}://{hp}");
-    let mut addrs = hp.resolve().await.map_err(|e| Error::new(ErrorKind::Bind, describe()).with_source(e))?;
+    let mut addrs = hp
+        .resolve()
+        .await
+        .map_err(|e| Error::new(ErrorKind::Bind, describe()).with_source(e))?;
     if hp.host().is_none() {
         addrs.push(SocketAddr::from(([0, 0, 0, 0], hp.port())));
     }
@@ -196,7 +213,12 @@ pub(crate) async fn bind_inet(hp: &HostPort, ty: Type, options: &BindOptions) ->
     Err(Error::new(ErrorKind::Bind, describe()).with_source(err))
 }
 
-fn bind_one(addr: SocketAddr, ty: Type, options: &BindOptions, dual_stack: bool) -> io::Result<Socket> {
+fn bind_one(
+    addr: SocketAddr,
+    ty: Type,
+    options: &BindOptions,
+    dual_stack: bool,
+) -> io::Result<Socket> {
     let socket = Socket::new(Domain::for_address(addr), ty, None)?;
     if options.reuse_address {
         socket.set_reuse_address(true)?;
@@ -211,21 +233,31 @@ fn bind_one(addr: SocketAddr, ty: Type, options: &BindOptions, dual_stack: bool)
 
 /// Removes a stale Unix socket file at `path`, or says why the path cannot be used.
 pub(crate) async fn prepare_unix_path(path: &Path, ty: Type) -> Result<()> {
-    let in_use = |why: &str| Error::new(ErrorKind::Bind, format!("cannot bind unix://{}: {why}", path.display()));
+    let in_use = |why: &str| {
+        Error::new(
+            ErrorKind::Bind,
+            format!("cannot bind unix://{}: {why}", path.display()),
+        )
+    };
     let meta = match std::fs::symlink_metadata(path) {
         Ok(meta) => meta,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
         Err(e) => return Err(in_use("cannot inspect the path").with_source(e)),
     };
     if !meta.file_type().is_socket() {
-        return Err(in_use("the path exists and is not a socket; remove it or choose another path"));
+        return Err(in_use(
+            "the path exists and is not a socket; remove it or choose another path",
+        ));
     }
     match probe_unix(path, ty).await {
         Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
             tracing::info!(path = %path.display(), "replacing stale unix socket");
-            std::fs::remove_file(path).map_err(|e| in_use("cannot remove the stale socket").with_source(e))
+            std::fs::remove_file(path)
+                .map_err(|e| in_use("cannot remove the stale socket").with_source(e))
         }
-        Err(e) if e.kind() == io::ErrorKind::TimedOut => Err(in_use("a live server is using it (it is busy)")),
+        Err(e) if e.kind() == io::ErrorKind::TimedOut => {
+            Err(in_use("a live server is using it (it is busy)"))
+        }
         Err(e) if e.raw_os_error() == Some(libc::EPROTOTYPE) => {
             Err(in_use("a live server of another socket type is using it"))
         }
@@ -239,7 +271,12 @@ async fn probe_unix(path: &Path, ty: Type) -> io::Result<()> {
         let probe = std::os::unix::net::UnixDatagram::unbound()?;
         return probe.connect(path);
     }
-    match tokio::time::timeout(Duration::from_secs(1), tokio::net::UnixStream::connect(path)).await {
+    match tokio::time::timeout(
+        Duration::from_secs(1),
+        tokio::net::UnixStream::connect(path),
+    )
+    .await
+    {
         Ok(result) => result.map(drop),
         Err(_) => Err(io::ErrorKind::TimedOut.into()),
     }
@@ -249,12 +286,18 @@ async fn probe_unix(path: &Path, ty: Type) -> io::Result<()> {
 /// removes the file when dropped.
 pub(crate) fn bind_unix_path(socket: &Socket, path: &Path, mode: u32) -> Result<UnixPathGuard> {
     let fail = |what: &str, e: io::Error| {
-        Error::new(ErrorKind::Bind, format!("cannot bind unix://{}: {what}", path.display())).with_source(e)
+        Error::new(
+            ErrorKind::Bind,
+            format!("cannot bind unix://{}: {what}", path.display()),
+        )
+        .with_source(e)
     };
     let addr = SockAddr::unix(path).map_err(|e| fail("bad path", e))?;
     socket.bind(&addr).map_err(|e| fail("bind failed", e))?;
-    let guard = UnixPathGuard::new(path.to_path_buf()).map_err(|e| fail("cannot stat the new socket", e))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(|e| fail("cannot set its mode", e))?;
+    let guard = UnixPathGuard::new(path.to_path_buf())
+        .map_err(|e| fail("cannot stat the new socket", e))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .map_err(|e| fail("cannot set its mode", e))?;
     Ok(guard)
 }
 
@@ -269,7 +312,11 @@ pub(crate) struct UnixPathGuard {
 impl UnixPathGuard {
     pub(crate) fn new(path: PathBuf) -> io::Result<Self> {
         let meta = std::fs::symlink_metadata(&path)?;
-        Ok(Self { path, dev: meta.dev(), ino: meta.ino() })
+        Ok(Self {
+            path,
+            dev: meta.dev(),
+            ino: meta.ino(),
+        })
     }
 }
 

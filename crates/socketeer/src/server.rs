@@ -44,7 +44,10 @@ impl ConnectionLimit {
     pub(crate) async fn acquire(&self) -> OwnedSemaphorePermit {
         // The semaphore is never closed, so acquiring cannot fail.
         #[allow(clippy::expect_used)]
-        Arc::clone(&self.0).acquire_owned().await.expect("connection semaphore is never closed")
+        Arc::clone(&self.0)
+            .acquire_owned()
+            .await
+            .expect("connection semaphore is never closed")
     }
 }
 
@@ -137,7 +140,13 @@ where
     /// # Errors
     /// None in practice today: accept errors are logged and backed off, not returned.
     pub async fn serve_forever(self) -> Result<()> {
-        let Self { listener, make_handler, limits, connections, shutdown } = self;
+        let Self {
+            listener,
+            make_handler,
+            limits,
+            connections,
+            shutdown,
+        } = self;
         let make_handler = Arc::new(make_handler);
         let limits = Arc::new(limits);
         let mut backoff = BACKOFF_START;
@@ -151,7 +160,13 @@ where
                 Ok((stream, peer, permit)) => {
                     backoff = BACKOFF_START;
                     let handler = make_handler();
-                    let task = serve_connection(handler, stream, peer, Arc::clone(&limits), shutdown.clone());
+                    let task = serve_connection(
+                        handler,
+                        stream,
+                        peer,
+                        Arc::clone(&limits),
+                        shutdown.clone(),
+                    );
                     shutdown.spawn(async move {
                         task.await;
                         drop(permit);
@@ -172,7 +187,9 @@ where
         tracing::info!(%endpoint, live = shutdown.live(), "stopped accepting; draining");
         match shutdown.drain(limits.grace).await {
             Drained::Graceful => tracing::info!(%endpoint, "all connections finished"),
-            Drained::Forced(n) => tracing::warn!(%endpoint, dropped = n, "grace period over; dropped connections"),
+            Drained::Forced(n) => {
+                tracing::warn!(%endpoint, dropped = n, "grace period over; dropped connections")
+            }
         }
         Ok(())
     }
@@ -187,7 +204,14 @@ where
             .await
             .map_err(|e| Error::new(ErrorKind::Io, "accept failed").with_source(e))?;
         let handler = (self.make_handler)();
-        serve_connection(handler, stream, peer, Arc::new(self.limits.clone()), self.shutdown.clone()).await;
+        serve_connection(
+            handler,
+            stream,
+            peer,
+            Arc::new(self.limits.clone()),
+            self.shutdown.clone(),
+        )
+        .await;
         drop(permit);
         Ok(())
     }
@@ -207,15 +231,20 @@ async fn accept_with_permit(
 /// something unexpected happened), doubling up to a second so the loop never spins a core.
 fn accept_backoff(err: &io::Error, backoff: &mut Duration) -> Option<Duration> {
     use io::ErrorKind as K;
-    if matches!(err.kind(), K::ConnectionAborted | K::ConnectionReset | K::ConnectionRefused | K::Interrupted)
-        || err.raw_os_error() == Some(libc::EPROTO)
+    if matches!(
+        err.kind(),
+        K::ConnectionAborted | K::ConnectionReset | K::ConnectionRefused | K::Interrupted
+    ) || err.raw_os_error() == Some(libc::EPROTO)
     {
         tracing::debug!(error = %err, "accept: peer gave up before we took it");
         return None;
     }
     let pause = *backoff;
     *backoff = (*backoff * 2).min(BACKOFF_MAX);
-    let scarce = matches!(err.raw_os_error(), Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM));
+    let scarce = matches!(
+        err.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+    );
     if scarce {
         tracing::warn!(error = %err, ?pause, "accept: out of resources; pausing");
     } else {

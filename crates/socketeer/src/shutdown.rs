@@ -82,7 +82,10 @@ impl Shutdown {
     /// briefly for their `finish` to run. Call after [`trigger`](Self::trigger).
     pub async fn drain(&self, grace: Duration) -> Drained {
         self.tracker.close();
-        if tokio::time::timeout(grace, self.tracker.wait()).await.is_ok() {
+        if tokio::time::timeout(grace, self.tracker.wait())
+            .await
+            .is_ok()
+        {
             return Drained::Graceful;
         }
         let left = self.tracker.len();

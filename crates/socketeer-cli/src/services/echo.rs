@@ -41,7 +41,11 @@ impl Echo {
     }
 
     async fn next_message(&self, conn: &mut Connection) -> Result<Option<Bytes>> {
-        if self.lines { conn.read_line().await } else { conn.read_chunk().await }
+        if self.lines {
+            conn.read_line().await
+        } else {
+            conn.read_chunk().await
+        }
     }
 }
 
@@ -81,9 +85,9 @@ pub(crate) async fn run(args: EchoArgs) -> anyhow::Result<i32> {
     let echo = Arc::new(Echo {
         lines: args.lines,
         upper: args.upper,
-        prefix: args.prefix.unwrap_or_default(),
-        reply: args.reply,
-        welcome: args.welcome,
+        prefix: args.prefix.map(|t| t.0).unwrap_or_default(),
+        reply: args.reply.map(|t| t.0),
+        welcome: args.welcome.map(|t| t.0),
         one_shot: args.one_shot,
     });
     let datagram_notes = [
@@ -91,10 +95,16 @@ pub(crate) async fn run(args: EchoArgs) -> anyhow::Result<i32> {
         (echo.one_shot, "--one-shot"),
         (echo.lines, "--lines"),
     ];
-    let has_datagram = args.serve.listen.iter().any(|l| l.starts_with("udp://") || l.starts_with("unixgram://"));
+    let has_datagram = args
+        .serve
+        .listen
+        .iter()
+        .any(|l| l.starts_with("udp://") || l.starts_with("unixgram://"));
     for (set, flag) in datagram_notes {
         if set && has_datagram {
-            tracing::warn!("{flag} has no effect on datagram endpoints: each datagram gets one answer");
+            tracing::warn!(
+                "{flag} has no effect on datagram endpoints: each datagram gets one answer"
+            );
         }
     }
     let handler = EchoHandler(echo);
@@ -116,9 +126,20 @@ mod tests {
 
     #[test]
     fn answers_follow_the_modes() {
-        let upper = Echo { upper: true, prefix: b"OK...".to_vec(), ..Echo::default() };
-        assert_eq!(upper.answer("hi 欢迎\n".as_bytes()), "OK...HI 欢迎\n".as_bytes());
-        let reply = Echo { reply: Some(b"I am server.".to_vec()), lines: true, ..Echo::default() };
+        let upper = Echo {
+            upper: true,
+            prefix: b"OK...".to_vec(),
+            ..Echo::default()
+        };
+        assert_eq!(
+            upper.answer("hi 欢迎\n".as_bytes()),
+            "OK...HI 欢迎\n".as_bytes()
+        );
+        let reply = Echo {
+            reply: Some(b"I am server.".to_vec()),
+            lines: true,
+            ..Echo::default()
+        };
         assert_eq!(reply.answer(b"x\n"), b"I am server.\n");
     }
 }

@@ -3,4 +3,9 @@
 
 #![allow(unreachable_pub)] // test helpers are `pub` within this one test binary
 
+mod connect;
+mod echo;
+mod interop;
+mod listen;
 mod support;
+mod usage;

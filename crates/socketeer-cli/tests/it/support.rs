@@ -33,7 +33,11 @@ impl Captured {
                 }
             }
         });
-        Self { chunks, seen: Vec::new(), closed: false }
+        Self {
+            chunks,
+            seen: Vec::new(),
+            closed: false,
+        }
     }
 
     /// Waits until `done(everything seen so far)` holds; panics at the deadline.
@@ -57,17 +61,24 @@ impl Captured {
 
     /// Waits until `needle` has appeared.
     pub fn wait_for_text(&mut self, needle: &str) -> String {
-        self.wait_for(needle, |seen| String::from_utf8_lossy(seen).contains(needle))
+        self.wait_for(needle, |seen| {
+            String::from_utf8_lossy(seen).contains(needle)
+        })
     }
 
     /// Reads until the stream closes (the process exited or closed it).
-    pub fn to_end(&mut self) -> String {
+    pub fn until_closed(&mut self) -> String {
         let until = Instant::now() + DEADLINE;
         while !self.closed {
-            match self.chunks.recv_timeout(until.saturating_duration_since(Instant::now())) {
+            match self
+                .chunks
+                .recv_timeout(until.saturating_duration_since(Instant::now()))
+            {
                 Ok(chunk) => self.seen.extend_from_slice(&chunk),
                 Err(RecvTimeoutError::Disconnected) => self.closed = true,
-                Err(RecvTimeoutError::Timeout) => panic!("output never closed; saw: {}", self.text()),
+                Err(RecvTimeoutError::Timeout) => {
+                    panic!("output never closed; saw: {}", self.text())
+                }
             }
         }
         self.text()
@@ -97,17 +108,21 @@ impl Proc {
             .expect("spawn socketeer");
         let stdout = Captured::spawn(child.stdout.take().expect("stdout"));
         let stderr = Captured::spawn(child.stderr.take().expect("stderr"));
-        Self { stdin: child.stdin.take(), child, stdout, stderr }
+        Self {
+            stdin: child.stdin.take(),
+            child,
+            stdout,
+            stderr,
+        }
     }
 
     /// Starts `socketeer serve ...` and returns it with the endpoints it printed.
     pub fn serve(args: &[&str]) -> (Self, Vec<String>) {
         let expected = args.iter().filter(|a| **a == "--listen").count().max(1);
         let mut proc = Self::spawn(args);
-        let text = proc.stdout.wait_for("listening lines", |seen| {
-            String::from_utf8_lossy(seen).matches("listening on ").count() >= expected
-        });
-        let endpoints = text.lines().filter_map(|l| l.strip_prefix("listening on ")).map(str::to_owned).collect();
+        proc.stdout
+            .wait_for("listening lines", |seen| listening(seen).len() >= expected);
+        let endpoints = listening(&proc.stdout.seen);
         (proc, endpoints)
     }
 
@@ -122,14 +137,17 @@ impl Proc {
     }
 
     pub fn signal(&self, name: &str) {
-        let status = Command::new("kill").arg(format!("-{name}")).arg(self.child.id().to_string()).status();
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.child.id().to_string())
+            .status();
         assert!(status.expect("kill").success());
     }
 
     /// Waits for the process to exit (its output closing first) and returns its status.
     pub fn wait(mut self) -> (ExitStatus, String, String) {
-        let out = self.stdout.to_end();
-        let err = self.stderr.to_end();
+        let out = self.stdout.until_closed();
+        let err = self.stderr.until_closed();
         let status = self.child.wait().expect("wait");
         (status, out, err)
     }
@@ -143,6 +161,17 @@ impl Drop for Proc {
     }
 }
 
+/// The endpoints of the complete `listening on EP` lines in `output`.
+pub fn listening(output: &[u8]) -> Vec<String> {
+    let text = String::from_utf8_lossy(output);
+    let complete = text.rfind('\n').map_or("", |end| &text[..end]);
+    complete
+        .lines()
+        .filter_map(|l| l.strip_prefix("listening on "))
+        .map(str::to_owned)
+        .collect()
+}
+
 /// Runs `socketeer args...` to completion with `stdin` and returns (status, stdout, stderr).
 pub fn run(args: &[&str], stdin: &[u8]) -> (ExitStatus, String, String) {
     let mut proc = Proc::spawn(args);
@@ -153,7 +182,10 @@ pub fn run(args: &[&str], stdin: &[u8]) -> (ExitStatus, String, String) {
 
 /// "tcp://127.0.0.1:41873" -> "127.0.0.1:41873".
 pub fn addr(endpoint: &str) -> String {
-    endpoint.split_once("://").map_or(endpoint, |(_, rest)| rest).to_owned()
+    endpoint
+        .split_once("://")
+        .map_or(endpoint, |(_, rest)| rest)
+        .to_owned()
 }
 
 /// A blocking TCP client with a read deadline.
@@ -199,7 +231,8 @@ impl TempDir {
         use std::sync::atomic::{AtomicU32, Ordering};
         static N: AtomicU32 = AtomicU32::new(0);
         let n = N.fetch_add(1, Ordering::Relaxed);
-        let dir = std::env::temp_dir().join(format!("socketeer-cli-{}-{tag}-{n}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("socketeer-cli-{}-{tag}-{n}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("mkdir");
         Self(dir)
     }

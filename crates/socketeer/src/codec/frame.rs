@@ -42,7 +42,13 @@ impl FrameCodec {
     }
 
     fn too_large(&self, len: usize) -> Error {
-        Error::new(ErrorKind::TooLarge, format!("frame of {len} bytes is over the limit of {} bytes", self.max_length))
+        Error::new(
+            ErrorKind::TooLarge,
+            format!(
+                "frame of {len} bytes is over the limit of {} bytes",
+                self.max_length
+            ),
+        )
     }
 }
 
@@ -51,7 +57,9 @@ impl Decoder for FrameCodec {
     type Error = Error;
 
     fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Bytes>, Error> {
-        let Some(header) = buf.get(..HEADER) else { return Ok(None) };
+        let Some(header) = buf.get(..HEADER) else {
+            return Ok(None);
+        };
         let len = u32::from_be_bytes([header[0], header[1], header[2], header[3]]) as usize;
         if len > self.max_length {
             return Err(self.too_large(len));
@@ -69,7 +77,10 @@ impl Decoder for FrameCodec {
             None if buf.is_empty() => Ok(None),
             None => Err(Error::new(
                 ErrorKind::UnexpectedEof,
-                format!("stream ended inside a frame ({} bytes of it received)", buf.len()),
+                format!(
+                    "stream ended inside a frame ({} bytes of it received)",
+                    buf.len()
+                ),
             )),
         }
     }
@@ -100,17 +111,32 @@ mod tests {
         let mut codec = FrameCodec::new(1 << 24);
         let mut buf = BytesMut::from(&[0, 0xff, 0, 0, 1, 2][..]);
         assert_eq!(codec.decode(&mut buf).expect("ok"), None);
-        assert!(buf.capacity() < 1024, "no reservation for the announced length");
+        assert!(
+            buf.capacity() < 1024,
+            "no reservation for the announced length"
+        );
     }
 
     #[test]
     fn refuses_oversized_headers_and_truncated_frames() {
         let mut codec = FrameCodec::new(3);
         let mut buf = BytesMut::from(&[0, 0, 0, 4][..]);
-        assert_eq!(codec.decode(&mut buf).expect_err("big").kind(), ErrorKind::TooLarge);
+        assert_eq!(
+            codec.decode(&mut buf).expect_err("big").kind(),
+            ErrorKind::TooLarge
+        );
         let mut buf = BytesMut::from(&[0, 0, 0, 2, 9][..]);
-        assert_eq!(codec.decode_eof(&mut buf).expect_err("eof").kind(), ErrorKind::UnexpectedEof);
-        assert_eq!(codec.encode(&b"four"[..], &mut BytesMut::new()).expect_err("big").kind(), ErrorKind::TooLarge);
+        assert_eq!(
+            codec.decode_eof(&mut buf).expect_err("eof").kind(),
+            ErrorKind::UnexpectedEof
+        );
+        assert_eq!(
+            codec
+                .encode(&b"four"[..], &mut BytesMut::new())
+                .expect_err("big")
+                .kind(),
+            ErrorKind::TooLarge
+        );
     }
 
     #[test]
@@ -118,7 +144,10 @@ mod tests {
         let mut codec = FrameCodec::new(0);
         let mut buf = BytesMut::new();
         codec.encode(&b""[..], &mut buf).expect("encode");
-        assert_eq!(codec.decode(&mut buf).expect("decode").as_deref(), Some(&b""[..]));
+        assert_eq!(
+            codec.decode(&mut buf).expect("decode").as_deref(),
+            Some(&b""[..])
+        );
         assert!(buf.is_empty());
     }
 }

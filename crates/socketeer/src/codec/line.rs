@@ -34,7 +34,10 @@ pub struct LineCodec {
 impl LineCodec {
     /// A codec for lines of at most `max_length` bytes (excluding the `\n`).
     pub fn new(max_length: usize) -> Self {
-        Self { max_length, searched: 0 }
+        Self {
+            max_length,
+            searched: 0,
+        }
     }
 
     /// The longest line accepted.
@@ -43,7 +46,10 @@ impl LineCodec {
     }
 
     fn too_long(&self) -> Error {
-        Error::new(ErrorKind::TooLarge, format!("line longer than {} bytes", self.max_length))
+        Error::new(
+            ErrorKind::TooLarge,
+            format!("line longer than {} bytes", self.max_length),
+        )
     }
 }
 
@@ -145,15 +151,22 @@ mod tests {
         let mut buf = BytesMut::from(&b"abc"[..]);
         assert_eq!(codec.decode(&mut buf).expect("ok"), None);
         buf.extend_from_slice(b"def\nx");
-        assert_eq!(codec.decode(&mut buf).expect("ok").as_deref(), Some(&b"abcdef\n"[..]));
+        assert_eq!(
+            codec.decode(&mut buf).expect("ok").as_deref(),
+            Some(&b"abcdef\n"[..])
+        );
         assert_eq!(&buf[..], b"x");
     }
 
     #[test]
     fn encodes_with_exactly_one_newline() {
         let mut dst = BytesMut::new();
-        LineCodec::new(8).encode(&b"hi"[..], &mut dst).expect("encode");
-        LineCodec::new(8).encode(&b"yo\n"[..], &mut dst).expect("encode");
+        LineCodec::new(8)
+            .encode(&b"hi"[..], &mut dst)
+            .expect("encode");
+        LineCodec::new(8)
+            .encode(&b"yo\n"[..], &mut dst)
+            .expect("encode");
         assert_eq!(&dst[..], b"hi\nyo\n");
     }
 }

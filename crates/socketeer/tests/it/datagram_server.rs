@@ -1,6 +1,9 @@
 //! The datagram server over UDP: replies go to each sender; low source ports get none.
 
-use socketeer::{BindOptions, Datagram, DatagramHandler, DatagramServer, DatagramSocket, Endpoint, ErrorKind, Result};
+use socketeer::{
+    BindOptions, Datagram, DatagramHandler, DatagramServer, DatagramSocket, Endpoint, ErrorKind,
+    Result,
+};
 use tokio::net::UdpSocket;
 
 struct Upper;
@@ -12,20 +15,29 @@ impl DatagramHandler for Upper {
 }
 
 async fn bind_udp() -> DatagramSocket {
-    DatagramSocket::bind(&"udp://127.0.0.1:0".parse().expect("ep"), &BindOptions::default()).await.expect("bind")
+    DatagramSocket::bind(
+        &"udp://127.0.0.1:0".parse().expect("ep"),
+        &BindOptions::default(),
+    )
+    .await
+    .expect("bind")
 }
 
 #[tokio::test]
 async fn each_datagram_is_answered_to_its_own_sender() {
     let server = DatagramServer::new(bind_udp().await, Upper);
-    let Endpoint::Udp(hp) = server.local_endpoint().clone() else { panic!("udp") };
+    let Endpoint::Udp(hp) = server.local_endpoint().clone() else {
+        panic!("udp")
+    };
     let addr = format!("127.0.0.1:{}", hp.port());
     let shutdown = server.shutdown_handle();
     let task = tokio::spawn(server.serve_forever());
 
     let a = UdpSocket::bind("127.0.0.1:0").await.expect("a");
     let b = UdpSocket::bind("127.0.0.1:0").await.expect("b");
-    a.send_to("hello 欢迎".as_bytes(), &addr).await.expect("send a");
+    a.send_to("hello 欢迎".as_bytes(), &addr)
+        .await
+        .expect("send a");
     b.send_to(b"from b", &addr).await.expect("send b");
     let mut buf = [0u8; 64];
     let n = a.recv(&mut buf).await.expect("reply a");
@@ -40,7 +52,9 @@ async fn each_datagram_is_answered_to_its_own_sender() {
 #[tokio::test]
 async fn replies_to_privileged_source_ports_are_refused() {
     let server = DatagramServer::new(bind_udp().await, Upper);
-    let Endpoint::Udp(hp) = server.local_endpoint().clone() else { panic!("udp") };
+    let Endpoint::Udp(hp) = server.local_endpoint().clone() else {
+        panic!("udp")
+    };
     // Binding a port below 1024 needs privilege; where the test lacks it, say so and skip.
     let low = match UdpSocket::bind("127.0.0.1:999").await {
         Ok(s) => s,
@@ -49,7 +63,9 @@ async fn replies_to_privileged_source_ports_are_refused() {
             return;
         }
     };
-    low.send_to(b"reflect me", ("127.0.0.1", hp.port())).await.expect("send");
+    low.send_to(b"reflect me", ("127.0.0.1", hp.port()))
+        .await
+        .expect("send");
     let err = server.handle_request().await.expect_err("refused");
     assert_eq!(err.kind(), ErrorKind::InvalidData);
     assert!(err.to_string().contains("source port below 1024"), "{err}");

@@ -19,7 +19,10 @@ async fn an_oversize_line_closes_only_that_connection() {
 
     let mut big = TcpStream::connect(server.addr).await.expect("connect");
     big.write_all(&[b'x'; 65]).await.expect("send");
-    assert!(read_to_end(&mut big).await.is_empty(), "closed without a reply");
+    assert!(
+        read_to_end(&mut big).await.is_empty(),
+        "closed without a reply"
+    );
 
     exchange(&mut bystander, b"after\n", b"AFTER\n").await;
     assert!(!server.task.is_finished());
@@ -45,7 +48,10 @@ async fn an_oversize_frame_header_closes_the_connection_before_any_payload() {
     let mut ok = TcpStream::connect(server.addr).await.expect("connect");
     exchange(&mut ok, b"\0\0\0\x02hi", b"\0\0\0\x02hi").await;
     let mut hostile = TcpStream::connect(server.addr).await.expect("connect");
-    hostile.write_all(&1025u32.to_be_bytes()).await.expect("header");
+    hostile
+        .write_all(&1025u32.to_be_bytes())
+        .await
+        .expect("header");
     assert!(read_to_end(&mut hostile).await.is_empty());
     exchange(&mut ok, b"\0\0\0\x03bye", b"\0\0\0\x03bye").await;
 }
@@ -75,7 +81,13 @@ async fn the_connection_cap_holds_and_waiting_clients_are_served_when_a_place_fr
     limits.max_connections = 2;
     let log = Log::default();
     let handler_log = log.clone();
-    let server = start(move || Logged { log: handler_log.clone() }, limits).await;
+    let server = start(
+        move || Logged {
+            log: handler_log.clone(),
+        },
+        limits,
+    )
+    .await;
 
     let mut a = TcpStream::connect(server.addr).await.expect("a");
     let mut b = TcpStream::connect(server.addr).await.expect("b");
@@ -90,9 +102,15 @@ async fn the_connection_cap_holds_and_waiting_clients_are_served_when_a_place_fr
 
     let events = log.events();
     assert_eq!(events.iter().filter(|e| *e == "start").count(), 3);
-    let third_start = events.iter().rposition(|e| e == "start").expect("third start");
+    let third_start = events
+        .iter()
+        .rposition(|e| e == "start")
+        .expect("third start");
     let first_end = events.iter().position(|e| e == "end").expect("an end");
-    assert!(first_end < third_start, "the third started only after one ended: {events:?}");
+    assert!(
+        first_end < third_start,
+        "the third started only after one ended: {events:?}"
+    );
 }
 
 #[tokio::test]
@@ -101,5 +119,8 @@ async fn idle_peers_are_closed() {
     limits.idle_timeout = Some(Duration::from_millis(200));
     let server = start(|| UpperLines, limits).await;
     let mut silent = TcpStream::connect(server.addr).await.expect("connect");
-    assert!(read_to_end(&mut silent).await.is_empty(), "closed by the server");
+    assert!(
+        read_to_end(&mut silent).await.is_empty(),
+        "closed by the server"
+    );
 }

@@ -35,7 +35,14 @@ async fn shutdown_refuses_new_clients_finishes_in_flight_replies_and_closes_idle
     let (got, mut received) = mpsc::unbounded_channel();
     let go = Arc::new(Notify::new());
     let handler_go = Arc::clone(&go);
-    let server = start(move || Slow { got: got.clone(), go: Arc::clone(&handler_go) }, Limits::default()).await;
+    let server = start(
+        move || Slow {
+            got: got.clone(),
+            go: Arc::clone(&handler_go),
+        },
+        Limits::default(),
+    )
+    .await;
     let mut idle = TcpStream::connect(server.addr).await.expect("idle");
     let mut busy = TcpStream::connect(server.addr).await.expect("busy");
     exchange(&mut idle, b"warm up\n", b"WARM UP\n").await;
@@ -95,8 +102,18 @@ async fn the_grace_deadline_is_honoured_and_finish_still_runs() {
     server.shutdown.trigger();
     server.task.await.expect("join").expect("serve_forever");
     let took = started.elapsed();
-    assert!(took >= Duration::from_millis(300), "waited the grace period: {took:?}");
-    assert!(took < Duration::from_secs(3), "but not much longer: {took:?}");
-    assert_eq!(events.recv().await, Some("finish"), "finish ran for the cancelled connection");
+    assert!(
+        took >= Duration::from_millis(300),
+        "waited the grace period: {took:?}"
+    );
+    assert!(
+        took < Duration::from_secs(3),
+        "but not much longer: {took:?}"
+    );
+    assert_eq!(
+        events.recv().await,
+        Some("finish"),
+        "finish ran for the cancelled connection"
+    );
     assert!(read_to_end(&mut stuck).await.is_empty(), "dropped");
 }

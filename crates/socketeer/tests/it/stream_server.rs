@@ -17,7 +17,9 @@ async fn upper_case_keeps_non_ascii_bytes() {
 #[tokio::test]
 async fn three_clients_are_served_while_a_fourth_sits_silent() {
     let server = start(|| ChunkEcho, Limits::default()).await;
-    let _silent = TcpStream::connect(server.addr).await.expect("silent client");
+    let _silent = TcpStream::connect(server.addr)
+        .await
+        .expect("silent client");
     let clients = (0..3).map(|i| {
         let addr = server.addr;
         tokio::spawn(async move {
@@ -40,7 +42,8 @@ async fn a_client_vanishing_mid_line_does_not_disturb_the_server() {
     rude.write_all(b"half a li").await.expect("send");
     // Reset, not a polite FIN: linger 0 then drop.
     #[allow(deprecated)] // linger 0 does not block; it makes close send a reset
-    rude.set_linger(Some(std::time::Duration::ZERO)).expect("linger");
+    rude.set_linger(Some(std::time::Duration::ZERO))
+        .expect("linger");
     drop(rude);
     let mut polite = TcpStream::connect(server.addr).await.expect("connect");
     exchange(&mut polite, b"still here\n", b"STILL HERE\n").await;
@@ -61,7 +64,10 @@ impl Handler for Phases {
         self.tx.send("handle").ok();
         let line = conn.read_line().await?.unwrap_or_default();
         if line.starts_with(b"fail") {
-            return Err(socketeer::Error::new(socketeer::ErrorKind::InvalidData, "asked to fail"));
+            return Err(socketeer::Error::new(
+                socketeer::ErrorKind::InvalidData,
+                "asked to fail",
+            ));
         }
         conn.send(&line).await
     }
@@ -77,9 +83,15 @@ async fn setup_handle_finish_run_in_order_and_finish_runs_after_a_failure() {
     let (tx, mut rx) = mpsc::unbounded_channel();
     let server = start(move || Phases { tx: tx.clone() }, Limits::default()).await;
     let mut conn = client::connect(&server.endpoint).await.expect("connect");
-    assert_eq!(conn.read_line().await.expect("welcome").as_deref(), Some(&b"welcome\n"[..]));
+    assert_eq!(
+        conn.read_line().await.expect("welcome").as_deref(),
+        Some(&b"welcome\n"[..])
+    );
     conn.send(b"fail now\n").await.expect("send");
-    assert_eq!(conn.read_line().await.expect("bye").as_deref(), Some(&b"bye\n"[..]));
+    assert_eq!(
+        conn.read_line().await.expect("bye").as_deref(),
+        Some(&b"bye\n"[..])
+    );
     assert_eq!(conn.read_line().await.expect("eof"), None);
     for phase in ["setup", "handle", "finish"] {
         assert_eq!(rx.recv().await, Some(phase));
@@ -88,13 +100,16 @@ async fn setup_handle_finish_run_in_order_and_finish_runs_after_a_failure() {
 
 #[tokio::test]
 async fn handle_request_serves_exactly_one_connection() {
-    let listener = socketeer::Listener::bind(&"127.0.0.1:0".parse().expect("ep"), &Default::default())
-        .await
-        .expect("bind");
+    let listener =
+        socketeer::Listener::bind(&"127.0.0.1:0".parse().expect("ep"), &Default::default())
+            .await
+            .expect("bind");
     let addr = listener.local_addr().expect("addr");
     let server = socketeer::Server::new(listener, || UpperLines);
     let mut first = TcpStream::connect(addr).await.expect("first");
-    let mut second = TcpStream::connect(addr).await.expect("second (waits in the backlog)");
+    let mut second = TcpStream::connect(addr)
+        .await
+        .expect("second (waits in the backlog)");
     second.write_all(b"am i served?\n").await.expect("send");
     let serve = tokio::spawn(async move {
         server.handle_request().await.expect("one request");
@@ -103,5 +118,8 @@ async fn handle_request_serves_exactly_one_connection() {
     exchange(&mut first, b"one\n", b"ONE\n").await;
     drop(first);
     drop(serve.await.expect("served"));
-    assert!(read_to_end(&mut second).await.is_empty(), "the second connection got no reply");
+    assert!(
+        read_to_end(&mut second).await.is_empty(),
+        "the second connection got no reply"
+    );
 }

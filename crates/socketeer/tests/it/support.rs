@@ -3,7 +3,9 @@
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use socketeer::{BindOptions, Connection, Endpoint, Handler, Limits, Listener, Result, Server, Shutdown};
+use socketeer::{
+    BindOptions, Connection, Endpoint, Handler, Limits, Listener, Result, Server, Shutdown,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
@@ -40,16 +42,27 @@ pub struct Running {
     pub task: JoinHandle<Result<()>>,
 }
 
-pub async fn start<H: Handler>(make: impl Fn() -> H + Send + Sync + 'static, limits: Limits) -> Running {
-    let listener = Listener::bind(&"tcp://127.0.0.1:0".parse().expect("ep"), &BindOptions::default())
-        .await
-        .expect("bind");
+pub async fn start<H: Handler>(
+    make: impl Fn() -> H + Send + Sync + 'static,
+    limits: Limits,
+) -> Running {
+    let listener = Listener::bind(
+        &"tcp://127.0.0.1:0".parse().expect("ep"),
+        &BindOptions::default(),
+    )
+    .await
+    .expect("bind");
     let addr = listener.local_addr().expect("addr");
     let server = Server::new(listener, make).limits(limits);
     let endpoint = server.local_endpoint().clone();
     let shutdown = server.shutdown_handle();
     let task = tokio::spawn(server.serve_forever());
-    Running { endpoint, addr, shutdown, task }
+    Running {
+        endpoint,
+        addr,
+        shutdown,
+        task,
+    }
 }
 
 /// Sends `msg` and reads exactly `expect.len()` bytes back.
@@ -57,7 +70,10 @@ pub async fn exchange(stream: &mut TcpStream, msg: &[u8], expect: &[u8]) {
     stream.write_all(msg).await.expect("send");
     let mut got = vec![0u8; expect.len()];
     stream.read_exact(&mut got).await.expect("reply");
-    assert_eq!(String::from_utf8_lossy(&got), String::from_utf8_lossy(expect));
+    assert_eq!(
+        String::from_utf8_lossy(&got),
+        String::from_utf8_lossy(expect)
+    );
 }
 
 /// Reads until EOF (or a reset, which also ends the connection) and returns what came.
@@ -89,7 +105,8 @@ impl TempDir {
         use std::sync::atomic::{AtomicU32, Ordering};
         static N: AtomicU32 = AtomicU32::new(0);
         let n = N.fetch_add(1, Ordering::Relaxed);
-        let dir = std::env::temp_dir().join(format!("socketeer-it-{}-{tag}-{n}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("socketeer-it-{}-{tag}-{n}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("mkdir");
         Self(dir)
     }

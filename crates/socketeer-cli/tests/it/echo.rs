@@ -1,0 +1,245 @@
+//! `socketeer serve echo`: every mode, every transport, limits, and signals.
+
+use std::io::Write;
+use std::os::unix::net::{UnixDatagram, UnixStream};
+
+use crate::support::{Proc, TempDir, addr, read_n, read_to_end, tcp};
+
+#[test]
+fn upper_prefix_on_every_transport_from_one_process() {
+    let dir = TempDir::new("echo-all");
+    let stream_path = dir.sock("s.sock");
+    let dgram_path = dir.sock("d.sock");
+    let (_server, eps) = Proc::serve(&[
+        "serve",
+        "echo",
+        "--upper",
+        "--prefix",
+        "> ",
+        "--listen",
+        "127.0.0.1:0",
+        "--listen",
+        "udp://127.0.0.1:0",
+        "--listen",
+        &format!("unix://{stream_path}"),
+        "--listen",
+        &format!("unixgram://{dgram_path}"),
+    ]);
+    assert_eq!(eps.len(), 4, "{eps:?}");
+    assert!(
+        eps[0].starts_with("tcp://127.0.0.1:") && !eps[0].ends_with(":0"),
+        "{eps:?}"
+    );
+    assert!(eps[1].starts_with("udp://127.0.0.1:"), "{eps:?}");
+
+    let mut t = tcp(&eps[0]);
+    t.write_all("hello 欢迎\n".as_bytes()).expect("send");
+    assert_eq!(read_n(&mut t, "> HELLO 欢迎\n".len()), "> HELLO 欢迎\n");
+
+    let u = std::net::UdpSocket::bind("127.0.0.1:0").expect("udp");
+    u.set_read_timeout(Some(crate::support::DEADLINE))
+        .expect("timeout");
+    u.send_to(b"dgram", addr(&eps[1])).expect("send");
+    let mut buf = [0u8; 64];
+    let n = u.recv(&mut buf).expect("udp reply");
+    assert_eq!(&buf[..n], b"> DGRAM");
+
+    let mut s = UnixStream::connect(&stream_path).expect("unix");
+    s.set_read_timeout(Some(crate::support::DEADLINE))
+        .expect("timeout");
+    s.write_all(b"unix\n").expect("send");
+    assert_eq!(read_n(&mut s, 7), "> UNIX\n");
+
+    let client_path = dir.sock("client.sock");
+    let d = UnixDatagram::bind(&client_path).expect("bind client");
+    d.set_read_timeout(Some(crate::support::DEADLINE))
+        .expect("timeout");
+    d.send_to(b"gram", &dgram_path).expect("send");
+    let n = d.recv(&mut buf).expect("unixgram reply");
+    assert_eq!(&buf[..n], b"> GRAM");
+}
+
+#[test]
+fn lines_mode_answers_each_line_even_when_they_arrive_together() {
+    let (_server, eps) = Proc::serve(&[
+        "serve",
+        "echo",
+        "--lines",
+        "--upper",
+        "--listen",
+        "127.0.0.1:0",
+    ]);
+    let mut t = tcp(&eps[0]);
+    t.write_all(b"one\r\ntwo\nthr").expect("send");
+    assert_eq!(read_n(&mut t, 9), "ONE\r\nTWO\n");
+    t.write_all(b"ee\n").expect("send");
+    assert_eq!(read_n(&mut t, 6), "THREE\n");
+}
+
+#[test]
+fn fixed_reply_one_shot_then_close() {
+    let (_server, eps) = Proc::serve(&[
+        "serve",
+        "echo",
+        "--reply",
+        "I am server.",
+        "--one-shot",
+        "--listen",
+        "127.0.0.1:0",
+    ]);
+    let mut t = tcp(&eps[0]);
+    t.write_all(b"hello").expect("send");
+    assert_eq!(read_to_end(&mut t), "I am server.");
+}
+
+#[test]
+fn welcome_then_prefixed_replies() {
+    let (_server, eps) = Proc::serve(&[
+        "serve",
+        "echo",
+        "--listen",
+        "127.0.0.1:0",
+        "--welcome",
+        r"Welcome to the server. Type something and hit enter\n",
+        "--prefix",
+        "OK...",
+    ]);
+    let mut t = tcp(&eps[0]);
+    let welcome = "Welcome to the server. Type something and hit enter\n";
+    assert_eq!(read_n(&mut t, welcome.len()), welcome);
+    t.write_all(b"line\n").expect("send");
+    assert_eq!(read_n(&mut t, 10), "OK...line\n");
+}
+
+#[test]
+fn udp_replies_are_never_bigger_than_the_request_plus_prefix() {
+    let (_server, eps) = Proc::serve(&[
+        "serve",
+        "echo",
+        "--reply",
+        "I am server.",
+        "--listen",
+        "udp://127.0.0.1:0",
+    ]);
+    let u = std::net::UdpSocket::bind("127.0.0.1:0").expect("udp");
+    u.set_read_timeout(Some(crate::support::DEADLINE))
+        .expect("timeout");
+    u.send_to(b"hi", addr(&eps[0])).expect("send");
+    let mut buf = [0u8; 64];
+    let n = u.recv(&mut buf).expect("reply");
+    assert_eq!(&buf[..n], b"I ");
+}
+
+#[test]
+fn max_conns_makes_the_next_client_wait_for_a_free_place() {
+    let (_server, eps) = Proc::serve(&[
+        "serve",
+        "echo",
+        "--max-conns",
+        "1",
+        "--listen",
+        "127.0.0.1:0",
+    ]);
+    let mut first = tcp(&eps[0]);
+    first.write_all(b"first").expect("send");
+    assert_eq!(read_n(&mut first, 5), "first");
+    let mut second = tcp(&eps[0]); // completes in the backlog
+    second.write_all(b"second").expect("send");
+    drop(first);
+    assert_eq!(read_n(&mut second, 6), "second");
+}
+
+#[test]
+fn idle_timeout_closes_silent_clients() {
+    let (_server, eps) = Proc::serve(&[
+        "serve",
+        "echo",
+        "--idle-timeout",
+        "0.3",
+        "--listen",
+        "127.0.0.1:0",
+    ]);
+    let mut silent = tcp(&eps[0]);
+    assert_eq!(read_to_end(&mut silent), "");
+}
+
+#[test]
+fn oversize_line_closes_only_that_connection() {
+    let (_server, eps) = Proc::serve(&[
+        "serve",
+        "echo",
+        "--lines",
+        "--max-line",
+        "16",
+        "--listen",
+        "127.0.0.1:0",
+    ]);
+    let mut ok = tcp(&eps[0]);
+    let mut big = tcp(&eps[0]);
+    big.write_all(&[b'x'; 40]).expect("send");
+    assert_eq!(read_to_end(&mut big), "");
+    ok.write_all(b"fine\n").expect("send");
+    assert_eq!(read_n(&mut ok, 5), "fine\n");
+}
+
+#[test]
+fn sigterm_drains_and_exits_zero() {
+    let (mut server, eps) = Proc::serve(&["serve", "echo", "--lines", "--listen", "127.0.0.1:0"]);
+    let mut idle = tcp(&eps[0]);
+    idle.write_all(b"hi\n").expect("send");
+    assert_eq!(read_n(&mut idle, 3), "hi\n");
+    server.signal("TERM");
+    assert_eq!(
+        read_to_end(&mut idle),
+        "",
+        "idle client closed by the drain"
+    );
+    server.stderr.wait_for_text("all connections finished");
+    assert!(
+        std::net::TcpStream::connect(addr(&eps[0])).is_err(),
+        "no new connections"
+    );
+    let (status, _, _) = server.wait();
+    assert_eq!(status.code(), Some(0));
+}
+
+#[test]
+fn grace_is_honoured_and_a_second_signal_exits_at_once() {
+    let (mut server, eps) = Proc::serve(&[
+        "serve",
+        "echo",
+        "--lines",
+        "--grace",
+        "0.3",
+        "--listen",
+        "127.0.0.1:0",
+    ]);
+    let mut stuck = tcp(&eps[0]);
+    stuck.write_all(b"hi\n").expect("send");
+    assert_eq!(read_n(&mut stuck, 3), "hi\n");
+    stuck.write_all(b"never finished").expect("send");
+    server.signal("TERM");
+    server.stderr.wait_for_text("grace period over");
+    let (status, _, _) = server.wait();
+    assert_eq!(status.code(), Some(0));
+
+    let (mut server, eps) = Proc::serve(&[
+        "serve",
+        "echo",
+        "--lines",
+        "--grace",
+        "60",
+        "--listen",
+        "127.0.0.1:0",
+    ]);
+    let mut stuck = tcp(&eps[0]);
+    stuck.write_all(b"hi\n").expect("send");
+    assert_eq!(read_n(&mut stuck, 3), "hi\n");
+    stuck.write_all(b"never finished").expect("send");
+    server.signal("INT");
+    server.stderr.wait_for_text("shutting down");
+    server.signal("INT");
+    let (status, _, err) = server.wait();
+    assert_eq!(status.code(), Some(130), "{err}");
+    assert!(err.contains("SIGINT again: exiting at once"), "{err}");
+}

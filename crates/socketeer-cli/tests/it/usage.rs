@@ -1,0 +1,74 @@
+//! Bad command lines: `socketeer: <what>: <why>`, exit status 2; runtime failures exit 1.
+
+use crate::support::run;
+
+fn fails_with(args: &[&str], code: i32, message: &str) {
+    let (status, _out, err) = run(args, b"");
+    assert_eq!(status.code(), Some(code), "{args:?}: {err}");
+    let first = err.lines().next().unwrap_or_default();
+    assert!(first.starts_with("socketeer: "), "{args:?}: {err}");
+    assert!(err.contains(message), "{args:?}: want {message:?} in {err}");
+}
+
+#[test]
+fn bad_endpoints_and_flags_exit_2_with_one_clear_line() {
+    fails_with(
+        &["serve", "echo", "--listen", "tcp//x"],
+        2,
+        r#"socketeer: bad endpoint "tcp//x": expected tcp://HOST:PORT"#,
+    );
+    fails_with(
+        &["connect", "udp://h:70000"],
+        2,
+        "must be a number from 0 to 65535",
+    );
+    fails_with(&["listen", "sctp://x:1"], 2, "unknown scheme");
+    fails_with(&["serve", "echo", "--max-conns", "0"], 2, "--max-conns");
+    fails_with(
+        &["serve", "echo", "--idle-timeout", "soon"],
+        2,
+        "is not a number of seconds",
+    );
+    fails_with(&["serve", "echo", "--prefix", r"\q"], 2, "unknown escape");
+    fails_with(
+        &["serve", "echo", "--upper", "--reply", "x"],
+        2,
+        "cannot be used with",
+    );
+    fails_with(
+        &["serve", "echo", "--no-such-flag"],
+        2,
+        "unexpected argument",
+    );
+    fails_with(
+        &["bench", "udp://127.0.0.1:9"],
+        2,
+        "bench needs a stream endpoint",
+    );
+}
+
+#[test]
+fn runtime_failures_exit_1() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = taken.local_addr().expect("addr").port();
+    fails_with(
+        &["serve", "echo", "--listen", &format!("127.0.0.1:{port}")],
+        1,
+        "cannot bind tcp://127.0.0.1:",
+    );
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = closed.local_addr().expect("addr").port();
+    drop(closed);
+    fails_with(
+        &["connect", &format!("127.0.0.1:{port}")],
+        1,
+        "Connection refused",
+    );
+}
+
+#[test]
+fn help_lists_the_exit_codes() {
+    let (status, out, _) = run(&["--help"], b"");
+    assert_eq!(status.code(), Some(0));
+    assert!(out.contains("Exit status:") && out.contains("130"), "{out}");
+}
