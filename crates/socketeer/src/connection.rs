@@ -7,15 +7,17 @@
 //! in a `tokio::select!` beside other events and lose nothing when another branch wins. Writes
 //! are buffered: `write_*` queue, [`flush`](Connection::flush) sends (or `send`, which does both).
 
+use std::pin::Pin;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio_util::codec::{Decoder, Encoder};
-use tokio_util::sync::CancellationToken;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 use crate::codec::{FrameCodec, LineCodec};
 use crate::error::{Error, ErrorKind, Result};
+use crate::idle::IdleTimer;
 use crate::limits::Limits;
 use crate::stream::{PeerAddr, Stream};
 
@@ -30,10 +32,40 @@ struct Inbound {
     buf: BytesMut,
     lines: LineCodec,
     frames: FrameCodec,
-    idle: Option<Duration>,
-    drain: Option<CancellationToken>,
+    idle: Option<IdleTimer>,
+    drain: Option<Drain>,
     eof: bool,
     last_read_filled: bool,
+}
+
+/// This connection's own child of the server's shutdown token, and one wait on it that lives
+/// as long as the connection: polling it takes only this connection's lock, not one shared by
+/// every connection.
+struct Drain {
+    token: CancellationToken,
+    wait: Pin<Box<WaitForCancellationFutureOwned>>,
+}
+
+impl Drain {
+    fn new(parent: &CancellationToken) -> Self {
+        let token = parent.child_token();
+        Self {
+            wait: Box::pin(token.clone().cancelled_owned()),
+            token,
+        }
+    }
+}
+
+impl std::fmt::Debug for Drain {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Drain")
+            .field("cancelled", &self.token.is_cancelled())
+            .finish()
+    }
+}
+
+fn idle_error(limit: Duration, what: &str) -> Error {
+    Error::new(ErrorKind::IdleTimeout, format!("peer {what} for {limit:?}"))
 }
 
 enum Fill {
@@ -43,13 +75,13 @@ enum Fill {
 }
 
 impl Inbound {
-    fn new(limits: &Limits, drain: Option<CancellationToken>) -> Self {
+    fn new(limits: &Limits) -> Self {
         Self {
             buf: BytesMut::new(),
             lines: LineCodec::new(limits.max_line),
             frames: FrameCodec::new(limits.max_frame),
-            idle: limits.idle_timeout,
-            drain,
+            idle: limits.idle_timeout.map(IdleTimer::new),
+            drain: None,
             eof: false,
             last_read_filled: false,
         }
@@ -65,29 +97,27 @@ impl Inbound {
         };
         self.buf.reserve(want);
         let before = self.buf.capacity() - self.buf.len();
-        let drain = self.drain.as_ref().filter(|_| self.buf.is_empty()).cloned();
-        let idle = self.idle;
+        let at_boundary = self.buf.is_empty();
+        let Self {
+            buf, idle, drain, ..
+        } = self;
         let read = async {
             match idle {
-                Some(limit) => tokio::time::timeout(limit, io.read_buf(&mut self.buf))
+                Some(timer) => timer
+                    .run(io.read_buf(buf))
                     .await
-                    .map_err(|_| {
-                        Error::new(
-                            ErrorKind::IdleTimeout,
-                            format!("peer sent nothing for {limit:?}"),
-                        )
-                    })?,
-                None => io.read_buf(&mut self.buf).await,
+                    .map_err(|()| idle_error(timer.limit(), "sent nothing"))?,
+                None => io.read_buf(buf).await,
             }
             .map_err(Error::from)
         };
-        let n = match drain {
+        let n = match drain.as_mut().filter(|_| at_boundary) {
             // Bytes that have already arrived are served first; only a connection with
             // nothing pending ends at once.
             Some(drain) => tokio::select! {
                 biased;
                 n = read => n?,
-                () = drain.cancelled() => return Ok(Fill::Drained),
+                () = drain.wait.as_mut() => return Ok(Fill::Drained),
             },
             None => read.await?,
         };
@@ -145,7 +175,7 @@ impl Inbound {
 struct Outbound {
     buf: BytesMut,
     frames: FrameCodec,
-    idle: Option<Duration>,
+    idle: Option<IdleTimer>,
 }
 
 impl Outbound {
@@ -153,21 +183,39 @@ impl Outbound {
         Self {
             buf: BytesMut::new(),
             frames: FrameCodec::new(limits.max_frame),
-            idle: limits.idle_timeout,
+            idle: limits.idle_timeout.map(IdleTimer::new),
         }
     }
 
     async fn write_all<W: AsyncWrite + Unpin>(&mut self, io: &mut W, data: &[u8]) -> Result<()> {
         if self.buf.is_empty() && data.len() >= FLUSH_AT {
-            let mut rest = data;
-            while !rest.is_empty() {
-                let n = self.progress(io.write(rest)).await?;
-                rest = &rest[n..];
-            }
-            return Ok(());
+            return self.write_direct(io, data).await;
         }
         self.buf.extend_from_slice(data);
         self.flush_if_full(io).await
+    }
+
+    /// Writes `data` and flushes; with nothing queued it goes straight from `data`, uncopied.
+    async fn send<W: AsyncWrite + Unpin>(&mut self, io: &mut W, data: &[u8]) -> Result<()> {
+        if self.buf.is_empty() {
+            self.write_direct(io, data).await?;
+        } else {
+            self.buf.extend_from_slice(data);
+            self.send_buffered(io).await?;
+        }
+        self.flush_io(io).await
+    }
+
+    async fn write_direct<W: AsyncWrite + Unpin>(
+        &mut self,
+        io: &mut W,
+        mut data: &[u8],
+    ) -> Result<()> {
+        while !data.is_empty() {
+            let n = self.progress(io.write(data)).await?;
+            data = &data[n..];
+        }
+        Ok(())
     }
 
     async fn flush_if_full<W: AsyncWrite + Unpin>(&mut self, io: &mut W) -> Result<()> {
@@ -190,34 +238,36 @@ impl Outbound {
 
     async fn flush<W: AsyncWrite + Unpin>(&mut self, io: &mut W) -> Result<()> {
         self.send_buffered(io).await?;
-        let idle = self.idle;
-        Self::deadline(idle, io.flush()).await?;
-        Ok(())
+        self.flush_io(io).await
+    }
+
+    async fn flush_io<W: AsyncWrite + Unpin>(&mut self, io: &mut W) -> Result<()> {
+        match &mut self.idle {
+            Some(timer) => timer
+                .run(io.flush())
+                .await
+                .map_err(|()| idle_error(timer.limit(), "took nothing we sent"))?,
+            None => io.flush().await,
+        }
+        .map_err(Error::from)
     }
 
     /// One write call; it must make progress within the idle timeout.
-    async fn progress(&self, write: impl Future<Output = std::io::Result<usize>>) -> Result<usize> {
-        let n = Self::deadline(self.idle, write).await?;
+    async fn progress(
+        &mut self,
+        write: impl Future<Output = std::io::Result<usize>>,
+    ) -> Result<usize> {
+        let n = match &mut self.idle {
+            Some(timer) => timer
+                .run(write)
+                .await
+                .map_err(|()| idle_error(timer.limit(), "took nothing we sent"))?,
+            None => write.await,
+        }?;
         if n == 0 {
             return Err(std::io::Error::from(std::io::ErrorKind::WriteZero).into());
         }
         Ok(n)
-    }
-
-    async fn deadline<T>(
-        idle: Option<Duration>,
-        op: impl Future<Output = std::io::Result<T>>,
-    ) -> Result<T> {
-        match idle {
-            Some(limit) => tokio::time::timeout(limit, op).await.map_err(|_| {
-                Error::new(
-                    ErrorKind::IdleTimeout,
-                    format!("peer took nothing we sent for {limit:?}"),
-                )
-            })?,
-            None => op.await,
-        }
-        .map_err(Error::from)
     }
 }
 
@@ -283,7 +333,7 @@ macro_rules! reading_methods {
 
         /// Changes the idle timeout for reads.
         pub fn set_read_idle_timeout(&mut self, idle: Option<Duration>) {
-            self.inbound.idle = idle;
+            self.inbound.idle = idle.map(IdleTimer::new);
         }
     };
 }
@@ -336,8 +386,7 @@ macro_rules! writing_methods {
         /// # Errors
         /// As [`flush`](Self::flush).
         pub async fn send(&mut self, data: &[u8]) -> Result<()> {
-            self.write_all(data).await?;
-            self.flush().await
+            self.outbound.send(&mut self.io, data).await
         }
 
         /// Flushes, then closes the sending direction (TCP half-close): the peer reads end of
@@ -384,7 +433,7 @@ impl Connection {
     pub fn with_limits(stream: Stream, peer: PeerAddr, limits: &Limits) -> Self {
         Self {
             io: stream,
-            inbound: Inbound::new(limits, None),
+            inbound: Inbound::new(limits),
             outbound: Outbound::new(limits),
             peer,
         }
@@ -392,14 +441,14 @@ impl Connection {
 
     /// Makes reads end cleanly (return `None`) at the next message boundary once `token` is
     /// cancelled. Servers set this to their shutdown token.
-    pub fn set_drain(&mut self, token: CancellationToken) {
-        self.inbound.drain = Some(token);
+    pub fn set_drain(&mut self, token: &CancellationToken) {
+        self.inbound.drain = Some(Drain::new(token));
     }
 
     /// The token set by [`set_drain`](Self::set_drain): cancelled when the server is shutting
     /// down. Handlers with loops of their own can watch it.
     pub fn drain_token(&self) -> Option<&CancellationToken> {
-        self.inbound.drain.as_ref()
+        self.inbound.drain.as_ref().map(|d| &d.token)
     }
 
     /// Who is on the other end.
@@ -415,8 +464,8 @@ impl Connection {
 
     /// Changes the idle timeout for reads and writes.
     pub fn set_idle_timeout(&mut self, idle: Option<Duration>) {
-        self.inbound.idle = idle;
-        self.outbound.idle = idle;
+        self.inbound.idle = idle.map(IdleTimer::new);
+        self.outbound.idle = idle.map(IdleTimer::new);
     }
 
     reading_methods!();
@@ -474,7 +523,7 @@ impl ConnectionWriter {
 
     /// Changes the idle timeout for writes.
     pub fn set_write_idle_timeout(&mut self, idle: Option<Duration>) {
-        self.outbound.idle = idle;
+        self.outbound.idle = idle.map(IdleTimer::new);
     }
 
     writing_methods!();
@@ -529,7 +578,10 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn idle_peers_time_out() {
-        let limits = Limits { idle_timeout: Some(Duration::from_secs(5)), ..Limits::default() };
+        let limits = Limits {
+            idle_timeout: Some(Duration::from_secs(5)),
+            ..Limits::default()
+        };
         let (mut conn, _peer) = pair(&limits);
         let err = conn.read_line().await.expect_err("idle");
         assert_eq!(err.kind(), ErrorKind::IdleTimeout);
@@ -539,7 +591,7 @@ mod tests {
     async fn drain_ends_input_only_at_a_message_boundary() {
         let (mut conn, mut peer) = pair(&Limits::default());
         let token = CancellationToken::new();
-        conn.set_drain(token.clone());
+        conn.set_drain(&token);
         peer.write_all(b"par").await.expect("write");
         token.cancel();
         let finish = async {

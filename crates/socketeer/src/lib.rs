@@ -52,6 +52,7 @@ pub mod datagram;
 pub mod endpoint;
 pub mod error;
 pub mod handler;
+mod idle;
 pub mod limits;
 pub mod listener;
 pub mod server;

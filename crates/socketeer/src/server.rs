@@ -262,7 +262,7 @@ async fn serve_connection<H: Handler>(
     shutdown: Shutdown,
 ) {
     let mut conn = Connection::with_limits(stream, peer, &limits);
-    conn.set_drain(shutdown.token());
+    conn.set_drain(&shutdown.token());
     tracing::debug!(peer = %conn.peer_addr(), "connection accepted");
     let hard = shutdown.hard_token().clone();
     let mut set_up = false;

@@ -166,7 +166,7 @@ fn socat_over_unix_and_udp() {
     let out = Command::new("sh")
         .arg("-c")
         .arg(format!(
-            "printf 'dgram' | socat -t 5 - UDP:127.0.0.1:{}",
+            "printf 'dgram' | socat -t 2 - UDP:127.0.0.1:{}",
             port(&eps[1])
         ))
         .output()

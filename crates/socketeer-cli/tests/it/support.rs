@@ -218,7 +218,11 @@ pub fn have(program: &str, test: &str) -> bool {
         .status()
         .is_ok_and(|s| s.success());
     if !found {
-        eprintln!("SKIPPED {test}: `{program}` is not installed (CI installs it via .ci/run)");
+        // Straight to stderr, past libtest's capture, so a plain `cargo test` shows the skip.
+        let _ = writeln!(
+            std::io::stderr(),
+            "SKIPPED {test}: `{program}` is not installed (CI installs it via .ci/run)"
+        );
     }
     found
 }

@@ -4,6 +4,8 @@ use socketeer::{
     BindOptions, Datagram, DatagramHandler, DatagramServer, DatagramSocket, Endpoint, ErrorKind,
     Result,
 };
+use std::io::Write;
+
 use tokio::net::UdpSocket;
 
 struct Upper;
@@ -59,7 +61,11 @@ async fn replies_to_privileged_source_ports_are_refused() {
     let low = match UdpSocket::bind("127.0.0.1:999").await {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("skipped: cannot bind a privileged UDP port here ({e}); run as root to test");
+            // Straight to stderr, past libtest's capture, so the skip is seen.
+            let _ = writeln!(
+                std::io::stderr(),
+                "SKIPPED replies_to_privileged_source_ports_are_refused: cannot bind a port below 1024 ({e})"
+            );
             return;
         }
     };
