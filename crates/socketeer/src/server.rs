@@ -292,3 +292,27 @@ fn log_end(peer: &PeerAddr, outcome: Result<()>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peer_side_accept_errors_retry_at_once_and_resource_errors_back_off_doubling() {
+        let mut backoff = BACKOFF_START;
+        let aborted = io::Error::from(io::ErrorKind::ConnectionAborted);
+        assert_eq!(accept_backoff(&aborted, &mut backoff), None);
+        assert_eq!(
+            backoff, BACKOFF_START,
+            "a peer's error does not grow the pause"
+        );
+
+        let emfile = io::Error::from_raw_os_error(libc::EMFILE);
+        let pauses: Vec<_> = (0..10)
+            .map(|_| accept_backoff(&emfile, &mut backoff))
+            .collect();
+        assert_eq!(pauses[0], Some(Duration::from_millis(5)));
+        assert_eq!(pauses[1], Some(Duration::from_millis(10)));
+        assert_eq!(pauses[9], Some(BACKOFF_MAX), "capped at one second");
+    }
+}

@@ -7,5 +7,6 @@ mod connect;
 mod echo;
 mod interop;
 mod listen;
+mod resources;
 mod support;
 mod usage;

@@ -99,7 +99,12 @@ pub struct Proc {
 
 impl Proc {
     pub fn spawn(args: &[&str]) -> Self {
-        let mut child = Command::new(bin())
+        Self::spawn_program(bin(), args)
+    }
+
+    /// Runs another program (for example `prlimit` wrapping socketeer) with captured output.
+    pub fn spawn_program(program: &str, args: &[&str]) -> Self {
+        let mut child = Command::new(program)
             .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
