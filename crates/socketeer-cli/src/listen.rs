@@ -5,7 +5,9 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use socketeer::{BindOptions, Connection, DatagramSocket, Handler, Listener, Result, Server};
+use socketeer::{
+    BindOptions, Connection, DatagramSocket, Handler, Listener, Result, Server, Signals,
+};
 use tokio::sync::{Mutex, broadcast, mpsc};
 
 use crate::cli::{ListenArgs, PipeArgs};
@@ -20,6 +22,7 @@ pub(crate) async fn run(args: ListenArgs) -> anyhow::Result<i32> {
     let endpoint = parse_endpoint(&args.endpoint)?;
     let mut options = BindOptions::default();
     options.unix_mode = args.socket_mode;
+    let mut signals = Signals::new()?;
     let work = async {
         if !endpoint.is_stream() {
             let socket = DatagramSocket::bind(&endpoint, &options).await?;
@@ -43,7 +46,7 @@ pub(crate) async fn run(args: ListenArgs) -> anyhow::Result<i32> {
     // A signal ends the listener cleanly, so a Unix socket file is removed.
     tokio::select! {
         result = work => result?,
-        signal = socketeer::signal() => tracing::info!(signal = signal?, "stopping"),
+        signal = signals.recv() => tracing::info!(signal, "stopping"),
     }
     Ok(0)
 }

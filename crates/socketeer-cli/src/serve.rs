@@ -7,7 +7,7 @@ use std::io::Write;
 use anyhow::Context;
 use socketeer::{
     BindOptions, ConnectionLimit, DatagramHandler, DatagramServer, DatagramSocket, Endpoint,
-    Handler, Limits, Listener, Server, Shutdown,
+    Handler, Limits, Listener, Server, Shutdown, Signals,
 };
 use tokio::task::JoinSet;
 
@@ -63,6 +63,9 @@ where
             .into());
         }
     }
+    // Catch signals before announcing anything: a script may signal as soon as it reads
+    // "listening on".
+    let signals = Signals::new().context("cannot install signal handlers")?;
     let mut options = BindOptions::default();
     options.unix_mode = args.socket_mode;
     let mut bound = Vec::with_capacity(endpoints.len());
@@ -106,7 +109,7 @@ where
     drop(stdout);
     tracing::info!(service = service.name, "serving");
 
-    tokio::spawn(stop_on_signals(shutdown, limits.grace));
+    tokio::spawn(stop_on_signals(signals, shutdown, limits.grace));
     while let Some(done) = servers.join_next().await {
         done.context("server task panicked")??;
     }
@@ -115,19 +118,15 @@ where
 }
 
 /// First SIGINT/SIGTERM: stop accepting and drain. Second: exit at once with status 130.
-async fn stop_on_signals(shutdown: Shutdown, grace: std::time::Duration) {
-    let Ok(first) = socketeer::signal().await else {
-        tracing::warn!("cannot install signal handlers; stop with SIGKILL");
-        return;
-    };
+async fn stop_on_signals(mut signals: Signals, shutdown: Shutdown, grace: std::time::Duration) {
+    let first = signals.recv().await;
     tracing::info!(
         signal = first,
         ?grace,
         "shutting down: no new connections; live ones get the grace period (signal again to exit now)"
     );
     shutdown.trigger();
-    if let Ok(second) = socketeer::signal().await {
-        eprintln!("socketeer: {second} again: exiting at once");
-        std::process::exit(EXIT_INTERRUPTED);
-    }
+    let second = signals.recv().await;
+    eprintln!("socketeer: {second} again: exiting at once");
+    std::process::exit(EXIT_INTERRUPTED);
 }

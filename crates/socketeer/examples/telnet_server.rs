@@ -35,14 +35,14 @@ async fn main() -> Result<()> {
     let endpoint = std::env::args()
         .nth(1)
         .unwrap_or_else(|| "127.0.0.1:9999".into());
+    let mut signals = socketeer::Signals::new()?;
     let listener = Listener::bind(&endpoint.parse()?, &BindOptions::default()).await?;
     println!("listening on {}", listener.local_endpoint());
     let server = Server::new(listener, || Telnet);
     let shutdown = server.shutdown_handle();
     tokio::spawn(async move {
-        if socketeer::signal().await.is_ok() {
-            shutdown.trigger();
-        }
+        signals.recv().await;
+        shutdown.trigger();
     });
     server.serve_forever().await
 }

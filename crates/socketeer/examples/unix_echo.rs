@@ -26,14 +26,14 @@ async fn main() -> Result<()> {
     let endpoint = std::env::args()
         .nth(1)
         .unwrap_or_else(|| "unix:///tmp/socketeer-echo.sock".into());
+    let mut signals = socketeer::Signals::new()?;
     let listener = Listener::bind(&endpoint.parse()?, &BindOptions::default()).await?;
     println!("listening on {}", listener.local_endpoint());
     let server = Server::new(listener, || Echo);
     let shutdown = server.shutdown_handle();
     tokio::spawn(async move {
-        if socketeer::signal().await.is_ok() {
-            shutdown.trigger();
-        }
+        signals.recv().await;
+        shutdown.trigger();
     });
     // Stopping through the shutdown switch drops the listener, which removes the socket file.
     server.serve_forever().await

@@ -67,5 +67,5 @@ pub use handler::{DatagramHandler, Handler};
 pub use limits::Limits;
 pub use listener::{BindOptions, Listener};
 pub use server::{ConnectionLimit, Server};
-pub use shutdown::{Drained, Shutdown, signal};
+pub use shutdown::{Drained, Shutdown, Signals};
 pub use stream::{PeerAddr, Stream};

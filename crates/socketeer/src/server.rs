@@ -68,10 +68,11 @@ impl ConnectionLimit {
 ///
 /// # async fn demo() -> Result<()> {
 /// let listener = Listener::bind(&"127.0.0.1:9999".parse()?, &BindOptions::default()).await?;
+/// let mut signals = socketeer::Signals::new()?;
 /// let server = Server::new(listener, || Echo);
 /// let shutdown = server.shutdown_handle();
 /// tokio::spawn(async move {
-///     let _ = socketeer::signal().await;
+///     signals.recv().await;
 ///     shutdown.trigger();
 /// });
 /// server.serve_forever().await

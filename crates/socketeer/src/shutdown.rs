@@ -95,16 +95,44 @@ impl Shutdown {
     }
 }
 
-/// Waits for SIGINT or SIGTERM and returns its name.
+/// SIGINT and SIGTERM, caught from the moment this is made: make it before you announce that
+/// you are listening, so a signal that follows the announcement at once is not fatal.
 ///
-/// # Errors
-/// When the signal handlers cannot be installed.
-pub async fn signal() -> std::io::Result<&'static str> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut int = signal(SignalKind::interrupt())?;
-    let mut term = signal(SignalKind::terminate())?;
-    tokio::select! {
-        _ = int.recv() => Ok("SIGINT"),
-        _ = term.recv() => Ok("SIGTERM"),
+/// ```no_run
+/// # async fn demo() -> std::io::Result<()> {
+/// let mut signals = socketeer::Signals::new()?;
+/// // ... bind, print "listening on ...", start serving ...
+/// let name = signals.recv().await;
+/// println!("got {name}");
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct Signals {
+    interrupt: tokio::signal::unix::Signal,
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    /// Installs the handlers (replacing the default action, which would end the process).
+    ///
+    /// # Errors
+    /// When the handlers cannot be installed.
+    pub fn new() -> std::io::Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Self {
+            interrupt: signal(SignalKind::interrupt())?,
+            terminate: signal(SignalKind::terminate())?,
+        })
+    }
+
+    /// Waits for the next SIGINT or SIGTERM and returns its name.
+    ///
+    /// # Cancel safety
+    /// Cancel-safe.
+    pub async fn recv(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.interrupt.recv() => "SIGINT",
+            _ = self.terminate.recv() => "SIGTERM",
+        }
     }
 }

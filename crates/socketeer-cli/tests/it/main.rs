@@ -7,6 +7,7 @@ mod connect;
 mod echo;
 mod interop;
 mod listen;
+mod modes;
 mod resources;
 mod support;
 mod usage;
