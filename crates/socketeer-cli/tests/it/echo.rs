@@ -3,7 +3,7 @@
 use std::io::Write;
 use std::os::unix::net::{UnixDatagram, UnixStream};
 
-use crate::support::{Proc, TempDir, addr, read_n, read_to_end, tcp};
+use crate::support::{Proc, TempDir, addr, read_n, read_to_end, tcp, udp_exchange};
 
 #[test]
 fn upper_prefix_on_every_transport_from_one_process() {
@@ -36,13 +36,8 @@ fn upper_prefix_on_every_transport_from_one_process() {
     t.write_all("hello 欢迎\n".as_bytes()).expect("send");
     assert_eq!(read_n(&mut t, "> HELLO 欢迎\n".len()), "> HELLO 欢迎\n");
 
-    let u = std::net::UdpSocket::bind("127.0.0.1:0").expect("udp");
-    u.set_read_timeout(Some(crate::support::DEADLINE))
-        .expect("timeout");
-    u.send_to(b"dgram", addr(&eps[1])).expect("send");
+    assert_eq!(udp_exchange(&eps[1], b"dgram"), "> DGRAM");
     let mut buf = [0u8; 64];
-    let n = u.recv(&mut buf).expect("udp reply");
-    assert_eq!(&buf[..n], b"> DGRAM");
 
     let mut s = UnixStream::connect(&stream_path).expect("unix");
     s.set_read_timeout(Some(crate::support::DEADLINE))
@@ -77,41 +72,6 @@ fn lines_mode_answers_each_line_even_when_they_arrive_together() {
 }
 
 #[test]
-fn fixed_reply_one_shot_then_close() {
-    let (_server, eps) = Proc::serve(&[
-        "serve",
-        "echo",
-        "--reply",
-        "I am server.",
-        "--one-shot",
-        "--listen",
-        "127.0.0.1:0",
-    ]);
-    let mut t = tcp(&eps[0]);
-    t.write_all(b"hello").expect("send");
-    assert_eq!(read_to_end(&mut t), "I am server.");
-}
-
-#[test]
-fn welcome_then_prefixed_replies() {
-    let (_server, eps) = Proc::serve(&[
-        "serve",
-        "echo",
-        "--listen",
-        "127.0.0.1:0",
-        "--welcome",
-        r"Welcome to the server. Type something and hit enter\n",
-        "--prefix",
-        "OK...",
-    ]);
-    let mut t = tcp(&eps[0]);
-    let welcome = "Welcome to the server. Type something and hit enter\n";
-    assert_eq!(read_n(&mut t, welcome.len()), welcome);
-    t.write_all(b"line\n").expect("send");
-    assert_eq!(read_n(&mut t, 10), "OK...line\n");
-}
-
-#[test]
 fn udp_replies_are_never_bigger_than_the_request_plus_prefix() {
     let (_server, eps) = Proc::serve(&[
         "serve",
@@ -121,13 +81,7 @@ fn udp_replies_are_never_bigger_than_the_request_plus_prefix() {
         "--listen",
         "udp://127.0.0.1:0",
     ]);
-    let u = std::net::UdpSocket::bind("127.0.0.1:0").expect("udp");
-    u.set_read_timeout(Some(crate::support::DEADLINE))
-        .expect("timeout");
-    u.send_to(b"hi", addr(&eps[0])).expect("send");
-    let mut buf = [0u8; 64];
-    let n = u.recv(&mut buf).expect("reply");
-    assert_eq!(&buf[..n], b"I ");
+    assert_eq!(udp_exchange(&eps[0], b"hi"), "I ");
 }
 
 #[test]

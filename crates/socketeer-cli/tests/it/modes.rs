@@ -4,7 +4,7 @@
 use std::io::{Read, Write};
 use std::os::unix::net::{UnixDatagram, UnixStream};
 
-use crate::support::{DEADLINE, Proc, TempDir, addr, read_to_end};
+use crate::support::{DEADLINE, Proc, TempDir, addr, read_to_end, udp_exchange};
 
 /// (extra flags, what the client sends, what it must receive before the server closes or
 /// the expected length is reached, whether the server closes after answering)
@@ -86,11 +86,7 @@ fn every_mode_on_udp_and_unix_datagrams() {
     for (i, (flags, send, expect)) in DATAGRAM_CASES.iter().enumerate() {
         let server = serve("udp://127.0.0.1:0", flags);
         let ep = crate::support::listening(&server.stdout.seen).remove(0);
-        let udp = std::net::UdpSocket::bind("127.0.0.1:0").expect("udp");
-        udp.set_read_timeout(Some(DEADLINE)).expect("timeout");
-        udp.send_to(send, addr(&ep)).expect("send");
-        let n = udp.recv(&mut buf).expect("udp reply");
-        assert_eq!(String::from_utf8_lossy(&buf[..n]), *expect, "udp {flags:?}");
+        assert_eq!(udp_exchange(&ep, send), *expect, "udp {flags:?}");
 
         let path = dir.sock(&format!("d{i}.sock"));
         let _server = serve(&format!("unixgram://{path}"), flags);

@@ -200,6 +200,16 @@ pub fn tcp(endpoint: &str) -> std::net::TcpStream {
     stream
 }
 
+/// Sends one UDP datagram to `endpoint` from a fresh socket and returns the one reply.
+pub fn udp_exchange(endpoint: &str, data: &[u8]) -> String {
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("udp");
+    socket.set_read_timeout(Some(DEADLINE)).expect("timeout");
+    socket.send_to(data, addr(endpoint)).expect("send");
+    let mut buf = [0u8; 65_536];
+    let n = socket.recv(&mut buf).expect("udp reply");
+    String::from_utf8_lossy(&buf[..n]).into_owned()
+}
+
 /// Reads exactly `n` bytes.
 pub fn read_n(stream: &mut impl Read, n: usize) -> String {
     let mut buf = vec![0u8; n];

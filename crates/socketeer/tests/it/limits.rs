@@ -124,3 +124,36 @@ async fn idle_peers_are_closed() {
         "closed by the server"
     );
 }
+
+/// Writes forever to a peer that never reads.
+struct Firehose {
+    ended: tokio::sync::mpsc::UnboundedSender<socketeer::ErrorKind>,
+}
+
+impl Handler for Firehose {
+    async fn handle(&mut self, conn: &mut Connection) -> Result<()> {
+        let block = vec![b'x'; 64 * 1024];
+        loop {
+            if let Err(err) = conn.send(&block).await {
+                self.ended.send(err.kind()).ok();
+                return Err(err);
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_peer_that_never_reads_is_closed_by_the_idle_timeout_on_writes() {
+    let (ended, mut kinds) = tokio::sync::mpsc::unbounded_channel();
+    let mut limits = Limits::default();
+    limits.idle_timeout = Some(Duration::from_millis(200));
+    let server = start(
+        move || Firehose {
+            ended: ended.clone(),
+        },
+        limits,
+    )
+    .await;
+    let _never_reads = TcpStream::connect(server.addr).await.expect("connect");
+    assert_eq!(kinds.recv().await, Some(socketeer::ErrorKind::IdleTimeout));
+}
