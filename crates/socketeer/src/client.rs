@@ -1,19 +1,120 @@
-//! The client side: connect to any stream endpoint with a deadline and get the same
-//! [`Connection`] the servers use; datagram clients use [`crate::DatagramSocket::connect`].
+//! The client side: connect to any stream endpoint with a deadline — optionally over TLS and
+//! authenticated — and get the same [`Connection`] the servers use; datagram clients use
+//! [`crate::DatagramSocket::connect`].
 
 use std::time::Duration;
 
 use tokio::net::{TcpStream, UnixStream};
 
+use crate::auth::{AuthMode, client_handshake};
 use crate::connection::Connection;
 use crate::endpoint::Endpoint;
 use crate::error::{Error, ErrorKind, Result};
+use crate::keys::ClientKey;
 use crate::limits::Limits;
 use crate::listener::{BindOptions, configure_tcp};
 use crate::stream::{PeerAddr, Stream};
+use crate::tls::TlsConnector;
 
 /// The connect deadline [`connect`] uses.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How [`connect_with`] connects.
+///
+/// ```no_run
+/// # async fn demo() -> socketeer::Result<()> {
+/// use socketeer::{client, AuthMode, ClientKey, ClientOptions, ServerVerification, TlsConnector};
+/// let mut options = ClientOptions::default();
+/// options.tls = Some(TlsConnector::new(ServerVerification::ca_file("ca.pem".as_ref())?)?);
+/// options.key = Some(ClientKey::from_file("robot.key".as_ref(), "robot-7")?);
+/// let mut conn = client::connect_with(&"hub.local:7000".parse()?, &options).await?;
+/// conn.send(b"hello\n").await?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ClientOptions {
+    /// Deadline for connecting, the TLS handshake and authentication together. Default 10 s.
+    pub timeout: Duration,
+    /// Run TLS over the connection.
+    pub tls: Option<TlsConnector>,
+    /// The name to check the server's certificate against; by default the endpoint's host
+    /// (`localhost` for Unix sockets).
+    pub server_name: Option<String>,
+    /// Authenticate with this key.
+    pub key: Option<ClientKey>,
+    /// How to authenticate. Default [`AuthMode::Socketeer`], which also checks the server's proof.
+    pub auth_mode: AuthMode,
+    /// Limits for the connection. Default: [`Limits::default`] without an idle timeout.
+    pub limits: Limits,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        let limits = Limits {
+            idle_timeout: None,
+            ..Limits::default()
+        };
+        Self {
+            timeout: DEFAULT_CONNECT_TIMEOUT,
+            tls: None,
+            server_name: None,
+            key: None,
+            auth_mode: AuthMode::Socketeer,
+            limits,
+        }
+    }
+}
+
+/// Connects to a stream endpoint, then runs TLS and authentication as `options` say, all within
+/// `options.timeout`.
+///
+/// # Errors
+/// [`ErrorKind::Connect`], [`ErrorKind::Timeout`], [`ErrorKind::Tls`] (including a certificate
+/// that fails verification), [`ErrorKind::Auth`] (refused, or a server that cannot prove it
+/// holds the key).
+pub async fn connect_with(endpoint: &Endpoint, options: &ClientOptions) -> Result<Connection> {
+    let started = tokio::time::Instant::now();
+    let (stream, peer) = connect_stream(endpoint, options.timeout).await?;
+    let rest = async {
+        let (stream, exporter) = match &options.tls {
+            Some(tls) => {
+                let name = options
+                    .server_name
+                    .clone()
+                    .unwrap_or_else(|| default_server_name(endpoint));
+                let (stream, exporter) = tls.connect(stream, &name).await?;
+                (stream, Some(exporter))
+            }
+            None => (stream, None),
+        };
+        let mut conn = Connection::with_limits(stream, peer, &options.limits);
+        if let Some(exporter) = exporter {
+            conn.set_tls_exporter(exporter);
+        }
+        if let Some(key) = &options.key {
+            client_handshake(&mut conn, key, options.auth_mode).await?;
+        }
+        Ok(conn)
+    };
+    let left = options.timeout.saturating_sub(started.elapsed());
+    tokio::time::timeout(left, rest).await.map_err(|_| {
+        Error::new(
+            ErrorKind::Timeout,
+            format!(
+                "{endpoint}: handshake not finished within {:?}",
+                options.timeout
+            ),
+        )
+    })?
+}
+
+fn default_server_name(endpoint: &Endpoint) -> String {
+    match endpoint {
+        Endpoint::Tcp(hp) | Endpoint::Udp(hp) => hp.host().unwrap_or("localhost").to_owned(),
+        Endpoint::Unix(_) | Endpoint::UnixDatagram(_) => "localhost".to_owned(),
+    }
+}
 
 /// Connects to a stream endpoint with the default 10 s deadline and default [`Limits`].
 ///

@@ -15,11 +15,13 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, Wr
 use tokio_util::codec::{Decoder, Encoder};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
+use crate::auth::Identity;
 use crate::codec::{FrameCodec, LineCodec};
 use crate::error::{Error, ErrorKind, Result};
 use crate::idle::IdleTimer;
 use crate::limits::Limits;
 use crate::stream::{PeerAddr, Stream};
+use crate::tls::EXPORTER_LEN;
 
 const SMALL_READ: usize = 8 * 1024;
 const LARGE_READ: usize = 64 * 1024;
@@ -421,6 +423,8 @@ pub struct Connection {
     inbound: Inbound,
     outbound: Outbound,
     peer: PeerAddr,
+    tls_exporter: Option<[u8; EXPORTER_LEN]>,
+    identity: Option<Identity>,
 }
 
 impl Connection {
@@ -436,7 +440,39 @@ impl Connection {
             inbound: Inbound::new(limits),
             outbound: Outbound::new(limits),
             peer,
+            tls_exporter: None,
+            identity: None,
         }
+    }
+
+    /// Records the TLS exporter value of the session under this connection (set by the server
+    /// and client after a TLS handshake; authentication binds to it).
+    pub fn set_tls_exporter(&mut self, exporter: [u8; EXPORTER_LEN]) {
+        self.tls_exporter = Some(exporter);
+    }
+
+    /// The TLS exporter value, when the connection runs over TLS.
+    pub fn tls_exporter(&self) -> Option<&[u8]> {
+        self.tls_exporter.as_ref().map(|e| &e[..])
+    }
+
+    /// True when the connection runs over TLS.
+    pub fn is_tls(&self) -> bool {
+        matches!(self.io, Stream::Tls(_))
+    }
+
+    /// Who the peer authenticated as, when the server requires authentication.
+    pub fn identity(&self) -> Option<&Identity> {
+        self.identity.as_ref()
+    }
+
+    /// The authenticated device name, if any (shorthand for `identity()?.device`).
+    pub fn device(&self) -> Option<&str> {
+        self.identity.as_ref().and_then(|id| id.device.as_deref())
+    }
+
+    pub(crate) fn set_identity(&mut self, identity: Identity) {
+        self.identity = Some(identity);
     }
 
     /// Makes reads end cleanly (return `None`) at the next message boundary once `token` is

@@ -15,6 +15,7 @@ use bytes::Bytes;
 use socket2::{Domain, Socket, Type};
 use tokio::net::{UdpSocket, UnixDatagram};
 
+use crate::access::AccessList;
 use crate::endpoint::Endpoint;
 use crate::error::{Error, ErrorKind, Result};
 use crate::handler::DatagramHandler;
@@ -277,6 +278,7 @@ pub struct DatagramServer<H> {
     limits: Limits,
     in_flight: ConnectionLimit,
     shutdown: Shutdown,
+    access: AccessList,
 }
 
 impl<H: DatagramHandler> DatagramServer<H> {
@@ -289,7 +291,15 @@ impl<H: DatagramHandler> DatagramServer<H> {
             in_flight: ConnectionLimit::new(limits.max_connections),
             limits,
             shutdown: Shutdown::new(),
+            access: AccessList::default(),
         }
+    }
+
+    /// Drops datagrams from senders the list does not permit, unanswered.
+    #[must_use]
+    pub fn access(mut self, access: AccessList) -> Self {
+        self.access = access;
+        self
     }
 
     /// Sets the limits; `max_connections` bounds datagrams handled at once.
@@ -365,6 +375,10 @@ impl<H: DatagramHandler> DatagramServer<H> {
     /// One receive; `None` for a datagram that was dropped or a receive error (both logged).
     async fn receive(&self, buf: &mut [u8]) -> Option<Datagram> {
         match self.socket.recv_from(buf).await {
+            Ok((_, peer)) if !self.access.permits(&peer) => {
+                tracing::debug!(%peer, "datagram dropped: not in the access list");
+                None
+            }
             Ok((n, peer)) if n > self.limits.max_datagram => {
                 tracing::info!(%peer, limit = self.limits.max_datagram, "dropping oversized datagram");
                 None

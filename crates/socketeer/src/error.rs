@@ -26,6 +26,13 @@ pub enum ErrorKind {
     InvalidData,
     /// The connection was closed by a server shutdown before the handler finished.
     Shutdown,
+    /// Authentication failed: a wrong or malformed answer, an unknown device, a bad key file,
+    /// or a server that could not prove it holds the key.
+    Auth,
+    /// A TLS handshake or configuration failed.
+    Tls,
+    /// The peer was not admitted: an access list or a pre-authentication limit refused it.
+    Refused,
     /// Any other I/O error; see `source()`.
     Io,
 }
@@ -42,6 +49,9 @@ impl ErrorKind {
             Self::UnexpectedEof => "unexpected end of stream",
             Self::InvalidData => "invalid data",
             Self::Shutdown => "server shutting down",
+            Self::Auth => "authentication failed",
+            Self::Tls => "TLS failed",
+            Self::Refused => "refused",
             Self::Io => "i/o error",
         }
     }
@@ -150,6 +160,7 @@ impl From<Error> for io::Error {
             ErrorKind::UnexpectedEof => io::ErrorKind::UnexpectedEof,
             ErrorKind::TooLarge | ErrorKind::InvalidData => io::ErrorKind::InvalidData,
             ErrorKind::BadEndpoint => io::ErrorKind::InvalidInput,
+            ErrorKind::Auth | ErrorKind::Refused => io::ErrorKind::PermissionDenied,
             _ => io::ErrorKind::Other,
         };
         io::Error::new(kind, err)

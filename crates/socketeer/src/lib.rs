@@ -41,31 +41,45 @@
 //! | [`codec`] | the bounded line and length-prefixed frame codecs |
 //! | [`limits`] | [`Limits`] and their defaults |
 //! | [`shutdown`] | [`Shutdown`]: stop accepting, drain with a deadline |
-//! | [`client`] | connecting to any endpoint |
+//! | [`client`] | connecting to any endpoint, with TLS and authentication |
+//! | [`auth`] | HMAC challenge-response, tutorial and socketeer modes |
+//! | [`keys`] | key files, per-device keys, key generation |
+//! | [`tls`] | rustls acceptor and connector (CA, pin, insecure), exporter |
+//! | [`access`] | allow/deny lists, pre-auth caps and penalties |
 //! | [`stream`] | [`Stream`] and [`PeerAddr`] |
 //! | [`error`] | the one [`Error`] type and its [`ErrorKind`] |
 
+pub mod access;
+pub mod auth;
 pub mod client;
 pub mod codec;
 pub mod connection;
 pub mod datagram;
 pub mod endpoint;
 pub mod error;
+mod gate;
 pub mod handler;
 mod idle;
+pub mod keys;
 pub mod limits;
 pub mod listener;
 pub mod server;
 pub mod shutdown;
 pub mod stream;
+pub mod tls;
 
+pub use access::{AccessList, Admission, AdmissionLimits};
+pub use auth::{AuthMode, Authenticator, Identity};
+pub use client::ClientOptions;
 pub use connection::{Connection, ConnectionReader, ConnectionWriter};
 pub use datagram::{Datagram, DatagramServer, DatagramSocket};
 pub use endpoint::{Endpoint, HostPort};
 pub use error::{Error, ErrorKind, Result};
 pub use handler::{DatagramHandler, Handler};
+pub use keys::{ClientKey, KeyStore, Keys};
 pub use limits::Limits;
 pub use listener::{BindOptions, Listener};
 pub use server::{ConnectionLimit, Server};
 pub use shutdown::{Drained, Shutdown, Signals};
 pub use stream::{PeerAddr, Stream};
+pub use tls::{ServerVerification, TlsAcceptor, TlsConnector};

@@ -14,14 +14,17 @@ use std::time::Duration;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::connection::Connection;
+use crate::access::{AccessList, Admission, Startup};
+use crate::auth::Authenticator;
 use crate::endpoint::Endpoint;
 use crate::error::{Error, ErrorKind, Result};
+use crate::gate::Gate;
 use crate::handler::Handler;
 use crate::limits::Limits;
 use crate::listener::Listener;
 use crate::shutdown::{Drained, FINISH_TIMEOUT, Shutdown};
 use crate::stream::{PeerAddr, Stream};
+use crate::tls::TlsAcceptor;
 
 const BACKOFF_START: Duration = Duration::from_millis(5);
 const BACKOFF_MAX: Duration = Duration::from_secs(1);
@@ -84,6 +87,7 @@ pub struct Server<F> {
     limits: Limits,
     connections: ConnectionLimit,
     shutdown: Shutdown,
+    gate: Gate,
 }
 
 impl<F, H> Server<F>
@@ -100,7 +104,39 @@ where
             connections: ConnectionLimit::new(limits.max_connections),
             limits,
             shutdown: Shutdown::new(),
+            gate: Gate::default(),
         }
+    }
+
+    /// Runs a TLS handshake on every connection before anything else (within
+    /// `Limits::handshake_timeout`, in the connection's own task).
+    #[must_use]
+    pub fn tls(mut self, acceptor: TlsAcceptor) -> Self {
+        self.gate.tls = Some(acceptor);
+        self
+    }
+
+    /// Authenticates every connection (after TLS, within the same deadline) before its handler
+    /// runs; the handler sees [`Connection::identity`].
+    #[must_use]
+    pub fn authenticate(mut self, authenticator: Authenticator) -> Self {
+        self.gate.auth = Some(authenticator);
+        self
+    }
+
+    /// Drops connections the list does not permit, before reading anything from them.
+    #[must_use]
+    pub fn access(mut self, access: AccessList) -> Self {
+        self.gate.access = access;
+        self
+    }
+
+    /// Caps and penalties for connections still in their handshake, shared with other servers.
+    /// Servers with TLS or authentication get [`AdmissionLimits::default`] otherwise.
+    #[must_use]
+    pub fn admission(mut self, admission: Arc<Admission>) -> Self {
+        self.gate.admission = Some(admission);
+        self
     }
 
     /// Sets the limits (and a connection cap of `limits.max_connections` for this server).
@@ -147,9 +183,11 @@ where
             limits,
             connections,
             shutdown,
+            gate,
         } = self;
         let make_handler = Arc::new(make_handler);
         let limits = Arc::new(limits);
+        let gate = Arc::new(gate.ready());
         let mut backoff = BACKOFF_START;
         loop {
             let accepted = tokio::select! {
@@ -160,13 +198,23 @@ where
             match accepted {
                 Ok((stream, peer, permit)) => {
                     backoff = BACKOFF_START;
-                    let handler = make_handler();
+                    let startup = match gate.admit(&peer) {
+                        Ok(startup) => startup,
+                        Err(why) => {
+                            tracing::debug!(%peer, %why, "connection dropped before reading");
+                            continue;
+                        }
+                    };
                     let task = serve_connection(
-                        handler,
-                        stream,
-                        peer,
+                        make_handler(),
+                        Accepted {
+                            stream,
+                            peer,
+                            startup,
+                        },
                         Arc::clone(&limits),
                         shutdown.clone(),
+                        Arc::clone(&gate),
                     );
                     shutdown.spawn(async move {
                         task.await;
@@ -189,33 +237,52 @@ where
         match shutdown.drain(limits.grace).await {
             Drained::Graceful => tracing::info!(%endpoint, "all connections finished"),
             Drained::Forced(n) => {
-                tracing::warn!(%endpoint, dropped = n, "grace period over; dropped connections")
+                tracing::warn!(%endpoint, dropped = n, "grace period over; dropped connections");
             }
         }
         Ok(())
     }
 
     /// Accepts exactly one connection and serves it to the end, like Python's
-    /// `handle_request()`. Wrap it in `tokio::time::timeout` for Python's `server.timeout`.
+    /// `handle_request()` (connections the access list or admission refuse do not count).
+    /// Wrap it in `tokio::time::timeout` for Python's `server.timeout`.
     ///
     /// # Errors
     /// The accept error, if accepting fails.
     pub async fn handle_request(&self) -> Result<()> {
-        let (stream, peer, permit) = accept_with_permit(&self.listener, &self.connections)
-            .await
-            .map_err(|e| Error::new(ErrorKind::Io, "accept failed").with_source(e))?;
-        let handler = (self.make_handler)();
-        serve_connection(
-            handler,
-            stream,
-            peer,
-            Arc::new(self.limits.clone()),
-            self.shutdown.clone(),
-        )
-        .await;
-        drop(permit);
-        Ok(())
+        let gate = Arc::new(self.gate.clone().ready());
+        loop {
+            let (stream, peer, permit) = accept_with_permit(&self.listener, &self.connections)
+                .await
+                .map_err(|e| Error::new(ErrorKind::Io, "accept failed").with_source(e))?;
+            let Ok(startup) = gate.admit(&peer) else {
+                continue;
+            };
+            let limits = Arc::new(self.limits.clone());
+            let accepted = Accepted {
+                stream,
+                peer,
+                startup,
+            };
+            serve_connection(
+                (self.make_handler)(),
+                accepted,
+                limits,
+                self.shutdown.clone(),
+                gate,
+            )
+            .await;
+            drop(permit);
+            return Ok(());
+        }
     }
+}
+
+/// A connection just accepted, with its place among the handshakes (if it has one).
+struct Accepted {
+    stream: Stream,
+    peer: PeerAddr,
+    startup: Option<Startup>,
 }
 
 async fn accept_with_permit(
@@ -254,17 +321,35 @@ fn accept_backoff(err: &io::Error, backoff: &mut Duration) -> Option<Duration> {
     Some(pause)
 }
 
-/// Runs one connection: setup, handle, finish; logs how it ended.
+/// Runs one connection: the gate's handshake, then setup, handle, finish; logs how it ended.
 async fn serve_connection<H: Handler>(
     mut handler: H,
-    stream: Stream,
-    peer: PeerAddr,
+    accepted: Accepted,
     limits: Arc<Limits>,
     shutdown: Shutdown,
+    gate: Arc<Gate>,
 ) {
-    let mut conn = Connection::with_limits(stream, peer, &limits);
-    conn.set_drain(&shutdown.token());
-    tracing::debug!(peer = %conn.peer_addr(), "connection accepted");
+    let Accepted {
+        stream,
+        peer,
+        startup,
+    } = accepted;
+    tracing::debug!(%peer, "connection accepted");
+    let opened = gate
+        .open(stream, peer.clone(), &limits, &shutdown.token())
+        .await;
+    drop(startup);
+    let mut conn = match opened {
+        Ok(conn) => conn,
+        Err(err) => {
+            let cause = std::error::Error::source(&err).map(ToString::to_string);
+            match err.kind() {
+                ErrorKind::Auth => tracing::warn!(%peer, error = %err, "authentication refused"),
+                _ => tracing::info!(%peer, error = %err, cause, "handshake failed"),
+            }
+            return;
+        }
+    };
     let hard = shutdown.hard_token().clone();
     let mut set_up = false;
     let outcome = tokio::select! {

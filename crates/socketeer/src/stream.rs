@@ -22,6 +22,8 @@ pub enum Stream {
     Tcp(TcpStream),
     /// A Unix stream connection.
     Unix(UnixStream),
+    /// A TLS session over another stream (server or client side).
+    Tls(Box<tokio_rustls::TlsStream<Stream>>),
     /// Any other stream, boxed (TLS sessions, in-memory pipes for tests).
     Other(Box<dyn AsyncStream>),
 }
@@ -31,6 +33,7 @@ impl fmt::Debug for Stream {
         match self {
             Self::Tcp(s) => f.debug_tuple("Tcp").field(s).finish(),
             Self::Unix(s) => f.debug_tuple("Unix").field(s).finish(),
+            Self::Tls(s) => f.debug_tuple("Tls").field(s.get_ref().0).finish(),
             Self::Other(_) => f.write_str("Other(..)"),
         }
     }
@@ -48,6 +51,7 @@ macro_rules! delegate {
         match $self.get_mut() {
             Stream::Tcp($s) => $e,
             Stream::Unix($s) => $e,
+            Stream::Tls($s) => $e,
             Stream::Other($s) => $e,
         }
     };
@@ -92,6 +96,7 @@ impl AsyncWrite for Stream {
         match self {
             Self::Tcp(s) => s.is_write_vectored(),
             Self::Unix(s) => s.is_write_vectored(),
+            Self::Tls(s) => s.is_write_vectored(),
             Self::Other(s) => s.is_write_vectored(),
         }
     }
