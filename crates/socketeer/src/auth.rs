@@ -97,7 +97,13 @@ impl Authenticator {
         let answer = conn
             .read_with(&mut AnswerDecoder)
             .await?
-            .ok_or_else(|| refused("closed the connection instead of answering the challenge"))?;
+            // Not a failed attempt (no penalty): a scanner or an impatient client just left.
+            .ok_or_else(|| {
+                Error::new(
+                    ErrorKind::UnexpectedEof,
+                    "closed the connection instead of answering the challenge",
+                )
+            })?;
         let keys = self.keys.current()?;
         match answer {
             Answer::Tutorial(mac) => {

@@ -3,9 +3,11 @@
 
 #![allow(unreachable_pub)] // test helpers are `pub` within this one test binary
 
+mod auth;
 mod datagram_server;
 mod limits;
 mod shutdown;
 mod stream_server;
 mod support;
+mod tls;
 mod unix;

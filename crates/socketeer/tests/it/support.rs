@@ -46,6 +46,18 @@ pub async fn start<H: Handler>(
     make: impl Fn() -> H + Send + Sync + 'static,
     limits: Limits,
 ) -> Running {
+    start_with(make, limits, |server| server).await
+}
+
+/// Like [`start`], with the server configured further by `configure` (TLS, auth, access...).
+pub async fn start_with<H: Handler, F>(
+    make: F,
+    limits: Limits,
+    configure: impl FnOnce(Server<F>) -> Server<F>,
+) -> Running
+where
+    F: Fn() -> H + Send + Sync + 'static,
+{
     let listener = Listener::bind(
         &"tcp://127.0.0.1:0".parse().expect("ep"),
         &BindOptions::default(),
@@ -53,7 +65,7 @@ pub async fn start<H: Handler>(
     .await
     .expect("bind");
     let addr = listener.local_addr().expect("addr");
-    let server = Server::new(listener, make).limits(limits);
+    let server = configure(Server::new(listener, make).limits(limits));
     let endpoint = server.local_endpoint().clone();
     let shutdown = server.shutdown_handle();
     let task = tokio::spawn(server.serve_forever());
@@ -120,4 +132,67 @@ impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
+}
+
+/// A TCP connection to `addr` from the loopback address `source` (e.g. 127.0.0.2), so tests
+/// can play several hosts.
+pub async fn connect_from(source: &str, addr: std::net::SocketAddr) -> TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket
+        .bind(format!("{source}:0").parse().expect("source"))
+        .expect("bind source");
+    socket.connect(addr).await.expect("connect")
+}
+
+/// The Python tutorial client's answer: HMAC-SHA256(key, challenge) as lowercase hex.
+pub fn tutorial_answer(key: &str, challenge: &[u8]) -> String {
+    use hmac::Mac;
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(key.as_bytes()).expect("key");
+    mac.update(challenge);
+    mac.finalize()
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Reads the 32-byte challenge.
+pub async fn challenge(stream: &mut TcpStream) -> [u8; 32] {
+    let mut c = [0u8; 32];
+    stream.read_exact(&mut c).await.expect("challenge");
+    c
+}
+
+pub const KEY_A: &str = "a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1";
+pub const KEY_B: &str = "b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2";
+
+/// Writes a key file with mode 0600.
+pub fn key_file(dir: &TempDir, name: &str, text: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.path(name);
+    std::fs::write(&path, text).expect("write key file");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    path
+}
+
+/// A CA and a server certificate for localhost/127.0.0.1, written as PEM files in `dir`:
+/// (ca.pem, server.pem, server-key.pem, server certificate DER).
+pub fn certificates(dir: &TempDir, tag: &str) -> (PathBuf, PathBuf, PathBuf, Vec<u8>) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    let ca_key = KeyPair::generate().expect("ca key");
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("ca params");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_cert = ca_params.self_signed(&ca_key).expect("ca cert");
+    let issuer = Issuer::new(ca_params, ca_key);
+    let key = KeyPair::generate().expect("key");
+    let params = CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
+        .expect("params");
+    let cert = params.signed_by(&key, &issuer).expect("cert");
+    let ca = dir.path(&format!("{tag}-ca.pem"));
+    let server = dir.path(&format!("{tag}-server.pem"));
+    let server_key = dir.path(&format!("{tag}-server-key.pem"));
+    std::fs::write(&ca, ca_cert.pem()).expect("write");
+    std::fs::write(&server, cert.pem()).expect("write");
+    std::fs::write(&server_key, key.serialize_pem()).expect("write");
+    (ca, server, server_key, cert.der().to_vec())
 }
