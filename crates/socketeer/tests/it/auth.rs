@@ -137,7 +137,7 @@ async fn every_malformed_answer_is_refused_and_the_service_never_sees_it() {
         ),
         (
             "too short, then close",
-            Box::new(|c| tutorial_answer(KEY_A, c)[..63].as_bytes().to_vec()),
+            Box::new(|c| tutorial_answer(KEY_A, c).as_bytes()[..63].to_vec()),
         ),
         (
             "raw digest, not hex",
