@@ -13,6 +13,7 @@ use tokio::task::JoinSet;
 
 use crate::cli::BenchArgs;
 use crate::failure::{UsageError, parse_endpoint};
+use crate::guard::client_options;
 
 /// Latency histogram with bounded memory and about 1.5% relative error: 64 sub-buckets for
 /// each power of two of nanoseconds.
@@ -112,9 +113,15 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<i32> {
         ))
         .into());
     }
+    let options = client_options(&args.guard, Duration::from_secs(10))?;
     let mut streams = Vec::with_capacity(args.connections as usize);
     for _ in 0..args.connections {
-        let (stream, _) = client::connect_stream(&endpoint, Duration::from_secs(10)).await?;
+        let conn = client::connect_with(&endpoint, &options).await?;
+        let (stream, leftover) = conn.into_parts();
+        anyhow::ensure!(
+            leftover.is_empty(),
+            "{endpoint} sent data before the first message"
+        );
         streams.push(stream);
     }
     let start = Instant::now() + Duration::from_millis(50);

@@ -59,6 +59,104 @@ pub(crate) enum Command {
     Listen(ListenArgs),
     /// Load-test an echo-like server: round trips/s, latency percentiles, MB/s.
     Bench(BenchArgs),
+    /// Print a new random key (64 hex characters) for --key-file.
+    Keygen(KeygenArgs),
+    /// Make a private CA and a server certificate for TLS, and print the fingerprint.
+    Cert(CertArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct KeygenArgs {
+    /// Print a `DEVICE KEY` line for a per-device key file.
+    #[arg(long, value_name = "NAME")]
+    pub(crate) device: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct CertArgs {
+    /// Directory to write ca.pem, ca-key.pem, server.pem and server-key.pem into.
+    #[arg(long, value_name = "DIR")]
+    pub(crate) out: std::path::PathBuf,
+    /// Host names or IP addresses the server certificate is valid for (repeatable; default
+    /// localhost, 127.0.0.1 and ::1).
+    #[arg(long = "name", value_name = "NAME")]
+    pub(crate) names: Vec<String>,
+    /// Replace existing files.
+    #[arg(long)]
+    pub(crate) force: bool,
+}
+
+/// Who may connect, and how they prove it: every server takes these.
+#[derive(Debug, Args, Clone)]
+pub(crate) struct GuardArgs {
+    /// Require clients to authenticate with a key from FILE (one key, or `DEVICE KEY` lines).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) key_file: Option<std::path::PathBuf>,
+    /// Serve TLS with this PEM certificate chain (with --tls-key).
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub(crate) tls_cert: Option<std::path::PathBuf>,
+    /// The PEM private key for --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub(crate) tls_key: Option<std::path::PathBuf>,
+    /// Only accept clients from this network (repeatable), e.g. 10.0.0.0/8.
+    #[arg(long, value_name = "CIDR", value_parser = parse_cidr)]
+    pub(crate) allow: Vec<ipnet::IpNet>,
+    /// Refuse clients from this network (repeatable); checked before --allow.
+    #[arg(long, value_name = "CIDR", value_parser = parse_cidr)]
+    pub(crate) deny: Vec<ipnet::IpNet>,
+    /// Time from accept to authenticated (TLS and key exchange together).
+    #[arg(long, value_name = "SECS", default_value = "10", value_parser = parse_secs)]
+    pub(crate) handshake_timeout: Duration,
+    /// Accept tutorial-mode answers on non-loopback endpoints without TLS (the session after
+    /// them travels in the clear).
+    #[arg(long)]
+    pub(crate) allow_plaintext_auth: bool,
+    /// Most connections still in their handshake, from everyone.
+    #[arg(long, value_name = "N", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
+    pub(crate) max_startups: u32,
+    /// Most connections still in their handshake from one address (one IPv6 /64).
+    #[arg(long, value_name = "N", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..))]
+    pub(crate) max_startups_per_source: u32,
+}
+
+/// How a client reaches a guarded server.
+#[derive(Debug, Args, Clone)]
+pub(crate) struct ClientGuardArgs {
+    /// Authenticate with the key in FILE (one key, or `DEVICE KEY` lines; see --device).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) key_file: Option<std::path::PathBuf>,
+    /// The device name to authenticate as (default: this host's name).
+    #[arg(long, value_name = "NAME", requires = "key_file")]
+    pub(crate) device: Option<String>,
+    /// How to answer the server's challenge: socketeer (mutual, default) or tutorial (the Python
+    /// tutorials' 64 hex characters, for their servers).
+    #[arg(long, value_enum, default_value_t = AuthModeArg::Socketeer, requires = "key_file")]
+    pub(crate) auth_mode: AuthModeArg,
+    /// Speak TLS; verify the server with --ca, --pin or (not recommended) --insecure.
+    #[arg(long)]
+    pub(crate) tls: bool,
+    /// Trust server certificates signed by the CA in FILE (implies --tls).
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["pin", "insecure"])]
+    pub(crate) ca: Option<std::path::PathBuf>,
+    /// Trust only the server certificate with this SHA-256 fingerprint (implies --tls).
+    #[arg(long, value_name = "SHA256", conflicts_with = "insecure")]
+    pub(crate) pin: Option<String>,
+    /// Do not verify the server's certificate (implies --tls). Anyone on the path can read and
+    /// change the traffic.
+    #[arg(long)]
+    pub(crate) insecure: bool,
+    /// The name to check the server certificate against (default: the endpoint's host).
+    #[arg(long, value_name = "NAME")]
+    pub(crate) server_name: Option<String>,
+}
+
+/// `--auth-mode` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum AuthModeArg {
+    /// Device name, nonce, and a proof from the server too.
+    Socketeer,
+    /// HMAC-SHA256 of the challenge as 64 hex characters.
+    Tutorial,
 }
 
 #[derive(Debug, Subcommand)]
@@ -88,6 +186,8 @@ pub(crate) struct ServeArgs {
     /// Permission bits for Unix socket files, in octal.
     #[arg(long, value_name = "MODE", default_value = "600", value_parser = parse_mode)]
     pub(crate) socket_mode: u32,
+    #[command(flatten)]
+    pub(crate) guard: GuardArgs,
 }
 
 #[derive(Debug, Args)]
@@ -140,9 +240,11 @@ pub(crate) struct ConnectArgs {
     /// Where to connect.
     #[arg(value_name = "EP")]
     pub(crate) endpoint: String,
-    /// Give up connecting after SECS.
+    /// Give up connecting (with TLS and authentication) after SECS.
     #[arg(long, value_name = "SECS", default_value = "10", value_parser = parse_secs)]
     pub(crate) timeout: Duration,
+    #[command(flatten)]
+    pub(crate) guard: ClientGuardArgs,
     #[command(flatten)]
     pub(crate) pipe: PipeArgs,
 }
@@ -161,6 +263,8 @@ pub(crate) struct ListenArgs {
     /// Permission bits for a Unix socket file, in octal.
     #[arg(long, value_name = "MODE", default_value = "600", value_parser = parse_mode)]
     pub(crate) socket_mode: u32,
+    #[command(flatten)]
+    pub(crate) guard: GuardArgs,
     #[command(flatten)]
     pub(crate) pipe: PipeArgs,
 }
@@ -185,6 +289,8 @@ pub(crate) struct BenchArgs {
     /// Print the result as one JSON object.
     #[arg(long)]
     pub(crate) json: bool,
+    #[command(flatten)]
+    pub(crate) guard: ClientGuardArgs,
 }
 
 /// Seconds as a non-negative decimal number (`0.5`, `300`).
@@ -196,6 +302,12 @@ pub(crate) fn parse_secs(text: &str) -> Result<Duration, String> {
         return Err(format!("\"{text}\" must be between 0 and 1e9 seconds"));
     }
     Ok(Duration::from_secs_f64(secs))
+}
+
+fn parse_cidr(text: &str) -> Result<ipnet::IpNet, String> {
+    text.parse::<ipnet::IpNet>()
+        .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        .map_err(|_| format!("\"{text}\" is not an address or network such as 10.0.0.0/8"))
 }
 
 fn parse_mode(text: &str) -> Result<u32, String> {

@@ -1,13 +1,15 @@
-//! `socketeer connect EP`: like nc. Stream endpoints join stdin/stdout to the connection;
-//! datagram endpoints send each stdin read as a datagram and print the replies.
+//! `socketeer connect EP`: like nc. Stream endpoints join stdin/stdout to the connection (over
+//! TLS and authenticated when asked); datagram endpoints send each stdin read as a datagram and
+//! print the replies.
 
-use socketeer::{Connection, DatagramSocket, Limits, client};
+use socketeer::{DatagramSocket, Limits, client};
 
 use crate::cli::ConnectArgs;
-use crate::failure::parse_endpoint;
+use crate::failure::{UsageError, parse_endpoint};
+use crate::guard::{client_needs_stream, client_options};
 use crate::pipe::{self, Target};
 
-/// Limits for an interactive client: no idle timeout (a person may think for a while).
+/// Limits for an interactive connection: no idle timeout (a person may think for a while).
 pub(crate) fn interactive_limits() -> Limits {
     let mut limits = Limits::default();
     limits.idle_timeout = None;
@@ -17,13 +19,15 @@ pub(crate) fn interactive_limits() -> Limits {
 pub(crate) async fn run(args: ConnectArgs) -> anyhow::Result<i32> {
     let endpoint = parse_endpoint(&args.endpoint)?;
     if endpoint.is_stream() {
-        let (stream, peer) = client::connect_stream(&endpoint, args.timeout).await?;
-        tracing::debug!(%peer, "connected");
-        pipe::stream(
-            Connection::with_limits(stream, peer, &interactive_limits()),
-            &args.pipe,
-        )
-        .await?;
+        let options = client_options(&args.guard, args.timeout)?;
+        let conn = client::connect_with(&endpoint, &options).await?;
+        tracing::debug!(peer = %conn.peer_addr(), tls = conn.is_tls(), "connected");
+        pipe::stream(conn, &args.pipe).await?;
+    } else if client_needs_stream(&args.guard) {
+        return Err(UsageError(format!(
+            "{endpoint}: TLS and --key-file need a stream endpoint"
+        ))
+        .into());
     } else {
         let socket = DatagramSocket::connect(&endpoint).await?;
         pipe::datagrams(socket, Target::Connected, &args.pipe)

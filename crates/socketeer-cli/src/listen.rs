@@ -6,13 +6,15 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use socketeer::{
-    BindOptions, Connection, DatagramSocket, Handler, Listener, Result, Server, Signals,
+    BindOptions, Connection, DatagramSocket, Gate, Handler, Limits, Listener, Result, Server,
+    Signals,
 };
 use tokio::sync::{Mutex, broadcast, mpsc};
 
 use crate::cli::{ListenArgs, PipeArgs};
 use crate::connect::interactive_limits;
-use crate::failure::parse_endpoint;
+use crate::failure::{UsageError, parse_endpoint};
+use crate::guard::ServerGuard;
 use crate::pipe::{self, Output, StdinChunks, Target};
 
 /// Broadcast backlog per client; a client that falls this far behind is dropped.
@@ -23,6 +25,13 @@ pub(crate) async fn run(args: ListenArgs) -> anyhow::Result<i32> {
     let mut options = BindOptions::default();
     options.unix_mode = args.socket_mode;
     let mut signals = Signals::new()?;
+    let guard = ServerGuard::from_args(&args.guard)?;
+    if guard.needs_stream() && !endpoint.is_stream() {
+        return Err(UsageError(format!(
+            "{endpoint}: --key-file and --tls-cert need a stream endpoint"
+        ))
+        .into());
+    }
     let work = async {
         if !endpoint.is_stream() {
             let socket = DatagramSocket::bind(&endpoint, &options).await?;
@@ -31,17 +40,16 @@ pub(crate) async fn run(args: ListenArgs) -> anyhow::Result<i32> {
         }
         let listener = Listener::bind(&endpoint, &options).await?;
         eprintln!("listening on {}", listener.local_endpoint());
+        let gate = guard.gate_for(listener.local_endpoint());
+        let mut limits = interactive_limits();
+        limits.handshake_timeout = guard.handshake_timeout;
         if args.keep_open {
-            return keep_open(listener, &args).await;
+            return keep_open(listener, gate, limits, &args).await;
         }
-        let (stream, peer) = listener.accept().await?;
+        let conn = first_client(&listener, &gate, &limits).await?;
         drop(listener);
-        tracing::info!(%peer, "connection");
-        pipe::stream(
-            Connection::with_limits(stream, peer, &interactive_limits()),
-            &args.pipe,
-        )
-        .await
+        tracing::info!(peer = %conn.peer_addr(), device = conn.device(), "connection");
+        pipe::stream(conn, &args.pipe).await
     };
     // A signal ends the listener cleanly, so a Unix socket file is removed.
     tokio::select! {
@@ -51,8 +59,34 @@ pub(crate) async fn run(args: ListenArgs) -> anyhow::Result<i32> {
     Ok(0)
 }
 
+/// The first client that gets through the gate (access, TLS, authentication).
+async fn first_client(
+    listener: &Listener,
+    gate: &Gate,
+    limits: &Limits,
+) -> anyhow::Result<Connection> {
+    loop {
+        let (stream, peer) = listener.accept().await?;
+        let Ok(startup) = gate.admit(&peer) else {
+            continue;
+        };
+        match gate.open(stream, peer.clone(), limits, None).await {
+            Ok(conn) => {
+                drop(startup);
+                return Ok(conn);
+            }
+            Err(err) => tracing::warn!(%peer, error = %err, "refused"),
+        }
+    }
+}
+
 /// Serves clients until a signal: stdin to all, all of them to stdout.
-async fn keep_open(listener: Listener, args: &ListenArgs) -> anyhow::Result<()> {
+async fn keep_open(
+    listener: Listener,
+    gate: Gate,
+    mut limits: Limits,
+    args: &ListenArgs,
+) -> anyhow::Result<()> {
     let (to_all, template) = broadcast::channel::<Bytes>(BROADCAST_BACKLOG);
     let (to_stdout, mut printed) = mpsc::channel::<Bytes>(64);
     let relay = Relay {
@@ -60,9 +94,10 @@ async fn keep_open(listener: Listener, args: &ListenArgs) -> anyhow::Result<()> 
         stdout: to_stdout,
         pipe: args.pipe.clone(),
     };
-    let mut limits = interactive_limits();
     limits.max_connections = args.max_conns as usize;
-    let server = Server::new(listener, move || relay.clone()).limits(limits);
+    let server = Server::new(listener, move || relay.clone())
+        .limits(limits)
+        .gate(gate);
     let shutdown = server.shutdown_handle();
     let serving = tokio::spawn(server.serve_forever());
 
@@ -103,7 +138,7 @@ struct Relay {
 
 impl Handler for Relay {
     async fn handle(&mut self, conn: &mut Connection) -> Result<()> {
-        tracing::info!(peer = %conn.peer_addr(), "connection");
+        tracing::info!(peer = %conn.peer_addr(), device = conn.device(), "connection");
         let mut from_stdin = self.stdin.lock().await.resubscribe();
         let mut stdin_open = true;
         loop {

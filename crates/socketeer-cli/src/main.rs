@@ -2,9 +2,11 @@
 //! its outcome into an exit status (documented in `socketeer --help`).
 
 mod bench;
+mod cert;
 mod cli;
 mod connect;
 mod failure;
+mod guard;
 mod hexdump;
 mod listen;
 mod pipe;
@@ -51,6 +53,8 @@ async fn run(command: Command) -> anyhow::Result<i32> {
         Command::Connect(args) => connect::run(args).await,
         Command::Listen(args) => listen::run(args).await,
         Command::Bench(args) => bench::run(args).await,
+        Command::Keygen(args) => cert::keygen(&args),
+        Command::Cert(args) => cert::cert(&args),
     }
 }
 

@@ -13,6 +13,7 @@ use tokio::task::JoinSet;
 
 use crate::cli::ServeArgs;
 use crate::failure::{EXIT_INTERRUPTED, UsageError, parse_endpoint};
+use crate::guard::ServerGuard;
 
 /// A service as the runner needs it: a name, a default endpoint, a handler per connection, and
 /// optionally a datagram handler.
@@ -30,6 +31,7 @@ pub(crate) fn limits(args: &ServeArgs) -> Limits {
     limits.idle_timeout = (!args.idle_timeout.is_zero()).then_some(args.idle_timeout);
     limits.grace = args.grace;
     limits.max_line = args.max_line as usize;
+    limits.handshake_timeout = args.guard.handshake_timeout;
     limits
 }
 
@@ -54,6 +56,15 @@ where
         .iter()
         .map(|w| parse_endpoint(w))
         .collect::<Result<Vec<Endpoint>, _>>()?;
+    let guard = ServerGuard::from_args(&args.guard)?;
+    if guard.needs_stream() {
+        if let Some(ep) = endpoints.iter().find(|ep| !ep.is_stream()) {
+            return Err(UsageError(format!(
+                "{ep}: --key-file and --tls-cert need a stream endpoint (tcp:// or unix://)"
+            ))
+            .into());
+        }
+    }
     if service.datagram.is_none() {
         if let Some(ep) = endpoints.iter().find(|ep| !ep.is_stream()) {
             return Err(UsageError(format!(
@@ -86,10 +97,12 @@ where
         match socket {
             Bound::Stream(listener) => {
                 writeln!(stdout, "listening on {}", listener.local_endpoint())?;
+                let gate = guard.gate_for(listener.local_endpoint());
                 let server = Server::new(listener, service.make_handler.clone())
                     .limits(limits.clone())
                     .connection_limit(connections.clone())
-                    .shutdown(shutdown.clone());
+                    .shutdown(shutdown.clone())
+                    .gate(gate);
                 servers.spawn(server.serve_forever());
             }
             Bound::Datagram(socket) => {
@@ -100,7 +113,8 @@ where
                     .context("datagram handler checked above")?;
                 let server = DatagramServer::new(socket, handler)
                     .limits(limits.clone())
-                    .shutdown(shutdown.clone());
+                    .shutdown(shutdown.clone())
+                    .access(guard.access.clone());
                 servers.spawn(server.serve_forever());
             }
         }

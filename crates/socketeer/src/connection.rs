@@ -507,6 +507,12 @@ impl Connection {
     reading_methods!();
     writing_methods!();
 
+    /// Gives back the stream and any input received but not yet read (output still queued is
+    /// dropped: flush first). For handing a connection to code that wants the raw stream.
+    pub fn into_parts(self) -> (Stream, Bytes) {
+        (self.io, self.inbound.buf.freeze())
+    }
+
     /// Splits into a reading half and a writing half that can be used from two tasks at once.
     /// Buffered input and queued output go with their halves.
     pub fn into_split(self) -> (ConnectionReader, ConnectionWriter) {

@@ -1,7 +1,7 @@
-//! The gate every connection passes before its handler runs: the access list (in the accept
-//! loop, before a byte is read), then — inside the connection's own task, under one handshake
-//! deadline counted from accept — a place among the pre-authentication handshakes, the TLS
-//! handshake, and authentication.
+//! [`Gate`]: what every connection passes before its handler runs — the access list and a place
+//! among the pre-authentication handshakes (checked in the accept loop, before a byte is read),
+//! then, inside the connection's own task and under one handshake deadline, the TLS handshake
+//! and authentication. [`Server`](crate::Server) uses one; an accept loop of your own can too.
 
 use std::sync::Arc;
 
@@ -15,31 +15,81 @@ use crate::limits::Limits;
 use crate::stream::{PeerAddr, Stream};
 use crate::tls::TlsAcceptor;
 
-/// What a server checks before serving a connection.
+/// What a server checks before serving a connection. Cheap to clone (clones share admission).
+///
+/// ```no_run
+/// # async fn demo(listener: socketeer::Listener, keys: std::sync::Arc<socketeer::KeyStore>) -> socketeer::Result<()> {
+/// use socketeer::{Authenticator, Gate, Limits};
+/// let gate = Gate::new().authenticate(Authenticator::new(keys));
+/// let (stream, peer) = listener.accept().await?;
+/// let startup = gate.admit(&peer)?;                    // before reading anything
+/// let conn = gate.open(stream, peer, &Limits::default(), None).await?;
+/// drop(startup);                                       // handshake over
+/// println!("{:?} is in", conn.identity());
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, Default)]
-pub(crate) struct Gate {
-    pub(crate) access: AccessList,
-    pub(crate) admission: Option<Arc<Admission>>,
-    pub(crate) tls: Option<TlsAcceptor>,
-    pub(crate) auth: Option<Authenticator>,
+pub struct Gate {
+    access: AccessList,
+    admission: Option<Arc<Admission>>,
+    tls: Option<TlsAcceptor>,
+    auth: Option<Authenticator>,
 }
 
 impl Gate {
+    /// A gate that lets everyone straight in.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Runs a TLS handshake first.
+    #[must_use]
+    pub fn tls(mut self, acceptor: TlsAcceptor) -> Self {
+        self.tls = Some(acceptor);
+        self.with_default_admission()
+    }
+
+    /// Authenticates after TLS.
+    #[must_use]
+    pub fn authenticate(mut self, authenticator: Authenticator) -> Self {
+        self.auth = Some(authenticator);
+        self.with_default_admission()
+    }
+
+    /// Refuses peers the list does not permit.
+    #[must_use]
+    pub fn access(mut self, access: AccessList) -> Self {
+        self.access = access;
+        self
+    }
+
+    /// Caps and penalties for connections in their handshake (share one `Admission` between
+    /// gates to cap a whole process). With TLS or authentication and no admission given,
+    /// [`AdmissionLimits::default`] apply.
+    #[must_use]
+    pub fn admission(mut self, admission: Arc<Admission>) -> Self {
+        self.admission = Some(admission);
+        self
+    }
+
     /// True when connections have a handshake phase (TLS or authentication).
     fn has_handshake(&self) -> bool {
         self.tls.is_some() || self.auth.is_some()
     }
 
-    /// Fills in the default admission limits when there is a handshake and none were given.
-    pub(crate) fn ready(mut self) -> Self {
-        if self.has_handshake() && self.admission.is_none() {
+    fn with_default_admission(mut self) -> Self {
+        if self.admission.is_none() {
             self.admission = Some(Admission::new(AdmissionLimits::default()));
         }
         self
     }
 
-    /// The accept loop's check: `Err` to drop the connection without reading from it.
-    pub(crate) fn admit(&self, peer: &PeerAddr) -> Result<Option<Startup>> {
+    /// The accept loop's check, before anything is read: `Ok(Some(startup))` holds a place among
+    /// the handshakes until dropped; `Err` means drop the connection unread.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Refused`] with the reason.
+    pub fn admit(&self, peer: &PeerAddr) -> Result<Option<Startup>> {
         if !self.access.permits(peer) {
             return Err(Error::new(ErrorKind::Refused, "not in the access list"));
         }
@@ -52,14 +102,19 @@ impl Gate {
         }
     }
 
-    /// TLS, then authentication, within the handshake deadline; a failed authentication (a wrong
-    /// or malformed answer, not a silent client) earns the source a penalty.
-    pub(crate) async fn open(
+    /// TLS, then authentication, within `limits.handshake_timeout`; returns the connection,
+    /// with [`Connection::identity`] set when authenticated. A failed authentication (a wrong or
+    /// malformed answer, not a client that just leaves) earns the source a penalty. `drain` is
+    /// the server's shutdown token, if any.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Tls`], [`ErrorKind::Auth`], [`ErrorKind::Timeout`], I/O errors.
+    pub async fn open(
         &self,
         stream: Stream,
         peer: PeerAddr,
         limits: &Limits,
-        drain: &CancellationToken,
+        drain: Option<&CancellationToken>,
     ) -> Result<Connection> {
         let handshake = async {
             let (stream, exporter) = match &self.tls {
@@ -70,7 +125,9 @@ impl Gate {
                 None => (stream, None),
             };
             let mut conn = Connection::with_limits(stream, peer.clone(), limits);
-            conn.set_drain(drain);
+            if let Some(drain) = drain {
+                conn.set_drain(drain);
+            }
             if let Some(exporter) = exporter {
                 conn.set_tls_exporter(exporter);
             }
@@ -91,7 +148,8 @@ impl Gate {
                 ))
             });
         if let Err(err) = &result {
-            if err.kind() == ErrorKind::Auth && !drain.is_cancelled() {
+            if err.kind() == ErrorKind::Auth && !drain.is_some_and(CancellationToken::is_cancelled)
+            {
                 if let Some(admission) = &self.admission {
                     admission.penalize(&peer);
                 }

@@ -46,6 +46,7 @@
 //! | [`keys`] | key files, per-device keys, key generation |
 //! | [`tls`] | rustls acceptor and connector (CA, pin, insecure), exporter |
 //! | [`access`] | allow/deny lists, pre-auth caps and penalties |
+//! | [`gate`] | [`Gate`]: access, admission, TLS and authentication before a handler |
 //! | [`stream`] | [`Stream`] and [`PeerAddr`] |
 //! | [`error`] | the one [`Error`] type and its [`ErrorKind`] |
 
@@ -57,7 +58,7 @@ pub mod connection;
 pub mod datagram;
 pub mod endpoint;
 pub mod error;
-mod gate;
+pub mod gate;
 pub mod handler;
 mod idle;
 pub mod keys;
@@ -68,13 +69,14 @@ pub mod shutdown;
 pub mod stream;
 pub mod tls;
 
-pub use access::{AccessList, Admission, AdmissionLimits};
+pub use access::{AccessList, Admission, AdmissionLimits, Refusal, Startup};
 pub use auth::{AuthMode, Authenticator, Identity};
 pub use client::ClientOptions;
 pub use connection::{Connection, ConnectionReader, ConnectionWriter};
 pub use datagram::{Datagram, DatagramServer, DatagramSocket};
 pub use endpoint::{Endpoint, HostPort};
 pub use error::{Error, ErrorKind, Result};
+pub use gate::Gate;
 pub use handler::{DatagramHandler, Handler};
 pub use keys::{ClientKey, KeyStore, Keys};
 pub use limits::Limits;

@@ -112,7 +112,7 @@ where
     /// `Limits::handshake_timeout`, in the connection's own task).
     #[must_use]
     pub fn tls(mut self, acceptor: TlsAcceptor) -> Self {
-        self.gate.tls = Some(acceptor);
+        self.gate = self.gate.tls(acceptor);
         self
     }
 
@@ -120,14 +120,14 @@ where
     /// runs; the handler sees [`Connection::identity`].
     #[must_use]
     pub fn authenticate(mut self, authenticator: Authenticator) -> Self {
-        self.gate.auth = Some(authenticator);
+        self.gate = self.gate.authenticate(authenticator);
         self
     }
 
     /// Drops connections the list does not permit, before reading anything from them.
     #[must_use]
     pub fn access(mut self, access: AccessList) -> Self {
-        self.gate.access = access;
+        self.gate = self.gate.access(access);
         self
     }
 
@@ -135,7 +135,14 @@ where
     /// Servers with TLS or authentication get [`AdmissionLimits::default`] otherwise.
     #[must_use]
     pub fn admission(mut self, admission: Arc<Admission>) -> Self {
-        self.gate.admission = Some(admission);
+        self.gate = self.gate.admission(admission);
+        self
+    }
+
+    /// Uses a whole [`Gate`] (access list, admission, TLS, authentication) at once.
+    #[must_use]
+    pub fn gate(mut self, gate: Gate) -> Self {
+        self.gate = gate;
         self
     }
 
@@ -187,7 +194,7 @@ where
         } = self;
         let make_handler = Arc::new(make_handler);
         let limits = Arc::new(limits);
-        let gate = Arc::new(gate.ready());
+        let gate = Arc::new(gate);
         let mut backoff = BACKOFF_START;
         loop {
             let accepted = tokio::select! {
@@ -250,7 +257,7 @@ where
     /// # Errors
     /// The accept error, if accepting fails.
     pub async fn handle_request(&self) -> Result<()> {
-        let gate = Arc::new(self.gate.clone().ready());
+        let gate = Arc::new(self.gate.clone());
         loop {
             let (stream, peer, permit) = accept_with_permit(&self.listener, &self.connections)
                 .await
@@ -336,7 +343,7 @@ async fn serve_connection<H: Handler>(
     } = accepted;
     tracing::debug!(%peer, "connection accepted");
     let opened = gate
-        .open(stream, peer.clone(), &limits, &shutdown.token())
+        .open(stream, peer.clone(), &limits, Some(&shutdown.token()))
         .await;
     drop(startup);
     let mut conn = match opened {
@@ -364,7 +371,8 @@ async fn serve_connection<H: Handler>(
     if set_up {
         let _ = tokio::time::timeout(FINISH_TIMEOUT, handler.finish(&mut conn)).await;
     }
-    let _ = tokio::time::timeout(FINISH_TIMEOUT, conn.flush()).await;
+    // Flush, then close the sending side properly (a TLS close_notify, a TCP FIN).
+    let _ = tokio::time::timeout(FINISH_TIMEOUT, conn.shutdown_write()).await;
     log_end(conn.peer_addr(), outcome);
 }
 

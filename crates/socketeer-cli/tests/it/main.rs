@@ -9,5 +9,6 @@ mod interop;
 mod listen;
 mod modes;
 mod resources;
+mod security;
 mod support;
 mod usage;
