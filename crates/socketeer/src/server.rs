@@ -4,7 +4,7 @@
 //!
 //! A connection's life: a permit is taken from the connection limit *before* `accept`, so at
 //! the cap the server simply stops accepting (clients wait in the backlog) rather than refusing
-//! or spinning; the accepted stream is wrapped in a [`Connection`] with the server's [`Limits`]
+//! or spinning; the accepted stream is wrapped in a [`Connection`](crate::Connection) with the server's [`Limits`]
 //! and drain token; the handler's `setup`, `handle` and `finish` run in a tracked task that holds
 //! the permit until it ends.
 
@@ -117,7 +117,7 @@ where
     }
 
     /// Authenticates every connection (after TLS, within the same deadline) before its handler
-    /// runs; the handler sees [`Connection::identity`].
+    /// runs; the handler sees [`Connection::identity`](crate::Connection::identity).
     #[must_use]
     pub fn authenticate(mut self, authenticator: Authenticator) -> Self {
         self.gate = self.gate.authenticate(authenticator);
@@ -132,7 +132,7 @@ where
     }
 
     /// Caps and penalties for connections still in their handshake, shared with other servers.
-    /// Servers with TLS or authentication get [`AdmissionLimits::default`] otherwise.
+    /// Servers with TLS or authentication get [`AdmissionLimits::default`](crate::AdmissionLimits) otherwise.
     #[must_use]
     pub fn admission(mut self, admission: Arc<Admission>) -> Self {
         self.gate = self.gate.admission(admission);

@@ -56,6 +56,25 @@ pub fn parse_pin(text: &str) -> Result<[u8; 32]> {
     Ok(pin)
 }
 
+/// The handshake is done: wraps the session as a [`Stream`] and takes its exporter value.
+fn established(tls: tokio_rustls::TlsStream<Stream>) -> Result<(Stream, [u8; EXPORTER_LEN])> {
+    let out = [0u8; EXPORTER_LEN];
+    let exported = match &tls {
+        tokio_rustls::TlsStream::Client(s) => {
+            s.get_ref()
+                .1
+                .export_keying_material(out, EXPORTER_LABEL, None)
+        }
+        tokio_rustls::TlsStream::Server(s) => {
+            s.get_ref()
+                .1
+                .export_keying_material(out, EXPORTER_LABEL, None)
+        }
+    };
+    let exporter = exported.map_err(|e| tls_error(format!("TLS exporter unavailable: {e}")))?;
+    Ok((Stream::Tls(Box::new(tls)), exporter))
+}
+
 /// Accepts TLS on the server side.
 #[derive(Clone)]
 pub struct TlsAcceptor {
@@ -120,12 +139,7 @@ impl TlsAcceptor {
             .accept(stream)
             .await
             .map_err(|e| tls_error("TLS handshake failed").with_source(e))?;
-        let exporter = tls
-            .get_ref()
-            .1
-            .export_keying_material([0u8; EXPORTER_LEN], EXPORTER_LABEL, None)
-            .map_err(|e| tls_error(format!("TLS exporter unavailable: {e}")))?;
-        Ok((Stream::Tls(Box::new(tls.into())), exporter))
+        established(tls.into())
     }
 }
 
@@ -242,12 +256,7 @@ impl TlsConnector {
             .connect(name, stream)
             .await
             .map_err(|e| tls_error("TLS handshake failed").with_source(e))?;
-        let exporter = tls
-            .get_ref()
-            .1
-            .export_keying_material([0u8; EXPORTER_LEN], EXPORTER_LABEL, None)
-            .map_err(|e| tls_error(format!("TLS exporter unavailable: {e}")))?;
-        Ok((Stream::Tls(Box::new(tls.into())), exporter))
+        established(tls.into())
     }
 }
 
