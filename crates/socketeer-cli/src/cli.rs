@@ -163,6 +163,27 @@ pub(crate) enum AuthModeArg {
 pub(crate) enum Service {
     /// Send back what is received (the tutorials' echo, upper-case and telnet-style servers).
     Echo(EchoArgs),
+    /// A line broker: each client's lines go to all the others as `NICK: line`.
+    Chat(ChatArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ChatArgs {
+    #[command(flatten)]
+    pub(crate) serve: ServeArgs,
+    /// The operator's console: stdin lines go to everyone as `server: line`, and the room's
+    /// traffic is printed on stdout.
+    #[arg(long)]
+    pub(crate) console: bool,
+    /// Most lines per second one client may send (bursts of twice that); 0 for no limit.
+    #[arg(long, value_name = "LINES", default_value_t = 50.0, value_parser = parse_rate)]
+    pub(crate) rate: f64,
+    /// Most lines waiting for one client before it is dropped as too slow.
+    #[arg(long, value_name = "N", default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..))]
+    pub(crate) queue_lines: u32,
+    /// Most bytes waiting for one client before it is dropped as too slow.
+    #[arg(long, value_name = "BYTES", default_value_t = 1 << 20, value_parser = clap::value_parser!(u32).range(1024..))]
+    pub(crate) queue_bytes: u32,
 }
 
 /// Options every server takes.
@@ -215,7 +236,7 @@ pub(crate) struct EchoArgs {
 }
 
 /// How stdin and the socket are joined, for connect and listen.
-#[derive(Debug, Args, Clone)]
+#[derive(Debug, Args, Clone, Default)]
 pub(crate) struct PipeArgs {
     /// Send `\r\n` for each `\n` read from stdin.
     #[arg(long)]
@@ -308,6 +329,16 @@ fn parse_cidr(text: &str) -> Result<ipnet::IpNet, String> {
     text.parse::<ipnet::IpNet>()
         .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
         .map_err(|_| format!("\"{text}\" is not an address or network such as 10.0.0.0/8"))
+}
+
+fn parse_rate(text: &str) -> Result<f64, String> {
+    let rate: f64 = text
+        .parse()
+        .map_err(|_| format!("\"{text}\" is not a number of lines per second"))?;
+    if !(0.0..=1e9).contains(&rate) {
+        return Err(format!("\"{text}\" must be between 0 and 1e9"));
+    }
+    Ok(rate)
 }
 
 fn parse_mode(text: &str) -> Result<u32, String> {

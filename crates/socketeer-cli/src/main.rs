@@ -50,6 +50,7 @@ fn main() {
 async fn run(command: Command) -> anyhow::Result<i32> {
     match command {
         Command::Serve(Service::Echo(args)) => services::echo::run(args).await,
+        Command::Serve(Service::Chat(args)) => services::chat::run(args).await,
         Command::Connect(args) => connect::run(args).await,
         Command::Listen(args) => listen::run(args).await,
         Command::Bench(args) => bench::run(args).await,

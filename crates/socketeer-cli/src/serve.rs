@@ -24,6 +24,16 @@ pub(crate) struct Service<F, D> {
     pub(crate) datagram: Option<D>,
 }
 
+/// The datagram handler of a service that has none.
+#[derive(Clone)]
+pub(crate) enum NoDatagrams {}
+
+impl DatagramHandler for NoDatagrams {
+    async fn handle(&self, _datagram: socketeer::Datagram) -> socketeer::Result<()> {
+        match *self {}
+    }
+}
+
 /// The limits the common flags ask for.
 pub(crate) fn limits(args: &ServeArgs) -> Limits {
     let mut limits = Limits::default();

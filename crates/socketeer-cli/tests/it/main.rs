@@ -3,6 +3,7 @@
 
 #![allow(unreachable_pub)] // test helpers are `pub` within this one test binary
 
+mod chat;
 mod connect;
 mod echo;
 mod interop;

@@ -137,6 +137,10 @@ impl Proc {
         stdin.flush().expect("flush stdin");
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn close_stdin(&mut self) {
         self.stdin = None;
     }

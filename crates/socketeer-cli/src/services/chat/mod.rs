@@ -1,0 +1,305 @@
+//! `socketeer serve chat`: a line broker. Each client line goes to every other client as
+//! `NICK: line`; joins, leaves and renames are announced; `/nick`, `/who`, `/quit`, `/help`.
+//! With `--console` the operator's stdin lines go to everyone as `server: line` and the room's
+//! traffic is printed on stdout. Built on the library's `Handler` and `Connection` only.
+
+mod room;
+mod text;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use socketeer::{Connection, Handler, PeerAddr, Result};
+use tokio::io::AsyncWriteExt;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use self::room::{Inbox, QueueLimits, Room};
+use self::text::{neutralise, nick_problem};
+use crate::cli::ChatArgs;
+use crate::pipe::StdinChunks;
+use crate::serve::{NoDatagrams, Service, serve};
+
+/// Lines written to a client in one batch before flushing.
+const BATCH: usize = 1024;
+/// How long a kicked client gets to read its notice.
+const KICK_NOTICE: Duration = Duration::from_secs(1);
+/// Console lines waiting for stdout before the room stops waiting for it.
+const CONSOLE_BACKLOG: usize = 4096;
+
+/// How fast one client may send lines: a token bucket; `None` is unlimited.
+#[derive(Debug, Clone, Copy)]
+struct Rate {
+    per_second: f64,
+    burst: f64,
+}
+
+struct Bucket {
+    rate: Option<Rate>,
+    tokens: f64,
+    at: Instant,
+}
+
+impl Bucket {
+    fn new(rate: Option<Rate>) -> Self {
+        Self {
+            rate,
+            tokens: rate.map_or(0.0, |r| r.burst),
+            at: Instant::now(),
+        }
+    }
+
+    /// How long until a line may be read; `None` means now.
+    fn wait(&mut self) -> Option<Duration> {
+        let rate = self.rate?;
+        let now = Instant::now();
+        self.tokens = (self.tokens + now.duration_since(self.at).as_secs_f64() * rate.per_second)
+            .min(rate.burst);
+        self.at = now;
+        (self.tokens < 1.0).then(|| Duration::from_secs_f64((1.0 - self.tokens) / rate.per_second))
+    }
+
+    fn take(&mut self) {
+        if self.rate.is_some() {
+            self.tokens -= 1.0;
+        }
+    }
+}
+
+/// One chat client.
+#[derive(Clone)]
+struct ChatHandler {
+    room: Arc<Room>,
+    rate: Option<Rate>,
+}
+
+enum Next {
+    Stay,
+    Quit,
+}
+
+/// The nickname a client starts with: its authenticated device name, else its address.
+fn default_nick(conn: &Connection) -> String {
+    if let Some(device) = conn.device().filter(|d| nick_problem(d).is_none()) {
+        return device.to_owned();
+    }
+    match conn.peer_addr() {
+        PeerAddr::Inet(addr) => addr.to_string(),
+        _ => "local".to_owned(),
+    }
+}
+
+impl Handler for ChatHandler {
+    async fn handle(&mut self, conn: &mut Connection) -> Result<()> {
+        let (mut inbox, nick) = self.room.join(&default_nick(conn));
+        tracing::info!(peer = %conn.peer_addr(), %nick, "joined");
+        let here = self.room.nicks().len();
+        let welcome =
+            format!("*** welcome, {nick} ({here} here). /nick NAME, /who, /quit, /help\n");
+        self.room
+            .broadcast(Some(inbox.id), &Bytes::from(format!("*** {nick} joined\n")));
+        let result = match conn.send(welcome.as_bytes()).await {
+            Ok(()) => self.serve(conn, &mut inbox).await,
+            Err(err) => Err(err),
+        };
+        if let Some(nick) = self.room.leave(inbox.id) {
+            tracing::info!(peer = %conn.peer_addr(), %nick, "left");
+            self.room
+                .broadcast(None, &Bytes::from(format!("*** {nick} left\n")));
+        }
+        result
+    }
+}
+
+impl ChatHandler {
+    async fn serve(&self, conn: &mut Connection, inbox: &mut Inbox) -> Result<()> {
+        let mut bucket = Bucket::new(self.rate);
+        let kicked = inbox.kicked.clone();
+        loop {
+            let wait = bucket.wait();
+            tokio::select! {
+                biased;
+                () = kicked.cancelled() => {
+                    let notice = b"*** you were dropped: too slow to read the room\n";
+                    let _ = tokio::time::timeout(KICK_NOTICE, conn.send(notice)).await;
+                    return Ok(());
+                }
+                Some(first) = inbox.queue.recv() => {
+                    tokio::select! {
+                        result = deliver(conn, inbox, first) => result?,
+                        () = kicked.cancelled() => return Ok(()),
+                    }
+                }
+                () = tokio::time::sleep(wait.unwrap_or_default()), if wait.is_some() => {}
+                line = conn.read_line(), if wait.is_none() => {
+                    let Some(line) = line? else { return Ok(()) };
+                    bucket.take();
+                    if let Next::Quit = self.on_line(conn, inbox, &line).await? {
+                        return Ok(());
+                    }
+                }
+            }
+        }
+    }
+
+    /// Handles one line from the client: a command, or a message for the room.
+    async fn on_line(&self, conn: &mut Connection, inbox: &Inbox, line: &[u8]) -> Result<Next> {
+        let text = neutralise(line);
+        if text.is_empty() {
+            return Ok(Next::Stay);
+        }
+        let message = match text.strip_prefix('/') {
+            Some(rest) if rest.starts_with('/') => rest, // "//x" says "/x"
+            Some(command) => return self.command(conn, inbox, command).await,
+            None => &text,
+        };
+        let nick = self.nick_of(inbox);
+        self.room
+            .broadcast(Some(inbox.id), &Bytes::from(format!("{nick}: {message}\n")));
+        Ok(Next::Stay)
+    }
+
+    fn nick_of(&self, inbox: &Inbox) -> String {
+        self.room.nick(inbox.id).unwrap_or_default()
+    }
+
+    async fn command(&self, conn: &mut Connection, inbox: &Inbox, command: &str) -> Result<Next> {
+        let (name, arg) = command
+            .split_once(' ')
+            .map_or((command, ""), |(n, a)| (n, a.trim()));
+        let reply = match name.to_ascii_lowercase().as_str() {
+            "nick" => match nick_problem(arg) {
+                Some(why) => format!("*** cannot use that nickname: {why}\n"),
+                None => match self.room.rename(inbox.id, arg) {
+                    Ok(old) => {
+                        self.room.broadcast(Some(inbox.id), &Bytes::from(format!("*** {old} is now {arg}\n")));
+                        format!("*** you are now {arg}\n")
+                    }
+                    Err(why) => format!("*** cannot use that nickname: {why}\n"),
+                },
+            },
+            "who" => {
+                let nicks = self.room.nicks();
+                format!("*** {} here: {}\n", nicks.len(), nicks.join(", "))
+            }
+            "quit" => {
+                conn.send(b"*** bye\n").await?;
+                return Ok(Next::Quit);
+            }
+            "help" => "*** /nick NAME renames you; /who lists who is here; /quit leaves; //text sends /text\n".to_owned(),
+            other => format!("*** unknown command /{other}; try /help\n"),
+        };
+        conn.send(reply.as_bytes()).await?;
+        Ok(Next::Stay)
+    }
+}
+
+/// Writes `first` and whatever else is queued (up to a batch) with one flush.
+async fn deliver(conn: &mut Connection, inbox: &mut Inbox, first: Bytes) -> Result<()> {
+    inbox.taken(&first);
+    conn.write_all(&first).await?;
+    for _ in 1..BATCH {
+        let Ok(line) = inbox.queue.try_recv() else {
+            break;
+        };
+        inbox.taken(&line);
+        conn.write_all(&line).await?;
+    }
+    conn.flush().await
+}
+
+/// The operator's console: stdin lines to everyone as `server: line`; the room's traffic to
+/// stdout. Ends with stdin; the broker keeps running.
+async fn console(room: Arc<Room>, mut printed: mpsc::Receiver<Bytes>, pipe: crate::cli::PipeArgs) {
+    let printer = async {
+        let mut stdout = tokio::io::stdout();
+        while let Some(line) = printed.recv().await {
+            let dropped = room.console_dropped();
+            if dropped > 0 {
+                let note = format!("*** console: {dropped} lines not shown (stdout too slow)\n");
+                let _ = stdout.write_all(note.as_bytes()).await;
+            }
+            if stdout.write_all(&line).await.is_err() || stdout.flush().await.is_err() {
+                break;
+            }
+        }
+    };
+    let reader = async {
+        let mut stdin = StdinChunks::new(&pipe);
+        let mut pending = Vec::new();
+        while let Ok(Some(chunk)) = stdin.next().await {
+            pending.extend_from_slice(&chunk);
+            while let Some(end) = pending.iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = pending.drain(..=end).collect();
+                let text = neutralise(&line);
+                if !text.is_empty() {
+                    room.broadcast_from_console(&Bytes::from(format!("server: {text}\n")));
+                }
+            }
+        }
+        tracing::info!("console input ended; the broker keeps running");
+        std::future::pending::<()>().await;
+    };
+    tokio::join!(printer, reader);
+}
+
+pub(crate) async fn run(args: ChatArgs) -> anyhow::Result<i32> {
+    let limits = QueueLimits {
+        lines: args.queue_lines as usize,
+        bytes: args.queue_bytes as usize,
+    };
+    let (console_tx, console_rx) = if args.console {
+        let (tx, rx) = mpsc::channel(CONSOLE_BACKLOG);
+        (Some(tx), Some(rx))
+    } else {
+        (None, None)
+    };
+    let room = Room::new(limits, console_tx);
+    if let Some(rx) = console_rx {
+        let pipe = crate::cli::PipeArgs::default();
+        tokio::spawn(console(Arc::clone(&room), rx, pipe));
+    }
+    let rate = (args.rate > 0.0).then_some(Rate {
+        per_second: args.rate,
+        burst: (args.rate * 2.0).max(1.0),
+    });
+    let handler = ChatHandler { room, rate };
+    let service = Service {
+        name: "chat",
+        default_endpoint: "127.0.0.1:8520",
+        make_handler: move || handler.clone(),
+        datagram: None::<NoDatagrams>,
+    };
+    serve(&args.serve, service).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn the_bucket_allows_a_burst_then_the_rate() {
+        let mut bucket = Bucket::new(Some(Rate {
+            per_second: 5.0,
+            burst: 10.0,
+        }));
+        for _ in 0..10 {
+            assert_eq!(bucket.wait(), None);
+            bucket.take();
+        }
+        let wait = bucket.wait().expect("empty after the burst");
+        assert!((wait.as_secs_f64() - 0.2).abs() < 1e-6, "{wait:?}");
+        tokio::time::advance(Duration::from_secs(1)).await;
+        for _ in 0..5 {
+            assert_eq!(bucket.wait(), None);
+            bucket.take();
+        }
+        assert!(bucket.wait().is_some());
+        let mut unlimited = Bucket::new(None);
+        for _ in 0..1000 {
+            assert_eq!(unlimited.wait(), None);
+            unlimited.take();
+        }
+    }
+}
