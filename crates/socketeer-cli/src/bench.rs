@@ -105,6 +105,110 @@ struct Report {
     failed_connections: usize,
 }
 
+#[derive(Serialize)]
+struct FanoutReport {
+    endpoint: String,
+    connections: u32,
+    senders: u32,
+    stalled: u32,
+    seconds: f64,
+    lines_sent: u64,
+    lines_delivered: u64,
+    lines_delivered_per_sec: f64,
+    failed_connections: usize,
+}
+
+/// The line fan-out senders write: long enough to look like chat, easy to count.
+const FANOUT_LINE: &[u8] = b"fanout payload line, about the size of a chat message\n";
+
+/// Fan-out mode: all connections count delivered lines; the first `senders` also send.
+async fn fanout(
+    args: &BenchArgs,
+    endpoint: &socketeer::Endpoint,
+    streams: Vec<socketeer::Stream>,
+    senders: u32,
+) -> anyhow::Result<i32> {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let sent = Arc::new(AtomicU64::new(0));
+    let delivered = Arc::new(AtomicU64::new(0));
+    let start = Instant::now() + Duration::from_millis(50);
+    let measure_from = start + args.warmup;
+    let stop_at = measure_from + args.duration;
+    let mut tasks = JoinSet::new();
+    for (i, stream) in streams.into_iter().enumerate() {
+        let (mut reader, mut writer) = tokio::io::split(stream);
+        let (sent, delivered) = (Arc::clone(&sent), Arc::clone(&delivered));
+        let sending = (i as u32) < senders;
+        tasks.spawn(async move {
+            tokio::time::sleep_until(start.into()).await;
+            let send = async {
+                if !sending {
+                    return std::future::pending::<std::io::Result<()>>().await;
+                }
+                // One line per write, as a person's chat client sends them.
+                loop {
+                    writer.write_all(FANOUT_LINE).await?;
+                    if Instant::now() >= measure_from {
+                        sent.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            };
+            let receive = async {
+                let mut buf = vec![0u8; 64 * 1024];
+                loop {
+                    let n = reader.read(&mut buf).await?;
+                    if n == 0 {
+                        return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof));
+                    }
+                    if Instant::now() >= measure_from {
+                        let lines = buf[..n].iter().filter(|&&b| b == b'\n').count() as u64;
+                        delivered.fetch_add(lines, Ordering::Relaxed);
+                    }
+                }
+            };
+            tokio::select! {
+                result = send => result,
+                result = receive => result,
+                () = tokio::time::sleep_until(stop_at.into()) => Ok(()),
+            }
+        });
+    }
+    let mut failed = 0;
+    while let Some(done) = tasks.join_next().await {
+        if done.context("bench task panicked")?.is_err() {
+            failed += 1;
+        }
+    }
+    let seconds = args.duration.as_secs_f64();
+    let report = FanoutReport {
+        endpoint: endpoint.to_string(),
+        connections: args.connections,
+        senders,
+        stalled: args.stalled,
+        seconds,
+        lines_sent: sent.load(Ordering::Relaxed),
+        lines_delivered: delivered.load(Ordering::Relaxed),
+        lines_delivered_per_sec: delivered.load(Ordering::Relaxed) as f64 / seconds,
+        failed_connections: failed,
+    };
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        println!(
+            "{}: fan-out, {} connections, {} sending, {:.1} s\n  lines delivered/s  {:.0}\n  lines sent         {}\n  failed conns       {}",
+            report.endpoint,
+            report.connections,
+            report.senders,
+            report.seconds,
+            report.lines_delivered_per_sec,
+            report.lines_sent,
+            report.failed_connections
+        );
+    }
+    Ok(0)
+}
+
 pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<i32> {
     let endpoint = parse_endpoint(&args.endpoint)?;
     if !endpoint.is_stream() {
@@ -123,6 +227,16 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<i32> {
             "{endpoint} sent data before the first message"
         );
         streams.push(stream);
+    }
+    if let Some(senders) = args.fanout {
+        // Connections that never read: they stay open, untouched, until the run ends.
+        let mut stalled = Vec::with_capacity(args.stalled as usize);
+        for _ in 0..args.stalled {
+            stalled.push(client::connect_with(&endpoint, &options).await?);
+        }
+        let result = fanout(&args, &endpoint, streams, senders.min(args.connections)).await;
+        drop(stalled);
+        return result;
     }
     let start = Instant::now() + Duration::from_millis(50);
     let measure_from = start + args.warmup;

@@ -310,6 +310,14 @@ pub(crate) struct BenchArgs {
     /// Print the result as one JSON object.
     #[arg(long)]
     pub(crate) json: bool,
+    /// Measure a broker's fan-out instead of echo: every connection reads and counts the lines
+    /// it is delivered; the first N connections also send lines, one per write, as fast as the
+    /// server takes them.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub(crate) fanout: Option<u32>,
+    /// With --fanout: this many more connections that never read (a client on a dead link).
+    #[arg(long, value_name = "N", default_value_t = 0, requires = "fanout")]
+    pub(crate) stalled: u32,
     #[command(flatten)]
     pub(crate) guard: ClientGuardArgs,
 }

@@ -27,6 +27,8 @@ const SMALL_READ: usize = 8 * 1024;
 const LARGE_READ: usize = 64 * 1024;
 /// Queued output at or above this size is written without waiting for `flush`.
 const FLUSH_AT: usize = 64 * 1024;
+/// Buffers handed to one vectored write (Linux's IOV_MAX is 1024).
+const MAX_IOVECS: usize = 1024;
 
 /// The receiving side's state: buffered input, codecs, idle deadline, and the drain signal.
 #[derive(Debug)]
@@ -204,6 +206,33 @@ impl Outbound {
         } else {
             self.buf.extend_from_slice(data);
             self.send_buffered(io).await?;
+        }
+        self.flush_io(io).await
+    }
+
+    /// Sends queued output, then `parts` with vectored writes (no copy into the buffer), then
+    /// flushes.
+    async fn send_parts<W: AsyncWrite + Unpin>(
+        &mut self,
+        io: &mut W,
+        parts: &[Bytes],
+    ) -> Result<()> {
+        self.send_buffered(io).await?;
+        let mut index = 0;
+        let mut offset = 0;
+        while index < parts.len() {
+            let slices: Vec<std::io::IoSlice<'_>> = std::iter::once(&parts[index][offset..])
+                .chain(parts[index + 1..].iter().map(|p| &p[..]))
+                .take(MAX_IOVECS)
+                .map(std::io::IoSlice::new)
+                .collect();
+            let mut n = self.progress(io.write_vectored(&slices)).await?;
+            while index < parts.len() && n >= parts[index].len() - offset {
+                n -= parts[index].len() - offset;
+                index += 1;
+                offset = 0;
+            }
+            offset += n;
         }
         self.flush_io(io).await
     }
@@ -389,6 +418,19 @@ macro_rules! writing_methods {
         /// As [`flush`](Self::flush).
         pub async fn send(&mut self, data: &[u8]) -> Result<()> {
             self.outbound.send(&mut self.io, data).await
+        }
+
+        /// Sends `parts` one after another, then flushes, with vectored writes that hand the
+        /// buffers to the kernel uncopied — for fanning one shared message out to many peers.
+        /// Output queued by `write_*` goes first.
+        ///
+        /// # Errors
+        /// As [`flush`](Self::flush).
+        ///
+        /// # Cancel safety
+        /// Not cancel-safe.
+        pub async fn send_parts(&mut self, parts: &[Bytes]) -> Result<()> {
+            self.outbound.send_parts(&mut self.io, parts).await
         }
 
         /// Flushes, then closes the sending direction (TCP half-close): the peer reads end of
@@ -643,6 +685,25 @@ mod tests {
         let (line, _peer) = tokio::join!(conn.read_line(), finish);
         assert_eq!(line.expect("line").as_deref(), Some(&b"partial\n"[..]));
         assert_eq!(conn.read_line().await.expect("drained"), None);
+    }
+
+    #[tokio::test]
+    async fn send_parts_writes_every_part_in_order_after_queued_output() {
+        let (mut conn, mut peer) = pair(&Limits::default());
+        conn.write_all(b"queued ").await.expect("queue");
+        let parts: Vec<Bytes> = (0..2000).map(|i| Bytes::from(format!("{i} "))).collect();
+        let reading = tokio::spawn(async move {
+            let mut got = Vec::new();
+            peer.read_to_end(&mut got).await.expect("read");
+            got
+        });
+        conn.send_parts(&parts).await.expect("send");
+        drop(conn);
+        let got = reading.await.expect("reader");
+        let want: String = std::iter::once("queued ".to_owned())
+            .chain((0..2000).map(|i| format!("{i} ")))
+            .collect();
+        assert_eq!(String::from_utf8(got).expect("utf8"), want);
     }
 
     #[tokio::test]

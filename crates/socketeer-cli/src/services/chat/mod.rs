@@ -3,26 +3,35 @@
 //! With `--console` the operator's stdin lines go to everyone as `server: line` and the room's
 //! traffic is printed on stdout. Built on the library's `Handler` and `Connection` only.
 
+mod lines;
 mod room;
 mod text;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use socketeer::{Connection, Handler, PeerAddr, Result};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use self::room::{Inbox, QueueLimits, Room};
+use self::lines::LineBatch;
+use self::room::{Batch, Inbox, QueueLimits, Room};
 use self::text::{neutralise, nick_problem};
 use crate::cli::ChatArgs;
 use crate::pipe::StdinChunks;
 use crate::serve::{NoDatagrams, Service, serve};
 
-/// Lines written to a client in one batch before flushing.
+/// Queued batches written to a client before one flush.
 const BATCH: usize = 1024;
+/// Bytes gathered into one batch, read side and write side (below the connection's own
+/// flush threshold).
+const BATCH_BYTES: usize = 48 * 1024;
+/// A writer whose flush takes longer than this is blocked on its client.
+const STUCK_AFTER: Duration = Duration::from_millis(20);
+/// How often a paused sender re-checks the room's pressure if no relief is signalled.
+const PRESSURE_RECHECK: Duration = Duration::from_millis(10);
 /// How long a kicked client gets to read its notice.
 const KICK_NOTICE: Duration = Duration::from_secs(1);
 /// Console lines waiting for stdout before the room stops waiting for it.
@@ -60,6 +69,14 @@ impl Bucket {
         (self.tokens < 1.0).then(|| Duration::from_secs_f64((1.0 - self.tokens) / rate.per_second))
     }
 
+    /// How many lines may be taken right now (after `wait` said none is needed).
+    fn available(&self) -> usize {
+        match self.rate {
+            Some(_) => self.tokens.max(1.0) as usize,
+            None => usize::MAX,
+        }
+    }
+
     fn take(&mut self) {
         if self.rate.is_some() {
             self.tokens -= 1.0;
@@ -72,6 +89,7 @@ impl Bucket {
 struct ChatHandler {
     room: Arc<Room>,
     rate: Option<Rate>,
+    max_line: usize,
 }
 
 enum Next {
@@ -90,34 +108,52 @@ fn default_nick(conn: &Connection) -> String {
     }
 }
 
+/// One client's state in its own task.
+struct Session {
+    inbox: Inbox,
+    nick: String,
+    bucket: Bucket,
+}
+
 impl Handler for ChatHandler {
     async fn handle(&mut self, conn: &mut Connection) -> Result<()> {
-        let (mut inbox, nick) = self.room.join(&default_nick(conn));
+        let (inbox, nick) = self.room.join(&default_nick(conn));
         tracing::info!(peer = %conn.peer_addr(), %nick, "joined");
         let here = self.room.nicks().len();
         let welcome =
             format!("*** welcome, {nick} ({here} here). /nick NAME, /who, /quit, /help\n");
         self.room
-            .broadcast(Some(inbox.id), &Bytes::from(format!("*** {nick} joined\n")));
+            .broadcast(Some(inbox.id), &Batch::line(format!("*** {nick} joined\n")));
+        let mut session = Session {
+            inbox,
+            nick,
+            bucket: Bucket::new(self.rate),
+        };
         let result = match conn.send(welcome.as_bytes()).await {
-            Ok(()) => self.serve(conn, &mut inbox).await,
+            Ok(()) => self.serve(conn, &mut session).await,
             Err(err) => Err(err),
         };
-        if let Some(nick) = self.room.leave(inbox.id) {
+        if let Some(nick) = self.room.leave(session.inbox.id) {
             tracing::info!(peer = %conn.peer_addr(), %nick, "left");
             self.room
-                .broadcast(None, &Bytes::from(format!("*** {nick} left\n")));
+                .broadcast(None, &Batch::line(format!("*** {nick} left\n")));
         }
         result
     }
 }
 
 impl ChatHandler {
-    async fn serve(&self, conn: &mut Connection, inbox: &mut Inbox) -> Result<()> {
-        let mut bucket = Bucket::new(self.rate);
-        let kicked = inbox.kicked.clone();
+    async fn serve(&self, conn: &mut Connection, session: &mut Session) -> Result<()> {
+        let kicked = session.inbox.kicked.clone();
         loop {
-            let wait = bucket.wait();
+            let wait = session.bucket.wait();
+            // Read new lines only when the rate allows and the room keeps up.
+            let paused = wait.is_none() && self.room.pressure(session.inbox.id);
+            let reading = wait.is_none() && !paused;
+            let mut decoder = LineBatch {
+                max_line: self.max_line,
+                max_lines: session.bucket.available(),
+            };
             tokio::select! {
                 biased;
                 () = kicked.cancelled() => {
@@ -125,17 +161,19 @@ impl ChatHandler {
                     let _ = tokio::time::timeout(KICK_NOTICE, conn.send(notice)).await;
                     return Ok(());
                 }
-                Some(first) = inbox.queue.recv() => {
+                Some(first) = session.inbox.queue.recv() => {
                     tokio::select! {
-                        result = deliver(conn, inbox, first) => result?,
+                        result = deliver(conn, &mut session.inbox, first) => result?,
                         () = kicked.cancelled() => return Ok(()),
                     }
+                    self.room.relief.notify_waiters();
                 }
                 () = tokio::time::sleep(wait.unwrap_or_default()), if wait.is_some() => {}
-                line = conn.read_line(), if wait.is_none() => {
-                    let Some(line) = line? else { return Ok(()) };
-                    bucket.take();
-                    if let Next::Quit = self.on_line(conn, inbox, &line).await? {
+                () = self.room.relief.notified(), if paused => {}
+                () = tokio::time::sleep(PRESSURE_RECHECK), if paused => {}
+                lines = conn.read_with(&mut decoder), if reading => {
+                    let Some(lines) = lines? else { return Ok(()) };
+                    if let Next::Quit = self.on_lines(conn, session, &lines).await? {
                         return Ok(());
                     }
                 }
@@ -143,37 +181,68 @@ impl ChatHandler {
         }
     }
 
-    /// Handles one line from the client: a command, or a message for the room.
-    async fn on_line(&self, conn: &mut Connection, inbox: &Inbox, line: &[u8]) -> Result<Next> {
-        let text = neutralise(line);
-        if text.is_empty() {
-            return Ok(Next::Stay);
+    /// Handles complete lines received together: messages are formatted into one batch for the
+    /// room; a command first sends what came before it.
+    async fn on_lines(
+        &self,
+        conn: &mut Connection,
+        session: &mut Session,
+        received: &[u8],
+    ) -> Result<Next> {
+        let mut batch = BytesMut::with_capacity(received.len() + received.len() / 2);
+        let mut lines = 0;
+        for line in received.split_inclusive(|&b| b == b'\n') {
+            session.bucket.take();
+            let text = neutralise(line);
+            match text.strip_prefix('/') {
+                _ if text.is_empty() => {}
+                Some(command) if !command.starts_with('/') => {
+                    self.send_batch(session, &mut batch, &mut lines);
+                    if let Next::Quit = self.command(conn, session, command).await? {
+                        return Ok(Next::Quit);
+                    }
+                }
+                // "//x" says "/x".
+                escaped => {
+                    let message = escaped.unwrap_or(&text);
+                    batch.extend_from_slice(session.nick.as_bytes());
+                    batch.extend_from_slice(b": ");
+                    batch.extend_from_slice(message.as_bytes());
+                    batch.extend_from_slice(b"\n");
+                    lines += 1;
+                }
+            }
         }
-        let message = match text.strip_prefix('/') {
-            Some(rest) if rest.starts_with('/') => rest, // "//x" says "/x"
-            Some(command) => return self.command(conn, inbox, command).await,
-            None => &text,
-        };
-        let nick = self.nick_of(inbox);
-        self.room
-            .broadcast(Some(inbox.id), &Bytes::from(format!("{nick}: {message}\n")));
+        self.send_batch(session, &mut batch, &mut lines);
         Ok(Next::Stay)
     }
 
-    fn nick_of(&self, inbox: &Inbox) -> String {
-        self.room.nick(inbox.id).unwrap_or_default()
+    fn send_batch(&self, session: &Session, batch: &mut BytesMut, lines: &mut usize) {
+        if *lines > 0 {
+            let out = Batch {
+                text: batch.split().freeze(),
+                lines: std::mem::take(lines),
+            };
+            self.room.broadcast(Some(session.inbox.id), &out);
+        }
     }
 
-    async fn command(&self, conn: &mut Connection, inbox: &Inbox, command: &str) -> Result<Next> {
+    async fn command(
+        &self,
+        conn: &mut Connection,
+        session: &mut Session,
+        command: &str,
+    ) -> Result<Next> {
         let (name, arg) = command
             .split_once(' ')
             .map_or((command, ""), |(n, a)| (n, a.trim()));
         let reply = match name.to_ascii_lowercase().as_str() {
             "nick" => match nick_problem(arg) {
                 Some(why) => format!("*** cannot use that nickname: {why}\n"),
-                None => match self.room.rename(inbox.id, arg) {
+                None => match self.room.rename(session.inbox.id, arg) {
                     Ok(old) => {
-                        self.room.broadcast(Some(inbox.id), &Bytes::from(format!("*** {old} is now {arg}\n")));
+                        session.nick = arg.to_owned();
+                        self.room.broadcast(Some(session.inbox.id), &Batch::line(format!("*** {old} is now {arg}\n")));
                         format!("*** you are now {arg}\n")
                     }
                     Err(why) => format!("*** cannot use that nickname: {why}\n"),
@@ -195,18 +264,33 @@ impl ChatHandler {
     }
 }
 
-/// Writes `first` and whatever else is queued (up to a batch) with one flush.
-async fn deliver(conn: &mut Connection, inbox: &mut Inbox, first: Bytes) -> Result<()> {
+/// Writes `first` and whatever else is queued (up to a batch) in vectored writes, uncopied. A
+/// write that takes long means the client is not reading: the writer is marked stuck meanwhile,
+/// so the room does not wait for it.
+async fn deliver(conn: &mut Connection, inbox: &mut Inbox, first: Batch) -> Result<()> {
     inbox.taken(&first);
-    conn.write_all(&first).await?;
-    for _ in 1..BATCH {
-        let Ok(line) = inbox.queue.try_recv() else {
+    let mut batched = first.text.len();
+    let mut parts = vec![first.text];
+    while parts.len() < BATCH && batched < BATCH_BYTES {
+        let Ok(more) = inbox.queue.try_recv() else {
             break;
         };
-        inbox.taken(&line);
-        conn.write_all(&line).await?;
+        inbox.taken(&more);
+        batched += more.text.len();
+        parts.push(more.text);
     }
-    conn.flush().await
+    let send = conn.send_parts(&parts);
+    tokio::pin!(send);
+    tokio::select! {
+        biased;
+        result = &mut send => result,
+        () = tokio::time::sleep(STUCK_AFTER) => {
+            inbox.set_stuck(true);
+            let result = send.await;
+            inbox.set_stuck(false);
+            result
+        }
+    }
 }
 
 /// The operator's console: stdin lines to everyone as `server: line`; the room's traffic to
@@ -234,7 +318,7 @@ async fn console(room: Arc<Room>, mut printed: mpsc::Receiver<Bytes>, pipe: crat
                 let line: Vec<u8> = pending.drain(..=end).collect();
                 let text = neutralise(&line);
                 if !text.is_empty() {
-                    room.broadcast_from_console(&Bytes::from(format!("server: {text}\n")));
+                    room.broadcast_from_console(&Batch::line(format!("server: {text}\n")));
                 }
             }
         }
@@ -264,7 +348,11 @@ pub(crate) async fn run(args: ChatArgs) -> anyhow::Result<i32> {
         per_second: args.rate,
         burst: (args.rate * 2.0).max(1.0),
     });
-    let handler = ChatHandler { room, rate };
+    let handler = ChatHandler {
+        room,
+        rate,
+        max_line: args.serve.max_line as usize,
+    };
     let service = Service {
         name: "chat",
         default_endpoint: "127.0.0.1:8520",

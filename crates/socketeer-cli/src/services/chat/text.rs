@@ -1,14 +1,22 @@
 //! What chat text may contain: lines neutralised so no client can repaint another's terminal,
 //! and nickname rules.
 
+use std::borrow::Cow;
+
 /// Longest nickname, in bytes.
 pub(crate) const MAX_NICK: usize = 32;
 
 /// Makes a received line safe to show: the line ending is dropped, invalid UTF-8 becomes U+FFFD,
 /// C0 controls and DEL become caret notation (`ESC` is shown as `^[`, so an ANSI sequence arrives
-/// as harmless text), C1 controls and bidirectional overrides become `?`. Tabs stay.
-pub(crate) fn neutralise(line: &[u8]) -> String {
+/// as harmless text), C1 controls and bidirectional overrides become `?`. Tabs stay. Plain
+/// printable ASCII, the common case, is returned as it is, uncopied.
+pub(crate) fn neutralise(line: &[u8]) -> Cow<'_, str> {
     let line = socketeer::codec::trim_line_end(line);
+    if line.iter().all(|&b| matches!(b, b' '..=b'~' | b'\t')) {
+        if let Ok(plain) = std::str::from_utf8(line) {
+            return Cow::Borrowed(plain);
+        }
+    }
     let text = String::from_utf8_lossy(line);
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
@@ -25,7 +33,7 @@ pub(crate) fn neutralise(line: &[u8]) -> String {
             _ => out.push(c),
         }
     }
-    out
+    Cow::Owned(out)
 }
 
 /// Why a nickname is not acceptable, if it is not.
