@@ -70,11 +70,8 @@ async fn first_client(
         let Ok(startup) = gate.admit(&peer) else {
             continue;
         };
-        match gate.open(stream, peer.clone(), limits, None).await {
-            Ok(conn) => {
-                drop(startup);
-                return Ok(conn);
-            }
+        match gate.open(stream, peer.clone(), limits, None, startup).await {
+            Ok(conn) => return Ok(conn),
             Err(err) => tracing::warn!(%peer, error = %err, "refused"),
         }
     }

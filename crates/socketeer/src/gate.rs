@@ -23,8 +23,7 @@ use crate::tls::TlsAcceptor;
 /// let gate = Gate::new().authenticate(Authenticator::new(keys));
 /// let (stream, peer) = listener.accept().await?;
 /// let startup = gate.admit(&peer)?;                    // before reading anything
-/// let conn = gate.open(stream, peer, &Limits::default(), None).await?;
-/// drop(startup);                                       // handshake over
+/// let conn = gate.open(stream, peer, &Limits::default(), None, startup).await?;
 /// println!("{:?} is in", conn.identity());
 /// # Ok(()) }
 /// ```
@@ -103,7 +102,8 @@ impl Gate {
     }
 
     /// TLS, then authentication, within `limits.handshake_timeout`; returns the connection,
-    /// with [`Connection::identity`] set when authenticated. A failed authentication (a wrong or
+    /// with [`Connection::identity`] set when authenticated. `startup` is the place [`admit`](Self::admit)
+    /// gave; it is released when the handshake ends, before a refused connection is closed. A failed authentication (a wrong or
     /// malformed answer, not a client that just leaves) earns the source a penalty. `drain` is
     /// the server's shutdown token, if any.
     ///
@@ -115,11 +115,12 @@ impl Gate {
         peer: PeerAddr,
         limits: &Limits,
         drain: Option<&CancellationToken>,
+        startup: Option<Startup>,
     ) -> Result<Connection> {
         let handshake = async {
             let (stream, exporter) = match &self.tls {
                 Some(tls) => {
-                    let (stream, exporter) = tls.accept(stream).await?;
+                    let (stream, exporter) = tls.accept(stream).await.map_err(|e| (e, None))?;
                     (stream, Some(exporter))
                 }
                 None => (stream, None),
@@ -132,29 +133,46 @@ impl Gate {
                 conn.set_tls_exporter(exporter);
             }
             if let Some(auth) = &self.auth {
-                let identity = auth.handshake(&mut conn).await?;
-                tracing::debug!(%peer, device = identity.device.as_deref(), mode = ?identity.mode, "authenticated");
-                conn.set_identity(identity);
+                match auth.handshake(&mut conn).await {
+                    Ok(identity) => {
+                        tracing::debug!(%peer, device = identity.device.as_deref(), mode = ?identity.mode, "authenticated");
+                        conn.set_identity(identity);
+                    }
+                    // Keep the connection open until the handshake place is given back.
+                    Err(err) => return Err((err, Some(Box::new(conn)))),
+                }
             }
             Ok(conn)
         };
+        tokio::pin!(handshake);
         let deadline = limits.handshake_timeout;
-        let result = tokio::time::timeout(deadline, handshake)
+        let result = tokio::time::timeout(deadline, &mut handshake)
             .await
             .unwrap_or_else(|_| {
-                Err(Error::new(
-                    ErrorKind::Timeout,
-                    format!("handshake not finished within {deadline:?}"),
+                Err((
+                    Error::new(
+                        ErrorKind::Timeout,
+                        format!("handshake not finished within {deadline:?}"),
+                    ),
+                    None,
                 ))
             });
-        if let Err(err) = &result {
-            if err.kind() == ErrorKind::Auth && !drain.is_some_and(CancellationToken::is_cancelled)
-            {
-                if let Some(admission) = &self.admission {
-                    admission.penalize(&peer);
+        // Give the place back before the connection closes, so a client that reconnects at once
+        // never finds its own finished handshake still counted.
+        drop(startup);
+        match result {
+            Ok(conn) => Ok(conn),
+            Err((err, conn)) => {
+                if err.kind() == ErrorKind::Auth
+                    && !drain.is_some_and(CancellationToken::is_cancelled)
+                {
+                    if let Some(admission) = &self.admission {
+                        admission.penalize(&peer);
+                    }
                 }
+                drop(conn); // only now: the place was given back first
+                Err(err)
             }
         }
-        result
     }
 }

@@ -343,9 +343,14 @@ async fn serve_connection<H: Handler>(
     } = accepted;
     tracing::debug!(%peer, "connection accepted");
     let opened = gate
-        .open(stream, peer.clone(), &limits, Some(&shutdown.token()))
+        .open(
+            stream,
+            peer.clone(),
+            &limits,
+            Some(&shutdown.token()),
+            startup,
+        )
         .await;
-    drop(startup);
     let mut conn = match opened {
         Ok(conn) => conn,
         Err(err) => {
