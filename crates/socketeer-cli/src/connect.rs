@@ -22,7 +22,11 @@ pub(crate) async fn run(args: ConnectArgs) -> anyhow::Result<i32> {
         let options = client_options(&args.guard, args.timeout)?;
         let conn = client::connect_with(&endpoint, &options).await?;
         tracing::debug!(peer = %conn.peer_addr(), tls = conn.is_tls(), "connected");
-        pipe::stream(conn, &args.pipe).await?;
+        if crate::terminal::wanted(&args.pipe) {
+            crate::terminal::converse(conn, &args.pipe).await?;
+        } else {
+            pipe::stream(conn, &args.pipe).await?;
+        }
     } else if client_needs_stream(&args.guard) {
         return Err(UsageError(format!(
             "{endpoint}: TLS and --key-file need a stream endpoint"

@@ -12,6 +12,7 @@ mod listen;
 mod pipe;
 mod serve;
 mod services;
+mod terminal;
 
 use clap::Parser;
 use clap::error::ErrorKind as ClapErrorKind;
