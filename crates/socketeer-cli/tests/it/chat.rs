@@ -16,15 +16,7 @@ struct Client {
 
 impl Client {
     fn connect(ep: &str) -> Self {
-        let stream = TcpStream::connect(addr(ep)).expect("connect");
-        stream.set_read_timeout(Some(DEADLINE)).expect("timeout");
-        let writer = stream.try_clone().expect("clone");
-        let mut client = Self {
-            reader: BufReader::new(stream),
-            writer,
-        };
-        client.until(|l| l.starts_with("*** welcome"));
-        client
+        Self::from_stream(TcpStream::connect(addr(ep)).expect("connect"))
     }
 
     /// Like `connect`, with a tiny receive buffer, so the kernel holds little for a reader
@@ -35,7 +27,11 @@ impl Client {
             .expect("socket");
         socket.set_recv_buffer_size(4096).expect("rcvbuf");
         socket.connect(&target.into()).expect("connect");
-        let stream: TcpStream = socket.into();
+        Self::from_stream(socket.into())
+    }
+
+    /// Wraps a connected stream and waits for the broker's welcome.
+    fn from_stream(stream: TcpStream) -> Self {
         stream.set_read_timeout(Some(DEADLINE)).expect("timeout");
         let writer = stream.try_clone().expect("clone");
         let mut client = Self {
