@@ -17,6 +17,9 @@ use crate::failure::{UsageError, parse_endpoint};
 use crate::guard::ServerGuard;
 use crate::pipe::{self, Output, StdinChunks, Target};
 
+/// How long a `--keep-open` client may take nothing we send before it is closed.
+const STALLED_WRITE: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Broadcast backlog per client; a client that falls this far behind is dropped.
 const BROADCAST_BACKLOG: usize = 256;
 
@@ -136,6 +139,10 @@ struct Relay {
 impl Handler for Relay {
     async fn handle(&mut self, conn: &mut Connection) -> Result<()> {
         tracing::info!(peer = %conn.peer_addr(), device = conn.device(), "connection");
+        // A person may stay silent for ever; a client that takes nothing we send for a minute
+        // is gone, and is closed rather than holding its task.
+        conn.set_idle_timeout(Some(STALLED_WRITE));
+        conn.set_read_idle_timeout(None);
         let mut from_stdin = self.stdin.lock().await.resubscribe();
         let mut stdin_open = true;
         loop {
