@@ -157,14 +157,14 @@ fn sigterm_drains_and_exits_zero() {
     assert_eq!(status.code(), Some(0));
 }
 
-#[test]
-fn grace_is_honoured_and_a_second_signal_exits_at_once() {
-    let (mut server, eps) = Proc::serve(&[
+/// A lines-mode echo server with `--grace GRACE`, and a client it is stuck on: half a line sent.
+fn stuck_mid_line(grace: &str) -> (Proc, std::net::TcpStream) {
+    let (server, eps) = Proc::serve(&[
         "serve",
         "echo",
         "--lines",
         "--grace",
-        "0.3",
+        grace,
         "--listen",
         "127.0.0.1:0",
     ]);
@@ -172,24 +172,18 @@ fn grace_is_honoured_and_a_second_signal_exits_at_once() {
     stuck.write_all(b"hi\n").expect("send");
     assert_eq!(read_n(&mut stuck, 3), "hi\n");
     stuck.write_all(b"never finished").expect("send");
+    (server, stuck)
+}
+
+#[test]
+fn grace_is_honoured_and_a_second_signal_exits_at_once() {
+    let (mut server, _stuck) = stuck_mid_line("0.3");
     server.signal("TERM");
     server.stderr.wait_for_text("grace period over");
     let (status, _, _) = server.wait();
     assert_eq!(status.code(), Some(0));
 
-    let (mut server, eps) = Proc::serve(&[
-        "serve",
-        "echo",
-        "--lines",
-        "--grace",
-        "60",
-        "--listen",
-        "127.0.0.1:0",
-    ]);
-    let mut stuck = tcp(&eps[0]);
-    stuck.write_all(b"hi\n").expect("send");
-    assert_eq!(read_n(&mut stuck, 3), "hi\n");
-    stuck.write_all(b"never finished").expect("send");
+    let (mut server, _stuck) = stuck_mid_line("60");
     server.signal("INT");
     server.stderr.wait_for_text("shutting down");
     server.signal("INT");

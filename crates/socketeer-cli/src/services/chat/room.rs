@@ -204,10 +204,12 @@ impl Room {
         nicks
     }
 
-    /// Sends `batch` to everyone but `from`, and to the console.
+    /// Sends `batch` to everyone but `from`, then to the console: what the operator sees has
+    /// already been queued for everyone in the room at that moment (so nobody who joins after the
+    /// operator saw a line receives it).
     pub(crate) fn broadcast(&self, from: Option<ClientId>, batch: &Batch) {
-        self.to_console(&batch.text);
         self.fan_out(from, batch);
+        self.to_console(&batch.text);
     }
 
     /// Sends the operator's line to every client (the console already shows what it typed).
