@@ -57,6 +57,8 @@ pub(crate) enum Command {
     Connect(ConnectArgs),
     /// Wait for a client, like nc -l: the client joined to stdin and stdout.
     Listen(ListenArgs),
+    /// Run a command on a `serve exec` server; its output is printed and its status returned.
+    Exec(ExecClientArgs),
     /// Load-test an echo-like server: round trips/s, latency percentiles, MB/s.
     Bench(BenchArgs),
     /// Print a new random key (64 hex characters) for --key-file.
@@ -98,9 +100,10 @@ pub(crate) struct GuardArgs {
     /// The PEM private key for --tls-cert.
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
     pub(crate) tls_key: Option<std::path::PathBuf>,
-    /// Only accept clients from this network (repeatable), e.g. 10.0.0.0/8.
-    #[arg(long, value_name = "CIDR", value_parser = parse_cidr)]
-    pub(crate) allow: Vec<ipnet::IpNet>,
+    /// Only accept clients from this network (repeatable), e.g. 10.0.0.0/8. (`serve exec`
+    /// also takes program names here: `--allow ls`.)
+    #[arg(long, value_name = "CIDR", value_parser = parse_allow)]
+    pub(crate) allow: Vec<Allowed>,
     /// Refuse clients from this network (repeatable); checked before --allow.
     #[arg(long, value_name = "CIDR", value_parser = parse_cidr)]
     pub(crate) deny: Vec<ipnet::IpNet>,
@@ -165,6 +168,78 @@ pub(crate) enum Service {
     Echo(EchoArgs),
     /// A line broker: each client's lines go to all the others as `NICK: line`.
     Chat(ChatArgs),
+    /// Run allowed commands for authenticated clients (the tutorials' "simple ssh", made safe).
+    Exec(ExecArgs),
+}
+
+/// `--protocol` for exec.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum ExecProtocol {
+    /// socketeer's: stdout, stderr and stdin streamed in frames, then the exit status.
+    Native,
+    /// The tutorials': the output's size in ASCII, an acknowledgement, then the output.
+    SizeHeader,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ExecArgs {
+    #[command(flatten)]
+    pub(crate) serve: ServeArgs,
+    /// Let clients run any program on the fixed PATH.
+    #[arg(long)]
+    pub(crate) allow_any: bool,
+    /// Run commands through /bin/sh -c (pipes, redirections, substitutions: the allow list no
+    /// longer limits what runs).
+    #[arg(long)]
+    pub(crate) shell: bool,
+    /// Serve without authentication (only on loopback and Unix endpoints).
+    #[arg(long)]
+    pub(crate) no_auth: bool,
+    /// Pass this variable of the server's environment to commands (repeatable); they get
+    /// only PATH otherwise.
+    #[arg(long = "env", value_name = "NAME")]
+    pub(crate) env: Vec<String>,
+    /// The directory commands run in (default: the server's current directory).
+    #[arg(long, value_name = "DIR")]
+    pub(crate) cwd: Option<std::path::PathBuf>,
+    /// Kill a command and its children after SECS.
+    #[arg(long, value_name = "SECS", default_value = "60", value_parser = parse_secs)]
+    pub(crate) cmd_timeout: Duration,
+    /// Most output bytes (stdout and stderr together) sent for one command; the rest is cut
+    /// with a notice.
+    #[arg(long, value_name = "SIZE", default_value = "1MiB", value_parser = parse_size)]
+    pub(crate) max_output: u64,
+    /// Most commands running at once, in all.
+    #[arg(long, value_name = "N", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
+    pub(crate) max_sessions: u32,
+    /// Most commands running at once for one client (its device, else its address).
+    #[arg(long, value_name = "N", default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..))]
+    pub(crate) max_sessions_per_client: u32,
+    /// The protocol: socketeer's native one, or the tutorials' size-header exchange.
+    #[arg(long, value_enum, default_value_t = ExecProtocol::Native)]
+    pub(crate) protocol: ExecProtocol,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ExecClientArgs {
+    /// The `serve exec` server.
+    #[arg(value_name = "EP")]
+    pub(crate) endpoint: String,
+    /// The command and its arguments (after `--`). One argument is sent as it is, as command
+    /// text; several are quoted so the server sees exactly these words.
+    #[arg(value_name = "COMMAND", required = true, num_args = 1.., trailing_var_arg = true, allow_hyphen_values = true)]
+    pub(crate) command: Vec<String>,
+    /// Give up connecting (with TLS and authentication) after SECS.
+    #[arg(long, value_name = "SECS", default_value = "10", value_parser = parse_secs)]
+    pub(crate) timeout: Duration,
+    /// Do not send stdin to the command (it reads EOF), like ssh -n.
+    #[arg(long, short = 'n')]
+    pub(crate) no_stdin: bool,
+    /// The protocol: socketeer's native one, or the tutorials' size-header exchange.
+    #[arg(long, value_enum, default_value_t = ExecProtocol::Native)]
+    pub(crate) protocol: ExecProtocol,
+    #[command(flatten)]
+    pub(crate) guard: ClientGuardArgs,
 }
 
 #[derive(Debug, Args)]
@@ -333,6 +408,21 @@ pub(crate) fn parse_secs(text: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(secs))
 }
 
+/// An `--allow` value: a network, or (for `serve exec`) a program.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Allowed {
+    /// An address or network clients may connect from.
+    Net(ipnet::IpNet),
+    /// A program `serve exec` clients may run.
+    Program(String),
+}
+
+fn parse_allow(text: &str) -> Result<Allowed, String> {
+    parse_cidr(text)
+        .map(Allowed::Net)
+        .or_else(|_| Ok(Allowed::Program(text.to_owned())))
+}
+
 fn parse_cidr(text: &str) -> Result<ipnet::IpNet, String> {
     text.parse::<ipnet::IpNet>()
         .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
@@ -347,6 +437,25 @@ fn parse_rate(text: &str) -> Result<f64, String> {
         return Err(format!("\"{text}\" must be between 0 and 1e9"));
     }
     Ok(rate)
+}
+
+/// A size in bytes: `1048576`, `64KiB`, `1MiB`, `2GiB` (also `k`, `M`, `G` as powers of 1024).
+pub(crate) fn parse_size(text: &str) -> Result<u64, String> {
+    let digits = text.trim_end_matches(|c: char| c.is_ascii_alphabetic());
+    let unit = &text[digits.len()..];
+    let scale: u64 = match unit.to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        "t" | "tb" | "tib" => 1 << 40,
+        _ => return Err(format!("\"{text}\": unknown unit (use KiB, MiB, GiB)")),
+    };
+    digits
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(scale))
+        .ok_or_else(|| format!("\"{text}\" is not a size such as 1048576 or 1MiB"))
 }
 
 fn parse_mode(text: &str) -> Result<u32, String> {
@@ -410,6 +519,10 @@ mod tests {
             parse_secs("-1").is_err() && parse_secs("soon").is_err() && parse_secs("NaN").is_err()
         );
         assert_eq!(parse_mode("660"), Ok(0o660));
+        assert_eq!(parse_size("1MiB"), Ok(1 << 20));
+        assert_eq!(parse_size("2g"), Ok(2 << 30));
+        assert_eq!(parse_size("512"), Ok(512));
+        assert!(parse_size("1XB").is_err() && parse_size("-1").is_err() && parse_size("").is_err());
         assert!(parse_mode("999").is_err());
     }
 

@@ -10,7 +10,7 @@ use socketeer::{
     Endpoint, Gate, KeyStore, ServerVerification, TlsAcceptor, TlsConnector,
 };
 
-use crate::cli::{AuthModeArg, ClientGuardArgs, GuardArgs};
+use crate::cli::{Allowed, AuthModeArg, ClientGuardArgs, GuardArgs};
 use crate::failure::UsageError;
 
 /// A server's security, loaded once and shared by all its listeners.
@@ -36,13 +36,25 @@ impl ServerGuard {
             .map(KeyStore::from_file)
             .transpose()?
             .map(Arc::new);
+        let mut allow = Vec::new();
+        for entry in &args.allow {
+            match entry {
+                Allowed::Net(net) => allow.push(*net),
+                Allowed::Program(text) => {
+                    return Err(UsageError(format!(
+                        "--allow \"{text}\": not an address or network such as 10.0.0.0/8"
+                    ))
+                    .into());
+                }
+            }
+        }
         let mut limits = AdmissionLimits::default();
         limits.max_startups = args.max_startups as usize;
         limits.max_startups_per_source = args.max_startups_per_source as usize;
         Ok(Self {
             tls,
             keys,
-            access: AccessList::new(args.allow.clone(), args.deny.clone()),
+            access: AccessList::new(allow, args.deny.clone()),
             admission: Admission::new(limits),
             allow_plaintext_auth: args.allow_plaintext_auth,
             handshake_timeout: args.handshake_timeout,

@@ -5,6 +5,7 @@ mod bench;
 mod cert;
 mod cli;
 mod connect;
+mod exec;
 mod failure;
 mod guard;
 mod hexdump;
@@ -52,6 +53,8 @@ async fn run(command: Command) -> anyhow::Result<i32> {
     match command {
         Command::Serve(Service::Echo(args)) => services::echo::run(args).await,
         Command::Serve(Service::Chat(args)) => services::chat::run(args).await,
+        Command::Serve(Service::Exec(args)) => services::exec::run(args).await,
+        Command::Exec(args) => exec::run(args).await,
         Command::Connect(args) => connect::run(args).await,
         Command::Listen(args) => listen::run(args).await,
         Command::Bench(args) => bench::run(args).await,

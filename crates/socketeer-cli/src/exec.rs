@@ -1,0 +1,163 @@
+//! `socketeer exec EP -- CMD ARGS...`: runs a command on a `serve exec` server. With the native
+//! protocol stdin is streamed to the command, its stdout and stderr come back to ours as they
+//! are produced, and we exit with its status. With `--protocol size-header` it speaks the
+//! tutorials' exchange (and works against the tutorials' Python server).
+
+use std::io::Write;
+
+use anyhow::{Context, bail};
+use socketeer::{Connection, ConnectionReader, ConnectionWriter, client};
+use socketeer::codec::FrameCodec;
+use tokio::io::AsyncReadExt;
+
+use crate::cli::{ExecClientArgs, ExecProtocol};
+use crate::failure::{UsageError, parse_endpoint};
+use crate::guard::client_options;
+use crate::services::exec::wire::{self, Report};
+
+/// The acknowledgement we send in the size-header exchange (the tutorial's client sends a
+/// sentence; any message will do).
+const ACK: &[u8] = b"ok, send it";
+/// The largest output size a size-header server may announce (the digits are peer-controlled).
+const MAX_ANNOUNCED: u64 = 1 << 40;
+
+/// The command text for the server: one argument as written (so `exec EP 'ls -l'` works like
+/// ssh), several quoted so the server's word splitting gives back exactly these words.
+pub(crate) fn command_text(words: &[String]) -> String {
+    match words {
+        [one] => one.clone(),
+        many => shell_words::join(many),
+    }
+}
+
+pub(crate) async fn run(args: ExecClientArgs) -> anyhow::Result<i32> {
+    let endpoint = parse_endpoint(&args.endpoint)?;
+    if !endpoint.is_stream() {
+        return Err(UsageError(format!("{endpoint}: exec needs a stream endpoint")).into());
+    }
+    let options = client_options(&args.guard, args.timeout)?;
+    let conn = client::connect_with(&endpoint, &options).await?;
+    let text = command_text(&args.command);
+    match args.protocol {
+        ExecProtocol::Native => native(conn, &text, !args.no_stdin).await,
+        ExecProtocol::SizeHeader => size_header(conn, &text).await,
+    }
+}
+
+async fn native(conn: Connection, text: &str, with_stdin: bool) -> anyhow::Result<i32> {
+    let (reader, mut writer) = conn.into_split();
+    writer
+        .write_frame(&wire::frame(wire::COMMAND, text.as_bytes()))
+        .await?;
+    writer.flush().await?;
+    let sender = tokio::spawn(send_stdin(writer, with_stdin));
+    let report = receive(reader).await;
+    sender.abort();
+    let report = report?;
+    if let Some(message) = &report.message {
+        eprintln!("socketeer: remote: {message}");
+    }
+    if report.timed_out {
+        eprintln!("socketeer: remote: the command was killed at the server's time limit");
+    }
+    if let (Some(signal), false) = (report.signal, report.timed_out) {
+        eprintln!("socketeer: remote: the command was killed by signal {signal}");
+    }
+    Ok(report.exit_status())
+}
+
+/// Sends our stdin as STDIN frames, then STDIN_END (at once without `with_stdin`).
+async fn send_stdin(mut writer: ConnectionWriter, with_stdin: bool) -> anyhow::Result<()> {
+    if with_stdin {
+        let mut stdin = tokio::io::stdin();
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = stdin.read(&mut buf[1..]).await.context("reading stdin")?;
+            if n == 0 {
+                break;
+            }
+            buf[0] = wire::STDIN;
+            writer.write_frame(&buf[..=n]).await?;
+            writer.flush().await?;
+        }
+    }
+    writer.write_frame(&[wire::STDIN_END]).await?;
+    writer.flush().await?;
+    // Keep the connection open: closing it would tell the server we left.
+    std::future::pending::<()>().await;
+    Ok(())
+}
+
+/// Prints STDOUT and STDERR frames until the EXIT frame, and returns its report.
+async fn receive(mut reader: ConnectionReader) -> anyhow::Result<Report> {
+    let mut codec = FrameCodec::new(wire::MAX_FRAME);
+    let mut stdout = std::io::stdout();
+    let mut stderr = std::io::stderr();
+    loop {
+        let Some(frame) = reader.read_with(&mut codec).await? else {
+            bail!("the server closed the connection before the command's exit status");
+        };
+        match frame.split_first() {
+            Some((&wire::STDOUT, data)) => {
+                stdout.write_all(data)?;
+                stdout.flush()?;
+            }
+            Some((&wire::STDERR, data)) => {
+                stderr.write_all(data)?;
+            }
+            Some((&wire::EXIT, json)) => {
+                return serde_json::from_slice(json)
+                    .context("the server sent a malformed exit report");
+            }
+            _ => bail!("the server sent a frame this client does not know"),
+        }
+    }
+}
+
+/// The tutorials' exchange: command, size, acknowledgement, output. No exit status exists in
+/// it, so success is 0.
+async fn size_header(mut conn: Connection, text: &str) -> anyhow::Result<i32> {
+    conn.send(text.as_bytes()).await?;
+    let Some(header) = conn.read_chunk().await? else {
+        bail!("the server closed the connection without answering");
+    };
+    let digits = std::str::from_utf8(&header).unwrap_or("").trim();
+    let size: u64 = digits
+        .parse()
+        .ok()
+        .filter(|n| *n <= MAX_ANNOUNCED)
+        .with_context(|| {
+            format!(
+                "the server's answer is not a size header: {:?}",
+                String::from_utf8_lossy(&header[..header.len().min(40)])
+            )
+        })?;
+    conn.send(ACK).await?;
+    let mut received = 0u64;
+    let mut stdout = std::io::stdout();
+    while received < size {
+        let Some(data) = conn.read_chunk().await? else {
+            bail!("the server closed the connection after {received} of {size} bytes");
+        };
+        let take = data.len().min((size - received) as usize);
+        stdout.write_all(&data[..take])?;
+        received += take as u64;
+    }
+    stdout.flush()?;
+    Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn several_words_survive_the_servers_splitting() {
+        let words: Vec<String> = ["printf", "%s|", "a b", "$(id)", "it's", ""]
+            .map(String::from)
+            .to_vec();
+        let text = command_text(&words);
+        assert_eq!(shell_words::split(&text).expect("splits"), words);
+        assert_eq!(command_text(&["ls -l /tmp".into()]), "ls -l /tmp");
+    }
+}
