@@ -6,13 +6,14 @@
 use std::io::Write;
 
 use anyhow::{Context, bail};
-use socketeer::{Connection, ConnectionReader, ConnectionWriter, client};
 use socketeer::codec::FrameCodec;
+use socketeer::{Connection, ConnectionReader, ConnectionWriter, client};
 use tokio::io::AsyncReadExt;
 
 use crate::cli::{ExecClientArgs, ExecProtocol};
 use crate::failure::{UsageError, parse_endpoint};
 use crate::guard::client_options;
+use crate::services::exec::policy::MAX_COMMAND;
 use crate::services::exec::wire::{self, Report};
 
 /// The acknowledgement we send in the size-header exchange (the tutorial's client sends a
@@ -35,9 +36,16 @@ pub(crate) async fn run(args: ExecClientArgs) -> anyhow::Result<i32> {
     if !endpoint.is_stream() {
         return Err(UsageError(format!("{endpoint}: exec needs a stream endpoint")).into());
     }
+    let text = command_text(&args.command);
+    if text.len() > MAX_COMMAND {
+        return Err(UsageError(format!(
+            "the command is {} bytes, longer than servers accept ({MAX_COMMAND})",
+            text.len()
+        ))
+        .into());
+    }
     let options = client_options(&args.guard, args.timeout)?;
     let conn = client::connect_with(&endpoint, &options).await?;
-    let text = command_text(&args.command);
     match args.protocol {
         ExecProtocol::Native => native(conn, &text, !args.no_stdin).await,
         ExecProtocol::SizeHeader => size_header(conn, &text).await,

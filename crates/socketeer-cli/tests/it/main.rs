@@ -6,6 +6,7 @@
 mod chat;
 mod connect;
 mod echo;
+mod exec;
 mod interop;
 mod listen;
 mod modes;

@@ -47,9 +47,11 @@ impl Exec {
             tracing::warn!(peer = %conn.peer_addr(), device = conn.device(), command = %text.escape_debug(), "{refusal}");
             Report::refused(refusal.code, refusal.message)
         })?;
-        let owner = conn
-            .device()
-            .map_or_else(|| conn.peer_addr().to_string(), str::to_owned);
+        let owner = match (conn.device(), conn.peer_addr().ip()) {
+            (Some(device), _) => format!("device {device}"),
+            (None, Some(ip)) => ip.to_string(),
+            (None, None) => "local".to_owned(),
+        };
         let ticket = self.sessions.enter(&owner).map_err(|why| {
             tracing::warn!(peer = %conn.peer_addr(), device = conn.device(), "command refused: {why}");
             let mut report = Report::refused(75, why);
@@ -288,7 +290,10 @@ pub(crate) async fn run(mut args: ExecArgs) -> anyhow::Result<i32> {
         },
         timeout: args.cmd_timeout,
         max_output: args.max_output,
-        sessions: Sessions::new(args.max_sessions as usize, args.max_sessions_per_client as usize),
+        sessions: Sessions::new(
+            args.max_sessions as usize,
+            args.max_sessions_per_client as usize,
+        ),
     });
     tracing::info!(cwd = %cwd.display(), allow = ?programs, timeout = ?args.cmd_timeout, max_output = args.max_output, "exec policy");
     match args.protocol {

@@ -107,8 +107,9 @@ impl Policy {
                 vec!["sh".into(), "-c".into(), text.into()],
             ));
         }
-        let argv = shell_words::split(text)
-            .map_err(|e| Refusal::bad(format!("command refused: cannot split it into words: {e}")))?;
+        let argv = shell_words::split(text).map_err(|e| {
+            Refusal::bad(format!("command refused: cannot split it into words: {e}"))
+        })?;
         let Some(program) = argv.first() else {
             return Err(Refusal::bad("command refused: it is empty"));
         };
@@ -174,10 +175,14 @@ mod tests {
     #[test]
     fn words_are_split_like_a_shell_but_nothing_is_interpreted() {
         let p = policy(&["echo"]);
-        let prepared = p.prepare("echo 'a b' \"$(id)\" `x` ; | && * ~ >f").expect("allowed");
+        let prepared = p
+            .prepare("echo 'a b' \"$(id)\" `x` ; | && * ~ >f")
+            .expect("allowed");
         assert_eq!(
             prepared.argv,
-            ["echo", "a b", "$(id)", "`x`", ";", "|", "&&", "*", "~", ">f"]
+            [
+                "echo", "a b", "$(id)", "`x`", ";", "|", "&&", "*", "~", ">f"
+            ]
         );
         assert!(prepared.program.ends_with("echo"));
     }

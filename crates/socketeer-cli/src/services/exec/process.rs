@@ -35,7 +35,10 @@ struct Group {
 
 impl Group {
     fn kill(&self) {
-        let reaped = self.reaped.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let reaped = self
+            .reaped
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if !*reaped {
             // ESRCH (nobody left) is the normal case after the command ended.
             let _ = rustix::process::kill_process_group(self.pgid, Signal::KILL);
@@ -43,7 +46,10 @@ impl Group {
     }
 
     fn mark_reaped(&self) {
-        let mut reaped = self.reaped.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut reaped = self
+            .reaped
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         // Last chance for descendants that outlived the leader.
         let _ = rustix::process::kill_process_group(self.pgid, Signal::KILL);
         *reaped = true;

@@ -32,7 +32,11 @@ impl Handler for SizeHeaderHandler {
             };
             let text = String::from_utf8_lossy(&command).into_owned();
             let output = self.run(conn, &text, &mut early).await?;
-            let output: &[u8] = if output.is_empty() { NO_OUTPUT } else { &output };
+            let output: &[u8] = if output.is_empty() {
+                NO_OUTPUT
+            } else {
+                &output
+            };
             conn.send(output.len().to_string().as_bytes()).await?;
             // The tutorial's client acknowledges with a message of its own; any will do.
             if conn.read_chunk().await?.is_none() {
