@@ -59,6 +59,12 @@ pub(crate) enum Command {
     Listen(ListenArgs),
     /// Run a command on a `serve exec` server; its output is printed and its status returned.
     Exec(ExecClientArgs),
+    /// Upload a file to a `serve files` server (verified; resumes an interrupted upload).
+    Put(PutArgs),
+    /// Download a file from a `serve files` server (verified; resumes an interrupted download).
+    Get(GetArgs),
+    /// List a directory on a `serve files` server.
+    Ls(LsArgs),
     /// Load-test an echo-like server: round trips/s, latency percentiles, MB/s.
     Bench(BenchArgs),
     /// Print a new random key (64 hex characters) for --key-file.
@@ -170,6 +176,75 @@ pub(crate) enum Service {
     Chat(ChatArgs),
     /// Run allowed commands for authenticated clients (the tutorials' "simple ssh", made safe).
     Exec(ExecArgs),
+    /// Uploads, downloads and listings inside one directory, verified end to end.
+    Files(FilesArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct FilesArgs {
+    #[command(flatten)]
+    pub(crate) serve: ServeArgs,
+    /// The directory to serve; nothing outside it can be read or written.
+    #[arg(long, value_name = "DIR")]
+    pub(crate) root: std::path::PathBuf,
+    /// Refuse uploads.
+    #[arg(long)]
+    pub(crate) read_only: bool,
+    /// The largest upload accepted.
+    #[arg(long, value_name = "SIZE", default_value = "1GiB", value_parser = parse_size)]
+    pub(crate) max_upload: u64,
+}
+
+/// What every files client takes.
+#[derive(Debug, Args)]
+pub(crate) struct FileClientArgs {
+    /// The `serve files` server.
+    #[arg(value_name = "EP")]
+    pub(crate) endpoint: String,
+    /// Give up connecting (with TLS and authentication) after SECS.
+    #[arg(long, value_name = "SECS", default_value = "10", value_parser = parse_secs)]
+    pub(crate) timeout: Duration,
+    /// Print the result as one JSON object (and no progress bar).
+    #[arg(long)]
+    pub(crate) json: bool,
+    #[command(flatten)]
+    pub(crate) guard: ClientGuardArgs,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct PutArgs {
+    #[command(flatten)]
+    pub(crate) conn: FileClientArgs,
+    /// The file to upload.
+    #[arg(value_name = "LOCAL")]
+    pub(crate) local: std::path::PathBuf,
+    /// Where to store it under the server's root (default: LOCAL's name).
+    #[arg(value_name = "REMOTE")]
+    pub(crate) remote: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct GetArgs {
+    #[command(flatten)]
+    pub(crate) conn: FileClientArgs,
+    /// The file under the server's root.
+    #[arg(value_name = "REMOTE")]
+    pub(crate) remote: String,
+    /// Where to write it: a file, or a directory to put it in (default: REMOTE's name here).
+    #[arg(value_name = "LOCAL")]
+    pub(crate) local: Option<std::path::PathBuf>,
+    /// Refuse a file larger than this.
+    #[arg(long, value_name = "SIZE", default_value = "1TiB", value_parser = parse_size)]
+    pub(crate) max_size: u64,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct LsArgs {
+    #[command(flatten)]
+    pub(crate) conn: FileClientArgs,
+    /// The directory under the server's root (default: the root).
+    #[arg(value_name = "DIR")]
+    pub(crate) dir: Option<String>,
 }
 
 /// `--protocol` for exec.

@@ -7,6 +7,7 @@ mod cli;
 mod connect;
 mod exec;
 mod failure;
+mod files;
 mod guard;
 mod hexdump;
 mod listen;
@@ -55,6 +56,10 @@ async fn run(command: Command) -> anyhow::Result<i32> {
         Command::Serve(Service::Chat(args)) => services::chat::run(args).await,
         Command::Serve(Service::Exec(args)) => services::exec::run(args).await,
         Command::Exec(args) => exec::run(args).await,
+        Command::Serve(Service::Files(args)) => files::server::run(args).await,
+        Command::Put(args) => files::client::put(args).await,
+        Command::Get(args) => files::client::get(args).await,
+        Command::Ls(args) => files::client::ls(args).await,
         Command::Connect(args) => connect::run(args).await,
         Command::Listen(args) => listen::run(args).await,
         Command::Bench(args) => bench::run(args).await,

@@ -25,6 +25,8 @@ use crate::tls::EXPORTER_LEN;
 
 const SMALL_READ: usize = 8 * 1024;
 const LARGE_READ: usize = 64 * 1024;
+/// The most one [`Connection::read_up_to`] reads at once.
+const BULK_READ: usize = 1024 * 1024;
 /// Queued output at or above this size is written without waiting for `flush`.
 const FLUSH_AT: usize = 64 * 1024;
 /// Buffers handed to one vectored write (Linux's IOV_MAX is 1024).
@@ -159,6 +161,39 @@ impl Inbound {
             }
         }
         Ok((!self.buf.is_empty()).then(|| self.buf.split().freeze()))
+    }
+
+    /// At most `max` bytes: buffered ones first, else one read of up to `max` (capped at
+    /// [`BULK_READ`]) straight into a buffer of its own.
+    async fn up_to<R: AsyncRead + Unpin>(
+        &mut self,
+        io: &mut R,
+        max: usize,
+    ) -> Result<Option<Bytes>> {
+        if max == 0 {
+            return Ok(Some(Bytes::new()));
+        }
+        if !self.buf.is_empty() {
+            let n = self.buf.len().min(max);
+            return Ok(Some(self.buf.split_to(n).freeze()));
+        }
+        if self.eof {
+            return Ok(None);
+        }
+        let mut buf = BytesMut::with_capacity(max.min(BULK_READ));
+        let n = match &mut self.idle {
+            Some(timer) => timer
+                .run(io.read_buf(&mut buf))
+                .await
+                .map_err(|()| idle_error(timer.limit(), "sent nothing"))?,
+            None => io.read_buf(&mut buf).await,
+        }
+        .map_err(Error::from)?;
+        if n == 0 {
+            self.eof = true;
+            return Ok(None);
+        }
+        Ok(Some(buf.freeze()))
     }
 
     async fn line<R: AsyncRead + Unpin>(&mut self, io: &mut R) -> Result<Option<Bytes>> {
@@ -315,6 +350,20 @@ macro_rules! reading_methods {
         /// Cancel-safe.
         pub async fn read_chunk(&mut self) -> Result<Option<Bytes>> {
             self.inbound.chunk(&mut self.io).await
+        }
+
+        /// Returns at most `max` of the next bytes received, or `None` at end of input: for
+        /// bulk data of a known length between framed messages (a file after its header), read
+        /// without over-reading into what follows. With nothing buffered, one read of up to
+        /// `max` bytes (at most 1 MiB) goes straight into the returned buffer, uncopied.
+        ///
+        /// # Errors
+        /// I/O errors and the idle timeout.
+        ///
+        /// # Cancel safety
+        /// Cancel-safe.
+        pub async fn read_up_to(&mut self, max: usize) -> Result<Option<Bytes>> {
+            self.inbound.up_to(&mut self.io, max).await
         }
 
         /// Returns the next line, `\n` (or `\r\n`) included, or `None` at end of input. An
