@@ -5,9 +5,8 @@
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
-use crate::support::{DEADLINE, Proc, TempDir, addr, have, run};
+use crate::support::{Proc, TempDir, addr, have, run, wait_until};
 
 /// `serve exec --no-auth` on loopback with `extra` flags, in `cwd`.
 fn serve_exec(cwd: &Path, extra: &[&str]) -> (Proc, String) {
@@ -41,15 +40,6 @@ fn sleeps(token: &str) -> Vec<u32> {
         }
     }
     found
-}
-
-/// Polls `done` until it holds, failing at the deadline.
-fn wait_until(what: &str, done: impl Fn() -> bool) {
-    let until = Instant::now() + DEADLINE;
-    while !done() {
-        assert!(Instant::now() < until, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
 }
 
 /// A number of seconds to sleep that no other process on the machine has in its command line.

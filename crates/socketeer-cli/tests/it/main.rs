@@ -7,6 +7,7 @@ mod chat;
 mod connect;
 mod echo;
 mod exec;
+mod files;
 mod interop;
 mod listen;
 mod modes;
