@@ -675,6 +675,36 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn bulk_reads_never_take_more_than_asked() {
+        let (mut conn, mut peer) = pair(&Limits::default());
+        // A frame, 10 raw bytes, and another frame, all in one write.
+        peer.write_all(b"\0\0\0\x02hi0123456789\0\0\0\x03end")
+            .await
+            .expect("write");
+        drop(peer);
+        assert_eq!(
+            conn.read_frame().await.expect("frame").as_deref(),
+            Some(&b"hi"[..])
+        );
+        let mut raw = Vec::new();
+        while raw.len() < 10 {
+            let piece = conn
+                .read_up_to(10 - raw.len())
+                .await
+                .expect("raw")
+                .expect("data");
+            assert!(!piece.is_empty() && piece.len() <= 10);
+            raw.extend_from_slice(&piece);
+        }
+        assert_eq!(raw, b"0123456789");
+        assert_eq!(
+            conn.read_frame().await.expect("frame").as_deref(),
+            Some(&b"end"[..])
+        );
+        assert_eq!(conn.read_up_to(5).await.expect("eof"), None);
+    }
+
+    #[tokio::test]
     async fn reads_lines_frames_and_chunks_from_one_buffer() {
         let (mut conn, mut peer) = pair(&Limits::default());
         peer.write_all(b"one\n\0\0\0\x03abcrest")

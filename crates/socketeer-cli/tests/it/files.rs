@@ -537,3 +537,44 @@ fn a_full_disk_fails_the_upload_and_the_server_carries_on() {
     );
     drop(server);
 }
+
+#[test]
+fn transfers_work_over_tls_with_authentication() {
+    let s = Setup::new("files-tls");
+    let key = crate::security::make_key(&s.dir, "fleet.key", Some("robot-1"));
+    let (certs, _) = crate::security::make_certs(&s.dir);
+    let root = s.root.display().to_string();
+    let (_server, eps) = Proc::serve(&[
+        "serve",
+        "files",
+        "--listen",
+        "127.0.0.1:0",
+        "--root",
+        &root,
+        "--key-file",
+        &key,
+        "--tls-cert",
+        &format!("{certs}/server.pem"),
+        "--tls-key",
+        &format!("{certs}/server-key.pem"),
+    ]);
+    let ep = &eps[0];
+    let ca = format!("{certs}/ca.pem");
+    let local = s.local("in.bin");
+    let data = noise(1 << 20, 21);
+    std::fs::write(&local, &data).expect("write");
+    let secure = ["--ca", &ca, "--key-file", &key, "--device", "robot-1"];
+    let mut put = vec!["put", ep, &local, "t.bin"];
+    put.extend(secure);
+    let (status, _, err) = run(&put, b"");
+    assert!(status.success(), "{err}");
+    let target = s.local("out.bin");
+    let mut get = vec!["get", ep, "t.bin", &target];
+    get.extend(secure);
+    let (status, _, err) = run(&get, b"");
+    assert!(status.success(), "{err}");
+    assert_eq!(std::fs::read(&target).expect("got"), data);
+    // Without the key (TLS alone) the server refuses.
+    let (status, _, _) = run(&["ls", ep, "--ca", &ca], b"");
+    assert!(!status.success());
+}

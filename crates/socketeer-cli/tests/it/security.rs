@@ -8,7 +8,7 @@ use std::process::Command;
 use crate::support::{Proc, TempDir, have, read_to_end, run, tcp};
 
 /// `socketeer keygen` into a 0600 file in `dir`.
-fn make_key(dir: &TempDir, name: &str, device: Option<&str>) -> String {
+pub fn make_key(dir: &TempDir, name: &str, device: Option<&str>) -> String {
     let mut args = vec!["keygen"];
     if let Some(device) = device {
         args.extend(["--device", device]);
@@ -22,7 +22,7 @@ fn make_key(dir: &TempDir, name: &str, device: Option<&str>) -> String {
 }
 
 /// `socketeer cert --out DIR`: returns (dir, fingerprint).
-fn make_certs(dir: &TempDir) -> (String, String) {
+pub fn make_certs(dir: &TempDir) -> (String, String) {
     let out = dir.0.join("certs").display().to_string();
     let (status, text, err) = run(&["cert", "--out", &out], b"");
     assert!(status.success(), "{err}");
