@@ -165,8 +165,18 @@ pub(crate) async fn put(args: PutArgs) -> anyhow::Result<i32> {
     session.send(&Resume { offset: start }).await?;
     let bar = progress(size, args.conn.json);
     bar.set_position(start);
-    let digest = transfer::send_file(&mut session.conn, file, size - start, hasher, &bar).await?;
-    let digest = wire::hex(&digest);
+    let sent = transfer::send_file(&mut session.conn, file, size - start, hasher, &bar).await;
+    let digest = match sent {
+        Ok(digest) => wire::hex(&digest),
+        Err(e) => {
+            bar.finish_and_clear();
+            // The server may have stopped us with a reason (a full disk): prefer it.
+            return match session.response(&remote).await {
+                Err(why) => Err(why),
+                Ok(_) => Err(e),
+            };
+        }
+    };
     session
         .send(&Trailer {
             digest: digest.clone(),

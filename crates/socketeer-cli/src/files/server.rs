@@ -246,6 +246,8 @@ impl FilesHandler {
                 Err(ReceiveError::Connection(e)) => return Err(e),
                 Err(ReceiveError::File(e)) => {
                     tracing::warn!(path, "upload failed: {e}");
+                    // The client's digest comes next; take it so the answer is read, not reset.
+                    let _ = read_control::<Trailer>(conn, codec).await;
                     let _ = rustix::fs::unlinkat(&dir, name.as_str(), rustix::fs::AtFlags::empty());
                     return Ok(Response::error(format!(
                         "cannot store the file: {}",

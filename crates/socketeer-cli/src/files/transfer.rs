@@ -142,14 +142,17 @@ pub(crate) async fn receive_file(
     let (pieces, task) = sink(file, hasher);
     let mut left = len;
     let mut failure = None;
+    let mut writing = true;
     while left > 0 {
         let want = PIECE.min(usize::try_from(left).unwrap_or(PIECE));
         match conn.read_up_to(want).await {
             Ok(Some(piece)) => {
                 left -= piece.len() as u64;
                 progress.inc(piece.len() as u64);
-                if pieces.send(piece).await.is_err() {
-                    break; // the writer failed: its error is below
+                // After the writer failed (its error is below), the rest is read and dropped,
+                // so the sender finishes and hears why instead of being reset mid-write.
+                if writing && pieces.send(piece).await.is_err() {
+                    writing = false;
                 }
             }
             Ok(None) => {
