@@ -444,13 +444,7 @@ fn exec_refuses_to_start_open_to_anyone() {
 #[test]
 fn exec_with_a_key_runs_only_for_clients_that_prove_it() {
     let dir = TempDir::new("exec-key");
-    let key = dir.0.join("key");
-    let (status, text, _) = run(&["keygen", "--device", "robot-1"], b"");
-    assert!(status.success());
-    std::fs::write(&key, text).expect("key");
-    std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600))
-        .expect("chmod");
-    let key = key.display().to_string();
+    let key = crate::security::make_key(&dir, "key", Some("robot-1"));
     let cwd = dir.0.display().to_string();
     let (server, eps) = Proc::serve(&[
         "serve",
