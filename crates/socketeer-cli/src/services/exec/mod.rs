@@ -297,25 +297,17 @@ pub(crate) async fn run(mut args: ExecArgs) -> anyhow::Result<i32> {
     });
     tracing::info!(cwd = %cwd.display(), allow = ?programs, timeout = ?args.cmd_timeout, max_output = args.max_output, "exec policy");
     match args.protocol {
-        ExecProtocol::Native => {
-            let handler = NativeHandler(exec);
-            let service = Service {
-                name: "exec",
-                default_endpoint: "127.0.0.1:9998",
-                make_handler: move || handler.clone(),
-                datagram: None::<NoDatagrams>,
-            };
-            serve(&args.serve, service).await
-        }
-        ExecProtocol::SizeHeader => {
-            let handler = size_header::SizeHeaderHandler(exec);
-            let service = Service {
-                name: "exec",
-                default_endpoint: "127.0.0.1:9998",
-                make_handler: move || handler.clone(),
-                datagram: None::<NoDatagrams>,
-            };
-            serve(&args.serve, service).await
-        }
+        ExecProtocol::Native => serve_exec(&args, NativeHandler(exec)).await,
+        ExecProtocol::SizeHeader => serve_exec(&args, size_header::SizeHeaderHandler(exec)).await,
     }
+}
+
+async fn serve_exec<H: Handler + Clone + Sync>(args: &ExecArgs, handler: H) -> anyhow::Result<i32> {
+    let service = Service {
+        name: "exec",
+        default_endpoint: "127.0.0.1:9998",
+        make_handler: move || handler.clone(),
+        datagram: None::<NoDatagrams>,
+    };
+    serve(&args.serve, service).await
 }
