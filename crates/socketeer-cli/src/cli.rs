@@ -65,6 +65,8 @@ pub(crate) enum Command {
     Get(GetArgs),
     /// List a directory on a `serve files` server.
     Ls(LsArgs),
+    /// TCP connect scan: which ports of which hosts accept connections.
+    Scan(ScanArgs),
     /// Load-test an echo-like server: round trips/s, latency percentiles, MB/s.
     Bench(BenchArgs),
     /// Print a new random key (64 hex characters) for --key-file.
@@ -438,6 +440,59 @@ pub(crate) struct ListenArgs {
     pub(crate) guard: GuardArgs,
     #[command(flatten)]
     pub(crate) pipe: PipeArgs,
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = "Examples:\n  socketeer scan 127.0.0.1\n  socketeer scan -p- localhost\n  \
+socketeer scan -p 22,80,8000-9000 --all 192.168.1.0/24\n  socketeer scan --json ::1 example.net")]
+pub(crate) struct ScanArgs {
+    /// Hosts to scan: IPv4 or IPv6 addresses, host names, CIDR networks (10.0.0.0/24).
+    #[arg(value_name = "TARGET", required = true)]
+    pub(crate) targets: Vec<String>,
+    /// Ports: a list with ranges (22,80,8000-9000), `-p-` for all 65535. Default: the 1000
+    /// ports most often found open.
+    #[arg(short = 'p', long, value_name = "PORTS", allow_hyphen_values = true)]
+    pub(crate) ports: Option<String>,
+    /// Scan the N ports most often found open (1-1000).
+    #[arg(long, value_name = "N", conflicts_with = "ports", value_parser = clap::value_parser!(u16).range(1..=1000))]
+    pub(crate) top_ports: Option<u16>,
+    /// Show every port with its state and reason, not only the open ones.
+    #[arg(long)]
+    pub(crate) all: bool,
+    /// Print one JSON document: targets, ports, states, reasons and timing.
+    #[arg(long, conflicts_with = "greppable")]
+    pub(crate) json: bool,
+    /// Print one line per host, in nmap's greppable (-oG) layout.
+    #[arg(long)]
+    pub(crate) greppable: bool,
+    /// Probe ports and hosts in order instead of a random order.
+    #[arg(short = 'r', long)]
+    pub(crate) sequential: bool,
+    /// Most connects in flight at once. Default: as many as the open-file limit allows (after
+    /// raising it to its hard limit), at most 10000.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub(crate) concurrency: Option<u32>,
+    /// Most new connects per second.
+    #[arg(long, value_name = "PER_SEC", value_parser = clap::value_parser!(u32).range(1..))]
+    pub(crate) rate: Option<u32>,
+    /// First timeout for a probe, and the most it grows to; it settles lower as round trips
+    /// are measured (never below 0.1 s).
+    #[arg(long, value_name = "SECS", default_value = "1", value_parser = parse_scan_timeout)]
+    pub(crate) timeout: Duration,
+    /// Tries after a probe times out (only timeouts are retried).
+    #[arg(long, value_name = "N", default_value_t = 2, value_parser = clap::value_parser!(u8).range(0..=10))]
+    pub(crate) retries: u8,
+    /// Most hosts the targets may expand to.
+    #[arg(long, value_name = "N", default_value_t = 4096, value_parser = clap::value_parser!(u64).range(1..))]
+    pub(crate) max_hosts: u64,
+}
+
+fn parse_scan_timeout(text: &str) -> Result<Duration, String> {
+    let timeout = parse_secs(text)?;
+    if timeout < Duration::from_millis(1) || timeout > Duration::from_secs(300) {
+        return Err(format!("\"{text}\" must be between 0.001 and 300 seconds"));
+    }
+    Ok(timeout)
 }
 
 #[derive(Debug, Args)]

@@ -12,6 +12,7 @@ mod guard;
 mod hexdump;
 mod listen;
 mod pipe;
+mod scan;
 mod serve;
 mod services;
 mod terminal;
@@ -62,6 +63,7 @@ async fn run(command: Command) -> anyhow::Result<i32> {
         Command::Ls(args) => files::client::ls(args).await,
         Command::Connect(args) => connect::run(args).await,
         Command::Listen(args) => listen::run(args).await,
+        Command::Scan(args) => scan::run(args).await,
         Command::Bench(args) => bench::run(args).await,
         Command::Keygen(args) => cert::keygen(&args),
         Command::Cert(args) => cert::cert(&args),
