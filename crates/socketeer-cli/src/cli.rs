@@ -443,8 +443,10 @@ pub(crate) struct ListenArgs {
 }
 
 #[derive(Debug, Args)]
-#[command(after_help = "Examples:\n  socketeer scan 127.0.0.1\n  socketeer scan -p- localhost\n  \
-socketeer scan -p 22,80,8000-9000 --all 192.168.1.0/24\n  socketeer scan --json ::1 example.net")]
+#[command(
+    after_help = "Examples:\n  socketeer scan 127.0.0.1\n  socketeer scan -p- localhost\n  \
+socketeer scan -p 22,80,8000-9000 --all 192.168.1.0/24\n  socketeer scan --json ::1 example.net"
+)]
 pub(crate) struct ScanArgs {
     /// Hosts to scan: IPv4 or IPv6 addresses, host names, CIDR networks (10.0.0.0/24).
     #[arg(value_name = "TARGET", required = true)]

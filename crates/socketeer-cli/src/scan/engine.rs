@@ -219,7 +219,7 @@ pub(crate) struct Counters {
 pub(crate) struct Finding {
     /// Outcome per (host position, port position): `host * ports.len() + port`.
     pub(crate) outcomes: Vec<u8>,
-    /// Round trip of each open port's handshake, by the same index.
+    /// Round trip of each open port's handshake, by the same (host, port) index, sorted.
     pub(crate) open_rtts: Vec<(u64, Duration)>,
     /// Each host's final estimator.
     pub(crate) rtts: Vec<Rtt>,
@@ -269,7 +269,11 @@ pub(crate) fn run(plan: &Plan, counters: &Counters, cancel: &AtomicBool) -> io::
         total,
         next: AtomicU64::new(0),
         outcomes: (0..total).map(|_| AtomicU8::new(0)).collect(),
-        rtts: plan.hosts.iter().map(|_| Mutex::new(Rtt::default())).collect(),
+        rtts: plan
+            .hosts
+            .iter()
+            .map(|_| Mutex::new(Rtt::default()))
+            .collect(),
         counters,
         cancel,
     };
@@ -307,7 +311,11 @@ pub(crate) fn run(plan: &Plan, counters: &Counters, cancel: &AtomicBool) -> io::
     }
     open_rtts.sort_unstable_by_key(|&(index, _)| index);
     Ok(Finding {
-        outcomes: shared.outcomes.into_iter().map(AtomicU8::into_inner).collect(),
+        outcomes: shared
+            .outcomes
+            .into_iter()
+            .map(AtomicU8::into_inner)
+            .collect(),
         open_rtts,
         rtts: shared
             .rtts
@@ -483,7 +491,10 @@ impl<'s, 'a> Worker<'s, 'a> {
 
     fn start(&mut self, index: u64, tries: u8) -> io::Result<Start> {
         let (host, addr) = self.shared.target(index);
-        self.shared.counters.connects.fetch_add(1, Ordering::Relaxed);
+        self.shared
+            .counters
+            .connects
+            .fetch_add(1, Ordering::Relaxed);
         let started = Instant::now();
         let spare = if addr.is_ipv4() {
             self.spare_v4.pop()
@@ -608,9 +619,13 @@ impl<'s, 'a> Worker<'s, 'a> {
             return;
         };
         match answer {
-            Ok(()) => {
-                self.answered(probe.socket, probe.index, probe.host, probe.tries, probe.started)
-            }
+            Ok(()) => self.answered(
+                probe.socket,
+                probe.index,
+                probe.host,
+                probe.tries,
+                probe.started,
+            ),
             Err(outcome) => {
                 self.sample(probe.host, probe.started);
                 self.record(probe.index, outcome);
@@ -653,7 +668,7 @@ impl<'s, 'a> Worker<'s, 'a> {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .sample(rtt);
-        self.open.push((index, rtt));
+        self.open.push((self.shared.slot(index) as u64, rtt));
         self.shared.counters.open.fetch_add(1, Ordering::Relaxed);
         self.record(index, Outcome::Open);
     }
@@ -671,7 +686,8 @@ impl<'s, 'a> Worker<'s, 'a> {
                 break;
             }
             self.deadlines.pop();
-            let current = matches!(&self.slots[slot], Some(probe) if probe.generation == generation);
+            let current =
+                matches!(&self.slots[slot], Some(probe) if probe.generation == generation);
             if !current {
                 continue;
             }
@@ -736,7 +752,10 @@ mod tests {
             slow.sample(Duration::from_millis(150));
         }
         let t = slow.timeout(min, max);
-        assert!(t > Duration::from_millis(150) && t < Duration::from_millis(300), "{t:?}");
+        assert!(
+            t > Duration::from_millis(150) && t < Duration::from_millis(300),
+            "{t:?}"
+        );
     }
 
     #[test]

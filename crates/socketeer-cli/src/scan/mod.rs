@@ -111,7 +111,9 @@ pub(crate) async fn run(args: ScanArgs) -> anyhow::Result<i32> {
             }
         })
     };
-    let progress = std::io::stderr().is_terminal().then(|| progress_bar(probes));
+    let progress = std::io::stderr()
+        .is_terminal()
+        .then(|| progress_bar(probes));
 
     let started_at = time::OffsetDateTime::now_utc();
     let started = Instant::now();
@@ -217,10 +219,9 @@ struct SplitMix(u64);
 
 impl SplitMix {
     fn from_os() -> anyhow::Result<SplitMix> {
-        Ok(SplitMix(
-            getrandom::u64()
-                .map_err(|e| anyhow::anyhow!("scan: cannot read the OS random source: {e}"))?,
-        ))
+        Ok(SplitMix(getrandom::u64().map_err(|e| {
+            anyhow::anyhow!("scan: cannot read the OS random source: {e}")
+        })?))
     }
 
     fn next(&mut self) -> u64 {

@@ -30,8 +30,16 @@ pub(crate) fn parse_ports(spec: &str) -> Result<Vec<u16>, UsageError> {
                 (port, port)
             }
             Some((low, high)) => {
-                let low = if low.is_empty() { 1 } else { parse_port(low).map_err(bad)? };
-                let high = if high.is_empty() { 65_535 } else { parse_port(high).map_err(bad)? };
+                let low = if low.is_empty() {
+                    1
+                } else {
+                    parse_port(low).map_err(bad)?
+                };
+                let high = if high.is_empty() {
+                    65_535
+                } else {
+                    parse_port(high).map_err(bad)?
+                };
                 if low > high {
                     return Err(bad(format!("range {item} runs backwards")));
                 }
@@ -101,14 +109,20 @@ mod tests {
 
     #[test]
     fn lists_ranges_and_open_ends() {
-        assert_eq!(parse_ports("22,80,8000-8002").unwrap(), [22, 80, 8000, 8001, 8002]);
-        assert_eq!(parse_ports(" 80 , 22,22,21-23").unwrap(), [21, 22, 23, 80]);
-        assert_eq!(parse_ports("-3").unwrap(), [1, 2, 3]);
-        assert_eq!(parse_ports("65534-").unwrap(), [65_534, 65_535]);
-        assert_eq!(parse_ports("-").unwrap().len(), 65_535);
-        assert_eq!(parse_ports("1-65535").unwrap().len(), 65_535);
-        assert_eq!(parse_ports("7-7").unwrap(), [7]);
-        assert_eq!(parse_ports("-1").unwrap(), [1]);
+        assert_eq!(
+            parse_ports("22,80,8000-8002").expect("valid"),
+            [22, 80, 8000, 8001, 8002]
+        );
+        assert_eq!(
+            parse_ports(" 80 , 22,22,21-23").expect("valid"),
+            [21, 22, 23, 80]
+        );
+        assert_eq!(parse_ports("-3").expect("valid"), [1, 2, 3]);
+        assert_eq!(parse_ports("65534-").expect("valid"), [65_534, 65_535]);
+        assert_eq!(parse_ports("-").expect("valid").len(), 65_535);
+        assert_eq!(parse_ports("1-65535").expect("valid").len(), 65_535);
+        assert_eq!(parse_ports("7-7").expect("valid"), [7]);
+        assert_eq!(parse_ports("-1").expect("valid"), [1]);
     }
 
     #[test]
@@ -123,7 +137,7 @@ mod tests {
             ("90-80", "backwards"),
             ("1-2-3", "not a port number"),
         ] {
-            let err = parse_ports(spec).unwrap_err().0;
+            let err = parse_ports(spec).expect_err("invalid").0;
             assert!(err.contains(why), "{spec:?}: {err}");
             assert!(err.starts_with("scan: bad port list"), "{err}");
         }

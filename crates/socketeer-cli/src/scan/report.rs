@@ -109,8 +109,11 @@ impl<'a> Report<'a> {
                 None => writeln!(out, "Scan of {}", host.address)?,
             }
             if !host.other_addresses.is_empty() {
-                let others: Vec<String> =
-                    host.other_addresses.iter().map(ToString::to_string).collect();
+                let others: Vec<String> = host
+                    .other_addresses
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect();
                 writeln!(out, "Other addresses (not scanned): {}", others.join(" "))?;
             }
             let rtt = self.finding.rtts[result.index];
@@ -148,13 +151,20 @@ impl<'a> Report<'a> {
                 }
             }
             if result.not_scanned > 0 {
-                writeln!(out, "Not scanned (interrupted): {} ports", result.not_scanned)?;
+                writeln!(
+                    out,
+                    "Not scanned (interrupted): {} ports",
+                    result.not_scanned
+                )?;
             }
             writeln!(out)?;
         }
         let open: u64 = results.iter().map(|r| Self::count(r, State::Open)).sum();
         let closed: u64 = results.iter().map(|r| Self::count(r, State::Closed)).sum();
-        let filtered: u64 = results.iter().map(|r| Self::count(r, State::Filtered)).sum();
+        let filtered: u64 = results
+            .iter()
+            .map(|r| Self::count(r, State::Filtered))
+            .sum();
         writeln!(
             out,
             "Scanned {} host{} × {} ports in {:.2} s: {open} open, {closed} closed, {filtered} filtered.",

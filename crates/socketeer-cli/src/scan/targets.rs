@@ -104,9 +104,9 @@ fn host_count(spec: &TargetSpec) -> u128 {
             // Without the network and broadcast addresses, which no host answers on.
             len => (1u128 << (32 - len)) - 2,
         },
-        TargetSpec::Network(IpNet::V6(net)) => {
-            1u128.checked_shl(u32::from(128 - net.prefix_len())).unwrap_or(u128::MAX)
-        }
+        TargetSpec::Network(IpNet::V6(net)) => 1u128
+            .checked_shl(u32::from(128 - net.prefix_len()))
+            .unwrap_or(u128::MAX),
     }
 }
 
@@ -151,10 +151,7 @@ pub(crate) async fn resolve(texts: &[String], max_hosts: u64) -> Result<Vec<Host
                         }
                     }
                     // Like nmap: the first IPv4 address, else the first; the others are listed.
-                    let chosen = addresses
-                        .iter()
-                        .position(IpAddr::is_ipv4)
-                        .unwrap_or(0);
+                    let chosen = addresses.iter().position(IpAddr::is_ipv4).unwrap_or(0);
                     if chosen < addresses.len() {
                         let address = addresses.remove(chosen);
                         push(
@@ -193,31 +190,31 @@ mod tests {
     #[test]
     fn parses_addresses_networks_and_names() {
         assert_eq!(
-            parse_target("127.0.0.1").unwrap(),
-            TargetSpec::Address("127.0.0.1".parse().unwrap())
+            parse_target("127.0.0.1").expect("valid"),
+            TargetSpec::Address("127.0.0.1".parse().expect("valid"))
         );
         assert_eq!(
-            parse_target("::1").unwrap(),
-            TargetSpec::Address("::1".parse().unwrap())
+            parse_target("::1").expect("valid"),
+            TargetSpec::Address("::1".parse().expect("valid"))
         );
         assert_eq!(
-            parse_target("[::1]").unwrap(),
-            TargetSpec::Address("::1".parse().unwrap())
+            parse_target("[::1]").expect("valid"),
+            TargetSpec::Address("::1".parse().expect("valid"))
         );
         assert_eq!(
-            parse_target("10.1.2.3/24").unwrap(),
-            TargetSpec::Network("10.1.2.0/24".parse().unwrap())
+            parse_target("10.1.2.3/24").expect("valid"),
+            TargetSpec::Network("10.1.2.0/24".parse().expect("valid"))
         );
         assert_eq!(
-            parse_target("fd00::1/120").unwrap(),
-            TargetSpec::Network("fd00::/120".parse().unwrap())
+            parse_target("fd00::1/120").expect("valid"),
+            TargetSpec::Network("fd00::/120".parse().expect("valid"))
         );
         assert_eq!(
-            parse_target("LocalHost").unwrap(),
+            parse_target("LocalHost").expect("valid"),
             TargetSpec::Name("localhost".into())
         );
         assert_eq!(
-            parse_target("robot-7.lab.example.").unwrap(),
+            parse_target("robot-7.lab.example.").expect("valid"),
             TargetSpec::Name("robot-7.lab.example.".into())
         );
     }
@@ -237,7 +234,7 @@ mod tests {
             ("a..b", "host name"),
             ("1.2.3", "not a valid IPv4"),
         ] {
-            let err = parse_target(text).unwrap_err().0;
+            let err = parse_target(text).expect_err("invalid").0;
             assert!(err.contains(why), "{text:?}: {err}");
         }
         let long = format!("{}.example", "a".repeat(64));
@@ -246,7 +243,7 @@ mod tests {
 
     #[test]
     fn counts_hosts_without_network_and_broadcast() {
-        let count = |t: &str| host_count(&parse_target(t).unwrap());
+        let count = |t: &str| host_count(&parse_target(t).expect("valid"));
         assert_eq!(count("10.0.0.0/24"), 254);
         assert_eq!(count("10.0.0.0/31"), 2);
         assert_eq!(count("10.0.0.7/32"), 1);
@@ -260,15 +257,29 @@ mod tests {
         let targets = |list: &[&str]| list.iter().map(|t| t.to_string()).collect::<Vec<_>>();
         let hosts = resolve(&targets(&["192.0.2.0/30", "192.0.2.1", "192.0.2.9/32"]), 10)
             .await
-            .unwrap();
+            .expect("valid");
         let addresses: Vec<String> = hosts.iter().map(|h| h.address.to_string()).collect();
         assert_eq!(addresses, ["192.0.2.1", "192.0.2.2", "192.0.2.9"]);
-        let hosts = resolve(&targets(&["192.0.2.0/31"]), 10).await.unwrap();
+        let hosts = resolve(&targets(&["192.0.2.0/31"]), 10)
+            .await
+            .expect("valid");
         assert_eq!(hosts.len(), 2);
-        let err = resolve(&targets(&["10.0.0.0/16"]), 4096).await.unwrap_err().0;
-        assert!(err.contains("65534 hosts, more than --max-hosts 4096"), "{err}");
-        assert_eq!(resolve(&targets(&["10.0.0.0/16"]), 65_534).await.unwrap().len(), 65_534);
-        let hosts = resolve(&targets(&["localhost"]), 1).await.unwrap();
+        let err = resolve(&targets(&["10.0.0.0/16"]), 4096)
+            .await
+            .expect_err("invalid")
+            .0;
+        assert!(
+            err.contains("65534 hosts, more than --max-hosts 4096"),
+            "{err}"
+        );
+        assert_eq!(
+            resolve(&targets(&["10.0.0.0/16"]), 65_534)
+                .await
+                .expect("valid")
+                .len(),
+            65_534
+        );
+        let hosts = resolve(&targets(&["localhost"]), 1).await.expect("valid");
         assert_eq!(hosts[0].name.as_deref(), Some("localhost"));
         assert!(hosts[0].address.is_loopback());
     }

@@ -12,6 +12,7 @@ mod interop;
 mod listen;
 mod modes;
 mod resources;
+mod scan;
 mod security;
 mod support;
 mod usage;
