@@ -453,7 +453,12 @@ impl<'s, 'a> Worker<'s, 'a> {
                 if self.next_send > now {
                     return Ok(Some(self.next_send));
                 }
-                self.next_send = self.next_send.max(now - interval) + interval;
+                // Catch up after a late wake-up (timers tick in milliseconds), but never by
+                // more than a few milliseconds' worth, so the rate holds on average without
+                // bursts after idle time.
+                let catch_up = (interval * 4).max(Duration::from_millis(5));
+                self.next_send = self.next_send.max(now.checked_sub(catch_up).unwrap_or(now))
+                    + interval;
             }
             let (index, tries) = match self.retry.pop_front() {
                 Some(probe) => probe,

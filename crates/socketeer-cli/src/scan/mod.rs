@@ -8,7 +8,7 @@ mod ports;
 mod report;
 mod targets;
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -128,10 +128,13 @@ pub(crate) async fn run(args: ScanArgs) -> anyhow::Result<i32> {
                 if let Some(bar) = &progress {
                     let (counters, done) = (&counters, &done);
                     scope.spawn(move || {
+                        let started = Instant::now();
                         while !done.load(Ordering::Relaxed) {
-                            bar.set_position(counters.done.load(Ordering::Relaxed));
+                            let finished = counters.done.load(Ordering::Relaxed);
+                            bar.set_position(finished);
+                            let rate = finished as f64 / started.elapsed().as_secs_f64().max(1e-3);
                             bar.set_message(format!(
-                                "{} open",
+                                "{} open · {rate:.0} probes/s",
                                 counters.open.load(Ordering::Relaxed)
                             ));
                             std::thread::park_timeout(Duration::from_millis(100));
@@ -166,12 +169,18 @@ pub(crate) async fn run(args: ScanArgs) -> anyhow::Result<i32> {
         fd_limit,
     };
     let mut out = std::io::stdout().lock();
-    if args.json {
-        report.json(&mut out)?;
+    let written = if args.json {
+        report.json(&mut out)
     } else if args.greppable {
-        report.greppable(&mut out)?;
+        report.greppable(&mut out)
     } else {
-        report.table(&mut out)?;
+        report.table(&mut out)
+    }
+    .and_then(|()| out.flush());
+    match written {
+        // A reader that stopped early (`| head`) is not a failure of the scan.
+        Err(err) if err.kind() == std::io::ErrorKind::BrokenPipe => {}
+        other => other.context("scan: cannot write the report")?,
     }
     if interrupted.load(Ordering::SeqCst) {
         eprintln!("socketeer: scan: interrupted; the report covers the ports answered so far");
@@ -186,7 +195,7 @@ fn progress_bar(total: u64) -> indicatif::ProgressBar {
         indicatif::ProgressDrawTarget::stderr_with_hz(10),
     );
     if let Ok(style) = indicatif::ProgressStyle::with_template(
-        "scan {wide_bar} {pos}/{len} probes, {msg}, {per_sec}, {eta} left",
+        "scan {wide_bar} {pos}/{len} · {msg} · {eta} left",
     ) {
         bar.set_style(style);
     }

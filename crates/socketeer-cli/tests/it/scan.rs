@@ -463,3 +463,18 @@ fn cidr_targets_expand() {
         "network and broadcast addresses left out"
     );
 }
+
+#[test]
+fn rate_caps_connects_per_second() {
+    // 600 probes at 2000/s cannot finish in under 0.3 s (a lower bound: load only slows it).
+    let (status, out, err) = run(
+        &["scan", "-p", "1-600", "--rate", "2000", "--json", "127.31.41.60"],
+        b"",
+    );
+    assert!(status.success(), "{err}");
+    let doc = json(&out);
+    let elapsed = doc["timing"]["elapsed_s"].as_f64().expect("elapsed");
+    assert!(elapsed >= 0.28, "600 probes at 2000/s took {elapsed} s");
+    assert_eq!(doc["timing"]["rate_limit"], 2000);
+    assert_eq!(doc["timing"]["connects"], 600);
+}
