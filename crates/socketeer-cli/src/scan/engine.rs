@@ -457,8 +457,8 @@ impl<'s, 'a> Worker<'s, 'a> {
                 // more than a few milliseconds' worth, so the rate holds on average without
                 // bursts after idle time.
                 let catch_up = (interval * 4).max(Duration::from_millis(5));
-                self.next_send = self.next_send.max(now.checked_sub(catch_up).unwrap_or(now))
-                    + interval;
+                self.next_send =
+                    self.next_send.max(now.checked_sub(catch_up).unwrap_or(now)) + interval;
             }
             let (index, tries) = match self.retry.pop_front() {
                 Some(probe) => probe,

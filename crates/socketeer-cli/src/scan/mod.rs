@@ -194,9 +194,9 @@ fn progress_bar(total: u64) -> indicatif::ProgressBar {
         Some(total),
         indicatif::ProgressDrawTarget::stderr_with_hz(10),
     );
-    if let Ok(style) = indicatif::ProgressStyle::with_template(
-        "scan {wide_bar} {pos}/{len} · {msg} · {eta} left",
-    ) {
+    if let Ok(style) =
+        indicatif::ProgressStyle::with_template("scan {wide_bar} {pos}/{len} · {msg} · {eta} left")
+    {
         bar.set_style(style);
     }
     bar

@@ -468,7 +468,15 @@ fn cidr_targets_expand() {
 fn rate_caps_connects_per_second() {
     // 600 probes at 2000/s cannot finish in under 0.3 s (a lower bound: load only slows it).
     let (status, out, err) = run(
-        &["scan", "-p", "1-600", "--rate", "2000", "--json", "127.31.41.60"],
+        &[
+            "scan",
+            "-p",
+            "1-600",
+            "--rate",
+            "2000",
+            "--json",
+            "127.31.41.60",
+        ],
         b"",
     );
     assert!(status.success(), "{err}");
