@@ -10,6 +10,10 @@ mod failure;
 mod files;
 mod guard;
 mod hexdump;
+// The hub's storage and record checks land before the command that serves them (issue 7);
+// until then only their tests use them.
+#[allow(dead_code)]
+mod hub;
 mod listen;
 mod pipe;
 mod scan;

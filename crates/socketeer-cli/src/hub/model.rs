@@ -1,0 +1,460 @@
+//! What devices send the hub, checked: one JSON object per line (SPEC §7, docs/protocol.md).
+//!
+//! Every size a device controls has a limit here, every number must be finite, every name is
+//! checked against a small alphabet, and labels (free text) may not hold control characters —
+//! they are stored as text and escaped wherever they are shown.
+
+use serde_json::{Map, Value};
+
+/// The longest JSON line accepted, in bytes.
+pub(crate) const MAX_LINE: usize = 64 * 1024;
+/// Most values in one reading.
+pub(crate) const MAX_VALUES: usize = 64;
+/// Most detections in one frame.
+pub(crate) const MAX_DETECTIONS: usize = 256;
+/// Longest stream or field name, in bytes.
+pub(crate) const MAX_NAME: usize = 64;
+/// Longest detection label, in bytes.
+pub(crate) const MAX_LABEL: usize = 128;
+/// Longest session id, in bytes.
+pub(crate) const MAX_SESSION: usize = 64;
+/// Largest frame side, in pixels.
+pub(crate) const MAX_FRAME_SIDE: u64 = 65_536;
+/// Timestamps must fall in [2000-01-01, 2100-01-01) in Unix seconds.
+const TS_RANGE: std::ops::Range<f64> = 946_684_800.0..4_102_444_800.0;
+
+/// One detected object: a label, a score in [0, 1], a box `[x, y, w, h]` in frame pixels.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Detection {
+    pub(crate) label: String,
+    pub(crate) score: f64,
+    pub(crate) bbox: [f64; 4],
+}
+
+/// A camera frame's detection results.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Frame {
+    pub(crate) width: u32,
+    pub(crate) height: u32,
+    pub(crate) detections: Vec<Detection>,
+}
+
+/// One record from a device: readings (`values`), detection results (`frame` and
+/// `detections`), or both, for one stream at one time.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Record {
+    pub(crate) stream: String,
+    /// The device's own time (Unix seconds), if it sent one.
+    pub(crate) ts: Option<f64>,
+    pub(crate) values: Vec<(String, f64)>,
+    pub(crate) frame: Option<Frame>,
+    /// The number the device wants acknowledged; makes the record idempotent.
+    pub(crate) seq: Option<u64>,
+    /// The session the sequence number belongs to (else the connection's).
+    pub(crate) session: Option<String>,
+}
+
+/// A parsed line.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Line {
+    /// A record to store.
+    Record(Record),
+    /// `{"session":"..."}` alone: the session for the connection's following records.
+    Session(String),
+}
+
+/// Parses and checks one line (without its line ending). The error says what is wrong, for
+/// `{"error":...,"line":N}`.
+pub(crate) fn parse_line(text: &str) -> Result<Line, String> {
+    if text.len() > MAX_LINE {
+        return Err(format!("line longer than {MAX_LINE} bytes"));
+    }
+    let value: Value = serde_json::from_str(text).map_err(|e| format!("not valid JSON: {e}"))?;
+    let Value::Object(object) = value else {
+        return Err("a line must be one JSON object".into());
+    };
+    for key in object.keys() {
+        if !matches!(
+            key.as_str(),
+            "stream" | "ts" | "values" | "frame" | "detections" | "seq" | "session"
+        ) {
+            return Err(format!(
+                "unknown key {:?} (known: stream, ts, values, frame, detections, seq, session)",
+                clip(key)
+            ));
+        }
+    }
+    let session = match object.get("session") {
+        None => None,
+        Some(Value::String(s)) => Some(session_id(s)?),
+        Some(_) => return Err("\"session\" must be a string".into()),
+    };
+    if object.len() == 1 {
+        if let Some(session) = session {
+            return Ok(Line::Session(session));
+        }
+    }
+    let stream = match object.get("stream") {
+        Some(Value::String(s)) => name(s, "stream")?,
+        Some(_) => return Err("\"stream\" must be a string".into()),
+        None => return Err("missing \"stream\"".into()),
+    };
+    let ts = match object.get("ts") {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(timestamp(v)?),
+    };
+    let seq = match object.get("seq") {
+        None => None,
+        Some(v) => Some(
+            v.as_u64()
+                .filter(|&n| n <= i64::MAX as u64)
+                .ok_or("\"seq\" must be a whole number from 0 to 2^63-1")?,
+        ),
+    };
+    let values = match object.get("values") {
+        None => Vec::new(),
+        Some(Value::Object(map)) => values(map)?,
+        Some(_) => return Err("\"values\" must be an object of numbers".into()),
+    };
+    let frame = match (object.get("frame"), object.get("detections")) {
+        (None, None) => None,
+        (Some(frame), detections) => Some(parse_frame(frame, detections)?),
+        (None, Some(_)) => {
+            return Err("\"detections\" need \"frame\":{\"w\":W,\"h\":H}".into());
+        }
+    };
+    if values.is_empty() && frame.is_none() {
+        return Err("a record needs \"values\" or \"frame\" with \"detections\"".into());
+    }
+    Ok(Line::Record(Record {
+        stream,
+        ts,
+        values,
+        frame,
+        seq,
+        session,
+    }))
+}
+
+fn values(map: &Map<String, Value>) -> Result<Vec<(String, f64)>, String> {
+    if map.is_empty() {
+        return Err("\"values\" is empty".into());
+    }
+    if map.len() > MAX_VALUES {
+        return Err(format!("more than {MAX_VALUES} values in one record"));
+    }
+    map.iter()
+        .map(|(field, value)| {
+            let field = name(field, "field")?;
+            let number = value
+                .as_f64()
+                .filter(|n| n.is_finite())
+                .ok_or_else(|| format!("value {field:?} must be a finite number"))?;
+            Ok((field, number))
+        })
+        .collect()
+}
+
+fn parse_frame(frame: &Value, detections: Option<&Value>) -> Result<Frame, String> {
+    let side = |key: &str| -> Result<u32, String> {
+        frame
+            .get(key)
+            .and_then(Value::as_u64)
+            .filter(|&n| (1..=MAX_FRAME_SIDE).contains(&n))
+            .map(|n| n as u32)
+            .ok_or_else(|| {
+                format!("\"frame\".{key} must be a whole number from 1 to {MAX_FRAME_SIDE}")
+            })
+    };
+    if !frame.is_object() {
+        return Err("\"frame\" must be {\"w\":W,\"h\":H}".into());
+    }
+    let (width, height) = (side("w")?, side("h")?);
+    let list = match detections {
+        None => Vec::new(),
+        Some(Value::Array(list)) => list.clone(),
+        Some(_) => return Err("\"detections\" must be a list".into()),
+    };
+    if list.len() > MAX_DETECTIONS {
+        return Err(format!(
+            "more than {MAX_DETECTIONS} detections in one frame"
+        ));
+    }
+    let detections = list
+        .iter()
+        .enumerate()
+        .map(|(i, d)| detection(d).map_err(|why| format!("detection {i}: {why}")))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Frame {
+        width,
+        height,
+        detections,
+    })
+}
+
+fn detection(value: &Value) -> Result<Detection, String> {
+    let Value::Object(object) = value else {
+        return Err("must be {\"label\":..,\"score\":..,\"box\":[x,y,w,h]}".into());
+    };
+    if let Some(key) = object
+        .keys()
+        .find(|k| !matches!(k.as_str(), "label" | "score" | "box"))
+    {
+        return Err(format!("unknown key {:?}", clip(key)));
+    }
+    let label = match object.get("label") {
+        Some(Value::String(s)) => label(s)?,
+        _ => return Err("\"label\" must be a string".into()),
+    };
+    let score = object
+        .get("score")
+        .and_then(Value::as_f64)
+        .filter(|s| (0.0..=1.0).contains(s))
+        .ok_or("\"score\" must be a number from 0 to 1")?;
+    let numbers = object
+        .get("box")
+        .and_then(Value::as_array)
+        .filter(|b| b.len() == 4)
+        .ok_or("\"box\" must be [x, y, w, h]")?;
+    let mut bbox = [0.0; 4];
+    for (slot, number) in bbox.iter_mut().zip(numbers) {
+        *slot = number
+            .as_f64()
+            .filter(|n| n.is_finite())
+            .ok_or("\"box\" must hold four finite numbers")?;
+    }
+    if bbox[2] < 0.0 || bbox[3] < 0.0 {
+        return Err("a box's width and height cannot be negative".into());
+    }
+    Ok(Detection { label, score, bbox })
+}
+
+fn timestamp(value: &Value) -> Result<f64, String> {
+    value
+        .as_f64()
+        .filter(|ts| TS_RANGE.contains(ts))
+        .ok_or_else(|| "\"ts\" must be Unix seconds between 2000 and 2100 (or left out: the hub stamps receive time)".into())
+}
+
+/// A stream or field name: 1-64 bytes of letters, digits and `_ . : / -`, starting with a
+/// letter, digit or `_`.
+pub(crate) fn name(text: &str, what: &str) -> Result<String, String> {
+    let ok = !text.is_empty()
+        && text.len() <= MAX_NAME
+        && text
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_alphanumeric() || b == b'_')
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'/' | b'-'));
+    if ok {
+        Ok(text.to_owned())
+    } else {
+        Err(format!(
+            "bad {what} name {:?}: 1-{MAX_NAME} letters, digits, '_', '.', ':', '/', '-'",
+            clip(text)
+        ))
+    }
+}
+
+fn label(text: &str) -> Result<String, String> {
+    if text.is_empty() || text.len() > MAX_LABEL {
+        return Err(format!("\"label\" must be 1-{MAX_LABEL} bytes"));
+    }
+    if text.chars().any(char::is_control) {
+        return Err("\"label\" cannot hold control characters".into());
+    }
+    Ok(text.to_owned())
+}
+
+fn session_id(text: &str) -> Result<String, String> {
+    let ok = !text.is_empty()
+        && text.len() <= MAX_SESSION
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
+    if ok {
+        Ok(text.to_owned())
+    } else {
+        Err(format!(
+            "bad session {:?}: 1-{MAX_SESSION} letters, digits, '_', '.', '-'",
+            clip(text)
+        ))
+    }
+}
+
+/// A peer's text, shortened for an error message.
+fn clip(text: &str) -> String {
+    text.chars().take(40).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(text: &str) -> Record {
+        match parse_line(text) {
+            Ok(Line::Record(record)) => record,
+            other => panic!("{text}: {other:?}"),
+        }
+    }
+
+    fn error(text: &str) -> String {
+        parse_line(text).expect_err(text)
+    }
+
+    #[test]
+    fn readings_and_detections_as_in_the_spec() {
+        let r = record(r#"{"stream":"imu","ts":1732233600.123,"values":{"ax":0.01,"ay":-0.2}}"#);
+        assert_eq!(r.stream, "imu");
+        assert_eq!(r.ts, Some(1_732_233_600.123));
+        assert_eq!(r.values, [("ax".to_owned(), 0.01), ("ay".to_owned(), -0.2)]);
+        assert_eq!((r.seq, r.frame), (None, None));
+        let r = record(
+            r#"{"stream":"camera","seq":7,"frame":{"w":1280,"h":720},
+                "detections":[{"label":"person","score":0.93,"box":[10,20,100,200]}]}"#,
+        );
+        let frame = r.frame.expect("frame");
+        assert_eq!((frame.width, frame.height), (1280, 720));
+        assert_eq!(
+            frame.detections,
+            [Detection {
+                label: "person".into(),
+                score: 0.93,
+                bbox: [10.0, 20.0, 100.0, 200.0]
+            }]
+        );
+        assert_eq!((r.ts, r.seq), (None, Some(7)));
+        // An empty detection list is a frame where nothing was seen.
+        let r = record(r#"{"stream":"camera","frame":{"w":2,"h":2},"detections":[]}"#);
+        assert_eq!(r.frame.expect("frame").detections.len(), 0);
+        assert_eq!(
+            parse_line(r#"{"session":"run-42"}"#),
+            Ok(Line::Session("run-42".into()))
+        );
+        // Markup in a label is text: accepted and stored as written, escaped when shown.
+        let r = record(
+            r#"{"stream":"c","frame":{"w":9,"h":9},"detections":[{"label":"<script>alert(1)</script>","score":1,"box":[0,0,1,1]}]}"#,
+        );
+        assert_eq!(
+            r.frame.expect("frame").detections[0].label,
+            "<script>alert(1)</script>"
+        );
+    }
+
+    #[test]
+    fn every_kind_of_bad_line_says_why() {
+        let long = format!(
+            r#"{{"stream":"s","values":{{"a":1}},"x":"{}"}}"#,
+            "y".repeat(MAX_LINE)
+        );
+        let too_many: String = (0..=MAX_VALUES)
+            .map(|i| format!(r#""f{i}":1"#))
+            .collect::<Vec<_>>()
+            .join(",");
+        let many_values = format!(r#"{{"stream":"s","values":{{{too_many}}}}}"#);
+        let box_ = r#"{"label":"a","score":0.5,"box":[0,0,1,1]}"#;
+        let many_boxes = format!(
+            r#"{{"stream":"s","frame":{{"w":1,"h":1}},"detections":[{}]}}"#,
+            vec![box_; MAX_DETECTIONS + 1].join(",")
+        );
+        let long_label = format!(
+            r#"{{"stream":"s","frame":{{"w":1,"h":1}},"detections":[{{"label":"{}","score":1,"box":[0,0,1,1]}}]}}"#,
+            "L".repeat(MAX_LABEL + 1)
+        );
+        let long_stream = format!(r#"{{"stream":"{}","values":{{"a":1}}}}"#, "s".repeat(65));
+        for (line, why) in [
+            ("", "not valid JSON"),
+            ("{", "not valid JSON"),
+            ("[1,2]", "one JSON object"),
+            (r#"{"stream":"s","values":{"a":NaN}}"#, "not valid JSON"),
+            (r#"{"stream":"s","values":{"a":1e999}}"#, "not valid JSON"),
+            (r#"{"stream":"s","values":{"a":"1"}}"#, "finite number"),
+            (r#"{"stream":"s","values":{"a":null}}"#, "finite number"),
+            (r#"{"stream":"s","values":{}}"#, "empty"),
+            (r#"{"stream":"s","values":[1]}"#, "object of numbers"),
+            (r#"{"values":{"a":1}}"#, "missing \"stream\""),
+            (
+                r#"{"stream":5,"values":{"a":1}}"#,
+                "\"stream\" must be a string",
+            ),
+            (r#"{"stream":"a b","values":{"a":1}}"#, "bad stream name"),
+            (r#"{"stream":"-x","values":{"a":1}}"#, "bad stream name"),
+            (r#"{"stream":"s","values":{"<b>":1}}"#, "bad field name"),
+            (
+                r#"{"stream":"s","values":{"a":1},"ts":12.5}"#,
+                "Unix seconds",
+            ),
+            (
+                r#"{"stream":"s","values":{"a":1},"ts":"now"}"#,
+                "Unix seconds",
+            ),
+            (
+                r#"{"stream":"s","values":{"a":1},"seq":-1}"#,
+                "whole number",
+            ),
+            (
+                r#"{"stream":"s","values":{"a":1},"seq":1.5}"#,
+                "whole number",
+            ),
+            (
+                r#"{"stream":"s","values":{"a":1},"session":"a b"}"#,
+                "bad session",
+            ),
+            (
+                r#"{"stream":"s","values":{"a":1},"session":7}"#,
+                "must be a string",
+            ),
+            (
+                r#"{"stream":"s","values":{"a":1},"DROP TABLE":1}"#,
+                "unknown key",
+            ),
+            (r#"{"stream":"s"}"#, "needs \"values\" or \"frame\""),
+            (r#"{"stream":"s","detections":[]}"#, "need \"frame\""),
+            (r#"{"stream":"s","frame":{"w":0,"h":1}}"#, "frame\".w"),
+            (
+                r#"{"stream":"s","frame":{"w":1,"h":99999999}}"#,
+                "frame\".h",
+            ),
+            (r#"{"stream":"s","frame":[1,2]}"#, "\"frame\" must be"),
+            (
+                r#"{"stream":"s","frame":{"w":1,"h":1},"detections":{}}"#,
+                "must be a list",
+            ),
+            (
+                r#"{"stream":"s","frame":{"w":1,"h":1},"detections":[{"label":"a","score":2,"box":[0,0,1,1]}]}"#,
+                "score",
+            ),
+            (
+                r#"{"stream":"s","frame":{"w":1,"h":1},"detections":[{"label":"a","score":1,"box":[0,0,1]}]}"#,
+                "[x, y, w, h]",
+            ),
+            (
+                r#"{"stream":"s","frame":{"w":1,"h":1},"detections":[{"label":"a","score":1,"box":[0,0,-1,1]}]}"#,
+                "negative",
+            ),
+            (
+                r#"{"stream":"s","frame":{"w":1,"h":1},"detections":[{"label":"a\u0000","score":1,"box":[0,0,1,1]}]}"#,
+                "control characters",
+            ),
+            (
+                r#"{"stream":"s","frame":{"w":1,"h":1},"detections":[{"label":"","score":1,"box":[0,0,1,1]}]}"#,
+                "label",
+            ),
+            (
+                r#"{"stream":"s","frame":{"w":1,"h":1},"detections":[{"label":"a","score":1,"box":[0,0,1,1],"id":3}]}"#,
+                "detection 0: unknown key",
+            ),
+            (&long, "longer than"),
+            (&many_values, "more than 64 values"),
+            (&many_boxes, "more than 256 detections"),
+            (&long_label, "label"),
+            (&long_stream, "bad stream name"),
+        ] {
+            let err = error(line);
+            assert!(err.contains(why), "{line:.80}: {err}");
+            assert!(err.len() < 300, "errors stay short: {err}");
+        }
+    }
+}

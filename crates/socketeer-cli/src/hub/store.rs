@@ -1,0 +1,623 @@
+//! The hub's storage: one SQLite file in WAL mode, written by one thread.
+//!
+//! Connections hand records to the writer and wait for the answer; the writer takes everything
+//! queued (up to a batch size) into one transaction, commits it — one fsync for the lot with
+//! `synchronous=FULL` — and only then answers each caller. That is group commit: under load a
+//! commit carries many records, so acknowledgements stay fast without weakening durability.
+//!
+//! A record with a sequence number is stored at most once per (device, session, seq): the key
+//! goes into `received` in the same transaction as the data, so after a crash either both are
+//! there or neither, and a resend finds the key and is answered as a duplicate.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use rusqlite::{Connection, OpenFlags, params};
+use tokio::sync::{mpsc, oneshot};
+
+use super::model::Record;
+
+/// The schema, one migration per version (`PRAGMA user_version` counts those applied). Never
+/// edit one that has shipped: add the next.
+const MIGRATIONS: &[&str] = &[
+    // 1: devices, series of numbers, frames with detections, idempotency keys by session.
+    "CREATE TABLE devices (
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        first_seen REAL NOT NULL,
+        last_seen REAL NOT NULL
+    );
+    CREATE TABLE series (
+        id INTEGER PRIMARY KEY,
+        device_id INTEGER NOT NULL REFERENCES devices(id),
+        stream TEXT NOT NULL,
+        field TEXT NOT NULL,
+        UNIQUE (device_id, stream, field)
+    );
+    CREATE TABLE points (
+        series_id INTEGER NOT NULL,
+        ts REAL NOT NULL,
+        recv_ts REAL NOT NULL,
+        value REAL NOT NULL
+    );
+    CREATE INDEX points_by_series_time ON points (series_id, ts);
+    CREATE TABLE frames (
+        id INTEGER PRIMARY KEY,
+        device_id INTEGER NOT NULL REFERENCES devices(id),
+        stream TEXT NOT NULL,
+        ts REAL NOT NULL,
+        recv_ts REAL NOT NULL,
+        width INTEGER NOT NULL,
+        height INTEGER NOT NULL
+    );
+    CREATE INDEX frames_by_device_time ON frames (device_id, ts);
+    CREATE TABLE detections (
+        frame_id INTEGER NOT NULL REFERENCES frames(id),
+        label TEXT NOT NULL,
+        score REAL NOT NULL,
+        x REAL NOT NULL, y REAL NOT NULL, w REAL NOT NULL, h REAL NOT NULL
+    );
+    CREATE INDEX detections_by_frame ON detections (frame_id);
+    CREATE INDEX detections_by_label ON detections (label, frame_id);
+    CREATE TABLE sessions (
+        id INTEGER PRIMARY KEY,
+        device_id INTEGER NOT NULL REFERENCES devices(id),
+        name TEXT NOT NULL,
+        last_recv REAL NOT NULL,
+        UNIQUE (device_id, name)
+    );
+    CREATE INDEX sessions_by_last_recv ON sessions (last_recv);
+    CREATE TABLE received (
+        session_id INTEGER NOT NULL,
+        seq INTEGER NOT NULL,
+        PRIMARY KEY (session_id, seq)
+    ) WITHOUT ROWID;",
+];
+
+/// How hard a commit waits for the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Durability {
+    /// `synchronous=FULL`: a commit is on disk before it is acknowledged (default).
+    Full,
+    /// `synchronous=NORMAL`: survives a crash of the hub, may lose the last commits if the
+    /// machine loses power.
+    Normal,
+}
+
+/// How the store is opened.
+#[derive(Debug, Clone)]
+pub(crate) struct StoreConfig {
+    pub(crate) path: PathBuf,
+    pub(crate) durability: Durability,
+    /// Data older than this (by its timestamp) is deleted; `None` keeps everything.
+    pub(crate) retention: Option<Duration>,
+    /// Most records in one transaction.
+    pub(crate) max_batch: usize,
+}
+
+/// One record to store, with who sent it and when it arrived.
+#[derive(Debug, Clone)]
+pub(crate) struct Item {
+    pub(crate) device: Arc<str>,
+    /// The session its `seq` belongs to.
+    pub(crate) session: Arc<str>,
+    pub(crate) record: Record,
+    /// Receive time, Unix seconds.
+    pub(crate) recv_ts: f64,
+}
+
+/// What became of a record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Stored {
+    /// Committed now.
+    New,
+    /// Its (device, session, seq) was committed before; nothing written.
+    Duplicate,
+}
+
+/// Why a write failed (the records were not stored; the caller may try again later).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("storage: {0}")]
+pub(crate) struct StoreError(pub(crate) String);
+
+struct Job {
+    items: Vec<Item>,
+    done: oneshot::Sender<Result<Vec<Stored>, StoreError>>,
+}
+
+/// A handle to the writer; clone it freely. The writer thread ends once every handle is gone,
+/// after committing what was queued.
+#[derive(Clone)]
+pub(crate) struct Store {
+    jobs: mpsc::Sender<Job>,
+    path: Arc<Path>,
+}
+
+impl Store {
+    /// Opens (creating and migrating) the database and starts the writer thread. Join the
+    /// returned handle after dropping every `Store` to know that all is committed.
+    pub(crate) fn open(
+        config: StoreConfig,
+    ) -> anyhow::Result<(Store, std::thread::JoinHandle<()>)> {
+        let conn = open_writer(&config)?;
+        let (jobs, queue) = mpsc::channel(4096);
+        let path: Arc<Path> = config.path.clone().into();
+        let writer = std::thread::Builder::new()
+            .name("hub-writer".into())
+            .spawn(move || Writer::new(conn, config).run(queue))
+            .context("cannot start the storage thread")?;
+        Ok((Store { jobs, path }, writer))
+    }
+
+    /// Stores records, returning once they are committed (or failed).
+    pub(crate) async fn write(&self, items: Vec<Item>) -> Result<Vec<Stored>, StoreError> {
+        let (done, answer) = oneshot::channel();
+        self.jobs
+            .send(Job { items, done })
+            .await
+            .map_err(|_| StoreError("the storage thread has stopped".into()))?;
+        answer
+            .await
+            .map_err(|_| StoreError("the storage thread has stopped".into()))?
+    }
+
+    /// A read-only connection for queries (WAL lets it read while the writer writes).
+    pub(crate) fn reader(&self) -> rusqlite::Result<Connection> {
+        let conn = Connection::open_with_flags(
+            &*self.path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        conn.busy_timeout(Duration::from_secs(5))?;
+        Ok(conn)
+    }
+}
+
+fn open_writer(config: &StoreConfig) -> anyhow::Result<Connection> {
+    let path = &config.path;
+    let what = || format!("{}", path.display());
+    let mut conn = Connection::open(path).with_context(|| format!("cannot open {}", what()))?;
+    let mode: String = conn
+        .query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))
+        .with_context(|| format!("{}: cannot switch to WAL", what()))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        anyhow::bail!("{}: the journal stays in {mode} mode, not WAL", what());
+    }
+    let synchronous = match config.durability {
+        Durability::Full => "FULL",
+        Durability::Normal => "NORMAL",
+    };
+    conn.pragma_update(None, "synchronous", synchronous)?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    conn.busy_timeout(Duration::from_secs(5))?;
+    migrate(&mut conn).with_context(|| format!("{}: schema migration failed", what()))?;
+    Ok(conn)
+}
+
+/// Brings the schema up to date, one transaction per migration.
+fn migrate(conn: &mut Connection) -> anyhow::Result<()> {
+    let version: i64 = conn.query_row("PRAGMA user_version", [], |row| row.get(0))?;
+    let version = usize::try_from(version).unwrap_or(usize::MAX);
+    if version > MIGRATIONS.len() {
+        anyhow::bail!(
+            "the database has schema version {version}, newer than this socketeer knows ({}); \
+             use a newer socketeer",
+            MIGRATIONS.len()
+        );
+    }
+    for (index, migration) in MIGRATIONS.iter().enumerate().skip(version) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(migration)?;
+        tx.pragma_update(None, "user_version", (index + 1) as i64)?;
+        tx.commit()?;
+    }
+    Ok(())
+}
+
+struct Writer {
+    conn: Connection,
+    config: StoreConfig,
+    devices: HashMap<Arc<str>, i64>,
+    series: HashMap<(i64, String, String), i64>,
+    sessions: HashMap<(i64, Arc<str>), i64>,
+    last_retention: f64,
+}
+
+impl Writer {
+    fn new(conn: Connection, config: StoreConfig) -> Writer {
+        Writer {
+            conn,
+            config,
+            devices: HashMap::new(),
+            series: HashMap::new(),
+            sessions: HashMap::new(),
+            last_retention: 0.0,
+        }
+    }
+
+    fn run(mut self, mut queue: mpsc::Receiver<Job>) {
+        while let Some(first) = queue.blocking_recv() {
+            let mut count = first.items.len();
+            let mut jobs = vec![first];
+            while count < self.config.max_batch {
+                match queue.try_recv() {
+                    Ok(job) => {
+                        count += job.items.len();
+                        jobs.push(job);
+                    }
+                    Err(_) => break,
+                }
+            }
+            match self.commit(&jobs) {
+                Ok(mut outcomes) => {
+                    for job in jobs.into_iter().rev() {
+                        let mine = outcomes.split_off(outcomes.len() - job.items.len());
+                        let _ = job.done.send(Ok(mine));
+                    }
+                }
+                Err(err) => {
+                    // Ids cached during the failed transaction were rolled back with it.
+                    self.forget();
+                    tracing::error!(error = %err, records = count, "commit failed");
+                    let err = StoreError(err.to_string());
+                    for job in jobs {
+                        let _ = job.done.send(Err(err.clone()));
+                    }
+                }
+            }
+            self.retention();
+        }
+    }
+
+    fn forget(&mut self) {
+        self.devices.clear();
+        self.series.clear();
+        self.sessions.clear();
+    }
+
+    fn commit(&mut self, jobs: &[Job]) -> rusqlite::Result<Vec<Stored>> {
+        let tx = self.conn.transaction()?;
+        let mut outcomes = Vec::new();
+        let mut seen_devices: HashMap<i64, f64> = HashMap::new();
+        let mut seen_sessions: HashMap<i64, f64> = HashMap::new();
+        for item in jobs.iter().flat_map(|job| &job.items) {
+            let device = cached_device(&tx, &mut self.devices, &item.device, item.recv_ts)?;
+            seen_devices.insert(device, item.recv_ts);
+            let record = &item.record;
+            if let Some(seq) = record.seq {
+                let session =
+                    cached_session(&tx, &mut self.sessions, device, &item.session, item.recv_ts)?;
+                seen_sessions.insert(session, item.recv_ts);
+                let inserted = tx
+                    .prepare_cached(
+                        "INSERT OR IGNORE INTO received (session_id, seq) VALUES (?1, ?2)",
+                    )?
+                    .execute(params![session, seq as i64])?;
+                if inserted == 0 {
+                    outcomes.push(Stored::Duplicate);
+                    continue;
+                }
+            }
+            let ts = record.ts.unwrap_or(item.recv_ts);
+            for (field, value) in &record.values {
+                let series = match self
+                    .series
+                    .get(&(device, record.stream.clone(), field.clone()))
+                {
+                    Some(&id) => id,
+                    None => {
+                        let id = series_id(&tx, device, &record.stream, field)?;
+                        self.series
+                            .insert((device, record.stream.clone(), field.clone()), id);
+                        id
+                    }
+                };
+                tx.prepare_cached(
+                    "INSERT INTO points (series_id, ts, recv_ts, value) VALUES (?1, ?2, ?3, ?4)",
+                )?
+                .execute(params![series, ts, item.recv_ts, value])?;
+            }
+            if let Some(frame) = &record.frame {
+                tx.prepare_cached(
+                    "INSERT INTO frames (device_id, stream, ts, recv_ts, width, height)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                )?
+                .execute(params![
+                    device,
+                    record.stream,
+                    ts,
+                    item.recv_ts,
+                    frame.width,
+                    frame.height
+                ])?;
+                let frame_id = tx.last_insert_rowid();
+                let mut insert = tx.prepare_cached(
+                    "INSERT INTO detections (frame_id, label, score, x, y, w, h)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                )?;
+                for d in &frame.detections {
+                    let [x, y, w, h] = d.bbox;
+                    insert.execute(params![frame_id, d.label, d.score, x, y, w, h])?;
+                }
+            }
+            outcomes.push(Stored::New);
+        }
+        for (device, at) in seen_devices {
+            tx.prepare_cached("UPDATE devices SET last_seen = max(last_seen, ?2) WHERE id = ?1")?
+                .execute(params![device, at])?;
+        }
+        for (session, at) in seen_sessions {
+            tx.prepare_cached("UPDATE sessions SET last_recv = max(last_recv, ?2) WHERE id = ?1")?
+                .execute(params![session, at])?;
+        }
+        tx.commit()?;
+        Ok(outcomes)
+    }
+
+    /// Deletes data older than the retention period, at most once a minute.
+    fn retention(&mut self) {
+        let Some(keep) = self.config.retention else {
+            return;
+        };
+        let now = now_secs();
+        if now - self.last_retention < 60.0 {
+            return;
+        }
+        self.last_retention = now;
+        let cutoff = now - keep.as_secs_f64();
+        if let Err(err) = delete_older(&mut self.conn, cutoff) {
+            tracing::warn!(error = %err, "retention pass failed; will try again");
+        }
+        self.forget();
+    }
+}
+
+/// One retention pass: everything timestamped before `cutoff` (Unix seconds).
+pub(crate) fn delete_older(conn: &mut Connection, cutoff: f64) -> rusqlite::Result<()> {
+    let tx = conn.transaction()?;
+    // Through the (series, time) and (device, time) indexes, one series or device at a time.
+    tx.execute(
+        "DELETE FROM points WHERE rowid IN (
+             SELECT p.rowid FROM series s JOIN points p ON p.series_id = s.id AND p.ts < ?1)",
+        params![cutoff],
+    )?;
+    tx.execute(
+        "DELETE FROM detections WHERE frame_id IN (
+             SELECT f.id FROM devices d JOIN frames f ON f.device_id = d.id AND f.ts < ?1)",
+        params![cutoff],
+    )?;
+    tx.execute(
+        "DELETE FROM frames WHERE id IN (
+             SELECT f.id FROM devices d JOIN frames f ON f.device_id = d.id AND f.ts < ?1)",
+        params![cutoff],
+    )?;
+    // Idempotency keys of sessions silent since the cutoff: a resend that late is new data.
+    tx.execute(
+        "DELETE FROM received WHERE session_id IN (SELECT id FROM sessions WHERE last_recv < ?1)",
+        params![cutoff],
+    )?;
+    tx.execute("DELETE FROM sessions WHERE last_recv < ?1", params![cutoff])?;
+    tx.commit()
+}
+
+fn cached_device(
+    conn: &Connection,
+    cache: &mut HashMap<Arc<str>, i64>,
+    name: &Arc<str>,
+    at: f64,
+) -> rusqlite::Result<i64> {
+    if let Some(&id) = cache.get(name) {
+        return Ok(id);
+    }
+    conn.prepare_cached(
+        "INSERT INTO devices (name, first_seen, last_seen) VALUES (?1, ?2, ?2)
+         ON CONFLICT (name) DO NOTHING",
+    )?
+    .execute(params![&**name, at])?;
+    let id = conn
+        .prepare_cached("SELECT id FROM devices WHERE name = ?1")?
+        .query_row(params![&**name], |row| row.get(0))?;
+    cache.insert(Arc::clone(name), id);
+    Ok(id)
+}
+
+fn cached_session(
+    conn: &Connection,
+    cache: &mut HashMap<(i64, Arc<str>), i64>,
+    device: i64,
+    name: &Arc<str>,
+    at: f64,
+) -> rusqlite::Result<i64> {
+    if let Some(&id) = cache.get(&(device, Arc::clone(name))) {
+        return Ok(id);
+    }
+    conn.prepare_cached(
+        "INSERT INTO sessions (device_id, name, last_recv) VALUES (?1, ?2, ?3)
+         ON CONFLICT (device_id, name) DO NOTHING",
+    )?
+    .execute(params![device, &**name, at])?;
+    let id = conn
+        .prepare_cached("SELECT id FROM sessions WHERE device_id = ?1 AND name = ?2")?
+        .query_row(params![device, &**name], |row| row.get(0))?;
+    cache.insert((device, Arc::clone(name)), id);
+    Ok(id)
+}
+
+fn series_id(conn: &Connection, device: i64, stream: &str, field: &str) -> rusqlite::Result<i64> {
+    conn.prepare_cached(
+        "INSERT INTO series (device_id, stream, field) VALUES (?1, ?2, ?3)
+         ON CONFLICT (device_id, stream, field) DO NOTHING",
+    )?
+    .execute(params![device, stream, field])?;
+    conn.prepare_cached(
+        "SELECT id FROM series WHERE device_id = ?1 AND stream = ?2 AND field = ?3",
+    )?
+    .query_row(params![device, stream, field], |row| row.get(0))
+}
+
+/// The time now, Unix seconds.
+pub(crate) fn now_secs() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hub::model::{Line, parse_line};
+
+    struct Db(PathBuf);
+
+    impl Db {
+        fn new(tag: &str) -> Db {
+            let dir =
+                std::env::temp_dir().join(format!("socketeer-store-{}-{tag}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).expect("mkdir");
+            Db(dir)
+        }
+
+        fn config(&self) -> StoreConfig {
+            StoreConfig {
+                path: self.0.join("hub.db"),
+                durability: Durability::Full,
+                retention: None,
+                max_batch: 1000,
+            }
+        }
+    }
+
+    impl Drop for Db {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn item(device: &str, session: &str, line: &str) -> Item {
+        let Ok(Line::Record(record)) = parse_line(line) else {
+            panic!("bad test line {line}");
+        };
+        Item {
+            device: device.into(),
+            session: session.into(),
+            record,
+            recv_ts: 1_800_000_000.0,
+        }
+    }
+
+    fn count(conn: &Connection, sql: &str) -> i64 {
+        conn.query_row(sql, [], |row| row.get(0)).expect(sql)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn commits_are_idempotent_by_device_session_and_seq() {
+        let db = Db::new("idem");
+        let (store, writer) = Store::open(db.config()).expect("open");
+        let line =
+            |seq: u64| format!(r#"{{"stream":"imu","seq":{seq},"values":{{"ax":{seq},"ay":1}}}}"#);
+        let first: Vec<Item> = (0..10).map(|s| item("r1", "a", &line(s))).collect();
+        assert_eq!(
+            store.write(first.clone()).await.expect("write"),
+            vec![Stored::New; 10]
+        );
+        // A resend of all ten, and the same numbers in another session and from another device.
+        assert_eq!(
+            store.write(first).await.expect("write"),
+            vec![Stored::Duplicate; 10]
+        );
+        let other_session = vec![item("r1", "b", &line(3))];
+        assert_eq!(
+            store.write(other_session).await.expect("write"),
+            [Stored::New]
+        );
+        let other_device = vec![item("r2", "a", &line(3))];
+        assert_eq!(
+            store.write(other_device).await.expect("write"),
+            [Stored::New]
+        );
+        // Duplicates inside one batch.
+        let twice = vec![item("r1", "c", &line(1)), item("r1", "c", &line(1))];
+        assert_eq!(
+            store.write(twice).await.expect("write"),
+            [Stored::New, Stored::Duplicate]
+        );
+        // Without seq there is no key: each one is stored.
+        let plain = vec![item("r1", "a", r#"{"stream":"t","values":{"c":20.5}}"#); 2];
+        assert_eq!(store.write(plain).await.expect("write"), [Stored::New; 2]);
+        let reader = store.reader().expect("reader");
+        drop(store);
+        writer.join().expect("writer");
+        assert_eq!(count(&reader, "SELECT count(*) FROM points"), 2 * 13 + 2);
+        assert_eq!(count(&reader, "SELECT count(*) FROM devices"), 2);
+        assert_eq!(count(&reader, "SELECT count(*) FROM series"), 2 + 2 + 1);
+        let check: String = reader
+            .query_row("PRAGMA integrity_check", [], |row| row.get(0))
+            .expect("check");
+        assert_eq!(check, "ok");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn frames_detections_schema_version_and_retention() {
+        let db = Db::new("frames");
+        let (store, writer) = Store::open(db.config()).expect("open");
+        let frame = |ts: f64| {
+            format!(
+                r#"{{"stream":"cam","ts":{ts},"frame":{{"w":640,"h":480}},"detections":[
+                {{"label":"person","score":0.9,"box":[1,2,3,4]}},{{"label":"<b>dog</b>","score":0.5,"box":[5,6,7,8]}}]}}"#
+            )
+        };
+        let items = vec![
+            item("r1", "s", &frame(1_000_000_000.0)),
+            item("r1", "s", &frame(1_800_000_000.0)),
+            item(
+                "r1",
+                "s",
+                r#"{"stream":"imu","ts":1000000000,"values":{"ax":1}}"#,
+            ),
+            item(
+                "r1",
+                "s",
+                r#"{"stream":"imu","ts":1800000000,"values":{"ax":2}}"#,
+            ),
+        ];
+        store.write(items).await.expect("write");
+        drop(store);
+        writer.join().expect("writer");
+        let mut conn = Connection::open(db.config().path).expect("open");
+        assert_eq!(count(&conn, "SELECT count(*) FROM frames"), 2);
+        assert_eq!(count(&conn, "SELECT count(*) FROM detections"), 4);
+        let label: String = conn
+            .query_row(
+                "SELECT label FROM detections WHERE score = 0.5 LIMIT 1",
+                [],
+                |row| row.get(0),
+            )
+            .expect("label");
+        assert_eq!(label, "<b>dog</b>", "stored as text, as sent");
+        assert_eq!(count(&conn, "PRAGMA user_version"), MIGRATIONS.len() as i64);
+        delete_older(&mut conn, 1_500_000_000.0).expect("retention");
+        assert_eq!(count(&conn, "SELECT count(*) FROM frames"), 1);
+        assert_eq!(count(&conn, "SELECT count(*) FROM detections"), 2);
+        assert_eq!(count(&conn, "SELECT count(*) FROM points"), 1);
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode", [], |row| row.get(0))
+            .expect("mode");
+        assert_eq!(mode, "wal");
+        // Reopening applies nothing twice; a newer schema is refused with a clear message.
+        drop(conn);
+        let (store, writer) = Store::open(db.config()).expect("reopen");
+        drop(store);
+        writer.join().expect("writer");
+        let conn = Connection::open(db.config().path).expect("open");
+        conn.pragma_update(None, "user_version", 99).expect("bump");
+        drop(conn);
+        let err = Store::open(db.config()).err().expect("refused");
+        assert!(
+            format!("{err:#}").contains("schema version 99, newer"),
+            "{err:#}"
+        );
+    }
+}
