@@ -67,6 +67,9 @@ pub(crate) enum Command {
     Ls(LsArgs),
     /// TCP connect scan: which ports of which hosts accept connections.
     Scan(ScanArgs),
+    /// Telemetry hub: robots' readings and detections in, kept in SQLite, acknowledged once
+    /// committed.
+    Hub(HubArgs),
     /// Load-test an echo-like server: round trips/s, latency percentiles, MB/s.
     Bench(BenchArgs),
     /// Print a new random key (64 hex characters) for --key-file.
@@ -440,6 +443,57 @@ pub(crate) struct ListenArgs {
     pub(crate) guard: GuardArgs,
     #[command(flatten)]
     pub(crate) pipe: PipeArgs,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct HubArgs {
+    /// Ingest endpoint (default 127.0.0.1:7000), the common server flags, and --key-file.
+    #[command(flatten)]
+    pub(crate) serve: ServeArgs,
+    /// Accept robots without authentication (loopback and Unix endpoints only).
+    #[arg(long)]
+    pub(crate) no_auth: bool,
+    /// The SQLite database file (created if missing).
+    #[arg(long, value_name = "PATH", default_value = "socketeer.db")]
+    pub(crate) db: std::path::PathBuf,
+    /// full: a record is on disk before it is acknowledged; normal: survives the hub crashing,
+    /// not the machine losing power.
+    #[arg(long, value_name = "MODE", value_enum, default_value = "full")]
+    pub(crate) sync: crate::hub::store::Durability,
+    /// Delete data older than this (30d, 12h, 90m; 0 keeps everything).
+    #[arg(long, value_name = "AGE", default_value = "30d", value_parser = parse_age)]
+    pub(crate) retention: Duration,
+    /// Most records committed in one transaction.
+    #[arg(long, value_name = "N", default_value_t = 8192, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub(crate) max_batch: u32,
+}
+
+/// An age such as `30d`, `12h`, `90m`, `45s`; `0` (zero) for none.
+fn parse_age(text: &str) -> Result<Duration, String> {
+    if text == "0" {
+        return Ok(Duration::ZERO);
+    }
+    let (number, unit) = text.split_at(
+        text.find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len()),
+    );
+    let secs_per = match unit {
+        "d" => 86_400,
+        "h" => 3_600,
+        "m" => 60,
+        "s" => 1,
+        _ => {
+            return Err(format!(
+                "\"{text}\": write a number and d, h, m or s (30d), or 0"
+            ));
+        }
+    };
+    let n: u64 = number
+        .parse()
+        .ok()
+        .filter(|&n| n > 0 && n <= 100 * 365)
+        .ok_or_else(|| format!("\"{text}\": the number must be 1 to 36500"))?;
+    Ok(Duration::from_secs(n * secs_per))
 }
 
 #[derive(Debug, Args)]

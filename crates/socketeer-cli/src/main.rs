@@ -10,9 +10,6 @@ mod failure;
 mod files;
 mod guard;
 mod hexdump;
-// The hub's storage and record checks land before the command that serves them (issue 7);
-// until then only their tests use them.
-#[allow(dead_code)]
 mod hub;
 mod listen;
 mod pipe;
@@ -68,6 +65,7 @@ async fn run(command: Command) -> anyhow::Result<i32> {
         Command::Connect(args) => connect::run(args).await,
         Command::Listen(args) => listen::run(args).await,
         Command::Scan(args) => scan::run(args).await,
+        Command::Hub(args) => hub::run(args).await,
         Command::Bench(args) => bench::run(args).await,
         Command::Keygen(args) => cert::keygen(&args),
         Command::Cert(args) => cert::cert(&args),

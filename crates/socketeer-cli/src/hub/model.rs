@@ -61,6 +61,9 @@ pub(crate) enum Line {
     Record(Record),
     /// `{"session":"..."}` alone: the session for the connection's following records.
     Session(String),
+    /// `{"device":"..."}` alone: names the device on a connection whose authentication did not
+    /// (no key, or one shared key answered tutorial-style). Refused where it did.
+    Device(String),
 }
 
 /// Parses and checks one line (without its line ending). The error says what is wrong, for
@@ -76,7 +79,7 @@ pub(crate) fn parse_line(text: &str) -> Result<Line, String> {
     for key in object.keys() {
         if !matches!(
             key.as_str(),
-            "stream" | "ts" | "values" | "frame" | "detections" | "seq" | "session"
+            "stream" | "ts" | "values" | "frame" | "detections" | "seq" | "session" | "device"
         ) {
             return Err(format!(
                 "unknown key {:?} (known: stream, ts, values, frame, detections, seq, session)",
@@ -89,6 +92,15 @@ pub(crate) fn parse_line(text: &str) -> Result<Line, String> {
         Some(Value::String(s)) => Some(session_id(s)?),
         Some(_) => return Err("\"session\" must be a string".into()),
     };
+    if let Some(device) = object.get("device") {
+        if object.len() > 1 {
+            return Err("\"device\" goes on a line of its own, before the records".into());
+        }
+        return match device {
+            Value::String(s) => device_name(s).map(Line::Device),
+            _ => Err("\"device\" must be a string".into()),
+        };
+    }
     if object.len() == 1 {
         if let Some(session) = session {
             return Ok(Line::Session(session));
@@ -268,6 +280,15 @@ fn label(text: &str) -> Result<String, String> {
     Ok(text.to_owned())
 }
 
+/// A device name, by the rules of key files (`socketeer keygen --device`).
+fn device_name(text: &str) -> Result<String, String> {
+    if socketeer::keys::valid_device_name(text) {
+        Ok(text.to_owned())
+    } else {
+        Err(format!("bad device name {:?}", clip(text)))
+    }
+}
+
 fn session_id(text: &str) -> Result<String, String> {
     let ok = !text.is_empty()
         && text.len() <= MAX_SESSION
@@ -332,6 +353,10 @@ mod tests {
         assert_eq!(
             parse_line(r#"{"session":"run-42"}"#),
             Ok(Line::Session("run-42".into()))
+        );
+        assert_eq!(
+            parse_line(r#"{"device":"robot-1"}"#),
+            Ok(Line::Device("robot-1".into()))
         );
         // Markup in a label is text: accepted and stored as written, escaped when shown.
         let r = record(
@@ -445,6 +470,11 @@ mod tests {
             (
                 r#"{"stream":"s","frame":{"w":1,"h":1},"detections":[{"label":"a","score":1,"box":[0,0,1,1],"id":3}]}"#,
                 "detection 0: unknown key",
+            ),
+            (r#"{"device":"a b"}"#, "bad device name"),
+            (
+                r#"{"device":"r1","stream":"s","values":{"a":1}}"#,
+                "line of its own",
             ),
             (&long, "longer than"),
             (&many_values, "more than 64 values"),

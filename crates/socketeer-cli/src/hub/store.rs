@@ -10,12 +10,12 @@
 //! there or neither, and a resend finds the key and is answered as a duplicate.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use rusqlite::{Connection, OpenFlags, params};
+use rusqlite::{Connection, params};
 use tokio::sync::{mpsc, oneshot};
 
 use super::model::Record;
@@ -133,7 +133,6 @@ struct Job {
 #[derive(Clone)]
 pub(crate) struct Store {
     jobs: mpsc::Sender<Job>,
-    path: Arc<Path>,
 }
 
 impl Store {
@@ -144,35 +143,49 @@ impl Store {
     ) -> anyhow::Result<(Store, std::thread::JoinHandle<()>)> {
         let conn = open_writer(&config)?;
         let (jobs, queue) = mpsc::channel(4096);
-        let path: Arc<Path> = config.path.clone().into();
         let writer = std::thread::Builder::new()
             .name("hub-writer".into())
             .spawn(move || Writer::new(conn, config).run(queue))
             .context("cannot start the storage thread")?;
-        Ok((Store { jobs, path }, writer))
+        Ok((Store { jobs }, writer))
     }
 
-    /// Stores records, returning once they are committed (or failed).
-    pub(crate) async fn write(&self, items: Vec<Item>) -> Result<Vec<Stored>, StoreError> {
+    /// Queues records for the writer (waiting while its queue is full) and returns the answer
+    /// to come: resolved once they are committed, or failed.
+    pub(crate) async fn submit(&self, items: Vec<Item>) -> Result<Pending, StoreError> {
         let (done, answer) = oneshot::channel();
         self.jobs
             .send(Job { items, done })
             .await
-            .map_err(|_| StoreError("the storage thread has stopped".into()))?;
-        answer
-            .await
-            .map_err(|_| StoreError("the storage thread has stopped".into()))?
+            .map_err(|_| stopped())?;
+        Ok(Pending(answer))
     }
 
-    /// A read-only connection for queries (WAL lets it read while the writer writes).
-    pub(crate) fn reader(&self) -> rusqlite::Result<Connection> {
-        let conn = Connection::open_with_flags(
-            &*self.path,
-            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )?;
-        conn.busy_timeout(Duration::from_secs(5))?;
-        Ok(conn)
+    /// Stores records, returning once they are committed (or failed).
+    #[cfg(test)]
+    pub(crate) async fn write(&self, items: Vec<Item>) -> Result<Vec<Stored>, StoreError> {
+        self.submit(items).await?.await
     }
+}
+
+/// The writer's answer to one submission, to await.
+pub(crate) struct Pending(oneshot::Receiver<Result<Vec<Stored>, StoreError>>);
+
+impl std::future::Future for Pending {
+    type Output = Result<Vec<Stored>, StoreError>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        std::pin::Pin::new(&mut self.0)
+            .poll(cx)
+            .map(|answer| answer.unwrap_or_else(|_| Err(stopped())))
+    }
+}
+
+fn stopped() -> StoreError {
+    StoreError("the storage thread has stopped".into())
 }
 
 fn open_writer(config: &StoreConfig) -> anyhow::Result<Connection> {
@@ -547,9 +560,9 @@ mod tests {
         // Without seq there is no key: each one is stored.
         let plain = vec![item("r1", "a", r#"{"stream":"t","values":{"c":20.5}}"#); 2];
         assert_eq!(store.write(plain).await.expect("write"), [Stored::New; 2]);
-        let reader = store.reader().expect("reader");
         drop(store);
         writer.join().expect("writer");
+        let reader = Connection::open(db.config().path).expect("open");
         assert_eq!(count(&reader, "SELECT count(*) FROM points"), 2 * 13 + 2);
         assert_eq!(count(&reader, "SELECT count(*) FROM devices"), 2);
         assert_eq!(count(&reader, "SELECT count(*) FROM series"), 2 + 2 + 1);

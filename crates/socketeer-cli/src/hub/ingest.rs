@@ -1,0 +1,179 @@
+//! Ingest over a stream connection: JSON lines in, acknowledgements and errors out.
+//!
+//! Lines are read while earlier ones are still being committed (up to [`MAX_IN_FLIGHT`] per
+//! connection), and answered in the order they came: `{"ack":N}` for a record with `"seq":N`
+//! once it is committed (or found committed before), `{"error":...,"line":N}` for a line that
+//! is refused. A bad line never ends the connection; a line over the size limit does (the
+//! stream cannot be resynchronised without reading it), with a logged reason.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use socketeer::{Connection, Handler, Result};
+
+use super::model::{Line, parse_line};
+use super::store::{Item, Pending, Store, now_secs};
+
+/// Most lines of one connection waiting for their commit.
+pub(crate) const MAX_IN_FLIGHT: usize = 1024;
+
+/// The device name of a connection that neither authenticated one nor sent `{"device":..}`.
+pub(crate) const UNNAMED: &str = "unnamed";
+
+/// Counters for `/metrics` and the logs.
+#[derive(Debug, Default)]
+pub(crate) struct Stats {
+    /// Records committed.
+    pub(crate) records: AtomicU64,
+    /// Acknowledgements sent.
+    pub(crate) acks: AtomicU64,
+    /// Resent records found committed before.
+    pub(crate) duplicates: AtomicU64,
+    /// Lines refused.
+    pub(crate) rejected: AtomicU64,
+}
+
+/// What the ingest handler shares between connections.
+pub(crate) struct Ingest {
+    pub(crate) store: Store,
+    pub(crate) stats: Arc<Stats>,
+}
+
+/// The per-connection handler.
+#[derive(Clone)]
+pub(crate) struct IngestHandler(pub(crate) Arc<Ingest>);
+
+enum Answer {
+    /// Ready to send.
+    Now(Vec<u8>),
+    /// Waiting for the writer.
+    Later {
+        pending: Pending,
+        seq: Option<u64>,
+        line: u64,
+    },
+}
+
+fn error_line(why: &str, line: u64) -> Vec<u8> {
+    let mut out = serde_json::json!({ "error": why, "line": line }).to_string();
+    out.push('\n');
+    out.into_bytes()
+}
+
+impl Handler for IngestHandler {
+    async fn handle(&mut self, conn: &mut Connection) -> Result<()> {
+        let ingest = &self.0;
+        let authenticated = conn.device().map(str::to_owned);
+        let mut device: Arc<str> = authenticated.as_deref().unwrap_or(UNNAMED).into();
+        let mut session: Arc<str> = "".into();
+        let mut line_no = 0u64;
+        let mut answers: VecDeque<Answer> = VecDeque::new();
+        let mut eof = false;
+        loop {
+            while matches!(answers.front(), Some(Answer::Now(_))) {
+                if let Some(Answer::Now(bytes)) = answers.pop_front() {
+                    conn.write_all(&bytes).await?;
+                }
+            }
+            if answers.is_empty() {
+                conn.flush().await?;
+                if eof {
+                    return Ok(());
+                }
+            }
+            let waiting = matches!(answers.front(), Some(Answer::Later { .. }));
+            let can_read = !eof && answers.len() < MAX_IN_FLIGHT;
+            tokio::select! {
+                biased;
+                outcome = async {
+                    match answers.front_mut() {
+                        Some(Answer::Later { pending, .. }) => pending.await,
+                        _ => std::future::pending().await,
+                    }
+                }, if waiting => {
+                    let Some(Answer::Later { seq, line, .. }) = answers.pop_front() else {
+                        continue;
+                    };
+                    match outcome {
+                        Ok(stored) => {
+                            let duplicates = stored
+                                .iter()
+                                .filter(|s| **s == super::store::Stored::Duplicate)
+                                .count() as u64;
+                            ingest.stats.duplicates.fetch_add(duplicates, Ordering::Relaxed);
+                            ingest
+                                .stats
+                                .records
+                                .fetch_add(stored.len() as u64 - duplicates, Ordering::Relaxed);
+                            if let Some(seq) = seq {
+                                conn.write_all(format!("{{\"ack\":{seq}}}\n").as_bytes()).await?;
+                                ingest.stats.acks.fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
+                        Err(err) => {
+                            conn.write_all(&error_line(&err.to_string(), line)).await?;
+                        }
+                    }
+                    // More answers may be ready: flush only when nothing else is.
+                    if !matches!(answers.front(), Some(Answer::Now(_))) && answers.is_empty() {
+                        conn.flush().await?;
+                    }
+                }
+                read = conn.read_line(), if can_read => {
+                    let Some(raw) = read? else {
+                        eof = true;
+                        continue;
+                    };
+                    line_no += 1;
+                    let text = raw.strip_suffix(b"\n").unwrap_or(&raw);
+                    let text = text.strip_suffix(b"\r").unwrap_or(text);
+                    if text.iter().all(u8::is_ascii_whitespace) {
+                        continue;
+                    }
+                    let refuse = |why: &str| {
+                        ingest.stats.rejected.fetch_add(1, Ordering::Relaxed);
+                        Answer::Now(error_line(why, line_no))
+                    };
+                    let Ok(text) = std::str::from_utf8(text) else {
+                        answers.push_back(refuse("not UTF-8"));
+                        continue;
+                    };
+                    match parse_line(text) {
+                        Err(why) => answers.push_back(refuse(&why)),
+                        Ok(Line::Session(name)) => session = name.into(),
+                        Ok(Line::Device(name)) => match &authenticated {
+                            Some(fixed) => answers.push_back(refuse(&format!(
+                                "this connection authenticated as {fixed:?}; its device cannot change"
+                            ))),
+                            None => device = name.into(),
+                        },
+                        Ok(Line::Record(record)) => {
+                            let seq = record.seq;
+                            let item = Item {
+                                device: Arc::clone(&device),
+                                session: record
+                                    .session
+                                    .as_deref()
+                                    .map_or_else(|| Arc::clone(&session), Arc::from),
+                                record,
+                                recv_ts: now_secs(),
+                            };
+                            match ingest.store.submit(vec![item]).await {
+                                Ok(pending) => answers.push_back(Answer::Later {
+                                    pending,
+                                    seq,
+                                    line: line_no,
+                                }),
+                                Err(err) => answers.push_back(Answer::Now(error_line(
+                                    &err.to_string(),
+                                    line_no,
+                                ))),
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
