@@ -72,7 +72,13 @@ pub(crate) fn parse_line(text: &str) -> Result<Line, String> {
     if text.len() > MAX_LINE {
         return Err(format!("line longer than {MAX_LINE} bytes"));
     }
-    let value: Value = serde_json::from_str(text).map_err(|e| format!("not valid JSON: {e}"))?;
+    let value: Value = serde_json::from_str(text).map_err(|e| {
+        if text.contains("NaN") || text.contains("Infinity") {
+            format!("not valid JSON (NaN and Infinity are not numbers in JSON): {e}")
+        } else {
+            format!("not valid JSON: {e}")
+        }
+    })?;
     let Value::Object(object) = value else {
         return Err("a line must be one JSON object".into());
     };
@@ -393,7 +399,10 @@ mod tests {
             ("", "not valid JSON"),
             ("{", "not valid JSON"),
             ("[1,2]", "one JSON object"),
-            (r#"{"stream":"s","values":{"a":NaN}}"#, "not valid JSON"),
+            (
+                r#"{"stream":"s","values":{"a":NaN}}"#,
+                "NaN and Infinity are not numbers",
+            ),
             (r#"{"stream":"s","values":{"a":1e999}}"#, "not valid JSON"),
             (r#"{"stream":"s","values":{"a":"1"}}"#, "finite number"),
             (r#"{"stream":"s","values":{"a":null}}"#, "finite number"),
