@@ -8,6 +8,7 @@ mod connect;
 mod echo;
 mod exec;
 mod files;
+mod hub;
 mod interop;
 mod listen;
 mod modes;

@@ -1,0 +1,268 @@
+//! `socketeer hub`: JSON-lines ingest through real sockets, acknowledgements only after commit
+//! (checked in the database), bad lines answered without ending the connection, the
+//! authenticated device as the records' device, refusal to run open to all, and a drain on
+//! SIGTERM that keeps everything acknowledged.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpStream;
+
+use rusqlite::{Connection, OpenFlags};
+use serde_json::Value;
+
+use crate::security::make_key;
+use crate::support::{DEADLINE, Proc, TempDir, addr, run};
+
+fn start_hub(dir: &TempDir, extra: &[&str]) -> (Proc, String, String) {
+    let db = dir.0.join("hub.db").display().to_string();
+    let mut args = vec!["hub", "--listen", "127.0.0.1:0", "--db", &db];
+    args.extend_from_slice(extra);
+    let (hub, eps) = Proc::serve(&args);
+    (hub, addr(&eps[0]), db)
+}
+
+fn read_db(db: &str) -> Connection {
+    Connection::open_with_flags(db, OpenFlags::SQLITE_OPEN_READ_ONLY).expect("open db")
+}
+
+fn count(db: &Connection, sql: &str) -> i64 {
+    db.query_row(sql, [], |row| row.get(0)).expect(sql)
+}
+
+struct Client {
+    writer: TcpStream,
+    reader: BufReader<TcpStream>,
+}
+
+impl Client {
+    fn connect(address: &str) -> Client {
+        let stream = TcpStream::connect(address).expect("connect");
+        stream.set_read_timeout(Some(DEADLINE)).expect("timeout");
+        Client {
+            reader: BufReader::new(stream.try_clone().expect("clone")),
+            writer: stream,
+        }
+    }
+
+    fn send(&mut self, text: &str) {
+        self.writer.write_all(text.as_bytes()).expect("send");
+    }
+
+    fn answer(&mut self) -> Value {
+        let mut line = String::new();
+        self.reader.read_line(&mut line).expect("answer");
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line:?}"))
+    }
+}
+
+#[test]
+fn records_are_acknowledged_after_commit_and_bad_lines_answered() {
+    let dir = TempDir::new("hub-ingest");
+    let (_hub, address, db) = start_hub(&dir, &["--no-auth"]);
+    let mut robot = Client::connect(&address);
+    robot.send("{\"device\":\"rover-1\"}\n{\"session\":\"run-1\"}\n");
+    robot.send(
+        "{\"stream\":\"imu\",\"ts\":1800000000.5,\"seq\":1,\"values\":{\"ax\":0.25,\"ay\":-1}}\n",
+    );
+    assert_eq!(robot.answer(), serde_json::json!({"ack": 1}));
+    // Acknowledged means committed: another reader sees it now.
+    let reader = read_db(&db);
+    assert_eq!(count(&reader, "SELECT count(*) FROM points"), 2);
+    let device: String = reader
+        .query_row("SELECT name FROM devices", [], |row| row.get(0))
+        .expect("device");
+    assert_eq!(device, "rover-1");
+
+    // Bad lines, each answered with its line number (the connection's lines from 1, the
+    // device and session lines included); the connection goes on.
+    robot.send("not json\n");
+    robot.send("{\"stream\":\"imu\",\"seq\":2,\"values\":{\"ax\":NaN}}\n");
+    robot.send("{\"stream\":\"<b>\",\"seq\":3,\"values\":{\"ax\":1}}\n");
+    robot.send(
+        "{\"stream\":\"imu\",\"seq\":4,\"values\":{\"ax\":1},\"sql\":\"DROP TABLE points\"}\n",
+    );
+    robot.writer.write_all(b"\xff\xfe\n").expect("send");
+    robot.send("\n");
+    robot.send(
+        "{\"stream\":\"cam\",\"seq\":5,\"frame\":{\"w\":640,\"h\":480},\"detections\":[{\"label\":\"<script>alert(1)</script>\",\"score\":0.9,\"box\":[1,2,3,4]}]}\n",
+    );
+    for (line, why) in [
+        (4, "not valid JSON"),
+        (5, "NaN"),
+        (6, "bad stream name"),
+        (7, "unknown key"),
+        (8, "not UTF-8"),
+    ] {
+        let answer = robot.answer();
+        assert_eq!(answer["line"], line, "{answer}");
+        let error = answer["error"].as_str().expect("error text");
+        assert!(error.contains(why), "line {line}: {error}");
+    }
+    assert_eq!(
+        robot.answer(),
+        serde_json::json!({"ack": 5}),
+        "blank line skipped"
+    );
+    // A resend of seq 1 is acknowledged again and stored once.
+    robot.send(
+        "{\"stream\":\"imu\",\"ts\":1800000000.5,\"seq\":1,\"values\":{\"ax\":0.25,\"ay\":-1}}\n",
+    );
+    assert_eq!(robot.answer(), serde_json::json!({"ack": 1}));
+    assert_eq!(count(&reader, "SELECT count(*) FROM points"), 2);
+    let label: String = reader
+        .query_row("SELECT label FROM detections", [], |row| row.get(0))
+        .expect("label");
+    assert_eq!(label, "<script>alert(1)</script>", "stored as text");
+    assert_eq!(
+        count(
+            &reader,
+            "SELECT count(*) FROM points WHERE series_id IS NULL"
+        ),
+        0
+    );
+    let tables = count(
+        &reader,
+        "SELECT count(*) FROM sqlite_master WHERE type = 'table'",
+    );
+    assert_eq!(tables, 7, "no line ran as SQL");
+}
+
+#[test]
+fn the_authenticated_device_is_the_records_device() {
+    let dir = TempDir::new("hub-auth");
+    let r1 = make_key(&dir, "r1.key", Some("r1"));
+    let r2 = make_key(&dir, "r2.key", Some("r2"));
+    let hub_keys = dir.0.join("hub.keys");
+    let both =
+        std::fs::read_to_string(&r1).expect("r1") + &std::fs::read_to_string(&r2).expect("r2");
+    std::fs::write(&hub_keys, both).expect("keys");
+    std::fs::set_permissions(
+        &hub_keys,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .expect("chmod");
+    let keys = hub_keys.display().to_string();
+    let (_hub, address, db) = start_hub(&dir, &["--key-file", &keys]);
+    let lines = "{\"device\":\"r2\"}\n{\"session\":\"a\",\"stream\":\"bat\",\"seq\":1,\"values\":{\"v\":12.5}}\n";
+    let (status, out, err) = run(
+        &["connect", "--key-file", &r1, "--device", "r1", &address],
+        lines.as_bytes(),
+    );
+    assert!(status.success(), "{err}");
+    let answers: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json"))
+        .collect();
+    assert_eq!(answers.len(), 2, "{out}");
+    assert!(
+        answers[0]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("authenticated as \"r1\"")),
+        "{out}"
+    );
+    assert_eq!(answers[1], serde_json::json!({"ack": 1}));
+    let reader = read_db(&db);
+    let devices: Vec<String> = reader
+        .prepare("SELECT name FROM devices")
+        .expect("prepare")
+        .query_map([], |row| row.get(0))
+        .expect("query")
+        .collect::<Result<_, _>>()
+        .expect("rows");
+    assert_eq!(devices, ["r1"], "r1 cannot write as r2");
+    // Without a key, nothing gets in.
+    let mut stranger = Client::connect(&address);
+    stranger.send("{\"stream\":\"bat\",\"values\":{\"v\":1}}\n");
+    let mut rest = String::new();
+    let _ = std::io::Read::read_to_string(&mut stranger.reader, &mut rest);
+    assert!(!rest.contains("ack"), "{rest}");
+    assert_eq!(count(&reader, "SELECT count(*) FROM points"), 1);
+}
+
+#[test]
+fn the_hub_will_not_run_open_to_all() {
+    let (status, _, err) = run(&["hub", "--db", "/nonexistent/x.db"], b"");
+    assert_eq!(status.code(), Some(2), "{err}");
+    assert!(err.contains("give --key-file FILE"), "{err}");
+    let (status, _, err) = run(&["hub", "--no-auth", "--listen", "0.0.0.0:0"], b"");
+    assert_eq!(status.code(), Some(2), "{err}");
+    assert!(err.contains("only allowed on loopback"), "{err}");
+    let (status, _, err) = run(&["hub", "--no-auth", "--retention", "5y"], b"");
+    assert_eq!(status.code(), Some(2), "{err}");
+    assert!(err.contains("d, h, m or s"), "{err}");
+    let (status, _, err) = run(
+        &[
+            "hub",
+            "--no-auth",
+            "--listen",
+            "127.0.0.1:0",
+            "--db",
+            "/nonexistent/dir/x.db",
+        ],
+        b"",
+    );
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(
+        err.starts_with("socketeer: hub: --db /nonexistent/dir/x.db"),
+        "{err}"
+    );
+}
+
+#[test]
+fn sigterm_drains_and_keeps_everything_acknowledged() {
+    let dir = TempDir::new("hub-drain");
+    let (hub, address, db) = start_hub(&dir, &["--no-auth"]);
+    let mut robot = Client::connect(&address);
+    robot.send("{\"device\":\"r9\"}\n{\"session\":\"drain\"}\n");
+    let total = 5_000u64;
+    let mut batch = String::new();
+    for seq in 1..=total {
+        batch.push_str(&format!(
+            "{{\"stream\":\"imu\",\"seq\":{seq},\"values\":{{\"ax\":{seq}}}}}\n"
+        ));
+    }
+    robot.send(&batch);
+    // Once the first acknowledgement is in, ask the hub to stop while the rest are in flight.
+    assert_eq!(robot.answer(), serde_json::json!({"ack": 1}));
+    hub.signal("TERM");
+    let mut acked = vec![1u64];
+    loop {
+        let mut line = String::new();
+        match robot.reader.read_line(&mut line) {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {
+                let answer: Value = serde_json::from_str(&line).expect("json");
+                acked.push(answer["ack"].as_u64().expect("only acks"));
+            }
+        }
+    }
+    let (status, _, err) = hub.wait();
+    assert!(status.success(), "{err}");
+    let reader = read_db(&db);
+    let stored: i64 = count(&reader, "SELECT count(*) FROM points");
+    assert!(
+        stored as usize >= acked.len(),
+        "every acknowledged record is stored"
+    );
+    let mut times: std::collections::HashMap<u64, u32> = std::collections::HashMap::new();
+    let values: Vec<f64> = reader
+        .prepare("SELECT value FROM points")
+        .expect("prepare")
+        .query_map([], |row| row.get(0))
+        .expect("query")
+        .collect::<Result<_, _>>()
+        .expect("rows");
+    for value in values {
+        *times.entry(value as u64).or_default() += 1;
+    }
+    for seq in &acked {
+        assert_eq!(
+            times.get(seq),
+            Some(&1),
+            "seq {seq} acknowledged and stored once"
+        );
+    }
+    let check: String = reader
+        .query_row("PRAGMA integrity_check", [], |row| row.get(0))
+        .expect("check");
+    assert_eq!(check, "ok");
+}
