@@ -70,6 +70,8 @@ pub(crate) enum Command {
     /// Telemetry hub: robots' readings and detections in, kept in SQLite, acknowledged once
     /// committed.
     Hub(HubArgs),
+    /// Send JSON lines to a hub, numbered; each kept until the hub acknowledges it.
+    Publish(PublishArgs),
     /// Load-test an echo-like server: round trips/s, latency percentiles, MB/s.
     Bench(BenchArgs),
     /// Print a new random key (64 hex characters) for --key-file.
@@ -443,6 +445,29 @@ pub(crate) struct ListenArgs {
     pub(crate) guard: GuardArgs,
     #[command(flatten)]
     pub(crate) pipe: PipeArgs,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct PublishArgs {
+    /// The hub's ingest endpoint.
+    #[arg(value_name = "EP")]
+    pub(crate) endpoint: String,
+    /// Read the lines from FILE instead of stdin (with --spool, a restart skips the lines
+    /// already taken).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) file: Option<std::path::PathBuf>,
+    /// Keep unacknowledged lines in DIR too, so a restart of publish sends them.
+    #[arg(long, value_name = "DIR")]
+    pub(crate) spool: Option<std::path::PathBuf>,
+    /// Most lines waiting for acknowledgement; reading the input pauses there.
+    #[arg(long, value_name = "N", default_value_t = 100_000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub(crate) max_unacked: u32,
+    /// Give up one connection attempt (with TLS and authentication) after SECS; publish then
+    /// waits and tries again.
+    #[arg(long, value_name = "SECS", default_value = "10", value_parser = parse_secs)]
+    pub(crate) timeout: Duration,
+    #[command(flatten)]
+    pub(crate) guard: ClientGuardArgs,
 }
 
 #[derive(Debug, Args)]

@@ -96,7 +96,7 @@ impl ServerGuard {
 }
 
 /// The device name used when `--device` is not given: this host's name, made valid.
-fn default_device() -> String {
+pub(crate) fn default_device() -> String {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .or_else(|_| std::fs::read_to_string("/etc/hostname"))
         .unwrap_or_default();

@@ -13,6 +13,7 @@ mod hexdump;
 mod hub;
 mod listen;
 mod pipe;
+mod publish;
 mod scan;
 mod serve;
 mod services;
@@ -66,6 +67,7 @@ async fn run(command: Command) -> anyhow::Result<i32> {
         Command::Listen(args) => listen::run(args).await,
         Command::Scan(args) => scan::run(args).await,
         Command::Hub(args) => hub::run(args).await,
+        Command::Publish(args) => publish::run(args).await,
         Command::Bench(args) => bench::run(args).await,
         Command::Keygen(args) => cert::keygen(&args),
         Command::Cert(args) => cert::cert(&args),

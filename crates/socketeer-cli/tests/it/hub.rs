@@ -266,3 +266,157 @@ fn sigterm_drains_and_keeps_everything_acknowledged() {
         .expect("check");
     assert_eq!(check, "ok");
 }
+
+/// Lines `{"stream":STREAM,"values":{"v":K}}` for K in 0..count, in a file.
+fn numbered_input(dir: &TempDir, stream: &str, count: u64) -> String {
+    let path = dir.0.join(format!("{stream}.jsonl"));
+    let mut text = String::new();
+    for k in 0..count {
+        text.push_str(&format!(
+            "{{\"stream\":\"{stream}\",\"values\":{{\"v\":{k}}}}}\n"
+        ));
+    }
+    std::fs::write(&path, text).expect("input");
+    path.display().to_string()
+}
+
+/// Per stream: how many points, and how many distinct values.
+fn per_stream(db: &str) -> std::collections::BTreeMap<String, (i64, i64)> {
+    let conn = read_db(db);
+    let mut query = conn
+        .prepare(
+            "SELECT s.stream, count(*), count(DISTINCT p.value)
+             FROM points p JOIN series s ON s.id = p.series_id GROUP BY s.stream",
+        )
+        .expect("prepare");
+    query
+        .query_map([], |row| Ok((row.get(0)?, (row.get(1)?, row.get(2)?))))
+        .expect("query")
+        .collect::<Result<_, _>>()
+        .expect("rows")
+}
+
+fn stored(db: &str) -> i64 {
+    if !std::path::Path::new(db).exists() {
+        return 0;
+    }
+    count(&read_db(db), "SELECT count(*) FROM points")
+}
+
+fn integrity(db: &str) -> String {
+    read_db(db)
+        .query_row("PRAGMA integrity_check", [], |row| row.get(0))
+        .expect("check")
+}
+
+fn env_number(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+#[test]
+fn sigkill_at_any_moment_loses_nothing_acknowledged_and_duplicates_nothing() {
+    // CI size; scripts/hub-kill.sh runs the issue's full size (100,000 readings, 20 kills).
+    let readings = env_number("SOCKETEER_KILL_READINGS", 20_000);
+    let cycles = env_number("SOCKETEER_KILL_CYCLES", 5);
+    let publishers = 10u64;
+    let per = readings / publishers;
+    let dir = TempDir::new("hub-kill");
+    let key = make_key(&dir, "fleet.key", None);
+    let db = dir.0.join("hub.db").display().to_string();
+    let hub_args = |listen: &str| -> Vec<String> {
+        ["hub", "--key-file", &key, "--listen", listen, "--db", &db]
+            .map(str::to_owned)
+            .to_vec()
+    };
+    let start = |listen: &str| {
+        let args = hub_args(listen);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        Proc::serve(&args)
+    };
+    let (mut hub, eps) = start("127.0.0.1:0");
+    let address = addr(&eps[0]);
+    let mut clients = Vec::new();
+    for p in 0..publishers {
+        let input = numbered_input(&dir, &format!("p{p}"), per);
+        clients.push(Proc::spawn(&[
+            "publish",
+            &address,
+            "--key-file",
+            &key,
+            "--device",
+            &format!("robot-{p}"),
+            "--file",
+            &input,
+        ]));
+    }
+    let total = (per * publishers) as i64;
+    for cycle in 1..=cycles {
+        // Kill at spread-out points of the ingest, each chosen by how much is stored.
+        let at = total * cycle as i64 / (cycles as i64 + 1);
+        crate::support::wait_until("ingest progress", || stored(&db) >= at);
+        hub.signal("KILL");
+        let _ = hub.wait();
+        hub = start(&format!("tcp://{address}")).0;
+    }
+    for (p, client) in clients.into_iter().enumerate() {
+        let (status, _, err) = client.wait();
+        assert!(status.success(), "publisher {p}: {err}");
+    }
+    let streams = per_stream(&db);
+    for p in 0..publishers {
+        let (points, distinct) = streams.get(&format!("p{p}")).copied().unwrap_or_default();
+        assert_eq!(points, per as i64, "p{p}: every reading stored, none twice");
+        assert_eq!(distinct, per as i64, "p{p}: every value present");
+    }
+    assert_eq!(integrity(&db), "ok");
+    drop(hub);
+}
+
+#[test]
+fn publish_with_a_spool_survives_its_own_sigkill() {
+    let dir = TempDir::new("hub-spool");
+    let (_hub, address, db) = start_hub(&dir, &["--no-auth"]);
+    let per = 20_000;
+    let input = numbered_input(&dir, "spooled", per);
+    let spool = dir.0.join("spool").display().to_string();
+    let args = ["publish", &address, "--file", &input, "--spool", &spool];
+    let first = Proc::spawn(&args);
+    crate::support::wait_until("some lines stored", || stored(&db) >= 5_000);
+    first.signal("KILL");
+    let _ = first.wait();
+    let (status, _, err) = run(&args, b"");
+    assert!(status.success(), "{err}");
+    let streams = per_stream(&db);
+    assert_eq!(
+        streams.get("spooled"),
+        Some(&(per as i64, per as i64)),
+        "{streams:?}"
+    );
+    // Everything acknowledged: the spool's logs are empty again.
+    let lines = std::fs::metadata(dir.0.join("spool/lines"))
+        .expect("spool")
+        .len();
+    assert_eq!(lines, 0);
+}
+
+#[test]
+fn publish_reports_lines_the_hub_refuses_and_exits_1() {
+    let dir = TempDir::new("hub-refuse");
+    let (_hub, address, db) = start_hub(&dir, &["--no-auth"]);
+    let input = "{\"stream\":\"ok\",\"values\":{\"v\":1}}\n{\"stream\":\"bad name\",\"values\":{\"v\":2}}\nnot json\n{\"stream\":\"ok\",\"seq\":9,\"values\":{\"v\":3}}\n{\"stream\":\"ok\",\"values\":{\"v\":4}}\n";
+    let (status, _, err) = run(&["publish", &address], input.as_bytes());
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("input line 2: refused by the hub: bad stream name"),
+        "{err}"
+    );
+    assert!(err.contains("input line 3: not a JSON object"), "{err}");
+    assert!(
+        err.contains("input line 4: publish sets \"seq\" itself"),
+        "{err}"
+    );
+    assert_eq!(per_stream(&db).get("ok"), Some(&(2, 2)));
+}

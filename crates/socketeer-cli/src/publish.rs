@@ -1,0 +1,588 @@
+//! `socketeer publish`: JSON lines to a hub, each numbered and kept until the hub has committed
+//! it (SPEC §7).
+//!
+//! Lines are numbered (`"seq"`) within a session (random per run, or the spool's). Every line
+//! stays in `unacked` — and, with `--spool DIR`, in an fsynced file — until its `{"ack":N}`.
+//! When the link drops the client reconnects with exponential backoff and jitter and sends
+//! every unacknowledged line again; the hub stores each (device, session, seq) once, so a
+//! resend never duplicates. The program exits 0 once the input has ended and every line is
+//! acknowledged; lines the hub refuses are reported and make the exit status 1.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context;
+use bytes::Bytes;
+use serde_json::Value;
+use socketeer::{ConnectionReader, ConnectionWriter, Endpoint, client};
+use tokio::io::AsyncBufReadExt;
+use tokio::sync::{Notify, Semaphore};
+
+use crate::cli::PublishArgs;
+use crate::failure::{EXIT_INTERRUPTED, UsageError, parse_endpoint};
+use crate::guard::{client_options, default_device};
+use crate::hub::model::MAX_LINE;
+
+/// Backoff between connection attempts: from the first to the most, doubling, with jitter.
+const BACKOFF_FIRST: Duration = Duration::from_millis(100);
+const BACKOFF_MOST: Duration = Duration::from_secs(10);
+
+/// A line waiting for its acknowledgement.
+struct Entry {
+    /// Its line number in the input (for messages).
+    input_line: u64,
+    /// The line as sent, `\n` included.
+    bytes: Bytes,
+}
+
+#[derive(Default)]
+struct State {
+    unacked: BTreeMap<u64, Entry>,
+    input_done: bool,
+    rejected: u64,
+    acked: u64,
+    resent: u64,
+}
+
+struct Shared {
+    state: Mutex<State>,
+    /// New lines to send, or everything acknowledged.
+    changed: Notify,
+    /// Room for more unacknowledged lines.
+    room: Semaphore,
+    spool: Option<Mutex<Spool>>,
+}
+
+impl Shared {
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn finished(&self) -> bool {
+        let state = self.lock();
+        state.input_done && state.unacked.is_empty()
+    }
+}
+
+/// Runs `socketeer publish`.
+pub(crate) async fn run(args: PublishArgs) -> anyhow::Result<i32> {
+    let endpoint = parse_endpoint(&args.endpoint)?;
+    if !endpoint.is_stream() {
+        return Err(UsageError(format!("{endpoint}: publish needs a stream endpoint")).into());
+    }
+    let options = client_options(&args.guard, args.timeout)?;
+    let (spool, recovered) = match &args.spool {
+        Some(dir) => {
+            let (spool, recovered) = Spool::open(dir, args.file.as_deref())?;
+            (Some(spool), recovered)
+        }
+        None => (None, Recovered::fresh()?),
+    };
+    let session = recovered.session.clone();
+    let shared = Arc::new(Shared {
+        state: Mutex::new(State::default()),
+        changed: Notify::new(),
+        room: Semaphore::new(args.max_unacked as usize),
+        spool: spool.map(Mutex::new),
+    });
+    {
+        let mut state = shared.lock();
+        for (seq, entry) in recovered.unacked {
+            if let Ok(permit) = shared.room.try_acquire() {
+                permit.forget();
+            }
+            state.unacked.insert(seq, entry);
+        }
+    }
+    if !shared.lock().unacked.is_empty() {
+        eprintln!(
+            "socketeer: publish: {} unacknowledged lines from the spool will be sent first",
+            shared.lock().unacked.len()
+        );
+    }
+    let reader = tokio::spawn(read_input(
+        args.file.clone(),
+        recovered.next_seq,
+        recovered.consumed,
+        Arc::clone(&shared),
+    ));
+    // The device line is for hubs without authentication; with a key the hub knows it.
+    let hello = {
+        let mut hello = String::new();
+        if args.guard.key_file.is_none() {
+            hello.push_str(&serde_json::json!({ "device": default_device() }).to_string());
+            hello.push('\n');
+        }
+        hello.push_str(&serde_json::json!({ "session": session }).to_string());
+        hello.push('\n');
+        Bytes::from(hello)
+    };
+    let deliver = deliver(endpoint, options, hello, Arc::clone(&shared));
+    tokio::select! {
+        result = deliver => result?,
+        _ = tokio::signal::ctrl_c() => {
+            let left = shared.lock().unacked.len();
+            let kept = if shared.spool.is_some() { "kept in the spool" } else { "lost" };
+            eprintln!("socketeer: publish: interrupted with {left} lines unacknowledged ({kept})");
+            return Ok(EXIT_INTERRUPTED);
+        }
+    }
+    reader.await.context("publish: the input reader")??;
+    let state = shared.lock();
+    if std::io::stderr().is_terminal() {
+        eprintln!(
+            "socketeer: publish: {} lines acknowledged ({} resent after reconnecting), {} refused",
+            state.acked, state.resent, state.rejected
+        );
+    }
+    Ok(if state.rejected > 0 { 1 } else { 0 })
+}
+
+/// Reads the input, numbers each line, keeps it (spool first), and wakes the sender.
+async fn read_input(
+    file: Option<PathBuf>,
+    mut next_seq: u64,
+    skip: u64,
+    shared: Arc<Shared>,
+) -> anyhow::Result<()> {
+    let input: Box<dyn tokio::io::AsyncRead + Unpin + Send> = match &file {
+        Some(path) => Box::new(
+            tokio::fs::File::open(path)
+                .await
+                .with_context(|| format!("publish: cannot read {}", path.display()))?,
+        ),
+        None => Box::new(tokio::io::stdin()),
+    };
+    let mut lines = tokio::io::BufReader::new(input).split(b'\n');
+    let mut input_line = 0u64;
+    while let Some(raw) = lines
+        .next_segment()
+        .await
+        .context("publish: reading the input")?
+    {
+        input_line += 1;
+        if input_line <= skip {
+            continue; // taken into the spool by an earlier run
+        }
+        let numbered = match number(&raw, next_seq) {
+            Ok(Some(line)) => line,
+            Ok(None) => continue,
+            Err(why) => {
+                eprintln!("socketeer: publish: input line {input_line}: {why}; not sent");
+                shared.lock().rejected += 1;
+                continue;
+            }
+        };
+        let permit = shared
+            .room
+            .acquire()
+            .await
+            .context("publish: the unacknowledged-line limit")?;
+        permit.forget();
+        // Spool and memory change together (under the spool's lock), so emptying the spool
+        // when nothing is unacknowledged can never drop a line just taken.
+        let spool = shared
+            .spool
+            .as_ref()
+            .map(|spool| spool.lock().unwrap_or_else(|e| e.into_inner()));
+        if let Some(mut spool) = spool {
+            spool.append(&numbered, next_seq, input_line)?;
+            shared.lock().unacked.insert(
+                next_seq,
+                Entry {
+                    input_line,
+                    bytes: numbered,
+                },
+            );
+        } else {
+            shared.lock().unacked.insert(
+                next_seq,
+                Entry {
+                    input_line,
+                    bytes: numbered,
+                },
+            );
+        }
+        next_seq += 1;
+        shared.changed.notify_one();
+    }
+    shared.lock().input_done = true;
+    shared.changed.notify_one();
+    Ok(())
+}
+
+/// Adds `"seq"` to one input line; `None` for a blank line.
+fn number(raw: &[u8], seq: u64) -> Result<Option<Bytes>, String> {
+    let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
+    if raw.iter().all(u8::is_ascii_whitespace) {
+        return Ok(None);
+    }
+    if raw.len() > MAX_LINE {
+        return Err(format!("longer than {MAX_LINE} bytes"));
+    }
+    let mut object: serde_json::Map<String, Value> =
+        serde_json::from_slice(raw).map_err(|e| format!("not a JSON object: {e}"))?;
+    for key in ["seq", "session", "device"] {
+        if object.contains_key(key) {
+            return Err(format!("publish sets {key:?} itself; leave it out"));
+        }
+    }
+    object.insert("seq".into(), seq.into());
+    let mut line = serde_json::to_vec(&object).map_err(|e| e.to_string())?;
+    line.push(b'\n');
+    Ok(Some(Bytes::from(line)))
+}
+
+/// Connects, sends, reads acknowledgements; reconnects until everything is acknowledged.
+async fn deliver(
+    endpoint: Endpoint,
+    options: socketeer::ClientOptions,
+    hello: Bytes,
+    shared: Arc<Shared>,
+) -> anyhow::Result<()> {
+    let mut backoff = BACKOFF_FIRST;
+    let mut first = true;
+    while !shared.finished() {
+        let conn = match client::connect_with(&endpoint, &options).await {
+            Ok(conn) => conn,
+            Err(err) => {
+                if err.kind() == socketeer::ErrorKind::Auth {
+                    anyhow::bail!("publish: {endpoint}: {err}");
+                }
+                let wait = jitter(backoff);
+                eprintln!(
+                    "socketeer: publish: {endpoint}: {err}; {} lines unacknowledged; retrying in {} ms",
+                    shared.lock().unacked.len(),
+                    wait.as_millis()
+                );
+                tokio::time::sleep(wait).await;
+                backoff = (backoff * 2).min(BACKOFF_MOST);
+                continue;
+            }
+        };
+        let (reader, writer) = conn.into_split();
+        let sent = Arc::new(Mutex::new(VecDeque::new()));
+        let resend = !first;
+        first = false;
+        let sending = tokio::spawn(send(
+            writer,
+            hello.clone(),
+            Arc::clone(&shared),
+            Arc::clone(&sent),
+            resend,
+        ));
+        let outcome = receive(reader, &shared, &sent).await;
+        sending.abort();
+        match outcome {
+            Ok(()) if shared.finished() => return Ok(()),
+            Ok(()) => eprintln!("socketeer: publish: the hub closed the connection; reconnecting"),
+            Err(err) => eprintln!(
+                "socketeer: publish: link lost ({err}); {} lines unacknowledged; reconnecting",
+                shared.lock().unacked.len()
+            ),
+        }
+        // A connection that got somewhere resets the backoff; a flapping one keeps growing it.
+        backoff = BACKOFF_FIRST;
+        tokio::time::sleep(jitter(backoff)).await;
+    }
+    Ok(())
+}
+
+/// Between half and all of `base`, so many robots do not reconnect in step.
+fn jitter(base: Duration) -> Duration {
+    let random = getrandom::u32().unwrap_or(u32::MAX / 2);
+    base / 2 + base.mul_f64(f64::from(random) / f64::from(u32::MAX) / 2.0)
+}
+
+/// Sends the hello lines, every unacknowledged line in order, then new lines as they come.
+async fn send(
+    mut writer: ConnectionWriter,
+    hello: Bytes,
+    shared: Arc<Shared>,
+    sent: Arc<Mutex<VecDeque<(u64, u64)>>>,
+    resend: bool,
+) -> anyhow::Result<()> {
+    let hello_lines = hello.iter().filter(|&&b| b == b'\n').count() as u64;
+    writer.write_all(&hello).await?;
+    let mut line_no = hello_lines;
+    let mut next = 0u64; // the lowest seq not yet sent on this connection
+    loop {
+        let notified = shared.changed.notified();
+        let batch: Vec<(u64, Bytes)> = {
+            let mut state = shared.lock();
+            let batch: Vec<(u64, Bytes)> = state
+                .unacked
+                .range(next..)
+                .take(1024)
+                .map(|(&seq, entry)| (seq, entry.bytes.clone()))
+                .collect();
+            if resend && next == 0 {
+                state.resent += state.unacked.len() as u64;
+            }
+            batch
+        };
+        if batch.is_empty() {
+            writer.flush().await?;
+            if shared.finished() {
+                return Ok(());
+            }
+            notified.await;
+            continue;
+        }
+        for (seq, bytes) in batch {
+            line_no += 1;
+            sent.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push_back((line_no, seq));
+            writer.write_all(&bytes).await?;
+            next = seq + 1;
+        }
+    }
+}
+
+/// Reads the hub's answers until everything is acknowledged or the connection ends.
+async fn receive(
+    mut reader: ConnectionReader,
+    shared: &Shared,
+    sent: &Mutex<VecDeque<(u64, u64)>>,
+) -> anyhow::Result<()> {
+    loop {
+        if shared.finished() {
+            return Ok(());
+        }
+        let Some(line) = reader.read_line().await? else {
+            return Ok(());
+        };
+        let answer: Value = serde_json::from_slice(&line)
+            .with_context(|| format!("the hub sent {:?}", String::from_utf8_lossy(&line)))?;
+        if let Some(seq) = answer.get("ack").and_then(Value::as_u64) {
+            let mut sent = sent.lock().unwrap_or_else(|e| e.into_inner());
+            while sent.front().is_some_and(|&(_, s)| s <= seq) {
+                sent.pop_front();
+            }
+            drop(sent);
+            acknowledge(shared, seq)?;
+        } else if let (Some(why), Some(line_no)) = (
+            answer.get("error").and_then(Value::as_str),
+            answer.get("line").and_then(Value::as_u64),
+        ) {
+            let seq = {
+                let mut sent = sent.lock().unwrap_or_else(|e| e.into_inner());
+                while sent.front().is_some_and(|&(l, _)| l < line_no) {
+                    sent.pop_front();
+                }
+                sent.front()
+                    .filter(|&&(l, _)| l == line_no)
+                    .map(|&(_, s)| s)
+            };
+            let Some(seq) = seq else {
+                anyhow::bail!("the hub refused a line we did not send ({line_no}): {why}");
+            };
+            if why.starts_with("storage:") {
+                // The hub could not commit: not the line's fault. Reconnect and send it again.
+                anyhow::bail!("the hub could not store line {seq}: {why}");
+            }
+            let input_line = shared.lock().unacked.get(&seq).map_or(0, |e| e.input_line);
+            eprintln!("socketeer: publish: input line {input_line}: refused by the hub: {why}");
+            shared.lock().rejected += 1;
+            acknowledge(shared, seq)?; // settled: it will never be stored
+        } else {
+            anyhow::bail!("the hub sent an answer publish does not know: {answer}");
+        }
+    }
+}
+
+/// Forgets a settled line and makes room for another.
+fn acknowledge(shared: &Shared, seq: u64) -> anyhow::Result<()> {
+    let mut spool = shared
+        .spool
+        .as_ref()
+        .map(|spool| spool.lock().unwrap_or_else(|e| e.into_inner()));
+    let (removed, empty) = {
+        let mut state = shared.lock();
+        let removed = state.unacked.remove(&seq).is_some();
+        if removed {
+            state.acked += 1;
+        }
+        (removed, state.unacked.is_empty())
+    };
+    if removed {
+        if let Some(spool) = spool.as_mut() {
+            spool.acked(seq, empty)?;
+        }
+        drop(spool);
+        shared.room.add_permits(1);
+        shared.changed.notify_one();
+    }
+    Ok(())
+}
+
+/// What a run starts from.
+struct Recovered {
+    session: String,
+    next_seq: u64,
+    /// Input lines an earlier run already took from the same `--file`.
+    consumed: u64,
+    unacked: Vec<(u64, Entry)>,
+}
+
+impl Recovered {
+    fn fresh() -> anyhow::Result<Recovered> {
+        Ok(Recovered {
+            session: new_session()?,
+            next_seq: 1,
+            consumed: 0,
+            unacked: Vec::new(),
+        })
+    }
+}
+
+fn new_session() -> anyhow::Result<String> {
+    let mut bytes = [0u8; 8];
+    getrandom::fill(&mut bytes).map_err(|e| anyhow::anyhow!("publish: no randomness: {e}"))?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// The on-disk spool: `lines` (every numbered line, fsynced before it is sent), `acked` (the
+/// numbers acknowledged; lost ones only cost a resend the hub ignores) and `state.json`
+/// (session, next number, input file and lines taken from it). Both logs are emptied whenever
+/// nothing is unacknowledged.
+struct Spool {
+    dir: PathBuf,
+    lines: std::fs::File,
+    acked: std::fs::File,
+    state: SpoolState,
+}
+
+#[derive(serde::Serialize, serde::Deserialize, Clone)]
+struct SpoolState {
+    session: String,
+    next_seq: u64,
+    file: Option<PathBuf>,
+    consumed: u64,
+}
+
+impl Spool {
+    fn open(dir: &Path, file: Option<&Path>) -> anyhow::Result<(Spool, Recovered)> {
+        let what = || format!("--spool {}", dir.display());
+        std::fs::create_dir_all(dir).with_context(what)?;
+        let state_path = dir.join("state.json");
+        let file = file.map(|f| std::fs::canonicalize(f).unwrap_or_else(|_| f.to_path_buf()));
+        let mut state = match std::fs::read(&state_path) {
+            Ok(bytes) => serde_json::from_slice::<SpoolState>(&bytes)
+                .with_context(|| format!("{}: state.json is damaged", what()))?,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => SpoolState {
+                session: new_session()?,
+                next_seq: 1,
+                file: file.clone(),
+                consumed: 0,
+            },
+            Err(err) => return Err(err).with_context(what),
+        };
+        let same_input = state.file == file;
+        let mut acked = std::collections::HashSet::new();
+        if let Ok(text) = std::fs::read_to_string(dir.join("acked")) {
+            acked.extend(text.lines().filter_map(|l| l.parse::<u64>().ok()));
+        }
+        let mut unacked = Vec::new();
+        if let Ok(bytes) = std::fs::read(dir.join("lines")) {
+            for raw in bytes.split(|&b| b == b'\n') {
+                // Each record: INPUT_LINE SPACE JSON (a torn last line has no seq and is dropped).
+                let Some(space) = raw.iter().position(|&b| b == b' ') else {
+                    continue;
+                };
+                let input_line = std::str::from_utf8(&raw[..space])
+                    .ok()
+                    .and_then(|t| t.parse().ok())
+                    .unwrap_or(0);
+                let json = &raw[space + 1..];
+                let Some(seq) = serde_json::from_slice::<Value>(json)
+                    .ok()
+                    .and_then(|v| v.get("seq").and_then(Value::as_u64))
+                else {
+                    continue;
+                };
+                state.next_seq = state.next_seq.max(seq + 1);
+                if same_input {
+                    state.consumed = state.consumed.max(input_line);
+                }
+                if !acked.contains(&seq) {
+                    let mut line = json.to_vec();
+                    line.push(b'\n');
+                    unacked.push((
+                        seq,
+                        Entry {
+                            input_line,
+                            bytes: Bytes::from(line),
+                        },
+                    ));
+                }
+            }
+        }
+        if !same_input {
+            // Different input (or stdin): its lines are all new.
+            state.file.clone_from(&file);
+            state.consumed = 0;
+        }
+        let open = |name: &str| {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(dir.join(name))
+                .with_context(what)
+        };
+        let spool = Spool {
+            dir: dir.to_path_buf(),
+            lines: open("lines")?,
+            acked: open("acked")?,
+            state: state.clone(),
+        };
+        spool.save_state()?;
+        Ok((
+            spool,
+            Recovered {
+                session: state.session,
+                next_seq: state.next_seq,
+                consumed: state.consumed,
+                unacked,
+            },
+        ))
+    }
+
+    /// Keeps a numbered line on disk before it is sent: one write, which survives publish
+    /// being killed (the kernel has it); the state file is only rewritten when the logs are
+    /// emptied, since the log itself says how far the numbering and the input got.
+    fn append(&mut self, line: &[u8], seq: u64, input_line: u64) -> anyhow::Result<()> {
+        let mut record = format!("{input_line} ").into_bytes();
+        record.extend_from_slice(line);
+        self.lines
+            .write_all(&record)
+            .context("publish: writing the spool")?;
+        self.state.next_seq = seq + 1;
+        self.state.consumed = input_line;
+        Ok(())
+    }
+
+    fn acked(&mut self, seq: u64, nothing_left: bool) -> anyhow::Result<()> {
+        if nothing_left {
+            // Where numbering and input stand, first; then the logs can go.
+            self.save_state()?;
+            self.lines.set_len(0)?;
+            self.acked.set_len(0)?;
+            return Ok(());
+        }
+        writeln!(self.acked, "{seq}").context("publish: writing the spool")?;
+        Ok(())
+    }
+
+    fn save_state(&self) -> anyhow::Result<()> {
+        let tmp = self.dir.join("state.json.tmp");
+        std::fs::write(&tmp, serde_json::to_vec(&self.state)?)?;
+        std::fs::File::open(&tmp)?.sync_all()?;
+        std::fs::rename(&tmp, self.dir.join("state.json"))?;
+        Ok(())
+    }
+}
