@@ -344,7 +344,7 @@ pub(crate) struct ChatArgs {
 }
 
 /// Options every server takes.
-#[derive(Debug, Args)]
+#[derive(Debug, Args, Clone)]
 pub(crate) struct ServeArgs {
     /// Endpoint to listen on; repeat for several.
     #[arg(long = "listen", short = 'l', value_name = "EP")]
@@ -478,6 +478,16 @@ pub(crate) struct HubArgs {
     /// Accept robots without authentication (loopback and Unix endpoints only).
     #[arg(long)]
     pub(crate) no_auth: bool,
+    /// InfluxDB line protocol endpoint (repeatable; default tcp:// and udp://127.0.0.1:8094,
+    /// Telegraf's socket_listener port). Unauthenticated: beyond loopback it needs --allow.
+    #[arg(long = "influx", value_name = "EP", conflicts_with = "no_influx")]
+    pub(crate) influx: Vec<String>,
+    /// No InfluxDB line protocol listener.
+    #[arg(long)]
+    pub(crate) no_influx: bool,
+    /// The unit of Influx timestamps.
+    #[arg(long, value_name = "UNIT", value_enum, default_value = "ns")]
+    pub(crate) influx_precision: crate::hub::influx::Precision,
     /// The SQLite database file (created if missing).
     #[arg(long, value_name = "PATH", default_value = "socketeer.db")]
     pub(crate) db: std::path::PathBuf,

@@ -57,88 +57,129 @@ where
     H: Handler,
     D: DatagramHandler + Clone,
 {
-    let written = if args.listen.is_empty() {
-        vec![service.default_endpoint.to_owned()]
-    } else {
-        args.listen.clone()
-    };
-    let endpoints = written
-        .iter()
-        .map(|w| parse_endpoint(w))
-        .collect::<Result<Vec<Endpoint>, _>>()?;
-    let guard = ServerGuard::from_args(&args.guard)?;
-    if guard.needs_stream() {
-        if let Some(ep) = endpoints.iter().find(|ep| !ep.is_stream()) {
-            return Err(UsageError(format!(
-                "{ep}: --key-file and --tls-cert need a stream endpoint (tcp:// or unix://)"
-            ))
-            .into());
-        }
+    let mut runner = Runner::new()?;
+    runner.add(args, service).await?;
+    runner.run(args.grace).await
+}
+
+/// Several services under one shutdown: bind each (all or nothing, printing every endpoint
+/// really bound), then [`run`](Runner::run) until a signal and drain them together.
+pub(crate) struct Runner {
+    signals: Signals,
+    shutdown: Shutdown,
+    servers: JoinSet<anyhow::Result<()>>,
+    names: Vec<&'static str>,
+}
+
+impl Runner {
+    /// Catches signals first: a script may signal as soon as it reads "listening on".
+    pub(crate) fn new() -> anyhow::Result<Runner> {
+        Ok(Runner {
+            signals: Signals::new().context("cannot install signal handlers")?,
+            shutdown: Shutdown::new(),
+            servers: JoinSet::new(),
+            names: Vec::new(),
+        })
     }
-    if service.datagram.is_none() {
-        if let Some(ep) = endpoints.iter().find(|ep| !ep.is_stream()) {
-            return Err(UsageError(format!(
-                "{ep}: {} needs a stream endpoint (tcp:// or unix://)",
-                service.name
-            ))
-            .into());
-        }
-    }
-    // Catch signals before announcing anything: a script may signal as soon as it reads
-    // "listening on".
-    let signals = Signals::new().context("cannot install signal handlers")?;
-    let mut options = BindOptions::default();
-    options.unix_mode = args.socket_mode;
-    let mut bound = Vec::with_capacity(endpoints.len());
-    for ep in &endpoints {
-        bound.push(if ep.is_stream() {
-            Bound::Stream(Listener::bind(ep, &options).await?)
+
+    /// Binds `service` on the endpoints in `args` (its default if none), prints them, and
+    /// starts serving.
+    pub(crate) async fn add<F, H, D>(
+        &mut self,
+        args: &ServeArgs,
+        service: Service<F, D>,
+    ) -> anyhow::Result<()>
+    where
+        F: Fn() -> H + Clone + Send + Sync + 'static,
+        H: Handler,
+        D: DatagramHandler + Clone,
+    {
+        let written = if args.listen.is_empty() {
+            vec![service.default_endpoint.to_owned()]
         } else {
-            Bound::Datagram(DatagramSocket::bind(ep, &options).await?)
-        });
-    }
-
-    let limits = limits(args);
-    let shutdown = Shutdown::new();
-    let connections = ConnectionLimit::new(limits.max_connections);
-    let mut servers = JoinSet::new();
-    let mut stdout = std::io::stdout().lock();
-    for socket in bound {
-        match socket {
-            Bound::Stream(listener) => {
-                writeln!(stdout, "listening on {}", listener.local_endpoint())?;
-                let gate = guard.gate_for(listener.local_endpoint());
-                let server = Server::new(listener, service.make_handler.clone())
-                    .limits(limits.clone())
-                    .connection_limit(connections.clone())
-                    .shutdown(shutdown.clone())
-                    .gate(gate);
-                servers.spawn(server.serve_forever());
-            }
-            Bound::Datagram(socket) => {
-                writeln!(stdout, "listening on {}", socket.local_endpoint())?;
-                let handler = service
-                    .datagram
-                    .clone()
-                    .context("datagram handler checked above")?;
-                let server = DatagramServer::new(socket, handler)
-                    .limits(limits.clone())
-                    .shutdown(shutdown.clone())
-                    .access(guard.access.clone());
-                servers.spawn(server.serve_forever());
+            args.listen.clone()
+        };
+        let endpoints = written
+            .iter()
+            .map(|w| parse_endpoint(w))
+            .collect::<Result<Vec<Endpoint>, _>>()?;
+        let guard = ServerGuard::from_args(&args.guard)?;
+        if guard.needs_stream() {
+            if let Some(ep) = endpoints.iter().find(|ep| !ep.is_stream()) {
+                return Err(UsageError(format!(
+                    "{ep}: --key-file and --tls-cert need a stream endpoint (tcp:// or unix://)"
+                ))
+                .into());
             }
         }
-    }
-    stdout.flush()?;
-    drop(stdout);
-    tracing::info!(service = service.name, "serving");
+        if service.datagram.is_none() {
+            if let Some(ep) = endpoints.iter().find(|ep| !ep.is_stream()) {
+                return Err(UsageError(format!(
+                    "{ep}: {} needs a stream endpoint (tcp:// or unix://)",
+                    service.name
+                ))
+                .into());
+            }
+        }
+        let mut options = BindOptions::default();
+        options.unix_mode = args.socket_mode;
+        let mut bound = Vec::with_capacity(endpoints.len());
+        for ep in &endpoints {
+            bound.push(if ep.is_stream() {
+                Bound::Stream(Listener::bind(ep, &options).await?)
+            } else {
+                Bound::Datagram(DatagramSocket::bind(ep, &options).await?)
+            });
+        }
 
-    tokio::spawn(stop_on_signals(signals, shutdown, limits.grace));
-    while let Some(done) = servers.join_next().await {
-        done.context("server task panicked")??;
+        let limits = limits(args);
+        let connections = ConnectionLimit::new(limits.max_connections);
+        let mut stdout = std::io::stdout().lock();
+        for socket in bound {
+            match socket {
+                Bound::Stream(listener) => {
+                    writeln!(stdout, "listening on {}", listener.local_endpoint())?;
+                    let gate = guard.gate_for(listener.local_endpoint());
+                    let server = Server::new(listener, service.make_handler.clone())
+                        .limits(limits.clone())
+                        .connection_limit(connections.clone())
+                        .shutdown(self.shutdown.clone())
+                        .gate(gate);
+                    self.servers
+                        .spawn(async move { Ok(server.serve_forever().await?) });
+                }
+                Bound::Datagram(socket) => {
+                    writeln!(stdout, "listening on {}", socket.local_endpoint())?;
+                    let handler = service
+                        .datagram
+                        .clone()
+                        .context("datagram handler checked above")?;
+                    let server = DatagramServer::new(socket, handler)
+                        .limits(limits.clone())
+                        .shutdown(self.shutdown.clone())
+                        .access(guard.access.clone());
+                    self.servers
+                        .spawn(async move { Ok(server.serve_forever().await?) });
+                }
+            }
+        }
+        stdout.flush()?;
+        self.names.push(service.name);
+        Ok(())
     }
-    tracing::info!(service = service.name, "stopped");
-    Ok(0)
+
+    /// Serves until SIGINT/SIGTERM, then drains everything within `grace`. Returns exit
+    /// status 0.
+    pub(crate) async fn run(mut self, grace: std::time::Duration) -> anyhow::Result<i32> {
+        let names = self.names.join(", ");
+        tracing::info!(service = names, "serving");
+        tokio::spawn(stop_on_signals(self.signals, self.shutdown, grace));
+        while let Some(done) = self.servers.join_next().await {
+            done.context("server task panicked")??;
+        }
+        tracing::info!(service = names, "stopped");
+        Ok(0)
+    }
 }
 
 /// First SIGINT/SIGTERM: stop accepting and drain. Second: exit at once with status 130.

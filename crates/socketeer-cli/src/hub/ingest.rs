@@ -32,6 +32,8 @@ pub(crate) struct Stats {
     pub(crate) duplicates: AtomicU64,
     /// Lines refused.
     pub(crate) rejected: AtomicU64,
+    /// Influx lines taken (stored without acknowledgement).
+    pub(crate) influx_lines: AtomicU64,
 }
 
 /// What the ingest handler shares between connections.

@@ -14,7 +14,7 @@ use crate::support::{DEADLINE, Proc, TempDir, addr, run};
 
 fn start_hub(dir: &TempDir, extra: &[&str]) -> (Proc, String, String) {
     let db = dir.0.join("hub.db").display().to_string();
-    let mut args = vec!["hub", "--listen", "127.0.0.1:0", "--db", &db];
+    let mut args = vec!["hub", "--listen", "127.0.0.1:0", "--db", &db, "--no-influx"];
     args.extend_from_slice(extra);
     let (hub, eps) = Proc::serve(&args);
     (hub, addr(&eps[0]), db)
@@ -327,9 +327,18 @@ fn sigkill_at_any_moment_loses_nothing_acknowledged_and_duplicates_nothing() {
     let key = make_key(&dir, "fleet.key", None);
     let db = dir.0.join("hub.db").display().to_string();
     let hub_args = |listen: &str| -> Vec<String> {
-        ["hub", "--key-file", &key, "--listen", listen, "--db", &db]
-            .map(str::to_owned)
-            .to_vec()
+        [
+            "hub",
+            "--key-file",
+            &key,
+            "--listen",
+            listen,
+            "--db",
+            &db,
+            "--no-influx",
+        ]
+        .map(str::to_owned)
+        .to_vec()
     };
     let start = |listen: &str| {
         let args = hub_args(listen);
@@ -419,4 +428,82 @@ fn publish_reports_lines_the_hub_refuses_and_exits_1() {
         "{err}"
     );
     assert_eq!(per_stream(&db).get("ok"), Some(&(2, 2)));
+}
+
+#[test]
+fn influx_line_protocol_over_tcp_and_udp() {
+    let dir = TempDir::new("hub-influx");
+    let db = dir.0.join("hub.db").display().to_string();
+    let mut hub = Proc::spawn(&[
+        "hub",
+        "--no-auth",
+        "--listen",
+        "127.0.0.1:0",
+        "--db",
+        &db,
+        "--influx",
+        "tcp://127.0.0.1:0",
+        "--influx",
+        "udp://127.0.0.1:0",
+        "--influx-precision",
+        "ms",
+    ]);
+    hub.stdout.wait_for("three endpoints", |seen| {
+        crate::support::listening(seen).len() >= 3
+    });
+    let eps = crate::support::listening(&hub.stdout.seen);
+    let (tcp, udp) = (addr(&eps[1]), addr(&eps[2]));
+    assert!(eps[2].starts_with("udp://"), "{eps:?}");
+    let mut telegraf = TcpStream::connect(&tcp).expect("connect");
+    telegraf
+        .write_all(
+            b"cpu,cpu=cpu0,host=rover-7 usage_idle=97.5,usage_user=1.25 1800000000000\n\
+              not a line\n\
+              battery,device=r1 volts=12i,charging=true,state=\"ok\" 1800000000500\n",
+        )
+        .expect("send");
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("udp");
+    socket
+        .send_to(
+            b"temp,device=r2 motor=40.5\ntemp,device=r2 motor=41\n",
+            &udp,
+        )
+        .expect("send");
+    crate::support::wait_until("five values stored", || stored(&db) >= 6);
+    let conn = read_db(&db);
+    let rows: Vec<(String, String, String, f64)> = conn
+        .prepare(
+            "SELECT d.name, s.stream, s.field, p.value FROM points p
+             JOIN series s ON s.id = p.series_id JOIN devices d ON d.id = s.device_id
+             ORDER BY d.name, s.stream, s.field, p.value",
+        )
+        .expect("prepare")
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+        .expect("query")
+        .collect::<Result<_, _>>()
+        .expect("rows");
+    let row = |d: &str, s: &str, f: &str, v: f64| (d.to_owned(), s.to_owned(), f.to_owned(), v);
+    assert_eq!(
+        rows,
+        [
+            row("r1", "battery", "charging", 1.0),
+            row("r1", "battery", "volts", 12.0),
+            row("r2", "temp", "motor", 40.5),
+            row("r2", "temp", "motor", 41.0),
+            row("rover-7", "cpu/cpu0", "usage_idle", 97.5),
+            row("rover-7", "cpu/cpu0", "usage_user", 1.25),
+        ]
+    );
+    let ts: f64 = conn
+        .query_row(
+            "SELECT p.ts FROM points p JOIN series s ON s.id = p.series_id WHERE s.field = 'volts'",
+            [],
+            |r| r.get(0),
+        )
+        .expect("ts");
+    assert!((ts - 1_800_000_000.5).abs() < 1e-6, "milliseconds: {ts}");
+    drop(telegraf);
+    hub.signal("TERM");
+    let (status, _, err) = hub.wait();
+    assert!(status.success(), "{err}");
 }

@@ -1,0 +1,362 @@
+//! InfluxDB line protocol, so Telegraf and other agents can feed the hub (TCP and UDP, port
+//! 8094 by default, as Telegraf's `socket_listener` / `socket_writer`).
+//!
+//! `measurement[,tag=value...] field=value[,field=value...] [timestamp]` becomes one record:
+//! the measurement is the stream (with the values of tags other than `device`/`host` appended
+//! as `/value`, in tag-key order, so `cpu,cpu=cpu0` is stream `cpu/cpu0`), the `device` tag (or
+//! else Telegraf's `host` tag) the device, numeric and boolean fields the values (strings are
+//! skipped), the timestamp in the hub's `--influx-precision`. Like InfluxDB's own socket
+//! listener, nothing is answered: bad lines are counted and logged.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use socketeer::{Connection, Datagram, DatagramHandler, Handler, Result};
+
+use super::ingest::Ingest;
+use super::model::{self, Record};
+use super::store::{Item, now_secs};
+
+/// Timestamp units.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Precision {
+    /// Nanoseconds (Telegraf's default).
+    Ns,
+    /// Microseconds.
+    Us,
+    /// Milliseconds.
+    Ms,
+    /// Seconds.
+    S,
+}
+
+impl Precision {
+    fn seconds(self, stamp: i64) -> f64 {
+        let divisor = match self {
+            Precision::Ns => 1e9,
+            Precision::Us => 1e6,
+            Precision::Ms => 1e3,
+            Precision::S => 1.0,
+        };
+        stamp as f64 / divisor
+    }
+}
+
+/// One parsed line: the device and the record.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Point {
+    pub(crate) device: String,
+    pub(crate) record: Record,
+}
+
+/// Splits at unescaped `sep` (outside double quotes when `quotes`), keeping escapes.
+fn split_unescaped(text: &str, sep: u8, quotes: bool) -> Vec<&str> {
+    let bytes = text.as_bytes();
+    let mut parts = Vec::new();
+    let (mut start, mut i, mut quoted) = (0, 0, false);
+    while i < bytes.len() {
+        match bytes[i] {
+            b'\\' => i += 1,
+            b'"' if quotes => quoted = !quoted,
+            b if b == sep && !quoted => {
+                parts.push(&text[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    parts.push(&text[start..]);
+    parts
+}
+
+fn unescape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\\' {
+            match chars.next() {
+                Some(next @ (',' | '=' | ' ' | '"' | '\\')) => out.push(next),
+                Some(other) => {
+                    out.push('\\');
+                    out.push(other);
+                }
+                None => out.push('\\'),
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// A field value: numbers and booleans give a value, strings `None`.
+fn field_value(text: &str) -> std::result::Result<Option<f64>, String> {
+    if text.starts_with('"') {
+        return if text.len() >= 2 && text.ends_with('"') {
+            Ok(None)
+        } else {
+            Err(format!("unterminated string value {text:.40}"))
+        };
+    }
+    match text {
+        "t" | "T" | "true" | "True" | "TRUE" => return Ok(Some(1.0)),
+        "f" | "F" | "false" | "False" | "FALSE" => return Ok(Some(0.0)),
+        _ => {}
+    }
+    let number = if let Some(int) = text.strip_suffix('i') {
+        int.parse::<i64>().map(|n| n as f64).ok()
+    } else if let Some(uint) = text.strip_suffix('u') {
+        uint.parse::<u64>().map(|n| n as f64).ok()
+    } else {
+        text.parse::<f64>().ok()
+    };
+    number
+        .filter(|n| n.is_finite())
+        .map(Some)
+        .ok_or_else(|| format!("bad field value {text:.40}"))
+}
+
+/// Parses one line; `Ok(None)` for blank lines and `#` comments.
+pub(crate) fn parse_line(
+    line: &str,
+    precision: Precision,
+) -> std::result::Result<Option<Point>, String> {
+    let line = line.trim_end_matches(['\r', '\n']);
+    if line.trim().is_empty() || line.starts_with('#') {
+        return Ok(None);
+    }
+    if line.len() > model::MAX_LINE {
+        return Err(format!("line longer than {} bytes", model::MAX_LINE));
+    }
+    let sections = split_unescaped(line, b' ', true);
+    let sections: Vec<&str> = sections.into_iter().filter(|s| !s.is_empty()).collect();
+    let (series, fields, stamp) = match sections.as_slice() {
+        [series, fields] => (*series, *fields, None),
+        [series, fields, stamp] => (*series, *fields, Some(*stamp)),
+        _ => return Err("expected: measurement[,tags] fields [timestamp]".into()),
+    };
+    let mut key_parts = split_unescaped(series, b',', false).into_iter();
+    let measurement = unescape(key_parts.next().unwrap_or_default());
+    let mut device = None;
+    let mut host = None;
+    let mut extra_tags = Vec::new();
+    for tag in key_parts {
+        let [key, value] = split_unescaped(tag, b'=', false)[..] else {
+            return Err(format!("bad tag {tag:.40}"));
+        };
+        let (key, value) = (unescape(key), unescape(value));
+        match key.as_str() {
+            "device" => device = Some(value),
+            "host" => host = Some(value),
+            _ => extra_tags.push((key, value)),
+        }
+    }
+    let device = device
+        .or(host)
+        .ok_or("needs a device tag (or Telegraf's host tag)")?;
+    if !socketeer::keys::valid_device_name(&device) {
+        return Err(format!("bad device name {device:.40}"));
+    }
+    extra_tags.sort();
+    let mut stream = measurement;
+    for (_, value) in &extra_tags {
+        stream.push('/');
+        stream.push_str(value);
+    }
+    let stream = model::name(&stream, "stream")?;
+    let mut values = Vec::new();
+    for field in split_unescaped(fields, b',', true) {
+        let [key, value] = split_unescaped(field, b'=', true)[..] else {
+            return Err(format!("bad field {field:.40}"));
+        };
+        if let Some(number) = field_value(value)? {
+            values.push((model::name(&unescape(key), "field")?, number));
+        }
+    }
+    if values.is_empty() {
+        return Err("no numeric or boolean field".into());
+    }
+    if values.len() > model::MAX_VALUES {
+        return Err(format!("more than {} fields", model::MAX_VALUES));
+    }
+    let ts = match stamp {
+        None => None,
+        Some(text) => {
+            let stamp: i64 = text
+                .parse()
+                .map_err(|_| format!("bad timestamp {text:.40}"))?;
+            let secs = precision.seconds(stamp);
+            if !(946_684_800.0..4_102_444_800.0).contains(&secs) {
+                return Err(format!(
+                    "timestamp {text} is not between 2000 and 2100 in {precision:?} (see --influx-precision)"
+                ));
+            }
+            Some(secs)
+        }
+    };
+    Ok(Some(Point {
+        device,
+        record: Record {
+            stream,
+            ts,
+            values,
+            frame: None,
+            seq: None,
+            session: None,
+        },
+    }))
+}
+
+/// Parses a batch of lines and hands the good ones to the store; bad ones are counted and
+/// logged (the first of a batch).
+async fn take(ingest: &Ingest, text: &[u8], precision: Precision, peer: &str) {
+    let Ok(text) = std::str::from_utf8(text) else {
+        ingest.stats.rejected.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(%peer, "influx: not UTF-8");
+        return;
+    };
+    let recv_ts = now_secs();
+    let mut items = Vec::new();
+    for (n, line) in text.split('\n').enumerate() {
+        match parse_line(line, precision) {
+            Ok(Some(point)) => items.push(Item {
+                device: point.device.into(),
+                session: "".into(),
+                record: point.record,
+                recv_ts,
+            }),
+            Ok(None) => {}
+            Err(why) => {
+                ingest.stats.rejected.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(%peer, line = n + 1, why, "influx: line refused");
+            }
+        }
+    }
+    if items.is_empty() {
+        return;
+    }
+    let count = items.len() as u64;
+    // Nothing is acknowledged in this protocol, so nothing waits for the commit (the queue's
+    // bound still holds a fast sender back).
+    match ingest.store.submit(items).await {
+        Ok(_pending) => {
+            ingest
+                .stats
+                .influx_lines
+                .fetch_add(count, Ordering::Relaxed);
+        }
+        Err(err) => tracing::warn!(%peer, error = %err, "influx: lines not stored"),
+    }
+}
+
+/// Influx over TCP: lines, no answers.
+#[derive(Clone)]
+pub(crate) struct InfluxHandler {
+    pub(crate) ingest: Arc<Ingest>,
+    pub(crate) precision: Precision,
+}
+
+impl Handler for InfluxHandler {
+    async fn handle(&mut self, conn: &mut Connection) -> Result<()> {
+        let peer = conn.peer_addr().to_string();
+        while let Some(line) = conn.read_line().await? {
+            take(&self.ingest, &line, self.precision, &peer).await;
+        }
+        Ok(())
+    }
+}
+
+impl DatagramHandler for InfluxHandler {
+    async fn handle(&self, datagram: Datagram) -> Result<()> {
+        let peer = datagram.peer().to_string();
+        take(&self.ingest, datagram.data(), self.precision, &peer).await;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn point(line: &str) -> Point {
+        parse_line(line, Precision::Ns)
+            .expect("valid")
+            .expect("not blank")
+    }
+
+    #[test]
+    fn telegraf_lines() {
+        let p =
+            point("cpu,cpu=cpu0,host=rover-7 usage_idle=97.5,usage_user=1.25 1800000000000000000");
+        assert_eq!(p.device, "rover-7");
+        assert_eq!(p.record.stream, "cpu/cpu0");
+        assert_eq!(
+            p.record.values,
+            [
+                ("usage_idle".to_owned(), 97.5),
+                ("usage_user".to_owned(), 1.25)
+            ]
+        );
+        assert_eq!(p.record.ts, Some(1_800_000_000.0));
+        let p = point(r#"battery,device=r1,host=gw volts=12i,ok=true,state="charging",amps=3u"#);
+        assert_eq!(p.device, "r1", "the device tag wins over host");
+        assert_eq!(
+            p.record.values,
+            [
+                ("volts".to_owned(), 12.0),
+                ("ok".to_owned(), 1.0),
+                ("amps".to_owned(), 3.0)
+            ],
+            "strings skipped"
+        );
+        assert_eq!(p.record.ts, None);
+        // Escapes are understood; the names must still be names.
+        let p = point(r#"rover.temp,device=r1,site=lab-2 motor=40.5"#);
+        assert_eq!(p.record.stream, "rover.temp/lab-2");
+        let err = parse_line(r#"motor\=1,device=r1 v=1"#, Precision::Ns).expect_err("=");
+        assert!(err.contains("bad stream name \"motor=1\""), "{err}");
+    }
+
+    #[test]
+    fn precisions() {
+        for (precision, stamp) in [
+            (Precision::Ns, "1800000000000000000"),
+            (Precision::Us, "1800000000000000"),
+            (Precision::Ms, "1800000000000"),
+            (Precision::S, "1800000000"),
+        ] {
+            let p = parse_line(&format!("m,device=r v=1 {stamp}"), precision)
+                .expect("valid")
+                .expect("point");
+            assert_eq!(p.record.ts, Some(1_800_000_000.0), "{precision:?}");
+        }
+        let err = parse_line("m,device=r v=1 1800000000", Precision::Ns).expect_err("1970");
+        assert!(err.contains("--influx-precision"), "{err}");
+    }
+
+    #[test]
+    fn bad_lines_say_why() {
+        assert_eq!(parse_line("", Precision::Ns), Ok(None));
+        assert_eq!(parse_line("# comment", Precision::Ns), Ok(None));
+        for (line, why) in [
+            ("m v=1", "needs a device tag"),
+            ("m,device=r", "expected: measurement"),
+            ("m,device=r v=1 2 3", "expected: measurement"),
+            ("m,device=r v=abc", "bad field value"),
+            ("m,device=r v=NaN", "bad field value"),
+            ("m,device=r v=inf", "bad field value"),
+            ("m,device=r s=\"only text\"", "no numeric"),
+            ("m,device=r v=\"open", "unterminated"),
+            ("m,device=r v=1 noon", "bad timestamp"),
+            ("m,device=a\\ b v=1", "bad device name"),
+            ("<script>,device=r v=1", "bad stream name"),
+            ("m,device=r <b>=1", "bad field name"),
+            ("m,devicer v=1", "bad tag"),
+            ("m,device=r v", "bad field"),
+        ] {
+            let err = parse_line(line, Precision::Ns).expect_err(line);
+            assert!(err.contains(why), "{line}: {err}");
+        }
+    }
+}
