@@ -485,6 +485,21 @@ pub(crate) struct HubArgs {
     /// No InfluxDB line protocol listener.
     #[arg(long)]
     pub(crate) no_influx: bool,
+    /// The HTTP API and dashboard endpoint. Beyond loopback it needs a token (--http-token,
+    /// or one is made and printed).
+    #[arg(
+        long,
+        value_name = "EP",
+        default_value = "127.0.0.1:8080",
+        conflicts_with = "no_http"
+    )]
+    pub(crate) http: String,
+    /// No HTTP API or dashboard.
+    #[arg(long)]
+    pub(crate) no_http: bool,
+    /// The token HTTP clients must give (`Authorization: Bearer TOKEN` or `?token=TOKEN`).
+    #[arg(long, value_name = "TOKEN", env = "SOCKETEER_HTTP_TOKEN")]
+    pub(crate) http_token: Option<String>,
     /// The unit of Influx timestamps.
     #[arg(long, value_name = "UNIT", value_enum, default_value = "ns")]
     pub(crate) influx_precision: crate::hub::influx::Precision,

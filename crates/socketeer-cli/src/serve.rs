@@ -3,6 +3,8 @@
 //! SIGINT/SIGTERM (a second signal exits at once).
 
 use std::io::Write;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 
 use anyhow::Context;
 use socketeer::{
@@ -22,6 +24,8 @@ pub(crate) struct Service<F, D> {
     pub(crate) default_endpoint: &'static str,
     pub(crate) make_handler: F,
     pub(crate) datagram: Option<D>,
+    /// Where to count failed authentications, if anywhere.
+    pub(crate) auth_failures: Option<Arc<AtomicU64>>,
 }
 
 /// The datagram handler of a service that has none.
@@ -82,6 +86,19 @@ impl Runner {
         })
     }
 
+    /// The shutdown switch the services run under, for tasks of one's own.
+    pub(crate) fn shutdown(&self) -> &Shutdown {
+        &self.shutdown
+    }
+
+    /// Runs a task of one's own (an HTTP server, say) alongside; `run` waits for it too.
+    pub(crate) fn spawn(
+        &mut self,
+        task: impl std::future::Future<Output = anyhow::Result<()>> + Send + 'static,
+    ) {
+        self.servers.spawn(task);
+    }
+
     /// Binds `service` on the endpoints in `args` (its default if none), prints them, and
     /// starts serving.
     pub(crate) async fn add<F, H, D>(
@@ -139,7 +156,10 @@ impl Runner {
             match socket {
                 Bound::Stream(listener) => {
                     writeln!(stdout, "listening on {}", listener.local_endpoint())?;
-                    let gate = guard.gate_for(listener.local_endpoint());
+                    let mut gate = guard.gate_for(listener.local_endpoint());
+                    if let Some(counter) = &service.auth_failures {
+                        gate = gate.count_auth_failures(Arc::clone(counter));
+                    }
                     let server = Server::new(listener, service.make_handler.clone())
                         .limits(limits.clone())
                         .connection_limit(connections.clone())

@@ -33,6 +33,7 @@ pub struct Gate {
     admission: Option<Arc<Admission>>,
     tls: Option<TlsAcceptor>,
     auth: Option<Authenticator>,
+    auth_failures: Option<Arc<std::sync::atomic::AtomicU64>>,
 }
 
 impl Gate {
@@ -53,6 +54,13 @@ impl Gate {
     pub fn authenticate(mut self, authenticator: Authenticator) -> Self {
         self.auth = Some(authenticator);
         self.with_default_admission()
+    }
+
+    /// Counts failed authentications (a wrong or malformed answer) in `counter`, for metrics.
+    #[must_use]
+    pub fn count_auth_failures(mut self, counter: Arc<std::sync::atomic::AtomicU64>) -> Self {
+        self.auth_failures = Some(counter);
+        self
     }
 
     /// Refuses peers the list does not permit.
@@ -168,6 +176,9 @@ impl Gate {
                 {
                     if let Some(admission) = &self.admission {
                         admission.penalize(&peer);
+                    }
+                    if let Some(counter) = &self.auth_failures {
+                        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     }
                 }
                 drop(conn); // only now: the place was given back first

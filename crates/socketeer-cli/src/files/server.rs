@@ -386,6 +386,7 @@ pub(crate) async fn run(args: FilesArgs) -> anyhow::Result<i32> {
         default_endpoint: "127.0.0.1:8521",
         make_handler: move || handler.clone(),
         datagram: None::<NoDatagrams>,
+        auth_failures: None,
     };
     serve(&args.serve, service).await
 }

@@ -212,7 +212,7 @@ pub(crate) fn parse_line(
 /// logged (the first of a batch).
 async fn take(ingest: &Ingest, text: &[u8], precision: Precision, peer: &str) {
     let Ok(text) = std::str::from_utf8(text) else {
-        ingest.stats.rejected.fetch_add(1, Ordering::Relaxed);
+        ingest.stats.reject("not UTF-8");
         tracing::debug!(%peer, "influx: not UTF-8");
         return;
     };
@@ -228,7 +228,7 @@ async fn take(ingest: &Ingest, text: &[u8], precision: Precision, peer: &str) {
             }),
             Ok(None) => {}
             Err(why) => {
-                ingest.stats.rejected.fetch_add(1, Ordering::Relaxed);
+                ingest.stats.reject(&why);
                 tracing::debug!(%peer, line = n + 1, why, "influx: line refused");
             }
         }

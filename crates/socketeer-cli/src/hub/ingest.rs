@@ -6,9 +6,9 @@
 //! is refused. A bad line never ends the connection; a line over the size limit does (the
 //! stream cannot be resynchronised without reading it), with a logged reason.
 
-use std::collections::VecDeque;
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use socketeer::{Connection, Handler, Result};
 
@@ -34,12 +34,103 @@ pub(crate) struct Stats {
     pub(crate) rejected: AtomicU64,
     /// Influx lines taken (stored without acknowledgement).
     pub(crate) influx_lines: AtomicU64,
+    /// Connections that failed authentication.
+    pub(crate) auth_failures: Arc<AtomicU64>,
+    /// Live feed viewers now.
+    pub(crate) viewers: AtomicU64,
+    /// Live feed viewers dropped for falling behind.
+    pub(crate) viewers_dropped: AtomicU64,
+    /// Refused lines by reason.
+    reasons: Mutex<BTreeMap<&'static str, u64>>,
+}
+
+impl Stats {
+    /// Counts a refused line under a short reason taken from the message.
+    pub(crate) fn reject(&self, why: &str) {
+        self.rejected.fetch_add(1, Ordering::Relaxed);
+        let reason = reason_of(why);
+        *self
+            .reasons
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(reason)
+            .or_default() += 1;
+    }
+
+    /// Refused lines by reason, for `/metrics`.
+    pub(crate) fn rejected_by_reason(&self) -> Vec<(&'static str, u64)> {
+        let reasons = self.reasons.lock().unwrap_or_else(|e| e.into_inner());
+        reasons.iter().map(|(k, v)| (*k, *v)).collect()
+    }
+}
+
+/// The metric label for a refusal message.
+fn reason_of(why: &str) -> &'static str {
+    const REASONS: &[(&str, &str)] = &[
+        ("not valid JSON", "json"),
+        ("not UTF-8", "utf8"),
+        ("longer than", "too_long"),
+        ("more than", "too_many"),
+        ("unknown key", "unknown_key"),
+        ("name", "name"),
+        ("authenticated as", "device"),
+        ("storage", "storage"),
+    ];
+    REASONS
+        .iter()
+        .find(|(needle, _)| why.contains(needle))
+        .map_or("value", |(_, reason)| reason)
+}
+
+/// Which devices have ingest connections open, and how many.
+#[derive(Debug, Default)]
+pub(crate) struct Presence {
+    open: Mutex<HashMap<String, u32>>,
+}
+
+/// Marks a device connected until dropped.
+pub(crate) struct Here {
+    presence: Arc<Presence>,
+    device: String,
+}
+
+impl Presence {
+    pub(crate) fn enter(self: &Arc<Self>, device: &str) -> Here {
+        *self
+            .open
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(device.to_owned())
+            .or_default() += 1;
+        Here {
+            presence: Arc::clone(self),
+            device: device.to_owned(),
+        }
+    }
+
+    /// Connections per connected device.
+    pub(crate) fn snapshot(&self) -> HashMap<String, u32> {
+        self.open.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+impl Drop for Here {
+    fn drop(&mut self) {
+        let mut open = self.presence.open.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(count) = open.get_mut(&self.device) {
+            *count -= 1;
+            if *count == 0 {
+                open.remove(&self.device);
+            }
+        }
+    }
 }
 
 /// What the ingest handler shares between connections.
 pub(crate) struct Ingest {
     pub(crate) store: Store,
     pub(crate) stats: Arc<Stats>,
+    pub(crate) presence: Arc<Presence>,
 }
 
 /// The per-connection handler.
@@ -72,6 +163,10 @@ impl Handler for IngestHandler {
         let mut line_no = 0u64;
         let mut answers: VecDeque<Answer> = VecDeque::new();
         let mut eof = false;
+        // An authenticated device is connected from the start; others once they send.
+        let mut here = authenticated
+            .as_deref()
+            .map(|device| ingest.presence.enter(device));
         loop {
             while matches!(answers.front(), Some(Answer::Now(_))) {
                 if let Some(Answer::Now(bytes)) = answers.pop_front() {
@@ -134,7 +229,7 @@ impl Handler for IngestHandler {
                         continue;
                     }
                     let refuse = |why: &str| {
-                        ingest.stats.rejected.fetch_add(1, Ordering::Relaxed);
+                        ingest.stats.reject(why);
                         Answer::Now(error_line(why, line_no))
                     };
                     let Ok(text) = std::str::from_utf8(text) else {
@@ -148,9 +243,15 @@ impl Handler for IngestHandler {
                             Some(fixed) => answers.push_back(refuse(&format!(
                                 "this connection authenticated as {fixed:?}; its device cannot change"
                             ))),
-                            None => device = name.into(),
+                            None => {
+                                device = name.into();
+                                here = None;
+                            }
                         },
                         Ok(Line::Record(record)) => {
+                            if here.is_none() {
+                                here = Some(ingest.presence.enter(&device));
+                            }
                             let seq = record.seq;
                             let item = Item {
                                 device: Arc::clone(&device),

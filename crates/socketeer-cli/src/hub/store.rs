@@ -96,6 +96,8 @@ pub(crate) struct StoreConfig {
     pub(crate) retention: Option<Duration>,
     /// Most records in one transaction.
     pub(crate) max_batch: usize,
+    /// Where committed records are announced (one JSON object each), if anyone listens.
+    pub(crate) live: Option<tokio::sync::broadcast::Sender<Arc<str>>>,
 }
 
 /// One record to store, with who sent it and when it arrived.
@@ -162,7 +164,6 @@ impl Store {
     }
 
     /// Stores records, returning once they are committed (or failed).
-    #[cfg(test)]
     pub(crate) async fn write(&self, items: Vec<Item>) -> Result<Vec<Stored>, StoreError> {
         self.submit(items).await?.await
     }
@@ -265,6 +266,7 @@ impl Writer {
             }
             match self.commit(&jobs) {
                 Ok(mut outcomes) => {
+                    self.announce(&jobs, &outcomes);
                     for job in jobs.into_iter().rev() {
                         let mine = outcomes.split_off(outcomes.len() - job.items.len());
                         let _ = job.done.send(Ok(mine));
@@ -281,6 +283,22 @@ impl Writer {
                 }
             }
             self.retention();
+        }
+    }
+
+    /// Tells live viewers about what was just committed (nothing is built if none listen).
+    fn announce(&self, jobs: &[Job], outcomes: &[Stored]) {
+        let Some(live) = &self.config.live else {
+            return;
+        };
+        if live.receiver_count() == 0 {
+            return;
+        }
+        let items = jobs.iter().flat_map(|job| &job.items);
+        for (item, outcome) in items.zip(outcomes) {
+            if *outcome == Stored::New {
+                let _ = live.send(event(item).into());
+            }
         }
     }
 
@@ -385,6 +403,34 @@ impl Writer {
         }
         self.forget();
     }
+}
+
+/// A committed record as the live feed and the dashboard see it.
+pub(crate) fn event(item: &Item) -> String {
+    let record = &item.record;
+    let mut event = serde_json::json!({
+        "device": &*item.device,
+        "stream": record.stream,
+        "ts": record.ts.unwrap_or(item.recv_ts),
+        "recv_ts": item.recv_ts,
+    });
+    if !record.values.is_empty() {
+        let values: serde_json::Map<String, serde_json::Value> = record
+            .values
+            .iter()
+            .map(|(field, value)| (field.clone(), (*value).into()))
+            .collect();
+        event["values"] = values.into();
+    }
+    if let Some(frame) = &record.frame {
+        event["frame"] = serde_json::json!({ "w": frame.width, "h": frame.height });
+        event["detections"] = frame
+            .detections
+            .iter()
+            .map(|d| serde_json::json!({ "label": d.label, "score": d.score, "box": d.bbox }))
+            .collect();
+    }
+    event.to_string()
 }
 
 /// One retention pass: everything timestamped before `cutoff` (Unix seconds).
@@ -499,6 +545,7 @@ mod tests {
                 durability: Durability::Full,
                 retention: None,
                 max_batch: 1000,
+                live: None,
             }
         }
     }

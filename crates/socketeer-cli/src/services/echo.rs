@@ -121,6 +121,7 @@ pub(crate) async fn run(args: EchoArgs) -> anyhow::Result<i32> {
             move || handler.clone()
         },
         datagram: Some(handler),
+        auth_failures: None,
     };
     serve(&args.serve, service).await
 }

@@ -14,7 +14,15 @@ use crate::support::{DEADLINE, Proc, TempDir, addr, run};
 
 fn start_hub(dir: &TempDir, extra: &[&str]) -> (Proc, String, String) {
     let db = dir.0.join("hub.db").display().to_string();
-    let mut args = vec!["hub", "--listen", "127.0.0.1:0", "--db", &db, "--no-influx"];
+    let mut args = vec![
+        "hub",
+        "--listen",
+        "127.0.0.1:0",
+        "--db",
+        &db,
+        "--no-influx",
+        "--no-http",
+    ];
     args.extend_from_slice(extra);
     let (hub, eps) = Proc::serve(&args);
     (hub, addr(&eps[0]), db)
@@ -336,6 +344,7 @@ fn sigkill_at_any_moment_loses_nothing_acknowledged_and_duplicates_nothing() {
             "--db",
             &db,
             "--no-influx",
+            "--no-http",
         ]
         .map(str::to_owned)
         .to_vec()
@@ -447,6 +456,7 @@ fn influx_line_protocol_over_tcp_and_udp() {
         "udp://127.0.0.1:0",
         "--influx-precision",
         "ms",
+        "--no-http",
     ]);
     hub.stdout.wait_for("three endpoints", |seen| {
         crate::support::listening(seen).len() >= 3
@@ -503,6 +513,319 @@ fn influx_line_protocol_over_tcp_and_udp() {
         .expect("ts");
     assert!((ts - 1_800_000_000.5).abs() < 1e-6, "milliseconds: {ts}");
     drop(telegraf);
+    hub.signal("TERM");
+    let (status, _, err) = hub.wait();
+    assert!(status.success(), "{err}");
+}
+
+/// One HTTP/1.1 request over a fresh connection; returns the status and the body.
+fn http(address: &str, method: &str, path: &str, headers: &str, body: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect(address).expect("connect");
+    stream.set_read_timeout(Some(DEADLINE)).expect("timeout");
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n{headers}Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).expect("send");
+    let mut response = String::new();
+    std::io::Read::read_to_string(&mut stream, &mut response).expect("response");
+    let (head, body) = response.split_once("\r\n\r\n").expect("head and body");
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("status");
+    (status, body.to_owned())
+}
+
+fn get_json(address: &str, path: &str) -> Value {
+    let (status, body) = http(address, "GET", path, "", "");
+    assert_eq!(status, 200, "{path}: {body}");
+    serde_json::from_str(&body).unwrap_or_else(|e| panic!("{path}: {e}: {body}"))
+}
+
+#[test]
+fn the_api_answers_from_stored_data() {
+    let dir = TempDir::new("hub-api");
+    let db = dir.0.join("hub.db").display().to_string();
+    let mut hub = Proc::spawn(&[
+        "hub",
+        "--no-auth",
+        "--listen",
+        "127.0.0.1:0",
+        "--db",
+        &db,
+        "--no-influx",
+        "--http",
+        "127.0.0.1:0",
+        "--retention",
+        "0",
+    ]);
+    hub.stdout.wait_for("two endpoints", |seen| {
+        crate::support::listening(seen).len() >= 2
+    });
+    let eps = crate::support::listening(&hub.stdout.seen);
+    let (ingest, web) = (
+        addr(&eps[0]),
+        addr(&eps[1]).trim_end_matches('/').to_owned(),
+    );
+
+    // A live viewer first, so it sees what follows.
+    let mut viewer = TcpStream::connect(&web).expect("viewer");
+    viewer.set_read_timeout(Some(DEADLINE)).expect("timeout");
+    viewer
+        .write_all(format!("GET /api/live HTTP/1.1\r\nHost: {web}\r\n\r\n").as_bytes())
+        .expect("subscribe");
+    let mut viewer = BufReader::new(viewer);
+    let mut head = String::new();
+    while head != "\r\n" {
+        head.clear();
+        viewer.read_line(&mut head).expect("head");
+    }
+    crate::support::wait_until("the viewer counted", || {
+        get_metric(&web, "socketeer_hub_live_viewers") == 1
+    });
+
+    // Known data: ax = k at ts = T0 + k for k in 0..1000, and two frames.
+    let t0 = 1_800_000_000u64;
+    let mut robot = Client::connect(&ingest);
+    let mut lines = String::from("{\"device\":\"rover-2\"}\n");
+    for k in 0..1000u64 {
+        lines.push_str(&format!(
+            "{{\"stream\":\"imu\",\"ts\":{},\"seq\":{k},\"values\":{{\"ax\":{k}}}}}\n",
+            t0 + k
+        ));
+    }
+    lines.push_str(&format!(
+        "{{\"stream\":\"cam\",\"ts\":{},\"seq\":5000,\"frame\":{{\"w\":640,\"h\":480}},\"detections\":[{{\"label\":\"person\",\"score\":0.9,\"box\":[1,2,3,4]}},{{\"label\":\"dog\",\"score\":0.4,\"box\":[5,6,7,8]}}]}}\n",
+        t0 + 10
+    ));
+    lines.push_str(&format!(
+        "{{\"stream\":\"cam\",\"ts\":{},\"seq\":5001,\"frame\":{{\"w\":640,\"h\":480}},\"detections\":[{{\"label\":\"person\",\"score\":0.3,\"box\":[0,0,9,9]}}]}}\n",
+        t0 + 20
+    ));
+    robot.send(&lines);
+    for _ in 0..1002 {
+        assert!(robot.answer().get("ack").is_some());
+    }
+    // The live feed carried the first record as committed.
+    let mut event = String::new();
+    while !event.starts_with("data: ") {
+        event.clear();
+        viewer.read_line(&mut event).expect("event");
+    }
+    let event: Value = serde_json::from_str(event.trim_start_matches("data: ")).expect("json");
+    assert_eq!(event["device"], "rover-2");
+    assert_eq!(event["values"]["ax"], 0.0);
+
+    let devices = get_json(&web, "/api/devices");
+    assert_eq!(devices["devices"][0]["name"], "rover-2");
+    assert_eq!(devices["devices"][0]["online"], true);
+    assert_eq!(
+        devices["devices"][0]["connections"], 1,
+        "its connection is open"
+    );
+    let streams = get_json(&web, "/api/streams?device=rover-2");
+    assert_eq!(
+        streams["values"][0],
+        serde_json::json!({"stream": "imu", "fields": ["ax"]})
+    );
+    assert_eq!(streams["frames"][0]["frames"], 2);
+
+    // Raw points when few, and min/max/mean/count buckets when many.
+    let range = format!("from={t0}&to={}", t0 + 999);
+    let raw = get_json(
+        &web,
+        &format!(
+            "/api/series?device=rover-2&stream=imu&field=ax&from={t0}&to={}&points=10",
+            t0 + 9
+        ),
+    );
+    assert_eq!(raw["raw"], true);
+    assert_eq!(raw["points"][3], serde_json::json!([(t0 + 3) as f64, 3.0]));
+    let buckets = get_json(
+        &web,
+        &format!("/api/series?device=rover-2&stream=imu&field=ax&{range}&points=10"),
+    );
+    assert_eq!(buckets["raw"], false);
+    assert_eq!(buckets["count"], 1000);
+    let points = buckets["points"].as_array().expect("points");
+    assert_eq!(points.len(), 10);
+    // 999.0 s / 10 buckets: bucket b holds ts in [t0 + 99.9 b, t0 + 99.9 (b+1)).
+    assert_eq!(
+        points[0],
+        serde_json::json!([t0 as f64, 0.0, 99.0, 49.5, 100])
+    );
+    assert_eq!(points[9][1], 900.0);
+    assert_eq!(
+        points[9][2], 999.0,
+        "the last point lands in the last bucket"
+    );
+    let total: u64 = points.iter().map(|p| p[4].as_u64().expect("count")).sum();
+    assert_eq!(total, 1000);
+
+    let person = get_json(
+        &web,
+        &format!("/api/detections?device=rover-2&label=person&{range}"),
+    );
+    let frames = person["frames"].as_array().expect("frames");
+    assert_eq!(frames.len(), 2, "newest first");
+    assert_eq!(frames[0]["ts"], (t0 + 20) as f64);
+    let sure = get_json(
+        &web,
+        &format!("/api/detections?device=rover-2&min_score=0.5&{range}"),
+    );
+    assert_eq!(sure["frames"].as_array().expect("frames").len(), 1);
+    assert_eq!(
+        sure["frames"][0]["detections"],
+        serde_json::json!([{"label": "person", "score": 0.9, "box": [1.0, 2.0, 3.0, 4.0]}])
+    );
+    assert_eq!(
+        sure["frames"][0]["frame"],
+        serde_json::json!({"w": 640, "h": 480})
+    );
+
+    let (status, csv) = http(
+        &web,
+        "GET",
+        &format!(
+            "/api/export.csv?device=rover-2&stream=imu&field=ax&from={t0}&to={}",
+            t0 + 2
+        ),
+        "",
+        "",
+    );
+    assert_eq!(status, 200);
+    // Every column but recv_ts (the hub's clock) is known.
+    let without_recv_ts: Vec<String> = csv
+        .lines()
+        .map(|line| {
+            let mut fields: Vec<&str> = line.split(',').collect();
+            fields.remove(1);
+            fields.join(",")
+        })
+        .collect();
+    assert_eq!(
+        without_recv_ts,
+        [
+            "ts,device,stream,field,value".to_owned(),
+            format!("{t0}.000000,rover-2,imu,ax,0"),
+            format!("{}.000000,rover-2,imu,ax,1", t0 + 1),
+            format!("{}.000000,rover-2,imu,ax,2", t0 + 2),
+        ]
+    );
+
+    // POST /api/ingest answers line by line, like the TCP ingest.
+    let (status, answers) = http(
+        &web,
+        "POST",
+        "/api/ingest?device=cart-1&session=s",
+        "",
+        "{\"stream\":\"bat\",\"seq\":1,\"values\":{\"v\":12.5}}\nnot json\n",
+    );
+    assert_eq!(status, 200);
+    assert_eq!(
+        answers,
+        "{\"ack\":1}\n{\"error\":\"not valid JSON: expected ident at line 1 column 2\",\"line\":2}\n"
+    );
+
+    let (status, text) = http(&web, "GET", "/metrics", "", "");
+    assert_eq!(status, 200);
+    for needle in [
+        "socketeer_hub_records_total 1003",
+        "socketeer_hub_acks_total 1003",
+        "socketeer_hub_connected_devices 1",
+        "socketeer_hub_rejected_lines_total{reason=\"json\"} 1",
+    ] {
+        assert!(text.contains(needle), "{needle} in {text}");
+    }
+    let (status, _) = http(
+        &web,
+        "GET",
+        "/api/series?device=nobody&stream=s&field=f",
+        "",
+        "",
+    );
+    assert_eq!(status, 404);
+    let (status, _) = http(
+        &web,
+        "GET",
+        "/api/series?device=rover-2&stream=imu&field=ax&from=10&to=5",
+        "",
+        "",
+    );
+    assert_eq!(status, 400);
+    drop(robot);
+    drop(viewer);
+    hub.signal("TERM");
+    let (status, _, err) = hub.wait();
+    assert!(status.success(), "{err}");
+}
+
+fn get_metric(web: &str, name: &str) -> u64 {
+    let (_, text) = http(web, "GET", "/metrics", "", "");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn http_token_and_auth_failures() {
+    let dir = TempDir::new("hub-token");
+    let key = make_key(&dir, "fleet.key", None);
+    let db = dir.0.join("hub.db").display().to_string();
+    let mut hub = Proc::spawn(&[
+        "hub",
+        "--key-file",
+        &key,
+        "--listen",
+        "127.0.0.1:0",
+        "--db",
+        &db,
+        "--no-influx",
+        "--http",
+        "127.0.0.1:0",
+        "--http-token",
+        "s3cret-token",
+    ]);
+    hub.stdout.wait_for("two endpoints", |seen| {
+        crate::support::listening(seen).len() >= 2
+    });
+    let eps = crate::support::listening(&hub.stdout.seen);
+    let (ingest, web) = (
+        addr(&eps[0]),
+        addr(&eps[1]).trim_end_matches('/').to_owned(),
+    );
+    let (status, _) = http(&web, "GET", "/api/devices", "", "");
+    assert_eq!(status, 401);
+    let (status, _) = http(
+        &web,
+        "GET",
+        "/api/devices",
+        "Authorization: Bearer wrong-token!\r\n",
+        "",
+    );
+    assert_eq!(status, 401);
+    let (status, _) = http(
+        &web,
+        "GET",
+        "/api/devices",
+        "Authorization: Bearer s3cret-token\r\n",
+        "",
+    );
+    assert_eq!(status, 200);
+    let (status, _) = http(&web, "GET", "/api/devices?token=s3cret-token", "", "");
+    assert_eq!(status, 200);
+    // A wrong answer to the challenge is counted.
+    let mut stranger = Client::connect(&ingest);
+    stranger.send(&format!("{}\n", "0".repeat(64)));
+    let mut rest = String::new();
+    let _ = std::io::Read::read_to_string(&mut stranger.reader, &mut rest);
+    crate::support::wait_until("the failure counted", || {
+        let (_, text) = http(&web, "GET", "/metrics?token=s3cret-token", "", "");
+        text.contains("socketeer_hub_auth_failures_total 1")
+    });
     hub.signal("TERM");
     let (status, _, err) = hub.wait();
     assert!(status.success(), "{err}");

@@ -358,6 +358,7 @@ pub(crate) async fn run(args: ChatArgs) -> anyhow::Result<i32> {
         default_endpoint: "127.0.0.1:8520",
         make_handler: move || handler.clone(),
         datagram: None::<NoDatagrams>,
+        auth_failures: None,
     };
     serve(&args.serve, service).await
 }

@@ -308,6 +308,7 @@ async fn serve_exec<H: Handler + Clone + Sync>(args: &ExecArgs, handler: H) -> a
         default_endpoint: "127.0.0.1:9998",
         make_handler: move || handler.clone(),
         datagram: None::<NoDatagrams>,
+        auth_failures: None,
     };
     serve(&args.serve, service).await
 }

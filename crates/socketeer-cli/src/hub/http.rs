@@ -1,0 +1,688 @@
+//! The hub's HTTP side (axum): the JSON API, CSV export, `/metrics`, the live feed (SSE) and
+//! `POST /api/ingest`. Queries run on their own read-only SQLite connections in blocking
+//! threads; WAL lets them read while the writer writes.
+//!
+//! Beyond loopback every request needs the token (`Authorization: Bearer TOKEN` or
+//! `?token=TOKEN`); on loopback it is needed only when one was given.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tokio::sync::{broadcast, mpsc};
+use tokio_stream::StreamExt;
+use tokio_stream::wrappers::ReceiverStream;
+
+use super::ingest::Ingest;
+use super::model::{Line, parse_line};
+use super::store::{Item, Stored, now_secs};
+
+/// A device is shown online this long after its last record, even without a connection (UDP
+/// and HTTP senders have none).
+const ONLINE_WINDOW: f64 = 10.0;
+/// Events a live viewer may fall behind before it is dropped.
+const VIEWER_QUEUE: usize = 1024;
+/// Most points one series query returns (buckets past that).
+const MAX_POINTS: usize = 10_000;
+/// Most rows one CSV export holds.
+const MAX_CSV_ROWS: usize = 1_000_000;
+/// Largest `POST /api/ingest` body.
+const MAX_BODY: usize = 16 * 1024 * 1024;
+
+/// What the handlers share.
+pub(crate) struct Api {
+    pub(crate) db: PathBuf,
+    pub(crate) ingest: Arc<Ingest>,
+    pub(crate) live: broadcast::Sender<Arc<str>>,
+    pub(crate) token: Option<String>,
+    pub(crate) shutdown: socketeer::Shutdown,
+}
+
+type Shared = State<Arc<Api>>;
+
+/// The routes.
+pub(crate) fn router(api: Arc<Api>) -> Router {
+    Router::new()
+        .route("/api/devices", get(devices))
+        .route("/api/streams", get(streams))
+        .route("/api/series", get(series))
+        .route("/api/detections", get(detections))
+        .route("/api/export.csv", get(export_csv))
+        .route("/api/live", get(live))
+        .route("/api/ingest", post(ingest))
+        .route("/metrics", get(metrics))
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&api),
+            require_token,
+        ))
+        .with_state(api)
+}
+
+async fn require_token(
+    State(api): Shared,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if let Some(token) = &api.token {
+        let given = request
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::to_owned)
+            .or_else(|| {
+                request.uri().query().and_then(|q| {
+                    q.split('&')
+                        .find_map(|kv| kv.strip_prefix("token="))
+                        .map(str::to_owned)
+                })
+            });
+        let ok = given.is_some_and(|given| {
+            given.len() == token.len()
+                && given
+                    .bytes()
+                    .zip(token.bytes())
+                    .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                    == 0
+        });
+        if !ok {
+            return (
+                StatusCode::UNAUTHORIZED,
+                "a token is needed (?token= or Bearer)\n",
+            )
+                .into_response();
+        }
+    }
+    next.run(request).await
+}
+
+/// A JSON error response.
+fn bad(status: StatusCode, why: impl Into<String>) -> Response {
+    Fail(status, why.into()).into_response()
+}
+
+/// A request that failed: its status and why.
+struct Fail(StatusCode, String);
+
+impl IntoResponse for Fail {
+    fn into_response(self) -> Response {
+        (self.0, axum::Json(json!({ "error": self.1 }))).into_response()
+    }
+}
+
+/// Runs a query on a fresh read-only connection in a blocking thread.
+async fn query<T: Send + 'static>(
+    api: &Api,
+    work: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+) -> Result<T, Fail> {
+    let db = api.db.clone();
+    tokio::task::spawn_blocking(move || {
+        let conn = Connection::open_with_flags(
+            &db,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        work(&conn)
+    })
+    .await
+    .map_err(|_| {
+        Fail(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the query stopped".into(),
+        )
+    })?
+    .map_err(|e| Fail(StatusCode::INTERNAL_SERVER_ERROR, format!("storage: {e}")))
+}
+
+async fn devices(State(api): Shared) -> Response {
+    let connected = api.ingest.presence.snapshot();
+    let rows = query(&api, |conn| {
+        let mut stmt = conn.prepare(
+            "SELECT name, first_seen, last_seen,
+                    (SELECT count(*) FROM series s WHERE s.device_id = d.id)
+             FROM devices d ORDER BY name",
+        )?;
+        stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, f64>(1)?,
+                r.get::<_, f64>(2)?,
+                r.get::<_, i64>(3)?,
+            ))
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()
+    })
+    .await;
+    let rows = match rows {
+        Ok(rows) => rows,
+        Err(fail) => return fail.into_response(),
+    };
+    let now = now_secs();
+    let list: Vec<Value> = rows
+        .into_iter()
+        .map(|(name, first, last, series)| {
+            let connections = connected.get(&name).copied().unwrap_or(0);
+            json!({
+                "name": name,
+                "online": connections > 0 || now - last < ONLINE_WINDOW,
+                "connections": connections,
+                "first_seen": first,
+                "last_seen": last,
+                "series": series,
+            })
+        })
+        .collect();
+    axum::Json(json!({ "devices": list })).into_response()
+}
+
+#[derive(Deserialize)]
+struct DeviceQuery {
+    device: String,
+}
+
+async fn streams(State(api): Shared, Query(q): Query<DeviceQuery>) -> Response {
+    let result = query(&api, move |conn| {
+        let Some(device) = device_id(conn, &q.device)? else {
+            return Ok(None);
+        };
+        let mut values: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        let mut stmt = conn.prepare(
+            "SELECT stream, field FROM series WHERE device_id = ?1 ORDER BY stream, field",
+        )?;
+        for row in stmt.query_map(params![device], |r| Ok((r.get(0)?, r.get(1)?)))? {
+            let (stream, field): (String, String) = row?;
+            values.entry(stream).or_default().push(field);
+        }
+        let mut stmt = conn.prepare(
+            "SELECT stream, count(*), max(ts) FROM frames WHERE device_id = ?1 GROUP BY stream",
+        )?;
+        let frames = stmt
+            .query_map(params![device], |r| {
+                Ok(json!({ "stream": r.get::<_, String>(0)?, "frames": r.get::<_, i64>(1)?, "last_ts": r.get::<_, f64>(2)? }))
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        let values: Vec<Value> = values
+            .into_iter()
+            .map(|(stream, fields)| json!({ "stream": stream, "fields": fields }))
+            .collect();
+        Ok(Some(json!({ "values": values, "frames": frames })))
+    })
+    .await;
+    match result {
+        Ok(Some(body)) => axum::Json(body).into_response(),
+        Ok(None) => bad(StatusCode::NOT_FOUND, "no such device"),
+        Err(fail) => fail.into_response(),
+    }
+}
+
+fn device_id(conn: &Connection, name: &str) -> rusqlite::Result<Option<i64>> {
+    conn.query_row(
+        "SELECT id FROM devices WHERE name = ?1",
+        params![name],
+        |r| r.get(0),
+    )
+    .optional()
+}
+
+#[derive(Deserialize)]
+struct SeriesQuery {
+    device: String,
+    stream: String,
+    field: String,
+    from: Option<f64>,
+    to: Option<f64>,
+    points: Option<usize>,
+}
+
+/// `[from, to]`: `to` defaults to now, `from` to an hour before `to`.
+fn range(from: Option<f64>, to: Option<f64>) -> Result<(f64, f64), Fail> {
+    let to = to.unwrap_or_else(now_secs);
+    let from = from.unwrap_or(to - 3600.0);
+    if !(from.is_finite() && to.is_finite()) || from > to {
+        return Err(Fail(
+            StatusCode::BAD_REQUEST,
+            "from must not be after to".into(),
+        ));
+    }
+    Ok((from, to))
+}
+
+/// A series over a time range: the points themselves when there are at most `points`
+/// (default 1000), else that many equal buckets with min, max, mean and count each — so a
+/// plot keeps every spike however far it is zoomed out.
+async fn series(State(api): Shared, Query(q): Query<SeriesQuery>) -> Response {
+    let (from, to) = match range(q.from, q.to) {
+        Ok(range) => range,
+        Err(fail) => return fail.into_response(),
+    };
+    let points = q.points.unwrap_or(1000).clamp(1, MAX_POINTS);
+    let (device, stream, field) = (q.device.clone(), q.stream.clone(), q.field.clone());
+    let result = query(&api, move |conn| {
+        let Some(series) = conn
+            .query_row(
+                "SELECT s.id FROM series s JOIN devices d ON d.id = s.device_id
+                 WHERE d.name = ?1 AND s.stream = ?2 AND s.field = ?3",
+                params![device, stream, field],
+                |r| r.get::<_, i64>(0),
+            )
+            .optional()?
+        else {
+            return Ok(None);
+        };
+        let count: usize = conn.query_row(
+            "SELECT count(*) FROM points WHERE series_id = ?1 AND ts BETWEEN ?2 AND ?3",
+            params![series, from, to],
+            |r| r.get::<_, i64>(0),
+        )? as usize;
+        if count <= points {
+            let mut stmt = conn.prepare(
+                "SELECT ts, value FROM points WHERE series_id = ?1 AND ts BETWEEN ?2 AND ?3
+                 ORDER BY ts",
+            )?;
+            let rows = stmt
+                .query_map(params![series, from, to], |r| {
+                    Ok(json!([r.get::<_, f64>(0)?, r.get::<_, f64>(1)?]))
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            return Ok(Some(json!({ "raw": true, "count": count, "points": rows })));
+        }
+        let width = (to - from) / points as f64;
+        let mut stmt = conn.prepare(
+            "SELECT min(CAST((ts - ?2) / ?4 AS INTEGER), ?5 - 1) AS b,
+                    min(value), max(value), avg(value), count(*)
+             FROM points WHERE series_id = ?1 AND ts BETWEEN ?2 AND ?3
+             GROUP BY b ORDER BY b",
+        )?;
+        let rows = stmt
+            .query_map(params![series, from, to, width, points as i64], |r| {
+                let bucket: i64 = r.get(0)?;
+                Ok(json!([
+                    from + bucket as f64 * width,
+                    r.get::<_, f64>(1)?,
+                    r.get::<_, f64>(2)?,
+                    r.get::<_, f64>(3)?,
+                    r.get::<_, i64>(4)?,
+                ]))
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(Some(json!({
+            "raw": false,
+            "count": count,
+            "bucket_secs": width,
+            "columns": ["start", "min", "max", "mean", "count"],
+            "points": rows,
+        })))
+    })
+    .await;
+    match result {
+        Ok(Some(mut body)) => {
+            body["device"] = q.device.into();
+            body["stream"] = q.stream.into();
+            body["field"] = q.field.into();
+            body["from"] = from.into();
+            body["to"] = to.into();
+            axum::Json(body).into_response()
+        }
+        Ok(None) => bad(StatusCode::NOT_FOUND, "no such series"),
+        Err(fail) => fail.into_response(),
+    }
+}
+
+#[derive(Deserialize)]
+struct DetectionQuery {
+    device: Option<String>,
+    stream: Option<String>,
+    label: Option<String>,
+    min_score: Option<f64>,
+    from: Option<f64>,
+    to: Option<f64>,
+    limit: Option<usize>,
+}
+
+/// Frames with the detections that match, newest first.
+async fn detections(State(api): Shared, Query(q): Query<DetectionQuery>) -> Response {
+    let (from, to) = match range(q.from, q.to) {
+        Ok(range) => range,
+        Err(fail) => return fail.into_response(),
+    };
+    let limit = q.limit.unwrap_or(100).clamp(1, 10_000) as i64;
+    let min_score = q.min_score.unwrap_or(0.0);
+    let result = query(&api, move |conn| {
+        let mut stmt = conn.prepare(
+            "SELECT f.id, dv.name, f.stream, f.ts, f.width, f.height,
+                    d.label, d.score, d.x, d.y, d.w, d.h
+             FROM frames f JOIN devices dv ON dv.id = f.device_id
+             JOIN detections d ON d.frame_id = f.id
+             WHERE f.id IN (
+                 SELECT f2.id FROM frames f2 JOIN devices dv2 ON dv2.id = f2.device_id
+                 WHERE f2.ts BETWEEN ?1 AND ?2
+                   AND (?3 IS NULL OR dv2.name = ?3) AND (?4 IS NULL OR f2.stream = ?4)
+                   AND EXISTS (SELECT 1 FROM detections d2 WHERE d2.frame_id = f2.id
+                               AND (?5 IS NULL OR d2.label = ?5) AND d2.score >= ?6)
+                 ORDER BY f2.ts DESC LIMIT ?7)
+               AND (?5 IS NULL OR d.label = ?5) AND d.score >= ?6
+             ORDER BY f.ts DESC, f.id DESC, d.rowid",
+        )?;
+        let mut frames: Vec<Value> = Vec::new();
+        let mut last_id = None;
+        let rows = stmt.query_map(
+            params![from, to, q.device, q.stream, q.label, min_score, limit],
+            |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, f64>(3)?,
+                    r.get::<_, i64>(4)?,
+                    r.get::<_, i64>(5)?,
+                    json!({
+                        "label": r.get::<_, String>(6)?,
+                        "score": r.get::<_, f64>(7)?,
+                        "box": [r.get::<_, f64>(8)?, r.get::<_, f64>(9)?, r.get::<_, f64>(10)?, r.get::<_, f64>(11)?],
+                    }),
+                ))
+            },
+        )?;
+        for row in rows {
+            let (id, device, stream, ts, w, h, detection) = row?;
+            if last_id != Some(id) {
+                frames.push(json!({
+                    "device": device, "stream": stream, "ts": ts,
+                    "frame": { "w": w, "h": h }, "detections": [],
+                }));
+                last_id = Some(id);
+            }
+            if let Some(list) = frames
+                .last_mut()
+                .and_then(|f| f["detections"].as_array_mut())
+            {
+                list.push(detection);
+            }
+        }
+        Ok(frames)
+    })
+    .await;
+    match result {
+        Ok(frames) => axum::Json(json!({ "frames": frames })).into_response(),
+        Err(fail) => fail.into_response(),
+    }
+}
+
+#[derive(Deserialize)]
+struct ExportQuery {
+    device: String,
+    stream: Option<String>,
+    field: Option<String>,
+    from: Option<f64>,
+    to: Option<f64>,
+}
+
+/// A text cell safe in a spreadsheet: quoted when needed, and never read as a formula.
+fn csv_cell(text: &str) -> String {
+    let text = if text.starts_with(['=', '+', '-', '@']) {
+        format!("'{text}")
+    } else {
+        text.to_owned()
+    };
+    if text.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", text.replace('"', "\"\""))
+    } else {
+        text
+    }
+}
+
+/// The points of one device (optionally one stream and field) in a range, as CSV.
+async fn export_csv(State(api): Shared, Query(q): Query<ExportQuery>) -> Response {
+    let (from, to) = match range(q.from, q.to) {
+        Ok(range) => range,
+        Err(fail) => return fail.into_response(),
+    };
+    let result = query(&api, move |conn| {
+        let mut stmt = conn.prepare(
+            "SELECT p.ts, p.recv_ts, s.stream, s.field, p.value
+             FROM points p JOIN series s ON s.id = p.series_id JOIN devices d ON d.id = s.device_id
+             WHERE d.name = ?1 AND (?2 IS NULL OR s.stream = ?2) AND (?3 IS NULL OR s.field = ?3)
+               AND p.ts BETWEEN ?4 AND ?5
+             ORDER BY p.ts LIMIT ?6",
+        )?;
+        let mut out = String::from("ts,recv_ts,device,stream,field,value\n");
+        let device = csv_cell(&q.device);
+        let rows = stmt.query_map(
+            params![q.device, q.stream, q.field, from, to, MAX_CSV_ROWS as i64],
+            |r| {
+                Ok((
+                    r.get::<_, f64>(0)?,
+                    r.get::<_, f64>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, String>(3)?,
+                    r.get::<_, f64>(4)?,
+                ))
+            },
+        )?;
+        for row in rows {
+            let (ts, recv_ts, stream, field, value) = row?;
+            out.push_str(&format!(
+                "{ts:.6},{recv_ts:.6},{device},{},{},{value}\n",
+                csv_cell(&stream),
+                csv_cell(&field)
+            ));
+        }
+        Ok(out)
+    })
+    .await;
+    match result {
+        Ok(csv) => (
+            [
+                (header::CONTENT_TYPE, "text/csv; charset=utf-8"),
+                (
+                    header::CONTENT_DISPOSITION,
+                    "attachment; filename=\"socketeer-export.csv\"",
+                ),
+            ],
+            csv,
+        )
+            .into_response(),
+        Err(fail) => fail.into_response(),
+    }
+}
+
+/// Server-sent events: one `data:` JSON object per committed record. A viewer that falls
+/// behind by more than its queue is dropped (its browser reconnects), never slowing ingest.
+async fn live(State(api): Shared) -> Response {
+    let mut events = api.live.subscribe();
+    let (tx, rx) = mpsc::channel::<Arc<str>>(VIEWER_QUEUE);
+    let shutdown = api.shutdown.clone();
+    api.ingest.stats.viewers.fetch_add(1, Ordering::Relaxed);
+    let ingest = Arc::clone(&api.ingest);
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                () = shutdown.triggered() => break,
+                () = tx.closed() => break,
+                event = events.recv() => match event {
+                    Ok(event) => {
+                        if tx.try_send(event).is_err() {
+                            ingest.stats.viewers_dropped.fetch_add(1, Ordering::Relaxed);
+                            break;
+                        }
+                    }
+                    Err(broadcast::error::RecvError::Lagged(_)) => {
+                        ingest.stats.viewers_dropped.fetch_add(1, Ordering::Relaxed);
+                        break;
+                    }
+                    Err(broadcast::error::RecvError::Closed) => break,
+                },
+            }
+        }
+        ingest.stats.viewers.fetch_sub(1, Ordering::Relaxed);
+    });
+    let stream =
+        ReceiverStream::new(rx).map(|event| Ok::<_, Infallible>(Event::default().data(&*event)));
+    Sse::new(stream)
+        .keep_alive(KeepAlive::default())
+        .into_response()
+}
+
+#[derive(Deserialize)]
+struct IngestQuery {
+    device: String,
+    session: Option<String>,
+}
+
+/// JSON lines in the body, answered line by line as over TCP. The device is named in the
+/// query (the HTTP token, not a device key, is what admits the sender).
+async fn ingest(State(api): Shared, Query(q): Query<IngestQuery>, body: String) -> Response {
+    if !socketeer::keys::valid_device_name(&q.device) {
+        return bad(StatusCode::BAD_REQUEST, "bad device name");
+    }
+    let device: Arc<str> = q.device.into();
+    let mut session: Arc<str> = q.session.unwrap_or_default().into();
+    let recv_ts = now_secs();
+    let mut answers: Vec<(u64, Result<Option<u64>, String>)> = Vec::new();
+    let mut items = Vec::new();
+    let mut item_lines = Vec::new();
+    for (n, text) in body.split('\n').enumerate() {
+        let line_no = n as u64 + 1;
+        let text = text.strip_suffix('\r').unwrap_or(text);
+        if text.trim().is_empty() {
+            continue;
+        }
+        match parse_line(text) {
+            Err(why) => answers.push((line_no, Err(why))),
+            Ok(Line::Session(name)) => session = name.into(),
+            Ok(Line::Device(_)) => answers.push((
+                line_no,
+                Err("the device is named in the URL (?device=NAME)".into()),
+            )),
+            Ok(Line::Record(record)) => {
+                item_lines.push((line_no, record.seq));
+                items.push(Item {
+                    device: Arc::clone(&device),
+                    session: record
+                        .session
+                        .as_deref()
+                        .map_or_else(|| Arc::clone(&session), Arc::from),
+                    record,
+                    recv_ts,
+                });
+            }
+        }
+    }
+    for (_, answer) in &answers {
+        if let Err(why) = answer {
+            api.ingest.stats.reject(why);
+        }
+    }
+    if !items.is_empty() {
+        match api.ingest.store.write(items).await {
+            Ok(stored) => {
+                let new = stored.iter().filter(|s| **s == Stored::New).count() as u64;
+                api.ingest.stats.records.fetch_add(new, Ordering::Relaxed);
+                for (line_no, seq) in item_lines {
+                    answers.push((line_no, Ok(seq)));
+                }
+            }
+            Err(err) => {
+                for (line_no, _) in item_lines {
+                    answers.push((line_no, Err(err.to_string())));
+                }
+            }
+        }
+    }
+    answers.sort_by_key(|(line, _)| *line);
+    let mut out = String::new();
+    for (line, answer) in answers {
+        match answer {
+            Ok(Some(seq)) => {
+                api.ingest.stats.acks.fetch_add(1, Ordering::Relaxed);
+                out.push_str(&format!("{{\"ack\":{seq}}}\n"));
+            }
+            Ok(None) => {}
+            Err(why) => {
+                out.push_str(&json!({ "error": why, "line": line }).to_string());
+                out.push('\n');
+            }
+        }
+    }
+    ([(header::CONTENT_TYPE, "application/x-ndjson")], out).into_response()
+}
+
+/// Prometheus text format.
+async fn metrics(State(api): Shared, _headers: HeaderMap) -> Response {
+    let stats = &api.ingest.stats;
+    let mut out = String::new();
+    let mut metric = |name: &str, kind: &str, help: &str, value: u64| {
+        out.push_str(&format!(
+            "# HELP socketeer_hub_{name} {help}\n# TYPE socketeer_hub_{name} {kind}\nsocketeer_hub_{name} {value}\n"
+        ));
+    };
+    let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+    metric(
+        "records_total",
+        "counter",
+        "Records committed.",
+        load(&stats.records),
+    );
+    metric(
+        "acks_total",
+        "counter",
+        "Acknowledgements sent.",
+        load(&stats.acks),
+    );
+    metric(
+        "duplicates_total",
+        "counter",
+        "Resent records found committed before.",
+        load(&stats.duplicates),
+    );
+    metric(
+        "influx_lines_total",
+        "counter",
+        "InfluxDB lines taken.",
+        load(&stats.influx_lines),
+    );
+    metric(
+        "connected_devices",
+        "gauge",
+        "Devices with an open ingest connection.",
+        api.ingest.presence.snapshot().len() as u64,
+    );
+    metric(
+        "auth_failures_total",
+        "counter",
+        "Connections that failed authentication.",
+        load(&stats.auth_failures),
+    );
+    metric(
+        "live_viewers",
+        "gauge",
+        "Live feed viewers.",
+        load(&stats.viewers),
+    );
+    metric(
+        "live_viewers_dropped_total",
+        "counter",
+        "Live viewers dropped for falling behind.",
+        load(&stats.viewers_dropped),
+    );
+    out.push_str("# HELP socketeer_hub_rejected_lines_total Lines refused, by reason.\n");
+    out.push_str("# TYPE socketeer_hub_rejected_lines_total counter\n");
+    for (reason, count) in stats.rejected_by_reason() {
+        out.push_str(&format!(
+            "socketeer_hub_rejected_lines_total{{reason=\"{reason}\"}} {count}\n"
+        ));
+    }
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
+}
