@@ -459,6 +459,10 @@ pub(crate) struct PublishArgs {
     /// Keep unacknowledged lines in DIR too, so a restart of publish sends them.
     #[arg(long, value_name = "DIR")]
     pub(crate) spool: Option<std::path::PathBuf>,
+    /// At the end, print one JSON line: lines acknowledged, rate, and send-to-ack latency
+    /// percentiles.
+    #[arg(long)]
+    pub(crate) stats: bool,
     /// Most lines waiting for acknowledgement; reading the input pauses there.
     #[arg(long, value_name = "N", default_value_t = 100_000, value_parser = clap::value_parser!(u32).range(1..))]
     pub(crate) max_unacked: u32,

@@ -36,10 +36,17 @@ struct Entry {
     input_line: u64,
     /// The line as sent, `\n` included.
     bytes: Bytes,
+    /// When it was first sent (for `--stats`).
+    sent: Option<std::time::Instant>,
 }
+
+/// Most acknowledgement latencies kept for `--stats`.
+const MAX_SAMPLES: usize = 10_000_000;
 
 #[derive(Default)]
 struct State {
+    /// Send-to-acknowledgement times, microseconds.
+    latencies_us: Vec<u32>,
     unacked: BTreeMap<u64, Entry>,
     input_done: bool,
     rejected: u64,
@@ -120,6 +127,7 @@ pub(crate) async fn run(args: PublishArgs) -> anyhow::Result<i32> {
         hello.push('\n');
         Bytes::from(hello)
     };
+    let started = std::time::Instant::now();
     let deliver = deliver(endpoint, options, hello, Arc::clone(&shared));
     tokio::select! {
         result = deliver => result?,
@@ -131,7 +139,28 @@ pub(crate) async fn run(args: PublishArgs) -> anyhow::Result<i32> {
         }
     }
     reader.await.context("publish: the input reader")??;
-    let state = shared.lock();
+    let mut state = shared.lock();
+    if args.stats {
+        let seconds = started.elapsed().as_secs_f64();
+        state.latencies_us.sort_unstable();
+        let percentile = |p: f64| -> f64 {
+            let samples = &state.latencies_us;
+            if samples.is_empty() {
+                return 0.0;
+            }
+            let at = ((samples.len() as f64 - 1.0) * p).round() as usize;
+            f64::from(samples[at]) / 1000.0
+        };
+        let report = serde_json::json!({
+            "acknowledged": state.acked,
+            "refused": state.rejected,
+            "resent": state.resent,
+            "seconds": seconds,
+            "lines_per_sec": state.acked as f64 / seconds.max(1e-9),
+            "ack_ms": { "p50": percentile(0.5), "p99": percentile(0.99), "max": percentile(1.0) },
+        });
+        println!("{report}");
+    }
     if std::io::stderr().is_terminal() {
         eprintln!(
             "socketeer: publish: {} lines acknowledged ({} resent after reconnecting), {} refused",
@@ -195,6 +224,7 @@ async fn read_input(
                 Entry {
                     input_line,
                     bytes: numbered,
+                    sent: None,
                 },
             );
         } else {
@@ -203,6 +233,7 @@ async fn read_input(
                 Entry {
                     input_line,
                     bytes: numbered,
+                    sent: None,
                 },
             );
         }
@@ -313,11 +344,15 @@ async fn send(
         let notified = shared.changed.notified();
         let batch: Vec<(u64, Bytes)> = {
             let mut state = shared.lock();
+            let now = std::time::Instant::now();
             let batch: Vec<(u64, Bytes)> = state
                 .unacked
-                .range(next..)
+                .range_mut(next..)
                 .take(1024)
-                .map(|(&seq, entry)| (seq, entry.bytes.clone()))
+                .map(|(&seq, entry)| {
+                    entry.sent.get_or_insert(now);
+                    (seq, entry.bytes.clone())
+                })
                 .collect();
             if resend && next == 0 {
                 state.resent += state.unacked.len() as u64;
@@ -403,7 +438,14 @@ fn acknowledge(shared: &Shared, seq: u64) -> anyhow::Result<()> {
         .map(|spool| spool.lock().unwrap_or_else(|e| e.into_inner()));
     let (removed, empty) = {
         let mut state = shared.lock();
-        let removed = state.unacked.remove(&seq).is_some();
+        let removed = state.unacked.remove(&seq);
+        if let Some(sent) = removed.as_ref().and_then(|e| e.sent) {
+            if state.latencies_us.len() < MAX_SAMPLES {
+                let micros = sent.elapsed().as_micros().min(u128::from(u32::MAX)) as u32;
+                state.latencies_us.push(micros);
+            }
+        }
+        let removed = removed.is_some();
         if removed {
             state.acked += 1;
         }
@@ -517,6 +559,7 @@ impl Spool {
                         Entry {
                             input_line,
                             bytes: Bytes::from(line),
+                            sent: None,
                         },
                     ));
                 }

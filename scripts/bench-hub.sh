@@ -1,0 +1,136 @@
+#!/usr/bin/env bash
+# Durable ingest into `socketeer hub` (SQLite WAL, synchronous=FULL): 10 publishers over
+# loopback, each line a reading of three values, acknowledged only after commit.
+#   1. throughput: 10 x `socketeer publish --file` as fast as acknowledgements allow;
+#   2. latency at a fixed offered load: 10 publishers fed at RATE lines/s each (paced input),
+#      send-to-ack p50/p99 from `publish --stats`;
+#   3. mosquitto (Debian package, persistence on) carrying the same lines with QoS 1 from 10
+#      `mosquitto_pub -l`, if it is installed or installable (skipped with a note otherwise).
+# Prints FIGURE lines. Usage: scripts/bench-hub.sh   (READINGS=, RATE=, SECS=, DIR=)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+READINGS=${READINGS:-1000000}
+RATE=${RATE:-10000}
+SECS=${SECS:-5}
+DIR=${DIR:-/var/tmp}
+PUBLISHERS=10
+
+cargo build --release -q
+socketeer=$PWD/target/release/socketeer
+work=$(mktemp -d "$DIR/socketeer-bench-hub.XXXXXX")
+pids=()
+cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; rm -rf "$work"; }
+trap cleanup EXIT
+
+per=$((READINGS / PUBLISHERS))
+for p in $(seq 0 $((PUBLISHERS - 1))); do
+  python3 -c "
+import sys
+w = sys.stdout.write
+for k in range($per):
+    w('{\"stream\":\"imu\",\"values\":{\"ax\":%d.25,\"ay\":-1.5,\"az\":9.81}}\n' % k)
+" > "$work/in$p.jsonl"
+done
+
+start_hub() {
+  rm -f "$work"/hub.db*
+  "$socketeer" hub --no-auth --listen 127.0.0.1:0 --no-influx --no-http --db "$work/hub.db" \
+    > "$work/hub.out" 2> "$work/hub.err" &
+  hub=$!
+  pids+=("$hub")
+  until grep -q '^listening on tcp://' "$work/hub.out" 2>/dev/null; do
+    kill -0 "$hub" || { cat "$work/hub.err"; exit 1; }
+    sleep 0.05
+  done
+  ep=$(sed -n 's/^listening on tcp:\/\///p' "$work/hub.out" | head -1)
+}
+
+summary() { # name: reads publish --stats lines on stdin, prints the worst p50/p99
+  python3 -c "
+import json, sys
+rows = [json.loads(l) for l in sys.stdin if l.strip()]
+print(max(r['ack_ms']['p50'] for r in rows), max(r['ack_ms']['p99'] for r in rows), sum(r['acknowledged'] for r in rows))
+"
+}
+
+echo "machine: $(nproc) cores, $(uname -r); database in $DIR ($(df -T "$DIR" | awk 'NR==2 {print $2}'))"
+
+# 1. Throughput.
+start_hub
+t0=$(date +%s.%N)
+pubs=()
+for p in $(seq 0 $((PUBLISHERS - 1))); do
+  "$socketeer" publish "$ep" --file "$work/in$p.jsonl" --stats > "$work/stats$p" &
+  pubs+=($!)
+done
+wait "${pubs[@]}"
+t1=$(date +%s.%N)
+read -r p50 p99 acked < <(cat "$work"/stats* | summary)
+stored=$(python3 -c "import sqlite3; print(sqlite3.connect('$work/hub.db').execute('select count(*) from points').fetchone()[0] // 3)")
+wall=$(echo "$t1 - $t0" | bc -l)
+echo "FIGURE hub_durable_readings_per_sec=$(printf '%.0f' "$(echo "$acked / $wall" | bc -l)") readings/s ($acked acknowledged in $(printf '%.2f' "$wall") s, $stored stored, 10 publishers, synchronous=FULL)"
+echo "FIGURE hub_saturated_ack_p50=$p50 ms"
+echo "FIGURE hub_saturated_ack_p99=$p99 ms"
+kill "$hub"; wait "$hub" 2>/dev/null || true
+
+# 2. Latency at a fixed offered load.
+start_hub
+lines=$((RATE * SECS))
+rm -f "$work"/stats*
+pubs=()
+for p in $(seq 0 $((PUBLISHERS - 1))); do
+  python3 -c "
+import sys, time
+rate, total = $RATE, $lines
+batch = max(1, rate // 100)
+start = time.monotonic(); sent = 0
+out = sys.stdout
+while sent < total:
+    n = min(batch, total - sent)
+    out.write(''.join('{\"stream\":\"imu\",\"values\":{\"ax\":%d.25,\"ay\":-1.5,\"az\":9.81}}\n' % (sent + i) for i in range(n)))
+    out.flush()
+    sent += n
+    delay = start + sent / rate - time.monotonic()
+    if delay > 0:
+        time.sleep(delay)
+" | "$socketeer" publish "$ep" --stats > "$work/stats$p" &
+  pubs+=($!)
+done
+wait "${pubs[@]}"
+read -r p50 p99 acked < <(cat "$work"/stats* | summary)
+echo "FIGURE hub_offered_load=$((RATE * PUBLISHERS)) readings/s for $SECS s ($acked acknowledged)"
+echo "FIGURE hub_ack_p50=$p50 ms"
+echo "FIGURE hub_ack_p99=$p99 ms"
+kill "$hub"; wait "$hub" 2>/dev/null || true
+
+# 3. mosquitto, QoS 1, persistence on, the same lines.
+if ! command -v mosquitto >/dev/null; then
+  apt-get install -y -q mosquitto mosquitto-clients >/dev/null 2>&1 || true
+fi
+if command -v mosquitto >/dev/null && command -v mosquitto_pub >/dev/null; then
+  port=$(python3 -c "import socket; s=socket.socket(); s.bind(('127.0.0.1',0)); print(s.getsockname()[1])")
+  cat > "$work/mosquitto.conf" <<EOF
+listener $port 127.0.0.1
+allow_anonymous true
+persistence true
+persistence_location $work/
+max_queued_messages 0
+EOF
+  mosquitto -c "$work/mosquitto.conf" > "$work/mosq.log" 2>&1 &
+  mosq=$!
+  pids+=("$mosq")
+  until mosquitto_pub -p "$port" -t ping -m x 2>/dev/null; do sleep 0.05; done
+  t0=$(date +%s.%N)
+  pubs=()
+  for p in $(seq 0 $((PUBLISHERS - 1))); do
+    mosquitto_pub -p "$port" -q 1 -t "robots/$p" -l < "$work/in$p.jsonl" &
+    pubs+=($!)
+  done
+  wait "${pubs[@]}"
+  t1=$(date +%s.%N)
+  wall=$(echo "$t1 - $t0" | bc -l)
+  echo "FIGURE mosquitto_qos1_messages_per_sec=$(printf '%.0f' "$(echo "$READINGS / $wall" | bc -l)") messages/s ($READINGS in $(printf '%.2f' "$wall") s; persistence saves to disk periodically, not per message)"
+  kill "$mosq"; wait "$mosq" 2>/dev/null || true
+else
+  echo "note: mosquitto could not be installed here; comparison skipped"
+fi
