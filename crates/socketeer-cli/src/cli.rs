@@ -72,6 +72,8 @@ pub(crate) enum Command {
     Hub(HubArgs),
     /// Send JSON lines to a hub, numbered; each kept until the hub acknowledges it.
     Publish(PublishArgs),
+    /// Simulated robots streaming IMU, battery, temperature and camera detections to a hub.
+    Simulate(SimulateArgs),
     /// Load-test an echo-like server: round trips/s, latency percentiles, MB/s.
     Bench(BenchArgs),
     /// Print a new random key (64 hex characters) for --key-file.
@@ -445,6 +447,31 @@ pub(crate) struct ListenArgs {
     pub(crate) guard: GuardArgs,
     #[command(flatten)]
     pub(crate) pipe: PipeArgs,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct SimulateArgs {
+    /// The hub's ingest endpoint.
+    #[arg(value_name = "EP")]
+    pub(crate) endpoint: String,
+    /// How many robots.
+    #[arg(long, value_name = "N", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub(crate) devices: u32,
+    /// IMU readings per second per robot (battery and temperature come once a second, camera
+    /// frames at most ten times a second).
+    #[arg(long, value_name = "HZ", default_value_t = 10.0)]
+    pub(crate) rate: f64,
+    /// Robot names are PREFIX-1, PREFIX-2, ...
+    #[arg(long, value_name = "PREFIX", default_value = "robot")]
+    pub(crate) prefix: String,
+    /// Stop after SECS (default: run until Ctrl-C).
+    #[arg(long, value_name = "SECS", value_parser = parse_secs)]
+    pub(crate) duration: Option<Duration>,
+    /// Give up one connection attempt after SECS (robots then retry).
+    #[arg(long, value_name = "SECS", default_value = "10", value_parser = parse_secs)]
+    pub(crate) timeout: Duration,
+    #[command(flatten)]
+    pub(crate) guard: ClientGuardArgs,
 }
 
 #[derive(Debug, Args)]

@@ -17,6 +17,7 @@ mod publish;
 mod scan;
 mod serve;
 mod services;
+mod simulate;
 mod terminal;
 
 use clap::Parser;
@@ -68,6 +69,7 @@ async fn run(command: Command) -> anyhow::Result<i32> {
         Command::Scan(args) => scan::run(args).await,
         Command::Hub(args) => hub::run(args).await,
         Command::Publish(args) => publish::run(args).await,
+        Command::Simulate(args) => simulate::run(args).await,
         Command::Bench(args) => bench::run(args).await,
         Command::Keygen(args) => cert::keygen(&args),
         Command::Cert(args) => cert::cert(&args),

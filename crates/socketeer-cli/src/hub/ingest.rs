@@ -140,12 +140,41 @@ pub(crate) struct IngestHandler(pub(crate) Arc<Ingest>);
 enum Answer {
     /// Ready to send.
     Now(Vec<u8>),
-    /// Waiting for the writer.
+    /// Waiting for the writer: the lines of one job, each with its seq.
     Later {
         pending: Pending,
-        seq: Option<u64>,
-        line: u64,
+        lines: Vec<(Option<u64>, u64)>,
     },
+}
+
+/// Most records of one connection in one job.
+const BATCH: usize = 256;
+
+/// Records read together, submitted as one job.
+#[derive(Default)]
+struct Batch {
+    items: Vec<Item>,
+    /// (seq, line number) of each item.
+    lines: Vec<(Option<u64>, u64)>,
+}
+
+impl Batch {
+    /// Hands the records to the writer (if any) and queues their answer.
+    async fn submit(&mut self, ingest: &Ingest, answers: &mut VecDeque<Answer>) {
+        if self.items.is_empty() {
+            return;
+        }
+        let items = std::mem::take(&mut self.items);
+        let lines = std::mem::take(&mut self.lines);
+        match ingest.store.submit(items).await {
+            Ok(pending) => answers.push_back(Answer::Later { pending, lines }),
+            Err(err) => {
+                for (_, line) in lines {
+                    answers.push_back(Answer::Now(error_line(&err.to_string(), line)));
+                }
+            }
+        }
+    }
 }
 
 fn error_line(why: &str, line: u64) -> Vec<u8> {
@@ -189,7 +218,7 @@ impl Handler for IngestHandler {
                         _ => std::future::pending().await,
                     }
                 }, if waiting => {
-                    let Some(Answer::Later { seq, line, .. }) = answers.pop_front() else {
+                    let Some(Answer::Later { lines, .. }) = answers.pop_front() else {
                         continue;
                     };
                     match outcome {
@@ -203,13 +232,17 @@ impl Handler for IngestHandler {
                                 .stats
                                 .records
                                 .fetch_add(stored.len() as u64 - duplicates, Ordering::Relaxed);
-                            if let Some(seq) = seq {
-                                conn.write_all(format!("{{\"ack\":{seq}}}\n").as_bytes()).await?;
+                            let mut acks = String::new();
+                            for seq in lines.iter().filter_map(|(seq, _)| *seq) {
+                                acks.push_str(&format!("{{\"ack\":{seq}}}\n"));
                                 ingest.stats.acks.fetch_add(1, Ordering::Relaxed);
                             }
+                            conn.write_all(acks.as_bytes()).await?;
                         }
                         Err(err) => {
-                            conn.write_all(&error_line(&err.to_string(), line)).await?;
+                            for (_, line) in lines {
+                                conn.write_all(&error_line(&err.to_string(), line)).await?;
+                            }
                         }
                     }
                     // More answers may be ready: flush only when nothing else is.
@@ -218,63 +251,79 @@ impl Handler for IngestHandler {
                     }
                 }
                 read = conn.read_line(), if can_read => {
-                    let Some(raw) = read? else {
+                    let Some(mut raw) = read? else {
                         eof = true;
                         continue;
                     };
-                    line_no += 1;
-                    let text = raw.strip_suffix(b"\n").unwrap_or(&raw);
-                    let text = text.strip_suffix(b"\r").unwrap_or(text);
-                    if text.iter().all(u8::is_ascii_whitespace) {
-                        continue;
-                    }
-                    let refuse = |why: &str| {
-                        ingest.stats.reject(why);
-                        Answer::Now(error_line(why, line_no))
-                    };
-                    let Ok(text) = std::str::from_utf8(text) else {
-                        answers.push_back(refuse("not UTF-8"));
-                        continue;
-                    };
-                    match parse_line(text) {
-                        Err(why) => answers.push_back(refuse(&why)),
-                        Ok(Line::Session(name)) => session = name.into(),
-                        Ok(Line::Device(name)) => match &authenticated {
-                            Some(fixed) => answers.push_back(refuse(&format!(
-                                "this connection authenticated as {fixed:?}; its device cannot change"
-                            ))),
+                    // Every complete line already received goes into one job for the writer
+                    // (up to BATCH): one queue operation and one wake-up for all of them.
+                    let mut batch = Batch::default();
+                    loop {
+                        line_no += 1;
+                        let text = raw.strip_suffix(b"\n").unwrap_or(&raw);
+                        let text = text.strip_suffix(b"\r").unwrap_or(text);
+                        let parsed = if text.iter().all(u8::is_ascii_whitespace) {
+                            None
+                        } else {
+                            Some(
+                                std::str::from_utf8(text)
+                                    .map_err(|_| "not UTF-8".to_owned())
+                                    .and_then(parse_line),
+                            )
+                        };
+                        let mut refusal = None;
+                        match parsed {
+                            None => {}
+                            Some(Err(why)) => refusal = Some(why),
+                            Some(Ok(Line::Session(name))) => session = name.into(),
+                            Some(Ok(Line::Device(name))) => match &authenticated {
+                                Some(fixed) => {
+                                    refusal = Some(format!(
+                                        "this connection authenticated as {fixed:?}; its device cannot change"
+                                    ));
+                                }
+                                None => {
+                                    device = name.into();
+                                    here = None;
+                                }
+                            },
+                            Some(Ok(Line::Record(record))) => {
+                                if here.is_none() {
+                                    here = Some(ingest.presence.enter(&device));
+                                }
+                                batch.lines.push((record.seq, line_no));
+                                batch.items.push(Item {
+                                    device: Arc::clone(&device),
+                                    session: record
+                                        .session
+                                        .as_deref()
+                                        .map_or_else(|| Arc::clone(&session), Arc::from),
+                                    record,
+                                    recv_ts: now_secs(),
+                                });
+                            }
+                        }
+                        if let Some(why) = refusal {
+                            // Answers keep line order: what came before is queued first.
+                            batch.submit(ingest, &mut answers).await;
+                            ingest.stats.reject(&why);
+                            answers.push_back(Answer::Now(error_line(&why, line_no)));
+                        }
+                        let more = batch.items.len() < BATCH
+                            && answers.len() < MAX_IN_FLIGHT
+                            && conn.buffered().contains(&b'\n');
+                        if !more {
+                            break;
+                        }
+                        match conn.read_line().await? {
+                            Some(next) => raw = next,
                             None => {
-                                device = name.into();
-                                here = None;
-                            }
-                        },
-                        Ok(Line::Record(record)) => {
-                            if here.is_none() {
-                                here = Some(ingest.presence.enter(&device));
-                            }
-                            let seq = record.seq;
-                            let item = Item {
-                                device: Arc::clone(&device),
-                                session: record
-                                    .session
-                                    .as_deref()
-                                    .map_or_else(|| Arc::clone(&session), Arc::from),
-                                record,
-                                recv_ts: now_secs(),
-                            };
-                            match ingest.store.submit(vec![item]).await {
-                                Ok(pending) => answers.push_back(Answer::Later {
-                                    pending,
-                                    seq,
-                                    line: line_no,
-                                }),
-                                Err(err) => answers.push_back(Answer::Now(error_line(
-                                    &err.to_string(),
-                                    line_no,
-                                ))),
+                                eof = true;
+                                break;
                             }
                         }
                     }
+                    batch.submit(ingest, &mut answers).await;
                 }
             }
         }

@@ -234,7 +234,8 @@ struct Writer {
     conn: Connection,
     config: StoreConfig,
     devices: HashMap<Arc<str>, i64>,
-    series: HashMap<(i64, String, String), i64>,
+    /// Series ids by device, stream and field.
+    series: HashMap<i64, HashMap<String, HashMap<String, i64>>>,
     sessions: HashMap<(i64, Arc<str>), i64>,
     last_retention: f64,
 }
@@ -332,23 +333,27 @@ impl Writer {
                 }
             }
             let ts = record.ts.unwrap_or(item.recv_ts);
+            let mut insert_point = tx.prepare_cached(
+                "INSERT INTO points (series_id, ts, recv_ts, value) VALUES (?1, ?2, ?3, ?4)",
+            )?;
+            // Looked up by reference: no allocation once a series is known.
+            let streams = self.series.entry(device).or_default();
+            if !streams.contains_key(record.stream.as_str()) {
+                streams.insert(record.stream.clone(), HashMap::new());
+            }
+            let fields = streams
+                .get_mut(record.stream.as_str())
+                .expect("inserted just above");
             for (field, value) in &record.values {
-                let series = match self
-                    .series
-                    .get(&(device, record.stream.clone(), field.clone()))
-                {
+                let series = match fields.get(field.as_str()) {
                     Some(&id) => id,
                     None => {
                         let id = series_id(&tx, device, &record.stream, field)?;
-                        self.series
-                            .insert((device, record.stream.clone(), field.clone()), id);
+                        fields.insert(field.clone(), id);
                         id
                     }
                 };
-                tx.prepare_cached(
-                    "INSERT INTO points (series_id, ts, recv_ts, value) VALUES (?1, ?2, ?3, ?4)",
-                )?
-                .execute(params![series, ts, item.recv_ts, value])?;
+                insert_point.execute(params![series, ts, item.recv_ts, value])?;
             }
             if let Some(frame) = &record.frame {
                 tx.prepare_cached(

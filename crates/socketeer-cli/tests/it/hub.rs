@@ -830,3 +830,58 @@ fn http_token_and_auth_failures() {
     let (status, _, err) = hub.wait();
     assert!(status.success(), "{err}");
 }
+
+#[test]
+fn simulated_robots_stream_every_kind_of_record() {
+    let dir = TempDir::new("hub-sim");
+    let key = make_key(&dir, "fleet.key", None);
+    let (_hub, address, db) = start_hub(&dir, &["--key-file", &key]);
+    let (status, _, err) = run(
+        &[
+            "simulate",
+            &address,
+            "--key-file",
+            &key,
+            "--devices",
+            "3",
+            "--rate",
+            "50",
+            "--duration",
+            "1.5",
+        ],
+        b"",
+    );
+    assert!(status.success(), "{err}");
+    crate::support::wait_until("frames from every robot", || {
+        count(
+            &read_db(&db),
+            "SELECT count(DISTINCT device_id) FROM frames",
+        ) == 3
+    });
+    let conn = read_db(&db);
+    let streams: Vec<String> = conn
+        .prepare("SELECT DISTINCT stream FROM series ORDER BY stream")
+        .expect("prepare")
+        .query_map([], |r| r.get(0))
+        .expect("query")
+        .collect::<Result<_, _>>()
+        .expect("rows");
+    assert_eq!(streams, ["battery", "imu", "temperature"]);
+    let devices: Vec<String> = conn
+        .prepare("SELECT name FROM devices ORDER BY name")
+        .expect("prepare")
+        .query_map([], |r| r.get(0))
+        .expect("query")
+        .collect::<Result<_, _>>()
+        .expect("rows");
+    assert_eq!(
+        devices,
+        ["robot-1", "robot-2", "robot-3"],
+        "named by their keys' handshake"
+    );
+    assert!(count(&conn, "SELECT count(*) FROM detections") > 0);
+    assert!(
+        count(&conn, "SELECT count(*) FROM points") > 100,
+        "about 50 Hz each"
+    );
+}

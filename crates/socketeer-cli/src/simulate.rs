@@ -1,0 +1,272 @@
+//! `socketeer simulate`: robots that stream to a hub — an IMU at `--rate`, battery and
+//! temperature once a second, and a camera (at most 10 frames/s) whose labelled boxes move
+//! across a 640×480 frame. For demos, dashboards and load tests; each robot reconnects on its
+//! own if the link drops (what was in flight then is not resent: use `publish` for that).
+
+use std::time::Duration;
+
+use anyhow::Context;
+use serde_json::json;
+use socketeer::{Endpoint, client};
+use tokio::task::JoinSet;
+
+use crate::cli::SimulateArgs;
+use crate::failure::{UsageError, parse_endpoint};
+use crate::guard::client_options;
+
+/// What the camera sees: labels, and how fast each kind moves (pixels per second).
+const OBJECTS: &[(&str, f64)] = &[("person", 60.0), ("forklift", 120.0), ("pallet", 15.0)];
+const FRAME: (f64, f64) = (640.0, 480.0);
+
+/// Runs `socketeer simulate`.
+pub(crate) async fn run(args: SimulateArgs) -> anyhow::Result<i32> {
+    let endpoint = parse_endpoint(&args.endpoint)?;
+    if !endpoint.is_stream() {
+        return Err(UsageError(format!("{endpoint}: simulate needs a stream endpoint")).into());
+    }
+    if !(args.rate > 0.0 && args.rate <= 1000.0) {
+        return Err(UsageError("--rate must be above 0 and at most 1000 Hz".into()).into());
+    }
+    eprintln!(
+        "socketeer: simulate: {} robots at {} Hz against {endpoint}",
+        args.devices, args.rate
+    );
+    let mut robots = JoinSet::new();
+    for n in 1..=args.devices {
+        let name = format!("{}-{n}", args.prefix);
+        let mut guard = args.guard.clone();
+        if guard.key_file.is_some() {
+            guard.device = Some(name.clone());
+        }
+        let options = client_options(&guard, args.timeout)?;
+        robots.spawn(robot(
+            endpoint.clone(),
+            options,
+            name,
+            guard.key_file.is_none(),
+            args.rate,
+            n,
+        ));
+    }
+    let run = async {
+        while let Some(done) = robots.join_next().await {
+            done.context("a robot stopped")??;
+        }
+        anyhow::Ok(())
+    };
+    tokio::select! {
+        result = run => result?,
+        () = async {
+            match args.duration {
+                Some(secs) => tokio::time::sleep(secs).await,
+                None => std::future::pending().await,
+            }
+        } => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    Ok(0)
+}
+
+/// One robot: connects, streams, reconnects after a second when the link drops.
+async fn robot(
+    endpoint: Endpoint,
+    options: socketeer::ClientOptions,
+    name: String,
+    name_itself: bool,
+    rate: f64,
+    n: u32,
+) -> anyhow::Result<()> {
+    let mut world = World::new(n);
+    let session = format!("sim-{}", std::process::id());
+    loop {
+        match client::connect_with(&endpoint, &options).await {
+            Ok(conn) => {
+                let (mut reader, mut writer) = conn.into_split();
+                // Answers are read and dropped (acknowledgements, or errors worth a log line).
+                let drain = tokio::spawn(async move {
+                    while let Ok(Some(line)) = reader.read_line().await {
+                        if line.starts_with(b"{\"error\"") {
+                            tracing::warn!(answer = %String::from_utf8_lossy(&line).trim_end(), "hub refused a line");
+                        }
+                    }
+                });
+                let mut hello = String::new();
+                if name_itself {
+                    hello.push_str(&json!({ "device": name }).to_string());
+                    hello.push('\n');
+                }
+                hello.push_str(&json!({ "session": session }).to_string());
+                hello.push('\n');
+                let result: socketeer::Result<std::convert::Infallible> = async {
+                    writer.write_all(hello.as_bytes()).await?;
+                    let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
+                    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+                    loop {
+                        tick.tick().await;
+                        let lines = world.step(1.0 / rate);
+                        writer.write_all(lines.as_bytes()).await?;
+                        writer.flush().await?;
+                    }
+                }
+                .await;
+                drain.abort();
+                let Err(err) = result;
+                tracing::warn!(robot = %name, error = %err, "link lost; reconnecting");
+            }
+            Err(err) if err.kind() == socketeer::ErrorKind::Auth => {
+                anyhow::bail!("simulate: {name}: {err}");
+            }
+            Err(err) => tracing::warn!(robot = %name, error = %err, "cannot connect; retrying"),
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// One robot's simulated world: where it is, its battery, and what its camera sees.
+struct World {
+    seed: u64,
+    t: f64,
+    seq: u64,
+    battery: f64,
+    since_slow: f64,
+    since_frame: f64,
+    boxes: Vec<(usize, f64, f64, f64, f64)>, // (object, x, y, dx, dy)
+}
+
+impl World {
+    fn new(n: u32) -> World {
+        let mut world = World {
+            seed: u64::from(n).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1,
+            t: 0.0,
+            seq: 0,
+            battery: 100.0 - f64::from(n % 7) * 5.0,
+            since_slow: 1.0,
+            since_frame: 1.0,
+            boxes: Vec::new(),
+        };
+        for i in 0..(1 + n as usize % 3) {
+            let object = (n as usize + i) % OBJECTS.len();
+            let (x, y) = (world.random() * 500.0, world.random() * 350.0);
+            let angle = world.random() * std::f64::consts::TAU;
+            let speed = OBJECTS[object].1;
+            world
+                .boxes
+                .push((object, x, y, angle.cos() * speed, angle.sin() * speed));
+        }
+        world
+    }
+
+    /// xorshift64*: deterministic per robot.
+    fn random(&mut self) -> f64 {
+        self.seed ^= self.seed >> 12;
+        self.seed ^= self.seed << 25;
+        self.seed ^= self.seed >> 27;
+        (self.seed.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    fn line(&mut self, mut record: serde_json::Value, out: &mut String) {
+        self.seq += 1;
+        record["seq"] = self.seq.into();
+        out.push_str(&record.to_string());
+        out.push('\n');
+    }
+
+    /// Advances `dt` seconds and returns the lines to send.
+    fn step(&mut self, dt: f64) -> String {
+        self.t += dt;
+        let ts = crate::hub::store::now_secs();
+        let t = self.t;
+        let mut out = String::new();
+        let noise = self.random() - 0.5;
+        self.line(
+            json!({ "stream": "imu", "ts": ts, "values": {
+                "ax": (t * 1.3).sin() * 0.5 + noise * 0.05,
+                "ay": (t * 0.7).cos() * 0.3 + noise * 0.05,
+                "az": 9.81 + noise * 0.02,
+                "gz": (t * 0.4).sin() * 0.2,
+            }}),
+            &mut out,
+        );
+        self.since_slow += dt;
+        if self.since_slow >= 1.0 {
+            self.since_slow = 0.0;
+            self.battery = (self.battery - 0.01).max(5.0);
+            let temp = 35.0 + (t / 60.0).sin() * 4.0 + self.random();
+            self.line(
+                json!({ "stream": "battery", "ts": ts, "values": {
+                    "percent": self.battery, "volts": 22.0 + self.battery * 0.04,
+                }}),
+                &mut out,
+            );
+            self.line(
+                json!({ "stream": "temperature", "ts": ts, "values": { "motor_c": temp }}),
+                &mut out,
+            );
+        }
+        self.since_frame += dt;
+        if self.since_frame >= 0.1 {
+            let elapsed = self.since_frame;
+            self.since_frame = 0.0;
+            let mut detections = Vec::new();
+            for b in &mut self.boxes {
+                let (w, h) = (80.0 + b.0 as f64 * 30.0, 120.0 - b.0 as f64 * 20.0);
+                b.1 += b.3 * elapsed;
+                b.2 += b.4 * elapsed;
+                if b.1 < 0.0 || b.1 + w > FRAME.0 {
+                    b.3 = -b.3;
+                    b.1 = b.1.clamp(0.0, FRAME.0 - w);
+                }
+                if b.2 < 0.0 || b.2 + h > FRAME.1 {
+                    b.4 = -b.4;
+                    b.2 = b.2.clamp(0.0, FRAME.1 - h);
+                }
+                detections.push((OBJECTS[b.0].0, b.1, b.2, w, h));
+            }
+            let detections: Vec<serde_json::Value> = detections
+                .into_iter()
+                .map(|(label, x, y, w, h)| {
+                    let score = 0.6 + self.random() * 0.39;
+                    json!({ "label": label, "score": (score * 100.0).round() / 100.0,
+                            "box": [x.round(), y.round(), w, h] })
+                })
+                .collect();
+            self.line(
+                json!({ "stream": "camera", "ts": ts,
+                        "frame": { "w": FRAME.0 as u32, "h": FRAME.1 as u32 },
+                        "detections": detections }),
+                &mut out,
+            );
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hub::model::{Line, parse_line};
+
+    #[test]
+    fn every_simulated_line_is_one_the_hub_accepts() {
+        let mut world = World::new(3);
+        let mut kinds = std::collections::BTreeSet::new();
+        for _ in 0..200 {
+            for line in world.step(0.02).lines() {
+                match parse_line(line) {
+                    Ok(Line::Record(record)) => {
+                        kinds.insert(record.stream.clone());
+                        if let Some(frame) = record.frame {
+                            for d in frame.detections {
+                                assert!(d.bbox[0] >= 0.0 && d.bbox[0] + d.bbox[2] <= 640.0);
+                                assert!(d.bbox[1] >= 0.0 && d.bbox[1] + d.bbox[3] <= 480.0);
+                            }
+                        }
+                    }
+                    other => panic!("{line}: {other:?}"),
+                }
+            }
+        }
+        let expected = ["battery", "camera", "imu", "temperature"];
+        assert_eq!(kinds.into_iter().collect::<Vec<_>>(), expected);
+    }
+}
