@@ -885,3 +885,55 @@ fn simulated_robots_stream_every_kind_of_record() {
         "about 50 Hz each"
     );
 }
+
+#[test]
+fn a_viewer_that_stops_reading_is_dropped_and_ingest_goes_on() {
+    let dir = TempDir::new("hub-slow-viewer");
+    let db = dir.0.join("hub.db").display().to_string();
+    let mut hub = Proc::spawn(&[
+        "hub",
+        "--no-auth",
+        "--listen",
+        "127.0.0.1:0",
+        "--db",
+        &db,
+        "--no-influx",
+        "--http",
+        "127.0.0.1:0",
+    ]);
+    hub.stdout.wait_for("two endpoints", |seen| {
+        crate::support::listening(seen).len() >= 2
+    });
+    let eps = crate::support::listening(&hub.stdout.seen);
+    let (ingest, web) = (
+        addr(&eps[0]),
+        addr(&eps[1]).trim_end_matches('/').to_owned(),
+    );
+    // A viewer with a tiny receive buffer that never reads.
+    let socket =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    socket.set_recv_buffer_size(4096).expect("rcvbuf");
+    let target: std::net::SocketAddr = web.parse().expect("address");
+    socket.connect(&target.into()).expect("connect");
+    let mut viewer: TcpStream = socket.into();
+    viewer
+        .write_all(format!("GET /api/live HTTP/1.1\r\nHost: {web}\r\n\r\n").as_bytes())
+        .expect("subscribe");
+    crate::support::wait_until("the viewer counted", || {
+        get_metric(&web, "socketeer_hub_live_viewers") == 1
+    });
+    let input = numbered_input(&dir, "flood", 30_000);
+    let (status, _, err) = run(&["publish", &ingest, "--file", &input], b"");
+    assert!(
+        status.success(),
+        "every line acknowledged while the viewer stalls: {err}"
+    );
+    crate::support::wait_until("the stalled viewer dropped", || {
+        get_metric(&web, "socketeer_hub_live_viewers_dropped_total") >= 1
+    });
+    assert_eq!(get_metric(&web, "socketeer_hub_records_total"), 30_000);
+    drop(viewer);
+    hub.signal("TERM");
+    let (status, _, err) = hub.wait();
+    assert!(status.success(), "{err}");
+}
