@@ -568,15 +568,7 @@ async fn ingest(State(api): Shared, Query(q): Query<IngestQuery>, body: String) 
             )),
             Ok(Line::Record(record)) => {
                 item_lines.push((line_no, record.seq));
-                items.push(Item {
-                    device: Arc::clone(&device),
-                    session: record
-                        .session
-                        .as_deref()
-                        .map_or_else(|| Arc::clone(&session), Arc::from),
-                    record,
-                    recv_ts,
-                });
+                items.push(Item::new(&device, &session, record, recv_ts));
             }
         }
     }

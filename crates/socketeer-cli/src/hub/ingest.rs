@@ -292,15 +292,9 @@ impl Handler for IngestHandler {
                                     here = Some(ingest.presence.enter(&device));
                                 }
                                 batch.lines.push((record.seq, line_no));
-                                batch.items.push(Item {
-                                    device: Arc::clone(&device),
-                                    session: record
-                                        .session
-                                        .as_deref()
-                                        .map_or_else(|| Arc::clone(&session), Arc::from),
-                                    record,
-                                    recv_ts: now_secs(),
-                                });
+                                batch
+                                    .items
+                                    .push(Item::new(&device, &session, record, now_secs()));
                             }
                         }
                         if let Some(why) = refusal {

@@ -111,6 +111,21 @@ pub(crate) struct Item {
     pub(crate) recv_ts: f64,
 }
 
+impl Item {
+    /// A record from `device`, in the record's own session if it names one, else `session`.
+    pub(crate) fn new(device: &Arc<str>, session: &Arc<str>, record: Record, recv_ts: f64) -> Item {
+        Item {
+            device: Arc::clone(device),
+            session: record
+                .session
+                .as_deref()
+                .map_or_else(|| Arc::clone(session), Arc::from),
+            record,
+            recv_ts,
+        }
+    }
+}
+
 /// What became of a record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Stored {

@@ -544,13 +544,12 @@ fn get_json(address: &str, path: &str) -> Value {
     serde_json::from_str(&body).unwrap_or_else(|e| panic!("{path}: {e}: {body}"))
 }
 
-#[test]
-fn the_api_answers_from_stored_data() {
-    let dir = TempDir::new("hub-api");
+/// A hub with HTTP on a free port (no Influx): the process, ingest and HTTP addresses, and the
+/// database path.
+fn start_hub_http(dir: &TempDir, extra: &[&str]) -> (Proc, String, String, String) {
     let db = dir.0.join("hub.db").display().to_string();
-    let mut hub = Proc::spawn(&[
+    let mut args = vec![
         "hub",
-        "--no-auth",
         "--listen",
         "127.0.0.1:0",
         "--db",
@@ -558,9 +557,9 @@ fn the_api_answers_from_stored_data() {
         "--no-influx",
         "--http",
         "127.0.0.1:0",
-        "--retention",
-        "0",
-    ]);
+    ];
+    args.extend_from_slice(extra);
+    let mut hub = Proc::spawn(&args);
     hub.stdout.wait_for("two endpoints", |seen| {
         crate::support::listening(seen).len() >= 2
     });
@@ -569,6 +568,13 @@ fn the_api_answers_from_stored_data() {
         addr(&eps[0]),
         addr(&eps[1]).trim_end_matches('/').to_owned(),
     );
+    (hub, ingest, web, db)
+}
+
+#[test]
+fn the_api_answers_from_stored_data() {
+    let dir = TempDir::new("hub-api");
+    let (hub, ingest, web, _db) = start_hub_http(&dir, &["--no-auth", "--retention", "0"]);
 
     // A live viewer first, so it sees what follows.
     let mut viewer = TcpStream::connect(&web).expect("viewer");
@@ -774,29 +780,8 @@ fn get_metric(web: &str, name: &str) -> u64 {
 fn http_token_and_auth_failures() {
     let dir = TempDir::new("hub-token");
     let key = make_key(&dir, "fleet.key", None);
-    let db = dir.0.join("hub.db").display().to_string();
-    let mut hub = Proc::spawn(&[
-        "hub",
-        "--key-file",
-        &key,
-        "--listen",
-        "127.0.0.1:0",
-        "--db",
-        &db,
-        "--no-influx",
-        "--http",
-        "127.0.0.1:0",
-        "--http-token",
-        "s3cret-token",
-    ]);
-    hub.stdout.wait_for("two endpoints", |seen| {
-        crate::support::listening(seen).len() >= 2
-    });
-    let eps = crate::support::listening(&hub.stdout.seen);
-    let (ingest, web) = (
-        addr(&eps[0]),
-        addr(&eps[1]).trim_end_matches('/').to_owned(),
-    );
+    let (hub, ingest, web, _db) =
+        start_hub_http(&dir, &["--key-file", &key, "--http-token", "s3cret-token"]);
     let (status, _) = http(&web, "GET", "/api/devices", "", "");
     assert_eq!(status, 401);
     let (status, _) = http(
@@ -889,26 +874,7 @@ fn simulated_robots_stream_every_kind_of_record() {
 #[test]
 fn a_viewer_that_stops_reading_is_dropped_and_ingest_goes_on() {
     let dir = TempDir::new("hub-slow-viewer");
-    let db = dir.0.join("hub.db").display().to_string();
-    let mut hub = Proc::spawn(&[
-        "hub",
-        "--no-auth",
-        "--listen",
-        "127.0.0.1:0",
-        "--db",
-        &db,
-        "--no-influx",
-        "--http",
-        "127.0.0.1:0",
-    ]);
-    hub.stdout.wait_for("two endpoints", |seen| {
-        crate::support::listening(seen).len() >= 2
-    });
-    let eps = crate::support::listening(&hub.stdout.seen);
-    let (ingest, web) = (
-        addr(&eps[0]),
-        addr(&eps[1]).trim_end_matches('/').to_owned(),
-    );
+    let (hub, ingest, web, _db) = start_hub_http(&dir, &["--no-auth"]);
     // A viewer with a tiny receive buffer that never reads.
     let socket =
         socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
