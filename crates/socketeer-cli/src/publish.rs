@@ -213,30 +213,20 @@ async fn read_input(
         permit.forget();
         // Spool and memory change together (under the spool's lock), so emptying the spool
         // when nothing is unacknowledged can never drop a line just taken.
-        let spool = shared
+        let mut spool = shared
             .spool
             .as_ref()
             .map(|spool| spool.lock().unwrap_or_else(|e| e.into_inner()));
-        if let Some(mut spool) = spool {
+        if let Some(spool) = spool.as_mut() {
             spool.append(&numbered, next_seq, input_line)?;
-            shared.lock().unacked.insert(
-                next_seq,
-                Entry {
-                    input_line,
-                    bytes: numbered,
-                    sent: None,
-                },
-            );
-        } else {
-            shared.lock().unacked.insert(
-                next_seq,
-                Entry {
-                    input_line,
-                    bytes: numbered,
-                    sent: None,
-                },
-            );
         }
+        let entry = Entry {
+            input_line,
+            bytes: numbered,
+            sent: None,
+        };
+        shared.lock().unacked.insert(next_seq, entry);
+        drop(spool); // only now: the line is in memory too
         next_seq += 1;
         shared.changed.notify_one();
     }

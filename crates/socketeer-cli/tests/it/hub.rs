@@ -36,6 +36,16 @@ fn count(db: &Connection, sql: &str) -> i64 {
     db.query_row(sql, [], |row| row.get(0)).expect(sql)
 }
 
+/// The first column of every row.
+fn column<T: rusqlite::types::FromSql>(db: &Connection, sql: &str) -> Vec<T> {
+    db.prepare(sql)
+        .expect(sql)
+        .query_map([], |row| row.get(0))
+        .expect(sql)
+        .collect::<Result<_, _>>()
+        .expect(sql)
+}
+
 struct Client {
     writer: TcpStream,
     reader: BufReader<TcpStream>,
@@ -169,13 +179,7 @@ fn the_authenticated_device_is_the_records_device() {
     );
     assert_eq!(answers[1], serde_json::json!({"ack": 1}));
     let reader = read_db(&db);
-    let devices: Vec<String> = reader
-        .prepare("SELECT name FROM devices")
-        .expect("prepare")
-        .query_map([], |row| row.get(0))
-        .expect("query")
-        .collect::<Result<_, _>>()
-        .expect("rows");
+    let devices: Vec<String> = column(&reader, "SELECT name FROM devices");
     assert_eq!(devices, ["r1"], "r1 cannot write as r2");
     // Without a key, nothing gets in.
     let mut stranger = Client::connect(&address);
@@ -252,13 +256,7 @@ fn sigterm_drains_and_keeps_everything_acknowledged() {
         "every acknowledged record is stored"
     );
     let mut times: std::collections::HashMap<u64, u32> = std::collections::HashMap::new();
-    let values: Vec<f64> = reader
-        .prepare("SELECT value FROM points")
-        .expect("prepare")
-        .query_map([], |row| row.get(0))
-        .expect("query")
-        .collect::<Result<_, _>>()
-        .expect("rows");
+    let values: Vec<f64> = column(&reader, "SELECT value FROM points");
     for value in values {
         *times.entry(value as u64).or_default() += 1;
     }
@@ -844,21 +842,9 @@ fn simulated_robots_stream_every_kind_of_record() {
         ) == 3
     });
     let conn = read_db(&db);
-    let streams: Vec<String> = conn
-        .prepare("SELECT DISTINCT stream FROM series ORDER BY stream")
-        .expect("prepare")
-        .query_map([], |r| r.get(0))
-        .expect("query")
-        .collect::<Result<_, _>>()
-        .expect("rows");
+    let streams: Vec<String> = column(&conn, "SELECT DISTINCT stream FROM series ORDER BY stream");
     assert_eq!(streams, ["battery", "imu", "temperature"]);
-    let devices: Vec<String> = conn
-        .prepare("SELECT name FROM devices ORDER BY name")
-        .expect("prepare")
-        .query_map([], |r| r.get(0))
-        .expect("query")
-        .collect::<Result<_, _>>()
-        .expect("rows");
+    let devices: Vec<String> = column(&conn, "SELECT name FROM devices ORDER BY name");
     assert_eq!(
         devices,
         ["robot-1", "robot-2", "robot-3"],
