@@ -66,7 +66,7 @@ done
 wait "${pubs[@]}"
 t1=$(date +%s.%N)
 read -r p50 p99 acked < <(cat "$work"/stats* | summary)
-stored=$(python3 -c "import sqlite3; print(sqlite3.connect('$work/hub.db').execute('select count(*) from points').fetchone()[0] // 3)")
+stored=$(python3 -c "import sqlite3; print(sqlite3.connect('$work/hub.db').execute('select count(*) from samples').fetchone()[0])")
 wall=$(echo "$t1 - $t0" | bc -l)
 echo "FIGURE hub_durable_readings_per_sec=$(printf '%.0f' "$(echo "$acked / $wall" | bc -l)") readings/s ($acked acknowledged in $(printf '%.2f' "$wall") s, $stored stored, 10 publishers, synchronous=FULL)"
 echo "FIGURE hub_saturated_ack_p50=$p50 ms"

@@ -270,10 +270,12 @@ async fn series(State(api): Shared, Query(q): Query<SeriesQuery>) -> Response {
     let points = q.points.unwrap_or(1000).clamp(1, MAX_POINTS);
     let (device, stream, field) = (q.device.clone(), q.stream.clone(), q.field.clone());
     let result = query(&api, move |conn| {
-        let Some(series) = conn
+        // The field must be one the stream has: then it is a checked name, safe in a path.
+        let Some(stream) = conn
             .query_row(
-                "SELECT s.id FROM series s JOIN devices d ON d.id = s.device_id
-                 WHERE d.name = ?1 AND s.stream = ?2 AND s.field = ?3",
+                "SELECT st.id FROM streams st JOIN devices d ON d.id = st.device_id
+                 JOIN series s ON s.device_id = d.id AND s.stream = st.name AND s.field = ?3
+                 WHERE d.name = ?1 AND st.name = ?2",
                 params![device, stream, field],
                 |r| r.get::<_, i64>(0),
             )
@@ -281,18 +283,21 @@ async fn series(State(api): Shared, Query(q): Query<SeriesQuery>) -> Response {
         else {
             return Ok(None);
         };
+        let path = format!("$.\"{field}\"");
         let count: usize = conn.query_row(
-            "SELECT count(*) FROM points WHERE series_id = ?1 AND ts BETWEEN ?2 AND ?3",
-            params![series, from, to],
+            "SELECT count(vals ->> ?4) FROM samples WHERE stream_id = ?1 AND ts BETWEEN ?2 AND ?3",
+            params![stream, from, to, path],
             |r| r.get::<_, i64>(0),
         )? as usize;
         if count <= points {
             let mut stmt = conn.prepare(
-                "SELECT ts, value FROM points WHERE series_id = ?1 AND ts BETWEEN ?2 AND ?3
-                 ORDER BY ts",
+                "SELECT ts, v FROM (
+                     SELECT ts, vals ->> ?4 AS v FROM samples
+                     WHERE stream_id = ?1 AND ts BETWEEN ?2 AND ?3)
+                 WHERE v IS NOT NULL ORDER BY ts",
             )?;
             let rows = stmt
-                .query_map(params![series, from, to], |r| {
+                .query_map(params![stream, from, to, path], |r| {
                     Ok(json!([r.get::<_, f64>(0)?, r.get::<_, f64>(1)?]))
                 })?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
@@ -301,12 +306,14 @@ async fn series(State(api): Shared, Query(q): Query<SeriesQuery>) -> Response {
         let width = (to - from) / points as f64;
         let mut stmt = conn.prepare(
             "SELECT min(CAST((ts - ?2) / ?4 AS INTEGER), ?5 - 1) AS b,
-                    min(value), max(value), avg(value), count(*)
-             FROM points WHERE series_id = ?1 AND ts BETWEEN ?2 AND ?3
+                    min(v), max(v), avg(v), count(*)
+             FROM (SELECT ts, vals ->> ?6 AS v FROM samples
+                   WHERE stream_id = ?1 AND ts BETWEEN ?2 AND ?3)
+             WHERE v IS NOT NULL
              GROUP BY b ORDER BY b",
         )?;
         let rows = stmt
-            .query_map(params![series, from, to, width, points as i64], |r| {
+            .query_map(params![stream, from, to, width, points as i64, path], |r| {
                 let bucket: i64 = r.get(0)?;
                 Ok(json!([
                     from + bucket as f64 * width,
@@ -451,11 +458,12 @@ async fn export_csv(State(api): Shared, Query(q): Query<ExportQuery>) -> Respons
     };
     let result = query(&api, move |conn| {
         let mut stmt = conn.prepare(
-            "SELECT p.ts, p.recv_ts, s.stream, s.field, p.value
-             FROM points p JOIN series s ON s.id = p.series_id JOIN devices d ON d.id = s.device_id
-             WHERE d.name = ?1 AND (?2 IS NULL OR s.stream = ?2) AND (?3 IS NULL OR s.field = ?3)
-               AND p.ts BETWEEN ?4 AND ?5
-             ORDER BY p.ts LIMIT ?6",
+            "SELECT sa.ts, sa.recv_ts, st.name, j.key, j.value
+             FROM devices d JOIN streams st ON st.device_id = d.id
+             JOIN samples sa ON sa.stream_id = st.id JOIN json_each(sa.vals) j
+             WHERE d.name = ?1 AND (?2 IS NULL OR st.name = ?2) AND (?3 IS NULL OR j.key = ?3)
+               AND sa.ts BETWEEN ?4 AND ?5
+             ORDER BY sa.ts LIMIT ?6",
         )?;
         let mut out = String::from("ts,recv_ts,device,stream,field,value\n");
         let device = csv_cell(&q.device);

@@ -171,7 +171,12 @@ pub(crate) fn parse_line(
             return Err(format!("bad field {field:.40}"));
         };
         if let Some(number) = field_value(value)? {
-            values.push((model::name(&unescape(key), "field")?, number));
+            let key = model::name(&unescape(key), "field")?;
+            // A field given twice keeps its last value, as InfluxDB does.
+            match values.iter_mut().find(|(known, _)| *known == key) {
+                Some((_, slot)) => *slot = number,
+                None => values.push((key, number)),
+            }
         }
     }
     if values.is_empty() {
@@ -311,6 +316,12 @@ mod tests {
             "strings skipped"
         );
         assert_eq!(p.record.ts, None);
+        let p = point("battery,device=r1 volts=12,volts=11.5,amps=2");
+        assert_eq!(
+            p.record.values,
+            [("volts".to_owned(), 11.5), ("amps".to_owned(), 2.0)],
+            "a field given twice keeps its last value"
+        );
         // Escapes are understood; the names must still be names.
         let p = point(r#"rover.temp,device=r1,site=lab-2 motor=40.5"#);
         assert_eq!(p.record.stream, "rover.temp/lab-2");

@@ -9,7 +9,7 @@
 //! goes into `received` in the same transaction as the data, so after a crash either both are
 //! there or neither, and a resend finds the key and is answered as a duplicate.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -75,6 +75,37 @@ const MIGRATIONS: &[&str] = &[
         seq INTEGER NOT NULL,
         PRIMARY KEY (session_id, seq)
     ) WITHOUT ROWID;",
+    // 2: one row per reading instead of one per value (a third of the B-tree inserts for a
+    // reading of three values): `samples` keeps the values as a JSON object, read with
+    // `vals ->> 'field'`; the view `points` still shows one row per value.
+    "CREATE TABLE streams (
+        id INTEGER PRIMARY KEY,
+        device_id INTEGER NOT NULL REFERENCES devices(id),
+        name TEXT NOT NULL,
+        UNIQUE (device_id, name)
+    );
+    CREATE TABLE samples (
+        stream_id INTEGER NOT NULL,
+        ts REAL NOT NULL,
+        recv_ts REAL NOT NULL,
+        vals TEXT NOT NULL
+    );
+    CREATE INDEX samples_by_stream_time ON samples (stream_id, ts);
+    INSERT INTO streams (device_id, name) SELECT DISTINCT device_id, stream FROM series;
+    INSERT INTO samples (stream_id, ts, recv_ts, vals)
+        SELECT st.id, p.ts, p.recv_ts, json_group_object(s.field, p.value)
+        FROM points p
+        JOIN series s ON s.id = p.series_id
+        JOIN streams st ON st.device_id = s.device_id AND st.name = s.stream
+        GROUP BY st.id, p.ts, p.recv_ts
+        ORDER BY min(p.rowid);
+    DROP TABLE points;
+    CREATE VIEW points (series_id, ts, recv_ts, value) AS
+        SELECT se.id, sa.ts, sa.recv_ts, j.value
+        FROM samples sa
+        JOIN streams st ON st.id = sa.stream_id
+        JOIN json_each(sa.vals) j
+        JOIN series se ON se.device_id = st.device_id AND se.stream = st.name AND se.field = j.key;",
 ];
 
 /// How hard a commit waits for the disk.
@@ -245,12 +276,20 @@ fn migrate(conn: &mut Connection) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A stream the writer has seen: its id, and the fields already in `series`.
+struct KnownStream {
+    id: i64,
+    fields: HashSet<String>,
+}
+
 struct Writer {
     conn: Connection,
     config: StoreConfig,
     devices: HashMap<Arc<str>, i64>,
-    /// Series ids by device, stream and field.
-    series: HashMap<i64, HashMap<String, HashMap<String, i64>>>,
+    /// Stream ids, and the fields known to the `series` table, by device and stream.
+    streams: HashMap<i64, HashMap<String, KnownStream>>,
+    /// The JSON object of a sample's values, reused.
+    vals: String,
     sessions: HashMap<(i64, Arc<str>), i64>,
     last_retention: f64,
 }
@@ -261,7 +300,8 @@ impl Writer {
             conn,
             config,
             devices: HashMap::new(),
-            series: HashMap::new(),
+            streams: HashMap::new(),
+            vals: String::new(),
             sessions: HashMap::new(),
             last_retention: 0.0,
         }
@@ -320,7 +360,7 @@ impl Writer {
 
     fn forget(&mut self) {
         self.devices.clear();
-        self.series.clear();
+        self.streams.clear();
         self.sessions.clear();
     }
 
@@ -348,27 +388,31 @@ impl Writer {
                 }
             }
             let ts = record.ts.unwrap_or(item.recv_ts);
-            let mut insert_point = tx.prepare_cached(
-                "INSERT INTO points (series_id, ts, recv_ts, value) VALUES (?1, ?2, ?3, ?4)",
-            )?;
-            // Looked up by reference: no allocation once a series is known.
-            let streams = self.series.entry(device).or_default();
-            if !streams.contains_key(record.stream.as_str()) {
-                streams.insert(record.stream.clone(), HashMap::new());
-            }
-            let fields = streams
-                .get_mut(record.stream.as_str())
-                .expect("inserted just above");
-            for (field, value) in &record.values {
-                let series = match fields.get(field.as_str()) {
-                    Some(&id) => id,
-                    None => {
-                        let id = series_id(&tx, device, &record.stream, field)?;
-                        fields.insert(field.clone(), id);
-                        id
+            if !record.values.is_empty() {
+                // Looked up by reference: no allocation once a stream and its fields are known.
+                let streams = self.streams.entry(device).or_default();
+                if !streams.contains_key(record.stream.as_str()) {
+                    let id = stream_id(&tx, device, &record.stream)?;
+                    let known = KnownStream {
+                        id,
+                        fields: HashSet::new(),
+                    };
+                    streams.insert(record.stream.clone(), known);
+                }
+                let stream = streams
+                    .get_mut(record.stream.as_str())
+                    .expect("inserted just above");
+                for (field, _) in &record.values {
+                    if !stream.fields.contains(field.as_str()) {
+                        add_series(&tx, device, &record.stream, field)?;
+                        stream.fields.insert(field.clone());
                     }
-                };
-                insert_point.execute(params![series, ts, item.recv_ts, value])?;
+                }
+                values_json(&record.values, &mut self.vals);
+                tx.prepare_cached(
+                    "INSERT INTO samples (stream_id, ts, recv_ts, vals) VALUES (?1, ?2, ?3, ?4)",
+                )?
+                .execute(params![stream.id, ts, item.recv_ts, self.vals])?;
             }
             if let Some(frame) = &record.frame {
                 tx.prepare_cached(
@@ -456,10 +500,10 @@ pub(crate) fn event(item: &Item) -> String {
 /// One retention pass: everything timestamped before `cutoff` (Unix seconds).
 pub(crate) fn delete_older(conn: &mut Connection, cutoff: f64) -> rusqlite::Result<()> {
     let tx = conn.transaction()?;
-    // Through the (series, time) and (device, time) indexes, one series or device at a time.
+    // Through the (stream, time) and (device, time) indexes, one stream or device at a time.
     tx.execute(
-        "DELETE FROM points WHERE rowid IN (
-             SELECT p.rowid FROM series s JOIN points p ON p.series_id = s.id AND p.ts < ?1)",
+        "DELETE FROM samples WHERE rowid IN (
+             SELECT sa.rowid FROM streams st JOIN samples sa ON sa.stream_id = st.id AND sa.ts < ?1)",
         params![cutoff],
     )?;
     tx.execute(
@@ -524,16 +568,41 @@ fn cached_session(
     Ok(id)
 }
 
-fn series_id(conn: &Connection, device: i64, stream: &str, field: &str) -> rusqlite::Result<i64> {
+fn stream_id(conn: &Connection, device: i64, stream: &str) -> rusqlite::Result<i64> {
+    conn.prepare_cached(
+        "INSERT INTO streams (device_id, name) VALUES (?1, ?2)
+         ON CONFLICT (device_id, name) DO NOTHING",
+    )?
+    .execute(params![device, stream])?;
+    conn.prepare_cached("SELECT id FROM streams WHERE device_id = ?1 AND name = ?2")?
+        .query_row(params![device, stream], |row| row.get(0))
+}
+
+/// Records that `device`'s `stream` has `field` (what `/api/streams` lists).
+fn add_series(conn: &Connection, device: i64, stream: &str, field: &str) -> rusqlite::Result<()> {
     conn.prepare_cached(
         "INSERT INTO series (device_id, stream, field) VALUES (?1, ?2, ?3)
          ON CONFLICT (device_id, stream, field) DO NOTHING",
     )?
     .execute(params![device, stream, field])?;
-    conn.prepare_cached(
-        "SELECT id FROM series WHERE device_id = ?1 AND stream = ?2 AND field = ?3",
-    )?
-    .query_row(params![device, stream, field], |row| row.get(0))
+    Ok(())
+}
+
+/// Writes `values` as one JSON object into `out`. Field names are checked names (letters,
+/// digits and `_.:/-`), so they need no escaping; values are finite, and Rust's shortest
+/// round-trip form of a finite `f64` (`1.0`, `0.1`, `1e300`) is a JSON number.
+fn values_json(values: &[(String, f64)], out: &mut String) {
+    use std::fmt::Write as _;
+    out.clear();
+    out.push('{');
+    for (i, (field, value)) in values.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        debug_assert!(!field.contains(['"', '\\']) && value.is_finite());
+        let _ = write!(out, "\"{field}\":{value:?}");
+    }
+    out.push('}');
 }
 
 /// The time now, Unix seconds.
@@ -699,5 +768,84 @@ mod tests {
             format!("{err:#}").contains("schema version 99, newer"),
             "{err:#}"
         );
+    }
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn version_1_points_move_into_samples() {
+        let db = Db::new("migrate");
+        let conn = Connection::open(db.config().path).expect("open");
+        conn.execute_batch(MIGRATIONS[0]).expect("version 1");
+        conn.execute_batch(
+            "PRAGMA user_version = 1;
+             INSERT INTO devices VALUES (1, 'r1', 10, 20);
+             INSERT INTO series VALUES (1, 1, 'imu', 'ax'), (2, 1, 'imu', 'ay'), (3, 1, 't', 'c');
+             INSERT INTO points VALUES (1, 1000000100, 101, 0.5), (2, 1000000100, 101, -1),
+                                       (1, 1000000200, 201, 1.5), (3, 1000000150, 151, 20.25);",
+        )
+        .expect("v1 data");
+        drop(conn);
+        let (store, writer) = Store::open(db.config()).expect("migrate");
+        // New data lands next to the migrated, in a stream the migration created.
+        let new = vec![item("r1", "s", r#"{"stream":"imu","ts":1000000300,"values":{"ax":2.5}}"#)];
+        store.write(new).await.expect("write");
+        drop(store);
+        writer.join().expect("writer");
+        let conn = Connection::open(db.config().path).expect("open");
+        assert_eq!(count(&conn, "PRAGMA user_version"), MIGRATIONS.len() as i64);
+        assert_eq!(count(&conn, "SELECT count(*) FROM streams"), 2);
+        let mut stmt = conn
+            .prepare("SELECT ts, vals FROM samples ORDER BY ts")
+            .expect("samples");
+        let samples: Vec<(f64, String)> = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .expect("query")
+            .collect::<rusqlite::Result<_>>()
+            .expect("rows");
+        assert_eq!(
+            samples,
+            [
+                (1_000_000_100.0, r#"{"ax":0.5,"ay":-1.0}"#.to_owned()),
+                (1_000_000_150.0, r#"{"c":20.25}"#.to_owned()),
+                (1_000_000_200.0, r#"{"ax":1.5}"#.to_owned()),
+                (1_000_000_300.0, r#"{"ax":2.5}"#.to_owned()),
+            ]
+        );
+        // The view still shows one row per value, with its series.
+        let mut stmt = conn
+            .prepare("SELECT series_id, ts, recv_ts, value FROM points ORDER BY ts, series_id")
+            .expect("points");
+        let points: Vec<(i64, f64, f64, f64)> = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+            .expect("query")
+            .collect::<rusqlite::Result<_>>()
+            .expect("rows");
+        assert_eq!(
+            points,
+            [
+                (1, 1_000_000_100.0, 101.0, 0.5),
+                (2, 1_000_000_100.0, 101.0, -1.0),
+                (3, 1_000_000_150.0, 151.0, 20.25),
+                (1, 1_000_000_200.0, 201.0, 1.5),
+                (1, 1_000_000_300.0, 1_800_000_000.0, 2.5),
+            ]
+        );
+    }
+
+    #[test]
+    fn values_are_written_as_a_json_object() {
+        let mut out = String::from("left over");
+        let values = [
+            ("ax".to_owned(), 1.0),
+            ("b.c:d/e-f".to_owned(), -0.1),
+            ("big".to_owned(), 1e300),
+            ("tiny".to_owned(), 5e-324),
+        ];
+        values_json(&values, &mut out);
+        assert_eq!(
+            out,
+            r#"{"ax":1.0,"b.c:d/e-f":-0.1,"big":1e300,"tiny":5e-324}"#
+        );
+        let back: serde_json::Value = serde_json::from_str(&out).expect("JSON");
+        assert_eq!(back["big"].as_f64(), Some(1e300));
+        assert_eq!(back["tiny"].as_f64(), Some(5e-324));
     }
 }
