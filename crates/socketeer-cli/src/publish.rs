@@ -58,6 +58,8 @@ struct Shared {
     state: Mutex<State>,
     /// New lines to send, or everything acknowledged.
     changed: Notify,
+    /// The input has ended (the receiver may be waiting for answers that will not come).
+    input_ended: Notify,
     /// Room for more unacknowledged lines.
     room: Semaphore,
     spool: Option<Mutex<Spool>>,
@@ -92,6 +94,7 @@ pub(crate) async fn run(args: PublishArgs) -> anyhow::Result<i32> {
     let shared = Arc::new(Shared {
         state: Mutex::new(State::default()),
         changed: Notify::new(),
+        input_ended: Notify::new(),
         room: Semaphore::new(args.max_unacked as usize),
         spool: spool.map(Mutex::new),
     });
@@ -232,6 +235,7 @@ async fn read_input(
     }
     shared.lock().input_done = true;
     shared.changed.notify_one();
+    shared.input_ended.notify_waiters();
     Ok(())
 }
 
@@ -375,10 +379,19 @@ async fn receive(
     sent: &Mutex<VecDeque<(u64, u64)>>,
 ) -> anyhow::Result<()> {
     loop {
+        // If the last line was acknowledged before the input ended, no answer is coming:
+        // the end of the input is what finishes.
+        let input_ended = shared.input_ended.notified();
+        tokio::pin!(input_ended);
+        input_ended.as_mut().enable();
         if shared.finished() {
             return Ok(());
         }
-        let Some(line) = reader.read_line().await? else {
+        let line = tokio::select! {
+            line = reader.read_line() => line?,
+            () = &mut input_ended => continue,
+        };
+        let Some(line) = line else {
             return Ok(());
         };
         let answer: Value = serde_json::from_slice(&line)

@@ -366,22 +366,40 @@ impl Writer {
 
     fn commit(&mut self, jobs: &[Job]) -> rusqlite::Result<Vec<Stored>> {
         let tx = self.conn.transaction()?;
+        let mut insert_received =
+            tx.prepare_cached("INSERT OR IGNORE INTO received (session_id, seq) VALUES (?1, ?2)")?;
+        let mut insert_sample = tx.prepare_cached(
+            "INSERT INTO samples (stream_id, ts, recv_ts, vals) VALUES (?1, ?2, ?3, ?4)",
+        )?;
         let mut outcomes = Vec::new();
-        let mut seen_devices: HashMap<i64, f64> = HashMap::new();
-        let mut seen_sessions: HashMap<i64, f64> = HashMap::new();
+        // (id, latest receive time) of the devices and sessions written to. A job is one
+        // connection's, so consecutive items mostly share both: those are looked up once.
+        let mut seen_devices: Vec<(i64, f64)> = Vec::new();
+        let mut seen_sessions: Vec<(i64, f64)> = Vec::new();
+        let mut last_device: Option<(&Arc<str>, i64)> = None;
+        let mut last_session: Option<(&Arc<str>, i64, i64)> = None;
         for item in jobs.iter().flat_map(|job| &job.items) {
-            let device = cached_device(&tx, &mut self.devices, &item.device, item.recv_ts)?;
-            seen_devices.insert(device, item.recv_ts);
+            let device = match last_device {
+                Some((name, id)) if *name == item.device => id,
+                _ => cached_device(&tx, &mut self.devices, &item.device, item.recv_ts)?,
+            };
+            last_device = Some((&item.device, device));
+            seen(&mut seen_devices, device, item.recv_ts);
             let record = &item.record;
             if let Some(seq) = record.seq {
-                let session =
-                    cached_session(&tx, &mut self.sessions, device, &item.session, item.recv_ts)?;
-                seen_sessions.insert(session, item.recv_ts);
-                let inserted = tx
-                    .prepare_cached(
-                        "INSERT OR IGNORE INTO received (session_id, seq) VALUES (?1, ?2)",
-                    )?
-                    .execute(params![session, seq as i64])?;
+                let session = match last_session {
+                    Some((name, of, id)) if of == device && *name == item.session => id,
+                    _ => cached_session(
+                        &tx,
+                        &mut self.sessions,
+                        device,
+                        &item.session,
+                        item.recv_ts,
+                    )?,
+                };
+                last_session = Some((&item.session, device, session));
+                seen(&mut seen_sessions, session, item.recv_ts);
+                let inserted = insert_received.execute(params![session, seq as i64])?;
                 if inserted == 0 {
                     outcomes.push(Stored::Duplicate);
                     continue;
@@ -409,10 +427,7 @@ impl Writer {
                     }
                 }
                 values_json(&record.values, &mut self.vals);
-                tx.prepare_cached(
-                    "INSERT INTO samples (stream_id, ts, recv_ts, vals) VALUES (?1, ?2, ?3, ?4)",
-                )?
-                .execute(params![stream.id, ts, item.recv_ts, self.vals])?;
+                insert_sample.execute(params![stream.id, ts, item.recv_ts, self.vals])?;
             }
             if let Some(frame) = &record.frame {
                 tx.prepare_cached(
@@ -439,11 +454,12 @@ impl Writer {
             }
             outcomes.push(Stored::New);
         }
-        for (device, at) in seen_devices {
+        drop((insert_received, insert_sample));
+        for (device, at) in latest(seen_devices) {
             tx.prepare_cached("UPDATE devices SET last_seen = max(last_seen, ?2) WHERE id = ?1")?
                 .execute(params![device, at])?;
         }
-        for (session, at) in seen_sessions {
+        for (session, at) in latest(seen_sessions) {
             tx.prepare_cached("UPDATE sessions SET last_recv = max(last_recv, ?2) WHERE id = ?1")?
                 .execute(params![session, at])?;
         }
@@ -523,6 +539,27 @@ pub(crate) fn delete_older(conn: &mut Connection, cutoff: f64) -> rusqlite::Resu
     )?;
     tx.execute("DELETE FROM sessions WHERE last_recv < ?1", params![cutoff])?;
     tx.commit()
+}
+
+/// Notes that `id` was written to at `at` (consecutive repeats folded into one entry).
+fn seen(list: &mut Vec<(i64, f64)>, id: i64, at: f64) {
+    match list.last_mut() {
+        Some((last, when)) if *last == id => *when = when.max(at),
+        _ => list.push((id, at)),
+    }
+}
+
+/// Each id once, with its latest time.
+fn latest(mut list: Vec<(i64, f64)>) -> Vec<(i64, f64)> {
+    list.sort_unstable_by_key(|&(id, _)| id);
+    list.dedup_by(|later, kept| {
+        if later.0 != kept.0 {
+            return false;
+        }
+        kept.1 = kept.1.max(later.1);
+        true
+    });
+    list
 }
 
 fn cached_device(
@@ -785,7 +822,11 @@ mod tests {
         drop(conn);
         let (store, writer) = Store::open(db.config()).expect("migrate");
         // New data lands next to the migrated, in a stream the migration created.
-        let new = vec![item("r1", "s", r#"{"stream":"imu","ts":1000000300,"values":{"ax":2.5}}"#)];
+        let new = vec![item(
+            "r1",
+            "s",
+            r#"{"stream":"imu","ts":1000000300,"values":{"ax":2.5}}"#,
+        )];
         store.write(new).await.expect("write");
         drop(store);
         writer.join().expect("writer");
@@ -847,5 +888,14 @@ mod tests {
         let back: serde_json::Value = serde_json::from_str(&out).expect("JSON");
         assert_eq!(back["big"].as_f64(), Some(1e300));
         assert_eq!(back["tiny"].as_f64(), Some(5e-324));
+    }
+    #[test]
+    fn devices_and_sessions_seen_keep_their_latest_time() {
+        let mut list = Vec::new();
+        for (id, at) in [(2, 1.0), (2, 3.0), (1, 2.0), (2, 2.5), (1, 1.0), (3, 0.5)] {
+            seen(&mut list, id, at);
+        }
+        assert_eq!(list.len(), 5, "the repeat of 2 folded");
+        assert_eq!(latest(list), [(1, 2.0), (2, 3.0), (3, 0.5)]);
     }
 }

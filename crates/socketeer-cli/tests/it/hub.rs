@@ -452,6 +452,19 @@ fn publish_reports_lines_the_hub_refuses_and_exits_1() {
 }
 
 #[test]
+fn publish_exits_when_its_input_ends_after_the_last_acknowledgement() {
+    // The last line is acknowledged while the input is still open; only then does it end.
+    let dir = TempDir::new("hub-late-eof");
+    let (_hub, address, db) = start_hub(&dir, &["--no-auth"]);
+    let mut publish = Proc::spawn(&["publish", &address]);
+    publish.write_stdin(b"{\"stream\":\"t\",\"values\":{\"c\":20.5}}\n");
+    crate::support::wait_until("the line stored", || stored(&db) >= 1);
+    publish.close_stdin();
+    let (status, _, err) = publish.wait();
+    assert!(status.success(), "{err}");
+}
+
+#[test]
 fn influx_line_protocol_over_tcp_and_udp() {
     let dir = TempDir::new("hub-influx");
     let db = dir.0.join("hub.db").display().to_string();
