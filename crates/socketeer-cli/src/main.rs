@@ -32,10 +32,23 @@ fn main() {
         Err(err) => std::process::exit(report_usage(&err)),
     };
     init_logging(&cli.log);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    // A client with one connection has no work for a second thread; on a small machine its
+    // threads would only take turns with the server's.
+    let single = matches!(
+        cli.command,
+        Command::Publish(_)
+            | Command::Connect(_)
+            | Command::Exec(_)
+            | Command::Put(_)
+            | Command::Get(_)
+            | Command::Ls(_)
+    );
+    let mut builder = if single {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    };
+    let runtime = match builder.enable_all().build() {
         Ok(runtime) => runtime,
         Err(err) => {
             eprintln!("socketeer: cannot start the async runtime: {err}");

@@ -12,6 +12,7 @@
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -190,10 +191,11 @@ impl Store {
         config: StoreConfig,
     ) -> anyhow::Result<(Store, std::thread::JoinHandle<()>)> {
         let conn = open_writer(&config)?;
+        let checkpoints = Checkpointer::start(&config)?;
         let (jobs, queue) = mpsc::channel(4096);
         let writer = std::thread::Builder::new()
             .name("hub-writer".into())
-            .spawn(move || Writer::new(conn, config).run(queue))
+            .spawn(move || Writer::new(conn, config, checkpoints).run(queue))
             .context("cannot start the storage thread")?;
         Ok((Store { jobs }, writer))
     }
@@ -252,8 +254,86 @@ fn open_writer(config: &StoreConfig) -> anyhow::Result<Connection> {
     conn.pragma_update(None, "synchronous", synchronous)?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
     conn.busy_timeout(Duration::from_secs(5))?;
+    // The checkpoint thread does it, off the commit path.
+    conn.pragma_update(None, "wal_autocheckpoint", 0)?;
     migrate(&mut conn).with_context(|| format!("{}: schema migration failed", what()))?;
     Ok(conn)
+}
+
+/// Keeps the write-ahead log short without making commits wait.
+///
+/// SQLite's automatic checkpoint runs inside the commit that crosses its threshold and, with
+/// `synchronous=FULL`, syncs the database file: every record in that commit waits for it. A
+/// passive checkpoint on another connection waits for nobody, but while the writer keeps
+/// appending it never copies the whole log, and the log only starts over once it has all
+/// been copied: it would grow without end. So the work is split: a thread copies the bulk
+/// (and syncs the database file) in the background; each time it has, the writer — after
+/// answering its batch — copies the few pages added meanwhile, and its next transaction
+/// starts the log over. That step costs the writer a millisecond or a few, never the full copy.
+struct Checkpointer {
+    /// A commit happened (bounded to one: wake-ups fold together).
+    wake: std::sync::mpsc::SyncSender<()>,
+    /// The background thread finished a pass since the writer last looked.
+    caught_up: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Checkpointer {
+    /// Pause between background passes, letting commits gather.
+    const PAUSE: Duration = Duration::from_millis(100);
+
+    fn start(config: &StoreConfig) -> anyhow::Result<Checkpointer> {
+        let conn = Connection::open(&config.path)
+            .with_context(|| format!("cannot open {}", config.path.display()))?;
+        conn.busy_timeout(Duration::from_secs(5))?;
+        let (wake, commits) = std::sync::mpsc::sync_channel::<()>(1);
+        let caught_up = Arc::new(AtomicBool::new(false));
+        let done = Arc::clone(&caught_up);
+        let thread = std::thread::Builder::new()
+            .name("hub-checkpoint".into())
+            .spawn(move || {
+                // Until the writer is gone.
+                while commits.recv().is_ok() {
+                    match checkpoint(&conn, "PASSIVE") {
+                        Ok(()) => done.store(true, Ordering::Release),
+                        Err(err) => {
+                            tracing::warn!(error = %err, "checkpoint failed; will try again")
+                        }
+                    }
+                    std::thread::sleep(Self::PAUSE);
+                }
+                // Everything into the database file and the log emptied, as a clean close does.
+                if let Err(err) = checkpoint(&conn, "TRUNCATE") {
+                    tracing::warn!(error = %err, "final checkpoint failed; the log is kept");
+                }
+            })
+            .context("cannot start the checkpoint thread")?;
+        Ok(Checkpointer {
+            wake,
+            caught_up,
+            thread,
+        })
+    }
+
+    /// Called by the writer after each commit, once its answers are sent.
+    fn committed(&self, writer: &Connection) {
+        let _ = self.wake.try_send(()); // one wake-up pending is enough
+        if self.caught_up.swap(false, Ordering::AcqRel) {
+            if let Err(err) = checkpoint(writer, "PASSIVE") {
+                tracing::warn!(error = %err, "checkpoint failed; will try again");
+            }
+        }
+    }
+
+    /// After the writer's last commit: the final checkpoint, waited for.
+    fn finish(self) {
+        drop(self.wake);
+        let _ = self.thread.join();
+    }
+}
+
+fn checkpoint(conn: &Connection, mode: &str) -> rusqlite::Result<()> {
+    conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |_| Ok(()))
 }
 
 /// Brings the schema up to date, one transaction per migration.
@@ -285,6 +365,7 @@ struct KnownStream {
 struct Writer {
     conn: Connection,
     config: StoreConfig,
+    checkpoints: Checkpointer,
     devices: HashMap<Arc<str>, i64>,
     /// Stream ids, and the fields known to the `series` table, by device and stream.
     streams: HashMap<i64, HashMap<String, KnownStream>>,
@@ -295,10 +376,11 @@ struct Writer {
 }
 
 impl Writer {
-    fn new(conn: Connection, config: StoreConfig) -> Writer {
+    fn new(conn: Connection, config: StoreConfig, checkpoints: Checkpointer) -> Writer {
         Writer {
             conn,
             config,
+            checkpoints,
             devices: HashMap::new(),
             streams: HashMap::new(),
             vals: String::new(),
@@ -327,6 +409,7 @@ impl Writer {
                         let mine = outcomes.split_off(outcomes.len() - job.items.len());
                         let _ = job.done.send(Ok(mine));
                     }
+                    self.checkpoints.committed(&self.conn);
                 }
                 Err(err) => {
                     // Ids cached during the failed transaction were rolled back with it.
@@ -340,6 +423,7 @@ impl Writer {
             }
             self.retention();
         }
+        self.checkpoints.finish();
     }
 
     /// Tells live viewers about what was just committed (nothing is built if none listen).
@@ -897,5 +981,72 @@ mod tests {
         }
         assert_eq!(list.len(), 5, "the repeat of 2 folded");
         assert_eq!(latest(list), [(1, 2.0), (2, 3.0), (3, 0.5)]);
+    }
+    /// The write-ahead log's checkpoint sequence number: it grows each time the log starts over.
+    fn log_restarts(db: &Db) -> u32 {
+        let mut wal = db.config().path.into_os_string();
+        wal.push("-wal");
+        let header = std::fs::read(&wal).unwrap_or_default();
+        header
+            .get(12..16)
+            .map_or(0, |b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_log_starts_over_while_writes_go_on_and_is_emptied_at_the_end() {
+        let db = Db::new("wal");
+        let (store, writer) = Store::open(db.config()).expect("open");
+        let first = log_restarts(&db);
+        // Four writers with several batches queued each: the writer is never idle, so a
+        // checkpoint on another connection alone could never copy the whole log.
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut writers = Vec::new();
+        for w in 0..4 {
+            let (store, stop) = (store.clone(), Arc::clone(&stop));
+            writers.push(tokio::spawn(async move {
+                let mut pending = std::collections::VecDeque::new();
+                let mut n = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    let batch = (n..n + 50)
+                        .map(|k| {
+                            let line =
+                                format!(r#"{{"stream":"imu","seq":{k},"values":{{"ax":{k}}}}}"#);
+                            item("r1", &format!("s{w}"), &line)
+                        })
+                        .collect();
+                    pending.push_back(store.submit(batch).await.expect("submit"));
+                    n += 50;
+                    if pending.len() > 4 {
+                        pending.pop_front().expect("queued").await.expect("stored");
+                    }
+                }
+                for answer in pending {
+                    answer.await.expect("stored");
+                }
+                n
+            }));
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        // Bounded: until the log has started over twice while the writes went on.
+        while log_restarts(&db) < first + 2 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the log never started over"
+            );
+            tokio::task::yield_now().await;
+        }
+        stop.store(true, Ordering::Relaxed);
+        let mut n = 0;
+        for w in writers {
+            n += w.await.expect("writer task");
+        }
+        drop(store);
+        writer.join().expect("writer");
+        let mut wal = db.config().path.into_os_string();
+        wal.push("-wal");
+        let left = std::fs::metadata(&wal).map_or(0, |m| m.len());
+        assert_eq!(left, 0, "the log was emptied into the database");
+        let conn = Connection::open(db.config().path).expect("open");
+        assert_eq!(count(&conn, "SELECT count(*) FROM samples"), n as i64);
     }
 }
