@@ -1,17 +1,20 @@
 #!/usr/bin/env bash
 # Durable ingest into `socketeer hub` (SQLite WAL, synchronous=FULL): 10 publishers over
 # loopback, each line a reading of three values, acknowledged only after commit.
-#   1. throughput: 10 x `socketeer publish --file` as fast as acknowledgements allow;
+#   0. the disk: fsync latency of 32 KiB appends (the floor under every durable commit);
+#   1. throughput: 10 x `socketeer publish --file` as fast as acknowledgements allow, each
+#      with at most WINDOW lines unacknowledged;
 #   2. latency at a fixed offered load: 10 publishers fed at RATE lines/s each (paced input),
 #      send-to-ack p50/p99 from `publish --stats`;
 #   3. mosquitto (Debian package, persistence on) carrying the same lines with QoS 1 from 10
 #      `mosquitto_pub -l`, if it is installed or installable (skipped with a note otherwise).
-# Prints FIGURE lines. Usage: scripts/bench-hub.sh   (READINGS=, RATE=, SECS=, DIR=)
+# Prints FIGURE lines. Usage: scripts/bench-hub.sh   (READINGS=, RATE=, SECS=, WINDOW=, DIR=)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 READINGS=${READINGS:-1000000}
 RATE=${RATE:-10000}
-SECS=${SECS:-5}
+SECS=${SECS:-20}
+WINDOW=${WINDOW:-20000}
 DIR=${DIR:-/var/tmp}
 PUBLISHERS=10
 
@@ -55,12 +58,25 @@ print(max(r['ack_ms']['p50'] for r in rows), max(r['ack_ms']['p99'] for r in row
 
 echo "machine: $(nproc) cores, $(uname -r); database in $DIR ($(df -T "$DIR" | awk 'NR==2 {print $2}'))"
 
+# 0. The disk under the database.
+python3 - "$work/fsync-probe" <<'EOF'
+import os, sys, time
+fd = os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+lat, end = [], time.monotonic() + 5
+while time.monotonic() < end:
+    os.write(fd, b"x" * 32768)
+    t = time.perf_counter(); os.fsync(fd); lat.append((time.perf_counter() - t) * 1000)
+os.close(fd); os.remove(sys.argv[1])
+lat.sort(); n = len(lat)
+print(f"FIGURE disk_fsync_p50={lat[n // 2]:.2f} ms p99={lat[n * 99 // 100]:.2f} ms max={lat[-1]:.1f} ms ({n} fsyncs in 5 s)")
+EOF
+
 # 1. Throughput.
 start_hub
 t0=$(date +%s.%N)
 pubs=()
 for p in $(seq 0 $((PUBLISHERS - 1))); do
-  "$socketeer" publish "$ep" --file "$work/in$p.jsonl" --stats > "$work/stats$p" &
+  "$socketeer" publish "$ep" --file "$work/in$p.jsonl" --max-unacked "$WINDOW" --stats > "$work/stats$p" &
   pubs+=($!)
 done
 wait "${pubs[@]}"
@@ -69,7 +85,7 @@ read -r p50 p99 acked < <(cat "$work"/stats* | summary)
 stored=$(python3 -c "import sqlite3; print(sqlite3.connect('$work/hub.db').execute('select count(*) from samples').fetchone()[0])")
 wall=$(echo "$t1 - $t0" | bc -l)
 echo "FIGURE hub_durable_readings_per_sec=$(printf '%.0f' "$(echo "$acked / $wall" | bc -l)") readings/s ($acked acknowledged in $(printf '%.2f' "$wall") s, $stored stored, 10 publishers, synchronous=FULL)"
-echo "FIGURE hub_saturated_ack_p50=$p50 ms"
+echo "FIGURE hub_saturated_ack_p50=$p50 ms (up to $WINDOW lines in flight per publisher wait in line)"
 echo "FIGURE hub_saturated_ack_p99=$p99 ms"
 kill "$hub"; wait "$hub" 2>/dev/null || true
 
