@@ -534,9 +534,20 @@ pub(crate) struct HubArgs {
     /// The unit of Influx timestamps.
     #[arg(long, value_name = "UNIT", value_enum, default_value = "ns")]
     pub(crate) influx_precision: crate::hub::influx::Precision,
-    /// The SQLite database file (created if missing).
-    #[arg(long, value_name = "PATH", default_value = "socketeer.db")]
-    pub(crate) db: std::path::PathBuf,
+    /// The SQLite database file (created if missing; default socketeer.db, or with --demo a
+    /// temporary one removed at exit).
+    #[arg(long, value_name = "PATH")]
+    pub(crate) db: Option<std::path::PathBuf>,
+    /// Simulated robots in the same process, without keys, on loopback: see the dashboard
+    /// with live data from one command.
+    #[arg(long)]
+    pub(crate) demo: bool,
+    /// How many robots --demo runs.
+    #[arg(long, value_name = "N", default_value_t = 4, requires = "demo", value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub(crate) demo_robots: u32,
+    /// Their IMU rate, per second.
+    #[arg(long, value_name = "HZ", default_value_t = 20.0, requires = "demo")]
+    pub(crate) demo_rate: f64,
     /// full: a record is on disk before it is acknowledged; normal: survives the hub crashing,
     /// not the machine losing power.
     #[arg(long, value_name = "MODE", value_enum, default_value = "full")]

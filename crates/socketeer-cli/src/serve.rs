@@ -3,8 +3,6 @@
 //! SIGINT/SIGTERM (a second signal exits at once).
 
 use std::io::Write;
-use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
 
 use anyhow::Context;
 use socketeer::{
@@ -24,8 +22,8 @@ pub(crate) struct Service<F, D> {
     pub(crate) default_endpoint: &'static str,
     pub(crate) make_handler: F,
     pub(crate) datagram: Option<D>,
-    /// Where to count failed authentications, if anywhere.
-    pub(crate) auth_failures: Option<Arc<AtomicU64>>,
+    /// Told of each failed authentication (with the device name claimed), if anyone is.
+    pub(crate) auth_failures: Option<socketeer::AuthFailureHook>,
 }
 
 /// The datagram handler of a service that has none.
@@ -100,12 +98,12 @@ impl Runner {
     }
 
     /// Binds `service` on the endpoints in `args` (its default if none), prints them, and
-    /// starts serving.
+    /// starts serving. Returns the endpoints as bound (port 0 resolved).
     pub(crate) async fn add<F, H, D>(
         &mut self,
         args: &ServeArgs,
         service: Service<F, D>,
-    ) -> anyhow::Result<()>
+    ) -> anyhow::Result<Vec<Endpoint>>
     where
         F: Fn() -> H + Clone + Send + Sync + 'static,
         H: Handler,
@@ -152,13 +150,15 @@ impl Runner {
         let limits = limits(args);
         let connections = ConnectionLimit::new(limits.max_connections);
         let mut stdout = std::io::stdout().lock();
+        let mut local = Vec::with_capacity(bound.len());
         for socket in bound {
             match socket {
                 Bound::Stream(listener) => {
                     writeln!(stdout, "listening on {}", listener.local_endpoint())?;
+                    local.push(listener.local_endpoint().clone());
                     let mut gate = guard.gate_for(listener.local_endpoint());
-                    if let Some(counter) = &service.auth_failures {
-                        gate = gate.count_auth_failures(Arc::clone(counter));
+                    if let Some(hook) = &service.auth_failures {
+                        gate = gate.on_auth_failure(hook.clone());
                     }
                     let server = Server::new(listener, service.make_handler.clone())
                         .limits(limits.clone())
@@ -170,6 +170,7 @@ impl Runner {
                 }
                 Bound::Datagram(socket) => {
                     writeln!(stdout, "listening on {}", socket.local_endpoint())?;
+                    local.push(socket.local_endpoint().clone());
                     let handler = service
                         .datagram
                         .clone()
@@ -185,7 +186,7 @@ impl Runner {
         }
         stdout.flush()?;
         self.names.push(service.name);
-        Ok(())
+        Ok(local)
     }
 
     /// Serves until SIGINT/SIGTERM, then drains everything within `grace`. Returns exit

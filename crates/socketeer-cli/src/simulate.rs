@@ -67,6 +67,27 @@ pub(crate) async fn run(args: SimulateArgs) -> anyhow::Result<i32> {
     Ok(0)
 }
 
+/// `count` robots named `robot-1`.. that name themselves (no keys), as `hub --demo` runs them.
+/// They stream until dropped, reconnecting when the link drops.
+pub(crate) fn demo_fleet(
+    endpoint: &Endpoint,
+    count: u32,
+    rate: f64,
+) -> JoinSet<anyhow::Result<()>> {
+    let mut robots = JoinSet::new();
+    for n in 1..=count {
+        robots.spawn(robot(
+            endpoint.clone(),
+            socketeer::ClientOptions::default(),
+            format!("robot-{n}"),
+            true,
+            rate,
+            n,
+        ));
+    }
+    robots
+}
+
 /// One robot: connects, streams, reconnects after a second when the link drops.
 async fn robot(
     endpoint: Endpoint,

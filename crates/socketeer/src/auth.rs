@@ -142,9 +142,10 @@ impl Authenticator {
                     .is_ok();
                 let Some(key) = key.filter(|_| verified) else {
                     let _ = conn.send(&[&MAGIC[..], &[STATUS_REFUSED]].concat()).await;
-                    return Err(refused(format!(
-                        "device \"{device}\" failed to prove its key"
-                    )));
+                    return Err(
+                        refused(format!("device \"{device}\" failed to prove its key"))
+                            .with_device(device),
+                    );
                 };
                 let server_proof = transcript.mac(key, SERVER_LABEL)?.finalize().into_bytes();
                 let mut reply = Vec::with_capacity(MAGIC.len() + 2 + MAC_LEN);

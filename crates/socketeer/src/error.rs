@@ -72,6 +72,7 @@ pub struct Error {
     kind: ErrorKind,
     message: String,
     source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
+    device: Option<String>,
 }
 
 /// `Result<T, socketeer::Error>`.
@@ -84,7 +85,21 @@ impl Error {
             kind,
             message: message.into(),
             source: None,
+            device: None,
         }
+    }
+
+    /// Notes the device name a failed authentication claimed.
+    #[must_use]
+    pub fn with_device(mut self, device: impl Into<String>) -> Self {
+        self.device = Some(device.into());
+        self
+    }
+
+    /// For an [`ErrorKind::Auth`] error: the device name the peer claimed, if it got that far.
+    /// Only a claim — the peer failed to prove it.
+    pub fn device(&self) -> Option<&str> {
+        self.device.as_deref()
     }
 
     /// Attaches the underlying cause.
@@ -149,6 +164,7 @@ impl From<io::Error> for Error {
             kind,
             message: kind.as_str().to_owned(),
             source: Some(Box::new(err)),
+            device: None,
         }
     }
 }

@@ -34,6 +34,25 @@ pub struct Gate {
     tls: Option<TlsAcceptor>,
     auth: Option<Authenticator>,
     auth_failures: Option<Arc<std::sync::atomic::AtomicU64>>,
+    on_auth_failure: Option<AuthFailureHook>,
+}
+
+/// Called with the device name a failed authentication claimed (`None` when the peer did not
+/// get as far as naming one, or answered tutorial-style).
+#[derive(Clone)]
+pub struct AuthFailureHook(Arc<dyn Fn(Option<&str>) + Send + Sync>);
+
+impl AuthFailureHook {
+    /// Wraps `hook`.
+    pub fn new(hook: impl Fn(Option<&str>) + Send + Sync + 'static) -> Self {
+        Self(Arc::new(hook))
+    }
+}
+
+impl std::fmt::Debug for AuthFailureHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AuthFailureHook")
+    }
 }
 
 impl Gate {
@@ -60,6 +79,14 @@ impl Gate {
     #[must_use]
     pub fn count_auth_failures(mut self, counter: Arc<std::sync::atomic::AtomicU64>) -> Self {
         self.auth_failures = Some(counter);
+        self
+    }
+
+    /// Calls `hook` for each failed authentication, with the device name claimed — for
+    /// per-device counts of who is knocking with the wrong key.
+    #[must_use]
+    pub fn on_auth_failure(mut self, hook: AuthFailureHook) -> Self {
+        self.on_auth_failure = Some(hook);
         self
     }
 
@@ -179,6 +206,9 @@ impl Gate {
                     }
                     if let Some(counter) = &self.auth_failures {
                         counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    if let Some(hook) = &self.on_auth_failure {
+                        (hook.0)(err.device());
                     }
                 }
                 drop(conn); // only now: the place was given back first

@@ -76,7 +76,7 @@ pub use connection::{Connection, ConnectionReader, ConnectionWriter};
 pub use datagram::{Datagram, DatagramServer, DatagramSocket};
 pub use endpoint::{Endpoint, HostPort};
 pub use error::{Error, ErrorKind, Result};
-pub use gate::Gate;
+pub use gate::{AuthFailureHook, Gate};
 pub use handler::{DatagramHandler, Handler};
 pub use keys::{ClientKey, KeyStore, Keys};
 pub use limits::Limits;

@@ -44,6 +44,7 @@ const MAX_BODY: usize = 16 * 1024 * 1024;
 pub(crate) struct Api {
     pub(crate) db: PathBuf,
     pub(crate) ingest: Arc<Ingest>,
+    pub(crate) activity: Arc<super::store::Activity>,
     pub(crate) live: broadcast::Sender<Arc<str>>,
     pub(crate) token: Option<String>,
     pub(crate) shutdown: socketeer::Shutdown,
@@ -170,10 +171,12 @@ async fn devices(State(api): Shared) -> Response {
         Err(fail) => return fail.into_response(),
     };
     let now = now_secs();
+    let activity = api.activity.snapshot();
     let list: Vec<Value> = rows
         .into_iter()
         .map(|(name, first, last, series)| {
             let connections = connected.get(&name).copied().unwrap_or(0);
+            let counts = activity.get(name.as_str()).cloned().unwrap_or_default();
             json!({
                 "name": name,
                 "online": connections > 0 || now - last < ONLINE_WINDOW,
@@ -181,6 +184,9 @@ async fn devices(State(api): Shared) -> Response {
                 "first_seen": first,
                 "last_seen": last,
                 "series": series,
+                "rate": counts.rate(now as u64),
+                "records": counts.records,
+                "auth_failures": counts.auth_failures,
             })
         })
         .collect();

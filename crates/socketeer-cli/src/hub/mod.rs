@@ -29,6 +29,42 @@ pub(crate) const DEFAULT_INFLUX: [&str; 2] = ["tcp://127.0.0.1:8094", "udp://127
 
 /// Runs `socketeer hub`.
 pub(crate) async fn run(mut args: HubArgs) -> anyhow::Result<i32> {
+    if args.demo {
+        if args.serve.guard.key_file.is_some() {
+            return Err(UsageError(
+                "hub: --demo runs its own robots without keys; leave out --key-file".into(),
+            )
+            .into());
+        }
+        if !(args.demo_rate > 0.0 && args.demo_rate <= 1000.0) {
+            return Err(
+                UsageError("hub: --demo-rate must be above 0 and at most 1000 Hz".into()).into(),
+            );
+        }
+        args.no_auth = true;
+    }
+    // With --demo and no --db: a database of its own, removed at exit.
+    let temporary = args.demo && args.db.is_none();
+    let db = match &args.db {
+        Some(path) => path.clone(),
+        None if temporary => {
+            std::env::temp_dir().join(format!("socketeer-demo-{}.db", std::process::id()))
+        }
+        None => "socketeer.db".into(),
+    };
+    let result = serve_db(args, &db).await;
+    if temporary {
+        for suffix in ["", "-wal", "-shm"] {
+            let mut path = db.clone().into_os_string();
+            path.push(suffix);
+            let _ = std::fs::remove_file(path);
+        }
+    }
+    result
+}
+
+async fn serve_db(args: HubArgs, db: &std::path::Path) -> anyhow::Result<i32> {
+    let mut args = args;
     if args.serve.guard.key_file.is_none() {
         if !args.no_auth {
             return Err(UsageError(
@@ -56,21 +92,23 @@ pub(crate) async fn run(mut args: HubArgs) -> anyhow::Result<i32> {
     // Records may be long (many detections): at least the model's limit.
     args.serve.max_line = args.serve.max_line.max(model::MAX_LINE as u32);
     let (live, _) = tokio::sync::broadcast::channel(LIVE_CAPACITY);
+    let activity = Arc::new(store::Activity::default());
     let (store, writer) = Store::open(StoreConfig {
-        path: args.db.clone(),
+        path: db.to_owned(),
         durability: args.sync,
         retention: (!args.retention.is_zero()).then_some(args.retention),
         max_batch: args.max_batch as usize,
         live: Some(live.clone()),
+        activity: Arc::clone(&activity),
     })
-    .with_context(|| format!("hub: --db {}", args.db.display()))?;
-    tracing::info!(db = %args.db.display(), sync = ?args.sync, retention = ?args.retention, "storage open");
+    .with_context(|| format!("hub: --db {}", db.display()))?;
+    tracing::info!(db = %db.display(), sync = ?args.sync, retention = ?args.retention, "storage open");
     let ingest = Arc::new(Ingest {
         store,
         stats: Arc::new(Stats::default()),
         presence: Arc::default(),
     });
-    let status = serve_all(&args, &ingest, live).await;
+    let status = serve_all(&args, db, &ingest, &activity, live).await;
     // Every connection has finished: drop the last handles so the writer commits what is
     // queued and stops, then wait for it.
     drop(ingest);
@@ -85,11 +123,13 @@ pub(crate) async fn run(mut args: HubArgs) -> anyhow::Result<i32> {
 /// Binds ingest and Influx endpoints, serves them until a signal, drains them together.
 async fn serve_all(
     args: &HubArgs,
+    db: &std::path::Path,
     ingest: &Arc<Ingest>,
+    activity: &Arc<store::Activity>,
     live: tokio::sync::broadcast::Sender<Arc<str>>,
 ) -> anyhow::Result<i32> {
     let mut runner = Runner::new()?;
-    runner
+    let ingest_at = runner
         .add(
             &args.serve,
             Service {
@@ -100,7 +140,18 @@ async fn serve_all(
                     move || IngestHandler(Arc::clone(&ingest))
                 },
                 datagram: None::<NoDatagrams>,
-                auth_failures: Some(Arc::clone(&ingest.stats.auth_failures)),
+                auth_failures: Some(socketeer::AuthFailureHook::new({
+                    let (total, activity) = (
+                        Arc::clone(&ingest.stats.auth_failures),
+                        Arc::clone(activity),
+                    );
+                    move |device| {
+                        total.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        if let Some(device) = device {
+                            activity.auth_failed(device);
+                        }
+                    }
+                })),
             },
         )
         .await?;
@@ -146,8 +197,33 @@ async fn serve_all(
             )
             .await?;
     }
-    if !args.no_http {
-        serve_http(args, ingest, live, &mut runner).await?;
+    let dashboard = if args.no_http {
+        None
+    } else {
+        Some(serve_http(args, db, ingest, activity, live, &mut runner).await?)
+    };
+    if args.demo {
+        let robots_to = ingest_at
+            .iter()
+            .find(|ep| ep.is_stream())
+            .context("hub: --demo needs a stream ingest endpoint")?;
+        let mut fleet = crate::simulate::demo_fleet(robots_to, args.demo_robots, args.demo_rate);
+        let shutdown = runner.shutdown().clone();
+        runner.spawn(async move {
+            shutdown.triggered().await;
+            fleet.shutdown().await;
+            Ok(())
+        });
+        let mut stdout = std::io::stdout().lock();
+        writeln!(
+            stdout,
+            "demo: {} robots at {} Hz sending to {robots_to}",
+            args.demo_robots, args.demo_rate
+        )?;
+        if let Some(url) = &dashboard {
+            writeln!(stdout, "open the dashboard: {url}")?;
+        }
+        stdout.flush()?;
     }
     runner.run(args.serve.grace).await
 }
@@ -156,10 +232,12 @@ async fn serve_all(
 /// runner's shutdown.
 async fn serve_http(
     args: &HubArgs,
+    db: &std::path::Path,
     ingest: &Arc<Ingest>,
+    activity: &Arc<store::Activity>,
     live: tokio::sync::broadcast::Sender<Arc<str>>,
     runner: &mut Runner,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<String> {
     let written = args
         .http
         .strip_prefix("http://")
@@ -198,9 +276,14 @@ async fn serve_http(
         }
         stdout.flush()?;
     }
+    let url = match &token {
+        Some(token) => format!("http://{bound}/?token={token}"),
+        None => format!("http://{bound}/"),
+    };
     let api = Arc::new(http::Api {
-        db: args.db.clone(),
+        db: db.to_owned(),
         ingest: Arc::clone(ingest),
+        activity: Arc::clone(activity),
         live,
         token,
         shutdown: runner.shutdown().clone(),
@@ -213,5 +296,5 @@ async fn serve_http(
             .await
             .context("http server")
     });
-    Ok(())
+    Ok(url)
 }

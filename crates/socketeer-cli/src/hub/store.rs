@@ -130,6 +130,88 @@ pub(crate) struct StoreConfig {
     pub(crate) max_batch: usize,
     /// Where committed records are announced (one JSON object each), if anyone listens.
     pub(crate) live: Option<tokio::sync::broadcast::Sender<Arc<str>>>,
+    /// Counts of committed records by device.
+    pub(crate) activity: Arc<Activity>,
+}
+
+/// Records committed by each device since the hub started, and over the last ten seconds (for
+/// the fleet view's rates); and failed authentications claiming each device's name.
+#[derive(Debug, Default)]
+pub(crate) struct Activity(std::sync::Mutex<HashMap<Arc<str>, Counts>>);
+
+/// One device's counts.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub(crate) struct Counts {
+    pub(crate) records: u64,
+    pub(crate) auth_failures: u64,
+    /// The Unix second `window` ends at.
+    second: u64,
+    /// Records per second, indexed by second modulo the window.
+    window: [u32; Activity::WINDOW as usize],
+}
+
+impl Counts {
+    /// Records per second over the window ending at `now` (Unix seconds).
+    pub(crate) fn rate(&self, now: u64) -> f64 {
+        let w = Activity::WINDOW;
+        let mut sum = 0u64;
+        for (i, &n) in self.window.iter().enumerate() {
+            // Bucket i holds the second s ≡ i (mod w) in (self.second - w, self.second].
+            let s = self.second as i64 - ((self.second + w - i as u64 % w) % w) as i64;
+            if s + w as i64 > now as i64 {
+                sum += u64::from(n);
+            }
+        }
+        sum as f64 / w as f64
+    }
+
+    fn advance(&mut self, now: u64) {
+        if now <= self.second {
+            return;
+        }
+        let gap = (now - self.second).min(Activity::WINDOW);
+        for k in 1..=gap {
+            self.window[((self.second + k) % Activity::WINDOW) as usize] = 0;
+        }
+        self.second = now;
+    }
+}
+
+impl Activity {
+    const WINDOW: u64 = 10;
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Arc<str>, Counts>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// `n` records from `device` committed at `now` (Unix seconds).
+    pub(crate) fn committed(&self, device: &Arc<str>, n: u64, now: u64) {
+        let mut map = self.lock();
+        let counts = map.entry(Arc::clone(device)).or_default();
+        counts.advance(now);
+        counts.records += n;
+        let slot = &mut counts.window[(now % Self::WINDOW) as usize];
+        *slot = slot.saturating_add(n.min(u64::from(u32::MAX)) as u32);
+    }
+
+    /// A failed authentication that claimed `device`.
+    pub(crate) fn auth_failed(&self, device: &str) {
+        let mut map = self.lock();
+        match map.get_mut(device) {
+            Some(counts) => counts.auth_failures += 1,
+            None => {
+                // Bounded: a stranger inventing names must not grow the map without end.
+                if map.len() < 100_000 {
+                    map.entry(Arc::from(device)).or_default().auth_failures += 1;
+                }
+            }
+        }
+    }
+
+    /// Every device's counts.
+    pub(crate) fn snapshot(&self) -> HashMap<Arc<str>, Counts> {
+        self.lock().clone()
+    }
 }
 
 /// One record to store, with who sent it and when it arrived.
@@ -456,6 +538,8 @@ impl Writer {
             "INSERT INTO samples (stream_id, ts, recv_ts, vals) VALUES (?1, ?2, ?3, ?4)",
         )?;
         let mut outcomes = Vec::new();
+        // New records by device, consecutive ones folded together.
+        let mut committed: Vec<(&Arc<str>, u64)> = Vec::new();
         // (id, latest receive time) of the devices and sessions written to. A job is one
         // connection's, so consecutive items mostly share both: those are looked up once.
         let mut seen_devices: Vec<(i64, f64)> = Vec::new();
@@ -537,6 +621,10 @@ impl Writer {
                 }
             }
             outcomes.push(Stored::New);
+            match committed.last_mut() {
+                Some((last, n)) if Arc::ptr_eq(last, &item.device) => *n += 1,
+                _ => committed.push((&item.device, 1)),
+            }
         }
         drop((insert_received, insert_sample));
         for (device, at) in latest(seen_devices) {
@@ -548,6 +636,10 @@ impl Writer {
                 .execute(params![session, at])?;
         }
         tx.commit()?;
+        let now = now_secs() as u64;
+        for (device, n) in committed {
+            self.config.activity.committed(device, n, now);
+        }
         Ok(outcomes)
     }
 
@@ -756,6 +848,7 @@ mod tests {
                 retention: None,
                 max_batch: 1000,
                 live: None,
+                activity: Arc::default(),
             }
         }
     }
@@ -1048,5 +1141,28 @@ mod tests {
         assert_eq!(left, 0, "the log was emptied into the database");
         let conn = Connection::open(db.config().path).expect("open");
         assert_eq!(count(&conn, "SELECT count(*) FROM samples"), n as i64);
+    }
+
+    #[test]
+    fn rates_count_the_last_ten_seconds() {
+        let activity = Activity::default();
+        let robot: Arc<str> = "r1".into();
+        activity.committed(&robot, 50, 1000);
+        activity.committed(&robot, 30, 1005);
+        let counts = activity.snapshot()[&robot].clone();
+        assert_eq!(counts.records, 80);
+        assert_eq!(counts.rate(1005), 8.0);
+        assert_eq!(counts.rate(1009), 8.0);
+        assert_eq!(counts.rate(1010), 3.0, "second 1000 has left the window");
+        assert_eq!(counts.rate(1100), 0.0);
+        activity.committed(&robot, 10, 1100);
+        let counts = activity.snapshot()[&robot].clone();
+        assert_eq!(counts.rate(1100), 1.0, "old buckets cleared");
+        activity.auth_failed("r1");
+        activity.auth_failed("stranger");
+        let all = activity.snapshot();
+        assert_eq!(all[&robot].auth_failures, 1);
+        assert_eq!(all["stranger"].auth_failures, 1);
+        assert_eq!(all["stranger"].rate(5), 0.0);
     }
 }

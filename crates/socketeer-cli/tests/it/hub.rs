@@ -827,15 +827,34 @@ fn http_token_and_auth_failures() {
     assert_eq!(status, 200);
     let (status, _) = http(&web, "GET", "/api/devices?token=s3cret-token", "", "");
     assert_eq!(status, 200);
-    // A wrong answer to the challenge is counted.
-    let mut stranger = Client::connect(&ingest);
-    stranger.send(&format!("{}\n", "0".repeat(64)));
-    let mut rest = String::new();
-    let _ = std::io::Read::read_to_string(&mut stranger.reader, &mut rest);
+    // A wrong key is counted, in all and for the device it claimed (r1, which sent with the
+    // fleet key first; after a failure the address is held off for a while).
+    let line = b"{\"stream\":\"t\",\"values\":{\"c\":1}}\n";
+    let (status, _, err) = run(
+        &["publish", &ingest, "--key-file", &key, "--device", "r1"],
+        line,
+    );
+    assert!(status.success(), "{err}");
+    let wrong = make_key(&dir, "wrong.key", None);
+    let (status, _, err) = run(
+        &["publish", &ingest, "--key-file", &wrong, "--device", "r1"],
+        line,
+    );
+    assert!(!status.success(), "a wrong key is refused: {err}");
     crate::support::wait_until("the failure counted", || {
         let (_, text) = http(&web, "GET", "/metrics?token=s3cret-token", "", "");
         text.contains("socketeer_hub_auth_failures_total 1")
     });
+    crate::support::wait_until("the failure counted for r1", || {
+        let (_, text) = http(&web, "GET", "/api/devices?token=s3cret-token", "", "");
+        let devices: Value = serde_json::from_str(&text).expect("JSON");
+        devices["devices"][0]["auth_failures"] == 1
+    });
+    let (_, text) = http(&web, "GET", "/api/devices?token=s3cret-token", "", "");
+    let devices: Value = serde_json::from_str(&text).expect("JSON");
+    assert_eq!(devices["devices"][0]["name"], "r1");
+    assert_eq!(devices["devices"][0]["records"], 1);
+    assert!(devices["devices"][0]["rate"].as_f64().expect("rate") > 0.0);
     hub.signal("TERM");
     let (status, _, err) = hub.wait();
     assert!(status.success(), "{err}");
