@@ -40,7 +40,9 @@ pub struct Gate {
 /// Called with the device name a failed authentication claimed (`None` when the peer did not
 /// get as far as naming one, or answered tutorial-style).
 #[derive(Clone)]
-pub struct AuthFailureHook(Arc<dyn Fn(Option<&str>) + Send + Sync>);
+pub struct AuthFailureHook(Arc<HookFn>);
+
+type HookFn = dyn Fn(Option<&str>) + Send + Sync;
 
 impl AuthFailureHook {
     /// Wraps `hook`.

@@ -69,6 +69,44 @@ pub(crate) fn router(api: Arc<Api>) -> Router {
             require_token,
         ))
         .with_state(api)
+        // The dashboard's files hold no data: served without the token (the page passes the
+        // `?token=` it was opened with on to the API).
+        .route(
+            "/",
+            get(|| asset("text/html; charset=utf-8", DASHBOARD_HTML)),
+        )
+        .route(
+            "/app.js",
+            get(|| asset("text/javascript; charset=utf-8", DASHBOARD_JS)),
+        )
+        .route(
+            "/app.css",
+            get(|| asset("text/css; charset=utf-8", DASHBOARD_CSS)),
+        )
+}
+
+const DASHBOARD_HTML: &str = include_str!("dashboard/index.html");
+const DASHBOARD_JS: &str = include_str!("dashboard/app.js");
+const DASHBOARD_CSS: &str = include_str!("dashboard/app.css");
+
+/// One of the dashboard's files, with headers that keep anything a device sent from running
+/// as script even if it reached the page as markup: only the page's own script may run.
+async fn asset(kind: &'static str, body: &'static str) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, kind),
+            (
+                header::CONTENT_SECURITY_POLICY,
+                "default-src 'self'; script-src 'self'; style-src 'self'; \
+                 img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'",
+            ),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+            (header::REFERRER_POLICY, "no-referrer"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        body,
+    )
+        .into_response()
 }
 
 async fn require_token(

@@ -146,6 +146,8 @@ pub(crate) struct Counts {
     pub(crate) auth_failures: u64,
     /// The Unix second `window` ends at.
     second: u64,
+    /// The Unix second of the first record counted (a rate is over at most that long).
+    since: u64,
     /// Records per second, indexed by second modulo the window.
     window: [u32; Activity::WINDOW as usize],
 }
@@ -162,7 +164,13 @@ impl Counts {
                 sum += u64::from(n);
             }
         }
-        sum as f64 / w as f64
+        // A device that started sending three seconds ago sends sum/3 per second, not sum/10.
+        let span = if self.since == 0 {
+            w
+        } else {
+            (now.saturating_sub(self.since) + 1).min(w)
+        };
+        sum as f64 / span as f64
     }
 
     fn advance(&mut self, now: u64) {
@@ -188,6 +196,9 @@ impl Activity {
     pub(crate) fn committed(&self, device: &Arc<str>, n: u64, now: u64) {
         let mut map = self.lock();
         let counts = map.entry(Arc::clone(device)).or_default();
+        if counts.since == 0 {
+            counts.since = now;
+        }
         counts.advance(now);
         counts.records += n;
         let slot = &mut counts.window[(now % Self::WINDOW) as usize];
@@ -1151,7 +1162,11 @@ mod tests {
         activity.committed(&robot, 30, 1005);
         let counts = activity.snapshot()[&robot].clone();
         assert_eq!(counts.records, 80);
-        assert_eq!(counts.rate(1005), 8.0);
+        assert_eq!(
+            counts.rate(1005),
+            80.0 / 6.0,
+            "over the 6 s it has been sending"
+        );
         assert_eq!(counts.rate(1009), 8.0);
         assert_eq!(counts.rate(1010), 3.0, "second 1000 has left the window");
         assert_eq!(counts.rate(1100), 0.0);

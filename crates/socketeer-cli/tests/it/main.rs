@@ -5,6 +5,7 @@
 
 mod chat;
 mod connect;
+mod dashboard;
 mod echo;
 mod exec;
 mod files;

@@ -1,0 +1,146 @@
+// End-to-end test of the hub dashboard in headless Chromium, driven by playwright-core.
+//
+//   SOCKETEER_BIN=target/debug/socketeer node tests/browser/dashboard.mjs [OUT_DIR]
+//
+// Starts `socketeer hub --demo` (ROBOTS robots at RATE Hz, default 20 x 50), opens the
+// dashboard, and checks what a person would: devices come online, a plot updates, boxes are
+// drawn for detections, the label filter works, the CSV download has the data, and a label
+// holding markup shows as text and runs nothing. Prints hub-receive → browser latency
+// percentiles as FIGURE lines, and leaves screenshots in OUT_DIR. Exits non-zero on failure.
+import { spawn } from 'node:child_process';
+import { readFileSync, mkdirSync } from 'node:fs';
+import { createInterface } from 'node:readline';
+import { chromium } from 'playwright-core';
+
+const bin = process.env.SOCKETEER_BIN || 'target/debug/socketeer';
+const out = process.argv[2] || '.';
+const robots = Number(process.env.ROBOTS || 20);
+const rate = Number(process.env.RATE || 50);
+const latencySecs = Number(process.env.LATENCY_SECS || 10);
+const deadline = 30000; // per step, ms
+mkdirSync(out, { recursive: true });
+
+function fail(why) {
+  console.error(`dashboard test: FAILED: ${why}`);
+  process.exitCode = 1;
+  throw new Error(why);
+}
+
+const hub = spawn(bin, ['hub', '--demo', '--demo-robots', String(robots), '--demo-rate', String(rate),
+  '--listen', '127.0.0.1:0', '--http', '127.0.0.1:0', '--no-influx'], { stdio: ['ignore', 'pipe', 'inherit'] });
+const dashboard = await new Promise((resolve, reject) => {
+  const timer = setTimeout(() => reject(new Error('the hub printed no dashboard URL')), deadline);
+  createInterface({ input: hub.stdout }).on('line', (line) => {
+    const m = line.match(/^open the dashboard: (\S+)/);
+    if (m) { clearTimeout(timer); resolve(m[1]); }
+  });
+  hub.on('exit', (code) => reject(new Error(`the hub exited (${code})`)));
+});
+console.log(`dashboard at ${dashboard}`);
+
+let browser;
+try {
+  // A device whose detection labels hold markup, sent over HTTP like any robot could.
+  const evil = [
+    '<script>window.__pwned = 1</script>',
+    '<img src=x onerror="window.__pwned = 2">',
+  ];
+  const body = JSON.stringify({
+    stream: 'cam', seq: 1, frame: { w: 640, h: 480 },
+    detections: evil.map((label, i) => ({ label, score: 0.9, box: [40 + 200 * i, 60, 150, 120] })),
+  }) + '\n';
+  const posted = await fetch(new URL('/api/ingest?device=intruder&session=s', dashboard), { method: 'POST', body });
+  const answer = await posted.text();
+  if (!posted.ok || !answer.includes('"ack":1')) fail(`ingest of the markup labels: ${posted.status} ${answer}`);
+
+  browser = await chromium.launch({
+    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+    args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
+      '--disable-component-update', '--disable-sync'],
+  });
+  const page = await browser.newPage({ viewport: { width: 1400, height: 1100 }, acceptDownloads: true });
+  const errors = [];
+  page.on('pageerror', (err) => errors.push(String(err)));
+  page.on('dialog', (dialog) => { errors.push(`a dialog opened: ${dialog.message()}`); dialog.dismiss(); });
+
+  // 1. The fleet: every robot comes online.
+  await page.goto(dashboard);
+  await page.waitForFunction((n) => document.querySelectorAll('#fleet td.status.online').length >= n,
+    robots, { timeout: deadline }).catch(() => fail(`fewer than ${robots} devices online`));
+  const rows = await page.$$eval('#fleet tbody tr', (trs) => trs.map((tr) => tr.dataset.device));
+  console.log(`fleet: ${rows.length} devices (${rows.slice(0, 3).join(', ')}, ...)`);
+  await page.waitForFunction(() => [...document.querySelectorAll('#fleet tbody tr')].some((tr) => Number(tr.cells[3].textContent) > 0),
+    null, { timeout: deadline }).catch(() => fail('no device shows a rate'));
+  await page.screenshot({ path: `${out}/dashboard-fleet.png` });
+
+  // 2. One robot: a plot that updates, boxes on the camera frame.
+  await page.click('#fleet a >> text=robot-1');
+  await page.waitForSelector('canvas.chart[data-stream="imu"][data-points]', { timeout: deadline })
+    .catch(() => fail('no imu chart drawn'));
+  await page.waitForFunction(() => Number(document.querySelector('canvas.chart[data-stream="imu"]').dataset.points) > 10,
+    null, { timeout: deadline }).catch(() => fail('the imu plot stays empty'));
+  const valueBefore = await page.$$eval('.panel table tbody tr', (trs) => trs.map((tr) => tr.textContent).join('|'));
+  await page.waitForFunction((old) => [...document.querySelectorAll('.panel table tbody tr')].map((tr) => tr.textContent).join('|') !== old,
+    valueBefore, { timeout: deadline }).catch(() => fail('latest values never change'));
+  const firstTime = await page.$eval('canvas.chart[data-stream="imu"]', (c) => c.toDataURL());
+  await page.waitForFunction((old) => document.querySelector('canvas.chart[data-stream="imu"]').toDataURL() !== old,
+    firstTime, { timeout: deadline }).catch(() => fail('the imu plot is not redrawn'));
+  const charts = await page.$$eval('canvas.chart', (cs) => cs.map((c) => `${c.dataset.stream}:${c.dataset.points}`));
+  console.log(`charts: ${charts.join(' ')}`);
+  await page.waitForFunction(() => Number(document.querySelector('#camera').dataset.boxes) > 0,
+    null, { timeout: deadline }).catch(() => fail('no detection boxes drawn'));
+  const drawn = await page.$eval('#camera', (c) => JSON.parse(c.dataset.labels));
+  console.log(`camera: boxes for ${drawn.join(', ')}`);
+
+  // 3. Filter detections by label and score.
+  await page.fill('#label-filter', 'forklift');
+  await page.fill('#score-filter', '0.5');
+  await page.waitForFunction(() => {
+    const cells = [...document.querySelectorAll('#detections td.label')];
+    return cells.length > 0 && cells.every((td) => td.textContent === 'forklift');
+  }, null, { timeout: deadline }).catch(() => fail('the label filter does not leave only forklifts'));
+  const scores = await page.$$eval('#detections tr', (trs) => trs.map((tr) => Number(tr.cells[3].textContent)));
+  if (scores.some((s) => s < 0.5)) fail(`a detection under the minimum score is listed: ${scores}`);
+  await page.waitForFunction(() => {
+    const labels = JSON.parse(document.querySelector('#camera').dataset.labels || '[]');
+    return labels.every((l) => l === 'forklift');
+  }, null, { timeout: deadline }).catch(() => fail('the camera still draws other labels'));
+  await page.screenshot({ path: `${out}/dashboard-device.png`, fullPage: true });
+
+  // 4. CSV of what is on screen.
+  const [download] = await Promise.all([page.waitForEvent('download', { timeout: deadline }), page.click('#csv')]);
+  const csv = readFileSync(await download.path(), 'utf8').trim().split('\n');
+  if (csv[0] !== 'ts,recv_ts,device,stream,field,value') fail(`CSV header: ${csv[0]}`);
+  if (csv.length < 10 || !csv.slice(1).every((l) => l.split(',')[2] === 'robot-1')) fail(`CSV rows: ${csv.length}`);
+  console.log(`csv: ${csv.length - 1} rows`);
+
+  // 5. Markup in a label is text.
+  await page.fill('#label-filter', '');
+  await page.fill('#score-filter', '0');
+  await page.evaluate(() => { location.hash = '#/d/intruder'; });
+  await page.waitForFunction((labels) => {
+    const cells = [...document.querySelectorAll('#detections td.label')].map((td) => td.textContent);
+    return labels.every((l) => cells.includes(l));
+  }, evil, { timeout: deadline }).catch(() => fail('the markup labels are not listed as text'));
+  const pwned = await page.evaluate(() => window.__pwned);
+  const scripts = await page.$$eval('script', (s) => s.length);
+  const images = await page.$$eval('img', (s) => s.length);
+  if (pwned !== undefined || scripts !== 1 || images !== 0) fail(`markup ran: pwned=${pwned} scripts=${scripts} images=${images}`);
+  console.log('markup: shown as text, nothing ran');
+
+  // 6. Latency: hub receive → browser, on a device view with its plots live.
+  await page.evaluate(() => { location.hash = '#/d/robot-2'; window.socketeerLatency.length = 0; });
+  await page.waitForTimeout(latencySecs * 1000); // the measuring window, not a synchronisation
+  const lat = (await page.evaluate(() => window.socketeerLatency)).map((s) => s * 1000).sort((a, b) => a - b);
+  if (lat.length < 100) fail(`only ${lat.length} live events in ${latencySecs} s`);
+  const pct = (p) => lat[Math.min(lat.length - 1, Math.floor(lat.length * p))].toFixed(1);
+  console.log(`FIGURE dashboard_events=${lat.length} in ${latencySecs} s (${robots} robots at ${rate} Hz)`);
+  console.log(`FIGURE dashboard_latency_p50=${pct(0.5)} ms`);
+  console.log(`FIGURE dashboard_latency_p99=${pct(0.99)} ms`);
+  console.log(`FIGURE dashboard_latency_max=${lat[lat.length - 1].toFixed(1)} ms`);
+  if (errors.length) fail(`page errors: ${errors.join('; ')}`);
+  console.log('dashboard test: ok');
+} finally {
+  if (browser) await browser.close();
+  hub.kill('SIGTERM');
+}
