@@ -935,3 +935,70 @@ fn a_viewer_that_stops_reading_is_dropped_and_ingest_goes_on() {
     let (status, _, err) = hub.wait();
     assert!(status.success(), "{err}");
 }
+
+#[test]
+fn demo_runs_robots_in_the_hub_and_cleans_up_its_database() {
+    let (status, _, err) = run(&["hub", "--demo", "--key-file", "k"], b"");
+    assert_eq!(status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("--demo runs its own robots without keys"),
+        "{err}"
+    );
+    let mut hub = Proc::spawn(&[
+        "hub",
+        "--demo",
+        "--demo-robots",
+        "3",
+        "--demo-rate",
+        "20",
+        "--listen",
+        "127.0.0.1:0",
+        "--http",
+        "127.0.0.1:0",
+        "--no-influx",
+    ]);
+    let out = hub.stdout.wait_for_text("open the dashboard: http://");
+    assert!(out.contains("demo: 3 robots at 20 Hz"), "{out}");
+    let web = crate::support::listening(&hub.stdout.seen)
+        .iter()
+        .find_map(|ep| {
+            ep.strip_prefix("http://")
+                .map(|a| a.trim_end_matches('/').to_owned())
+        })
+        .expect("http endpoint");
+    // The page and its script are served, with a policy that lets only its own script run.
+    let (status, page) = http(&web, "GET", "/", "", "");
+    assert_eq!(status, 200);
+    assert!(page.contains("<script src=\"/app.js\""), "{page}");
+    let mut stream = TcpStream::connect(&web).expect("connect");
+    stream
+        .write_all(b"GET /app.js HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .expect("send");
+    let mut response = String::new();
+    std::io::Read::read_to_string(&mut stream, &mut response).expect("response");
+    let head = response
+        .split("\r\n\r\n")
+        .next()
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert!(
+        head.contains("content-security-policy: default-src 'self'; script-src 'self'"),
+        "{head}"
+    );
+    assert!(head.contains("x-content-type-options: nosniff"), "{head}");
+    crate::support::wait_until("three robots online with data", || {
+        let devices = get_json(&web, "/api/devices");
+        let list = devices["devices"].as_array().cloned().unwrap_or_default();
+        list.len() == 3
+            && list
+                .iter()
+                .all(|d| d["online"] == true && d["series"].as_i64() >= Some(5))
+    });
+    let db = std::env::temp_dir().join(format!("socketeer-demo-{}.db", hub.pid()));
+    assert!(db.exists(), "{}", db.display());
+    hub.signal("TERM");
+    let (status, _, err) = hub.wait();
+    assert!(status.success(), "{err}");
+    assert!(!db.exists(), "the demo database is removed at exit");
+}
