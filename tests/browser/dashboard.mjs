@@ -130,7 +130,15 @@ try {
 
   // 6. Latency: hub receive → browser, on a device view with its plots live.
   await page.evaluate(() => { location.hash = '#/d/robot-2'; window.socketeerLatency.length = 0; });
+  await page.waitForSelector('canvas.chart[data-stream="imu"][data-points]', { timeout: deadline });
+  // Frames the page paints meanwhile, and the longest gap between two: smoothness.
+  await page.evaluate(() => {
+    const frames = window.socketeerFrames = { count: 0, worst: 0, last: performance.now() };
+    const tick = (t) => { frames.count++; frames.worst = Math.max(frames.worst, t - frames.last); frames.last = t; requestAnimationFrame(tick); };
+    requestAnimationFrame(tick);
+  });
   await page.waitForTimeout(latencySecs * 1000); // the measuring window, not a synchronisation
+  const frames = await page.evaluate(() => window.socketeerFrames);
   const lat = (await page.evaluate(() => window.socketeerLatency)).map((s) => s * 1000).sort((a, b) => a - b);
   if (lat.length < 100) fail(`only ${lat.length} live events in ${latencySecs} s`);
   const pct = (p) => lat[Math.min(lat.length - 1, Math.floor(lat.length * p))].toFixed(1);
@@ -138,6 +146,7 @@ try {
   console.log(`FIGURE dashboard_latency_p50=${pct(0.5)} ms`);
   console.log(`FIGURE dashboard_latency_p99=${pct(0.99)} ms`);
   console.log(`FIGURE dashboard_latency_max=${lat[lat.length - 1].toFixed(1)} ms`);
+  console.log(`FIGURE dashboard_fps=${(frames.count / latencySecs).toFixed(1)} (longest frame ${frames.worst.toFixed(1)} ms)`);
   if (errors.length) fail(`page errors: ${errors.join('; ')}`);
   console.log('dashboard test: ok');
 } finally {

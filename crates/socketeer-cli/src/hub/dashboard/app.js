@@ -266,14 +266,37 @@ class Chart {
       g.globalAlpha = 1;
       g.lineWidth = 1.25;
       g.beginPath();
-      let first = true;
+      // At most four path points per pixel column (first, min, max, last): thousands of
+      // points in a few hundred pixels cost the canvas no more than the pixels, and every
+      // spike still shows.
+      let column = null, first = 0, min = 0, max = 0, last = 0, started = false;
+      const flush = () => {
+        if (column === null) return;
+        if (!started) { g.moveTo(column, first); started = true; } else g.lineTo(column, first);
+        if (min !== max) { g.lineTo(column, min); g.lineTo(column, max); }
+        g.lineTo(column, last);
+      };
       for (const p of series) {
         if (p[0] < t0 - (t1 - t0) || p[0] > t1 + (t1 - t0)) continue;
-        const x = X(p[0]), y = Y(p[1]);
-        if (first) { g.moveTo(x, y); first = false; } else g.lineTo(x, y);
+        const x = Math.round(X(p[0])), y = Y(p[1]);
         drawn++;
+        if (x === column) {
+          if (y < min) min = y;
+          if (y > max) max = y;
+          last = y;
+          continue;
+        }
+        flush();
+        column = x; first = min = max = last = y;
       }
+      flush();
       g.stroke();
+      // The newest point as a dot: a series of one point still shows.
+      const head = series[series.length - 1];
+      if (head && head[0] >= t0 && head[0] <= t1) {
+        g.fillStyle = color;
+        g.fillRect(X(head[0]) - 2, Y(head[1]) - 2, 4, 4);
+      }
     });
     g.restore();
     if (this.drag) {
