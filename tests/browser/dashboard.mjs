@@ -27,7 +27,8 @@ function fail(why) {
 }
 
 const hub = spawn(bin, ['hub', '--demo', '--demo-robots', String(robots), '--demo-rate', String(rate),
-  '--listen', '127.0.0.1:0', '--http', '127.0.0.1:0', '--no-influx'], { stdio: ['ignore', 'pipe', 'inherit'] });
+  '--listen', '127.0.0.1:0', '--http', '127.0.0.1:0', '--no-influx', '--http-token', 'browser-test-token'],
+{ stdio: ['ignore', 'pipe', 'inherit'] });
 const dashboard = await new Promise((resolve, reject) => {
   const timer = setTimeout(() => reject(new Error('the hub printed no dashboard URL')), deadline);
   createInterface({ input: hub.stdout }).on('line', (line) => {
@@ -37,6 +38,9 @@ const dashboard = await new Promise((resolve, reject) => {
   hub.on('exit', (code) => reject(new Error(`the hub exited (${code})`)));
 });
 console.log(`dashboard at ${dashboard}`);
+// The page was given the token in its URL and must pass it on to every API call and the feed.
+if (!dashboard.includes('?token=browser-test-token')) throw new Error(`no token in ${dashboard}`);
+const api = (path) => { const u = new URL(path, dashboard); u.searchParams.set('token', 'browser-test-token'); return u; };
 
 let browser;
 try {
@@ -49,7 +53,7 @@ try {
     stream: 'cam', seq: 1, frame: { w: 640, h: 480 },
     detections: evil.map((label, i) => ({ label, score: 0.9, box: [40 + 200 * i, 60, 150, 120] })),
   }) + '\n';
-  const posted = await fetch(new URL('/api/ingest?device=intruder&session=s', dashboard), { method: 'POST', body });
+  const posted = await fetch(api('/api/ingest?device=intruder&session=s'), { method: 'POST', body });
   const answer = await posted.text();
   if (!posted.ok || !answer.includes('"ack":1')) fail(`ingest of the markup labels: ${posted.status} ${answer}`);
 
@@ -91,6 +95,19 @@ try {
     null, { timeout: deadline }).catch(() => fail('no detection boxes drawn'));
   const drawn = await page.$eval('#camera', (c) => JSON.parse(c.dataset.labels));
   console.log(`camera: boxes for ${drawn.join(', ')}`);
+
+  // Zoom: dragging across a plot shows that stretch of history, and Live returns.
+  const box = await (await page.$('canvas.chart[data-stream="imu"]')).boundingBox();
+  await page.mouse.move(box.x + box.width * 0.80, box.y + box.height / 2);
+  await page.mouse.down();
+  await page.mouse.move(box.x + box.width * 0.95, box.y + box.height / 2, { steps: 5 });
+  await page.mouse.up();
+  await page.waitForFunction(() => !document.querySelector('#range').textContent.includes('live'),
+    null, { timeout: deadline }).catch(() => fail('dragging across a plot did not zoom into history'));
+  console.log(`zoom: ${await page.$eval('#range', (e) => e.textContent)}`);
+  await page.click('button[data-window="60"]');
+  await page.waitForFunction(() => document.querySelector('#range').textContent.includes('live'),
+    null, { timeout: deadline }).catch(() => fail('Live did not return'));
 
   // 3. Filter detections by label and score.
   await page.fill('#label-filter', 'forklift');
