@@ -168,5 +168,8 @@ try {
   console.log('dashboard test: ok');
 } finally {
   if (browser) await browser.close();
+  // Stop the hub and wait for it: it drains, commits, and removes its demo database.
+  const exited = new Promise((resolve) => hub.on('exit', resolve));
   hub.kill('SIGTERM');
+  await Promise.race([exited, new Promise((resolve) => setTimeout(resolve, deadline))]);
 }
