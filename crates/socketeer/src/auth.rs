@@ -300,7 +300,7 @@ impl Transcript<'_> {
 }
 
 /// A client's answer to the challenge.
-#[derive(Debug)]
+#[derive(Debug, PartialEq)]
 enum Answer {
     Tutorial([u8; MAC_LEN]),
     Socketeer {
@@ -491,5 +491,67 @@ mod tests {
         bad_name.push(32);
         bad_name.extend_from_slice(&[0; 32]);
         assert!(decode(&bad_name).is_err());
+    }
+
+    /// The first answer in `input` delivered in pieces ending at `cuts`, then the end: the
+    /// answer (and how many bytes were left after it) or the kind of error.
+    fn first_answer(
+        input: &[u8],
+        cuts: &[usize],
+    ) -> std::result::Result<Option<(Answer, usize)>, ErrorKind> {
+        let mut points: Vec<usize> = cuts.iter().map(|c| c % (input.len() + 1)).collect();
+        points.push(input.len());
+        points.sort_unstable();
+        let mut buf = BytesMut::new();
+        let mut from = 0;
+        for to in points {
+            buf.extend_from_slice(&input[from..to]);
+            from = to;
+            match AnswerDecoder.decode(&mut buf) {
+                Ok(Some(answer)) => return Ok(Some((answer, input.len() - to + buf.len()))),
+                Ok(None) => {}
+                Err(err) => return Err(err.kind()),
+            }
+        }
+        match AnswerDecoder.decode_eof(&mut buf) {
+            Ok(found) => Ok(found.map(|answer| (answer, buf.len()))),
+            Err(err) => Err(err.kind()),
+        }
+    }
+
+    /// Bytes that are often nearly an answer: the magic and sensible lengths, hex digits.
+    fn near_answers() -> impl proptest::strategy::Strategy<Value = Vec<u8>> {
+        use proptest::prelude::*;
+        let socketeer =
+            (1u8..=70, proptest::collection::vec(any::<u8>(), 0..120)).prop_map(|(len, rest)| {
+                let mut v = MAGIC.to_vec();
+                v.push(len);
+                v.extend(std::iter::repeat_n(b'r', usize::from(len).min(64)));
+                v.push(NONCE_LEN as u8);
+                v.extend(rest);
+                v
+            });
+        let hex =
+            proptest::collection::vec(prop_oneof![b'0'..=b'9', b'a'..=b'f', any::<u8>()], 0..80);
+        prop_oneof![
+            socketeer,
+            hex,
+            proptest::collection::vec(any::<u8>(), 0..80)
+        ]
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 512, ..Default::default() })]
+
+        #[test]
+        fn answers_decode_the_same_however_split(
+            input in near_answers(),
+            cuts in proptest::collection::vec(proptest::prelude::any::<usize>(), 0..12),
+        ) {
+            let whole = first_answer(&input, &[]);
+            let bytewise: Vec<usize> = (0..input.len()).collect();
+            proptest::prop_assert_eq!(&first_answer(&input, &cuts), &whole);
+            proptest::prop_assert_eq!(&first_answer(&input, &bytewise), &whole);
+        }
     }
 }

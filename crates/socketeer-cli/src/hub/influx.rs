@@ -370,4 +370,32 @@ mod tests {
             assert!(err.contains(why), "{line}: {err}");
         }
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 512, ..Default::default() })]
+
+        #[test]
+        fn any_line_is_answered(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300)) {
+            let _ = parse_line(&String::from_utf8_lossy(&bytes), Precision::Ns);
+        }
+
+        #[test]
+        fn telegraf_style_lines_round_trip(
+            measurement in crate::hub::model::tests::name_strategy(),
+            device in proptest::strategy::Strategy::prop_map(crate::hub::model::tests::name_strategy(), |n| n.replace([':', '/'], "-")),
+            fields in proptest::collection::btree_map(crate::hub::model::tests::name_strategy(), -1e9f64..1e9, 1..10),
+            stamp in proptest::option::of(946_684_800_000_000_000i64..4_000_000_000_000_000_000),
+        ) {
+            let fields_text: Vec<String> = fields.iter().map(|(k, v)| format!("{k}={v:?}")).collect();
+            let mut line = format!("{measurement},device={device} {}", fields_text.join(","));
+            if let Some(stamp) = stamp { line.push_str(&format!(" {stamp}")); }
+            let point = parse_line(&line, Precision::Ns).map_err(|e| proptest::test_runner::TestCaseError::fail(format!("{e}: {line}")))?
+                .expect("not blank");
+            proptest::prop_assert_eq!(&point.device, &device);
+            proptest::prop_assert_eq!(&point.record.stream, &measurement);
+            let got: std::collections::BTreeMap<String, f64> = point.record.values.into_iter().collect();
+            proptest::prop_assert_eq!(got, fields);
+            proptest::prop_assert_eq!(point.record.ts.is_some(), stamp.is_some());
+        }
+    }
 }

@@ -317,7 +317,7 @@ fn clip(text: &str) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     fn record(text: &str) -> Record {
@@ -494,6 +494,62 @@ mod tests {
             let err = error(line);
             assert!(err.contains(why), "{line:.80}: {err}");
             assert!(err.len() < 300, "errors stay short: {err}");
+        }
+    }
+
+    /// A name of the checked alphabet.
+    pub(crate) fn name_strategy() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        let first = prop_oneof![b'a'..=b'z', b'A'..=b'Z', b'0'..=b'9', Just(b'_')];
+        let rest = prop_oneof![
+            b'a'..=b'z',
+            b'0'..=b'9',
+            Just(b'_'),
+            Just(b'.'),
+            Just(b':'),
+            Just(b'/'),
+            Just(b'-')
+        ];
+        (first, proptest::collection::vec(rest, 0..20)).prop_map(|(f, r)| {
+            let mut name = vec![f];
+            name.extend(r);
+            String::from_utf8(name).expect("ASCII")
+        })
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 512, ..Default::default() })]
+
+        /// Whatever a device sends, the parser answers — an error or a record within the limits.
+        #[test]
+        fn any_line_is_answered_within_the_limits(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300)) {
+            let text = String::from_utf8_lossy(&bytes);
+            if let Ok(Line::Record(record)) = parse_line(&text) {
+                proptest::prop_assert!(record.values.len() <= MAX_VALUES);
+                proptest::prop_assert!(record.values.iter().all(|(_, v)| v.is_finite()));
+            }
+        }
+
+        /// Near-valid JSON: records with one thing wrong are refused with a reason, never a panic.
+        #[test]
+        fn json_records_round_trip(
+            stream in name_strategy(),
+            values in proptest::collection::btree_map(name_strategy(), -1e12f64..1e12, 1..10),
+            seq in proptest::option::of(0u64..u64::MAX / 2),
+            ts in proptest::option::of(946_684_800.0f64..4_102_444_000.0),
+        ) {
+            let mut line = serde_json::json!({ "stream": stream, "values": values });
+            if let Some(seq) = seq { line["seq"] = seq.into(); }
+            if let Some(ts) = ts { line["ts"] = ts.into(); }
+            let parsed = parse_line(&line.to_string());
+            let Ok(Line::Record(record)) = parsed else {
+                return Err(proptest::test_runner::TestCaseError::fail(format!("{parsed:?} for {line}")));
+            };
+            proptest::prop_assert_eq!(&record.stream, &stream);
+            proptest::prop_assert_eq!(record.seq, seq);
+            proptest::prop_assert_eq!(record.ts, ts);
+            let got: std::collections::BTreeMap<String, f64> = record.values.into_iter().collect();
+            proptest::prop_assert_eq!(got, values);
         }
     }
 }

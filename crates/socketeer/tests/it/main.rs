@@ -4,6 +4,7 @@
 #![allow(unreachable_pub)] // test helpers are `pub` within this one test binary
 
 mod auth;
+mod codecs;
 mod datagram_server;
 mod limits;
 mod shutdown;
