@@ -100,7 +100,20 @@ struct Report {
     round_trips_per_sec: f64,
     p50_us: f64,
     p99_us: f64,
+    p999_us: f64,
     max_us: f64,
+    mb_per_sec: f64,
+    failed_connections: usize,
+}
+
+#[derive(Serialize)]
+struct BulkReport {
+    endpoint: String,
+    mode: &'static str,
+    connections: u32,
+    chunk_bytes: u32,
+    seconds: f64,
+    bytes_echoed: u64,
     mb_per_sec: f64,
     failed_connections: usize,
 }
@@ -209,11 +222,103 @@ async fn fanout(
     Ok(0)
 }
 
+/// Bulk mode: every connection writes chunks while reading the echo back; the bytes echoed
+/// within the measured window, per second.
+async fn bulk(
+    args: &BenchArgs,
+    endpoint: &socketeer::Endpoint,
+    streams: Vec<socketeer::Stream>,
+) -> anyhow::Result<i32> {
+    let start = Instant::now() + Duration::from_millis(50);
+    let measure_from = start + args.warmup;
+    let stop_at = measure_from + args.duration;
+    let size = args.size as usize;
+    let mut tasks = JoinSet::new();
+    for stream in streams {
+        tasks.spawn(async move {
+            let (mut reader, mut writer) = tokio::io::split(stream);
+            tokio::time::sleep_until(start.into()).await;
+            let sending = tokio::spawn(async move {
+                let chunk = vec![b'x'; size];
+                while Instant::now() < stop_at {
+                    writer.write_all(&chunk).await?;
+                }
+                std::io::Result::Ok(writer)
+            });
+            let mut buf = vec![0u8; 256 * 1024];
+            let mut counted = 0u64;
+            loop {
+                let read = tokio::time::timeout_at(stop_at.into(), reader.read(&mut buf)).await;
+                match read {
+                    Err(_) => break, // the window is over
+                    Ok(Ok(0)) => break,
+                    Ok(Ok(n)) => {
+                        if Instant::now() >= measure_from {
+                            counted += n as u64;
+                        }
+                    }
+                    Ok(Err(err)) => return Err(err),
+                }
+            }
+            // The sender may be blocked on a server that stopped reading: it is done either way.
+            sending.abort();
+            std::io::Result::Ok(counted)
+        });
+    }
+    let mut bytes = 0u64;
+    let mut failed = 0;
+    while let Some(done) = tasks.join_next().await {
+        match done.context("bench task panicked")? {
+            Ok(n) => bytes += n,
+            Err(err) => {
+                failed += 1;
+                tracing::warn!(error = %err, "a connection failed");
+            }
+        }
+    }
+    if failed == args.connections as usize {
+        anyhow::bail!("every connection to {endpoint} failed");
+    }
+    let seconds = args.duration.as_secs_f64();
+    let report = BulkReport {
+        endpoint: endpoint.to_string(),
+        mode: "bulk",
+        connections: args.connections,
+        chunk_bytes: args.size,
+        seconds,
+        bytes_echoed: bytes,
+        mb_per_sec: bytes as f64 / seconds / 1e6,
+        failed_connections: failed,
+    };
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        println!(
+            "{}: bulk, {} connections, {}-byte writes, {:.1} s\n  echoed         {:.1} MB/s ({} bytes)\n  failed conns   {}",
+            report.endpoint,
+            report.connections,
+            report.chunk_bytes,
+            report.seconds,
+            report.mb_per_sec,
+            report.bytes_echoed,
+            report.failed_connections
+        );
+    }
+    Ok(0)
+}
+
 pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<i32> {
     let endpoint = parse_endpoint(&args.endpoint)?;
     if !endpoint.is_stream() {
         return Err(UsageError(format!(
             "{endpoint}: bench needs a stream endpoint (tcp:// or unix://)"
+        ))
+        .into());
+    }
+    if !endpoint.is_local() && !args.allow_remote {
+        return Err(UsageError(format!(
+            "{endpoint}: bench loads loopback and Unix servers only; add --allow-remote for a \
+             server you are allowed to load"
         ))
         .into());
     }
@@ -237,6 +342,9 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<i32> {
         let result = fanout(&args, &endpoint, streams, senders.min(args.connections)).await;
         drop(stalled);
         return result;
+    }
+    if args.bulk {
+        return bulk(&args, &endpoint, streams).await;
     }
     let start = Instant::now() + Duration::from_millis(50);
     let measure_from = start + args.warmup;
@@ -287,6 +395,7 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<i32> {
         round_trips_per_sec: total.total as f64 / seconds,
         p50_us: total.quantile(0.50) as f64 / 1e3,
         p99_us: total.quantile(0.99) as f64 / 1e3,
+        p999_us: total.quantile(0.999) as f64 / 1e3,
         max_us: total.max as f64 / 1e3,
         mb_per_sec: (total.total * u64::from(args.size)) as f64 / seconds / 1e6,
         failed_connections: failed,
@@ -295,7 +404,7 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<i32> {
         println!("{}", serde_json::to_string(&report)?);
     } else {
         println!(
-            "{}: {} connections, {}-byte messages, {:.1} s\n  round trips/s  {:.0}\n  latency p50    {:.1} µs\n  latency p99    {:.1} µs\n  latency max    {:.1} µs\n  throughput     {:.2} MB/s each way\n  failed conns   {}",
+            "{}: {} connections, {}-byte messages, {:.1} s\n  round trips/s  {:.0}\n  latency p50    {:.1} µs\n  latency p99    {:.1} µs\n  latency p99.9  {:.1} µs\n  latency max    {:.1} µs\n  throughput     {:.2} MB/s each way\n  failed conns   {}",
             report.endpoint,
             report.connections,
             report.message_bytes,
@@ -303,6 +412,7 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<i32> {
             report.round_trips_per_sec,
             report.p50_us,
             report.p99_us,
+            report.p999_us,
             report.max_us,
             report.mb_per_sec,
             report.failed_connections

@@ -671,6 +671,14 @@ pub(crate) struct BenchArgs {
     /// With --fanout: this many more connections that never read (a client on a dead link).
     #[arg(long, value_name = "N", default_value_t = 0, requires = "fanout")]
     pub(crate) stalled: u32,
+    /// Bulk transfer instead of request/response: each connection writes --size-byte chunks
+    /// as fast as the server takes them while reading the echo; reports MB/s echoed.
+    #[arg(long, conflicts_with = "fanout")]
+    pub(crate) bulk: bool,
+    /// Allow a server that is not on loopback or a Unix socket (a load test of someone
+    /// else's machine is an attack unless it is yours).
+    #[arg(long)]
+    pub(crate) allow_remote: bool,
     #[command(flatten)]
     pub(crate) guard: ClientGuardArgs,
 }

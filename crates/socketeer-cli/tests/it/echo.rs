@@ -191,3 +191,39 @@ fn grace_is_honoured_and_a_second_signal_exits_at_once() {
     assert_eq!(status.code(), Some(130), "{err}");
     assert!(err.contains("SIGINT again: exiting at once"), "{err}");
 }
+
+#[test]
+fn bench_measures_round_trips_and_bulk_against_a_real_echo() {
+    let (_server, eps) = Proc::serve(&["serve", "echo", "--listen", "127.0.0.1:0"]);
+    let ep = &eps[0];
+    let (status, out, err) = crate::support::run(
+        &[
+            "bench", ep, "-c", "4", "-s", "100", "-d", "0.3", "--warmup", "0", "--json",
+        ],
+        b"",
+    );
+    assert!(status.success(), "{err}");
+    let report: serde_json::Value = serde_json::from_str(&out).expect("JSON");
+    assert!(report["round_trips"].as_u64() > Some(0), "{report}");
+    let (p50, p99, p999) = (
+        report["p50_us"].as_f64().expect("p50"),
+        report["p99_us"].as_f64().expect("p99"),
+        report["p999_us"].as_f64().expect("p99.9"),
+    );
+    assert!(0.0 < p50 && p50 <= p99 && p99 <= p999, "{report}");
+    assert_eq!(report["failed_connections"], 0);
+    let (status, out, err) = crate::support::run(
+        &[
+            "bench", ep, "--bulk", "-c", "2", "-s", "65536", "-d", "0.3", "--warmup", "0", "--json",
+        ],
+        b"",
+    );
+    assert!(status.success(), "{err}");
+    let report: serde_json::Value = serde_json::from_str(&out).expect("JSON");
+    assert_eq!(report["mode"], "bulk");
+    assert!(
+        report["bytes_echoed"].as_u64() > Some(1_000_000),
+        "{report}"
+    );
+    assert_eq!(report["failed_connections"], 0);
+}

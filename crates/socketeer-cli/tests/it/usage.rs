@@ -45,6 +45,11 @@ fn bad_endpoints_and_flags_exit_2_with_one_clear_line() {
         2,
         "bench needs a stream endpoint",
     );
+    fails_with(
+        &["bench", "192.0.2.1:9"],
+        2,
+        "bench loads loopback and Unix servers only; add --allow-remote",
+    );
 }
 
 #[test]
