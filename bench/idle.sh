@@ -45,6 +45,8 @@ before = rss_kib()
 conns = []
 for _ in range(n):
     conns.append(socket.create_connection((host, int(port))))
+time.sleep(1)  # a measurement window, not a synchronisation
+silent = rss_kib()
 # Every connection accepted and served once (an idle client that has spoken), then idle.
 for s in conns:
     s.sendall(b"y")
@@ -53,7 +55,8 @@ for s in conns:
 time.sleep(1)  # let the server settle; this is a measurement window, not a synchronisation
 after = rss_kib()
 fresh = sorted(echo_ms() for _ in range(20))
-print(f"FIGURE idle_{name}_rss_per_conn={(after - before) / n:.2f} KiB ({n} idle connections; RSS {before} -> {after} KiB)")
+print(f"FIGURE idle_{name}_rss_per_silent_conn={(silent - before) / n:.2f} KiB (connected, never sent)")
+print(f"FIGURE idle_{name}_rss_per_conn={(after - before) / n:.2f} KiB ({n} idle connections that each echoed once; RSS {before} -> {after} KiB)")
 print(f"FIGURE idle_{name}_fresh_client_echo_ms p50={fresh[10]:.2f} max={fresh[-1]:.2f}")
 for s in conns:
     s.close()
