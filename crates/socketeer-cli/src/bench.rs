@@ -222,6 +222,29 @@ async fn fanout(
     Ok(0)
 }
 
+/// Waits for every connection's task: what the ones that finished measured, and how many
+/// failed (each logged). An error only when all of them failed.
+async fn join_connections<T: 'static>(
+    mut tasks: JoinSet<std::io::Result<T>>,
+    endpoint: &socketeer::Endpoint,
+) -> anyhow::Result<(Vec<T>, usize)> {
+    let mut done = Vec::new();
+    let mut failed = 0;
+    while let Some(joined) = tasks.join_next().await {
+        match joined.context("bench task panicked")? {
+            Ok(measured) => done.push(measured),
+            Err(err) => {
+                failed += 1;
+                tracing::warn!(error = %err, "a connection failed");
+            }
+        }
+    }
+    if done.is_empty() && failed > 0 {
+        anyhow::bail!("every connection to {endpoint} failed");
+    }
+    Ok((done, failed))
+}
+
 /// Bulk mode: every connection writes chunks while reading the echo back; the bytes echoed
 /// within the measured window, per second.
 async fn bulk(
@@ -265,20 +288,8 @@ async fn bulk(
             std::io::Result::Ok(counted)
         });
     }
-    let mut bytes = 0u64;
-    let mut failed = 0;
-    while let Some(done) = tasks.join_next().await {
-        match done.context("bench task panicked")? {
-            Ok(n) => bytes += n,
-            Err(err) => {
-                failed += 1;
-                tracing::warn!(error = %err, "a connection failed");
-            }
-        }
-    }
-    if failed == args.connections as usize {
-        anyhow::bail!("every connection to {endpoint} failed");
-    }
+    let (counts, failed) = join_connections(tasks, endpoint).await?;
+    let bytes: u64 = counts.into_iter().sum();
     let seconds = args.duration.as_secs_f64();
     let report = BulkReport {
         endpoint: endpoint.to_string(),
@@ -371,19 +382,10 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<i32> {
             std::io::Result::Ok(histogram)
         });
     }
+    let (histograms, failed) = join_connections(tasks, &endpoint).await?;
     let mut total = Histogram::new();
-    let mut failed = 0;
-    while let Some(done) = tasks.join_next().await {
-        match done.context("bench task panicked")? {
-            Ok(histogram) => total.merge(&histogram),
-            Err(err) => {
-                failed += 1;
-                tracing::warn!(error = %err, "a connection failed");
-            }
-        }
-    }
-    if failed == args.connections as usize {
-        anyhow::bail!("every connection to {endpoint} failed");
+    for histogram in &histograms {
+        total.merge(histogram);
     }
     let seconds = args.duration.as_secs_f64();
     let report = Report {
