@@ -63,8 +63,7 @@ pub(crate) async fn run(mut args: HubArgs) -> anyhow::Result<i32> {
     result
 }
 
-async fn serve_db(args: HubArgs, db: &std::path::Path) -> anyhow::Result<i32> {
-    let mut args = args;
+async fn serve_db(mut args: HubArgs, db: &std::path::Path) -> anyhow::Result<i32> {
     if args.serve.guard.key_file.is_none() {
         if !args.no_auth {
             return Err(UsageError(

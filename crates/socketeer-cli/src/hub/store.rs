@@ -1096,6 +1096,42 @@ mod tests {
             .map_or(0, |b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
     }
 
+    #[test]
+    fn after_a_background_pass_the_writer_copies_the_rest_and_the_log_starts_over() {
+        let db = Db::new("inline");
+        let conn = open_writer(&db.config()).expect("open");
+        // A checkpointer whose background thread does nothing: only the writer's step runs.
+        let (wake, _commits) = std::sync::mpsc::sync_channel(1);
+        let checkpoints = Checkpointer {
+            wake,
+            caught_up: Arc::new(AtomicBool::new(false)),
+            thread: std::thread::spawn(|| {}),
+        };
+        conn.execute_batch("CREATE TABLE t (x); INSERT INTO t VALUES (1);")
+            .expect("write");
+        let first = log_restarts(&db);
+        checkpoints.committed(&conn);
+        conn.execute("INSERT INTO t VALUES (2)", []).expect("write");
+        assert_eq!(
+            log_restarts(&db),
+            first,
+            "no pass finished: the log goes on"
+        );
+        checkpoints.caught_up.store(true, Ordering::Release);
+        checkpoints.committed(&conn);
+        assert!(
+            !checkpoints.caught_up.load(Ordering::Acquire),
+            "the pass is taken"
+        );
+        conn.execute("INSERT INTO t VALUES (3)", []).expect("write");
+        assert_eq!(
+            log_restarts(&db),
+            first + 1,
+            "everything copied: the log started over"
+        );
+        checkpoints.finish();
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_log_starts_over_while_writes_go_on_and_is_emptied_at_the_end() {
         let db = Db::new("wal");

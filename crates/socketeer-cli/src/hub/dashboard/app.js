@@ -128,7 +128,6 @@ function fleetView(root) {
   const onEvent = (event) => lastSeen.set(event.device, event.recv_ts);
   listeners.add(onEvent);
   let devices = [];
-  let stopped = false;
 
   function render() {
     body.replaceChildren(...devices.map((d) => {
@@ -157,7 +156,7 @@ function fleetView(root) {
   poll();
   const timer = setInterval(poll, 2000);
   const ticker = setInterval(render, 1000);
-  return { stop() { stopped = true; clearInterval(timer); clearInterval(ticker); listeners.delete(onEvent); } };
+  return { stop() { clearInterval(timer); clearInterval(ticker); listeners.delete(onEvent); } };
 }
 
 // ---- charts ---------------------------------------------------------------------------------
@@ -358,7 +357,8 @@ function drawFrame(canvas, frame, matches) {
 function deviceView(root, device) {
   const state = {
     live: true, window: 60, from: 0, to: 0, charts: new Map(), latest: new Map(),
-    frame: null, label: '', minScore: 0, stopped: false, generation: 0,
+    frame: null, frameDirty: false, label: '', minScore: 0, stopped: false, generation: 0,
+    reloading: false,
   };
   let dirtyValues = false;
   const status = el('span', { class: 'status offline', id: 'device-status' }, 'offline');
@@ -480,7 +480,9 @@ function deviceView(root, device) {
       if (state.live) {
         const chart = state.charts.get(event.stream);
         if (chart) for (const [field, v] of Object.entries(event.values)) chart.add(field, [event.ts, v, v, v]);
-        else if (!state.charts.size || !state.pending) { state.pending = true; setTimeout(() => { state.pending = false; load(); }, 1000); }
+        // A stream with no chart yet (the device is new, or added one): reload, once a second
+        // at most however many events come.
+        else if (!state.reloading) { state.reloading = true; setTimeout(() => { state.reloading = false; load(); }, 1000); }
       }
     }
     if (event.frame && state.live) {
