@@ -83,6 +83,8 @@ try {
     .catch(() => fail('no imu chart drawn'));
   await page.waitForFunction(() => Number(document.querySelector('canvas.chart[data-stream="imu"]').dataset.points) > 10,
     null, { timeout: deadline }).catch(() => fail('the imu plot stays empty'));
+  // While live, a stream that appears later gets its own chart; the others stay as they are.
+  await page.$eval('canvas.chart[data-stream="imu"]', (c) => { c.dataset.kept = 'yes'; });
   const valueBefore = await page.$$eval('.panel table tbody tr', (trs) => trs.map((tr) => tr.textContent).join('|'));
   await page.waitForFunction((old) => [...document.querySelectorAll('.panel table tbody tr')].map((tr) => tr.textContent).join('|') !== old,
     valueBefore, { timeout: deadline }).catch(() => fail('latest values never change'));
@@ -93,11 +95,18 @@ try {
   console.log(`charts: ${charts.join(' ')}`);
   await page.waitForFunction(() => Number(document.querySelector('#camera').dataset.boxes) > 0,
     null, { timeout: deadline }).catch(() => fail('no detection boxes drawn'));
+  await page.waitForSelector('canvas.chart[data-stream="battery"]', { timeout: deadline })
+    .catch(() => fail('no battery chart'));
+  if (await page.$eval('canvas.chart[data-stream="imu"]', (c) => c.dataset.kept) !== 'yes') {
+    fail('the imu chart was rebuilt while live');
+  }
   const drawn = await page.$eval('#camera', (c) => JSON.parse(c.dataset.labels));
   console.log(`camera: boxes for ${drawn.join(', ')}`);
 
   // Zoom: dragging across a plot shows that stretch of history, and Live returns.
-  const box = await (await page.$('canvas.chart[data-stream="imu"]')).boundingBox();
+  // (A locator, not an element handle: it finds the chart as it is at the moment of use.)
+  const box = await page.locator('canvas.chart[data-stream="imu"]').boundingBox({ timeout: deadline });
+  if (!box) fail('the imu chart is not on the page');
   await page.mouse.move(box.x + box.width * 0.80, box.y + box.height / 2);
   await page.mouse.down();
   await page.mouse.move(box.x + box.width * 0.95, box.y + box.height / 2, { steps: 5 });

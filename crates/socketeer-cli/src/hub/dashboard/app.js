@@ -427,17 +427,9 @@ function deviceView(root, device) {
     if (generation !== state.generation) return;
     // History first, then the live tail joins it (events older than the last stored point
     // are already in the history).
-    const width = Math.max(200, Math.min(2000, Math.round((charts.clientWidth || 1000) / 2)));
     const built = new Map();
     await Promise.all(streams.values.map(async ({ stream, fields }) => {
-      const chart = new Chart(stream, fields, (a, b) => showRange(a, b));
-      chart.range = [from, to];
-      built.set(stream, chart);
-      await Promise.all(fields.map(async (field) => {
-        const s = await getJSON('/api/series', { device, stream, field, from, to, points: width }).catch(() => null);
-        if (!s) return;
-        for (const p of s.points) chart.add(field, s.raw ? [p[0], p[1], p[1], p[1]] : [p[0] + s.bucket_secs / 2, p[3], p[1], p[2]]);
-      }));
+      built.set(stream, await buildChart(stream, fields, from, to));
     }));
     if (generation !== state.generation) return;
     // Latest values start from the newest stored point of each field.
@@ -453,6 +445,38 @@ function deviceView(root, device) {
     charts.replaceChildren(...[...built.values()].map((c) => c.node));
     for (const c of built.values()) c.draw();
     await loadDetections();
+  }
+
+  // One chart with its stored history for [from, to].
+  async function buildChart(stream, fields, from, to) {
+    const width = Math.max(200, Math.min(2000, Math.round((charts.clientWidth || 1000) / 2)));
+    const chart = new Chart(stream, fields, (a, b) => showRange(a, b));
+    chart.range = [from, to];
+    await Promise.all(fields.map(async (field) => {
+      const s = await getJSON('/api/series', { device, stream, field, from, to, points: width }).catch(() => null);
+      if (!s) return;
+      for (const p of s.points) chart.add(field, s.raw ? [p[0], p[1], p[1], p[1]] : [p[0] + s.bucket_secs / 2, p[3], p[1], p[2]]);
+    }));
+    return chart;
+  }
+
+  // A stream appeared while live: add its chart and leave the others alone (rebuilding them
+  // would drop their points and break a drag in progress).
+  async function addNewStreams() {
+    const generation = state.generation;
+    const streams = await getJSON('/api/streams', { device }).catch(() => null);
+    if (!streams || generation !== state.generation || !state.live) return;
+    const [from, to] = shown();
+    const added = await Promise.all(streams.values.filter(({ stream }) => !state.charts.has(stream))
+      .map(({ stream, fields }) => buildChart(stream, fields, from, to)));
+    if (generation !== state.generation || !state.live) return;
+    for (const chart of added) {
+      if (state.charts.has(chart.stream)) continue;
+      state.charts.set(chart.stream, chart);
+      charts.append(chart.node);
+      chart.draw();
+    }
+    dirtyValues = true;
   }
 
   async function loadDetections() {
@@ -482,7 +506,7 @@ function deviceView(root, device) {
         if (chart) for (const [field, v] of Object.entries(event.values)) chart.add(field, [event.ts, v, v, v]);
         // A stream with no chart yet (the device is new, or added one): reload, once a second
         // at most however many events come.
-        else if (!state.reloading) { state.reloading = true; setTimeout(() => { state.reloading = false; load(); }, 1000); }
+        else if (!state.reloading) { state.reloading = true; setTimeout(() => { state.reloading = false; addNewStreams(); }, 1000); }
       }
     }
     if (event.frame && state.live) {
