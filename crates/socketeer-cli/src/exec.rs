@@ -14,7 +14,7 @@ use crate::cli::{ExecClientArgs, ExecProtocol};
 use crate::failure::{UsageError, parse_endpoint};
 use crate::guard::client_options;
 use crate::services::exec::policy::MAX_COMMAND;
-use crate::services::exec::wire::{self, Report};
+use crate::services::exec::wire::{self, FromServer, Report};
 
 /// The acknowledgement we send in the size-header exchange (the tutorial's client sends a
 /// sentence; any message will do).
@@ -105,19 +105,13 @@ async fn receive(mut reader: ConnectionReader) -> anyhow::Result<Report> {
         let Some(frame) = reader.read_with(&mut codec).await? else {
             bail!("the server closed the connection before the command's exit status");
         };
-        match frame.split_first() {
-            Some((&wire::STDOUT, data)) => {
+        match wire::from_server(&frame).map_err(anyhow::Error::msg)? {
+            FromServer::Stdout(data) => {
                 stdout.write_all(data)?;
                 stdout.flush()?;
             }
-            Some((&wire::STDERR, data)) => {
-                stderr.write_all(data)?;
-            }
-            Some((&wire::EXIT, json)) => {
-                return serde_json::from_slice(json)
-                    .context("the server sent a malformed exit report");
-            }
-            _ => bail!("the server sent a frame this client does not know"),
+            FromServer::Stderr(data) => stderr.write_all(data)?,
+            FromServer::Exit(report) => return Ok(report),
         }
     }
 }

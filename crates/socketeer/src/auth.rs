@@ -406,6 +406,23 @@ impl Decoder for AnswerDecoder {
     }
 }
 
+/// The answer decoder for the fuzz targets, its answers shown as text.
+#[cfg(feature = "fuzzing")]
+pub(crate) fn answer_decoder() -> impl Decoder<Item = String, Error = Error> {
+    struct Shown(AnswerDecoder);
+    impl Decoder for Shown {
+        type Item = String;
+        type Error = Error;
+        fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<String>> {
+            Ok(self.0.decode(buf)?.map(|answer| format!("{answer:?}")))
+        }
+        fn decode_eof(&mut self, buf: &mut BytesMut) -> Result<Option<String>> {
+            Ok(self.0.decode_eof(buf)?.map(|answer| format!("{answer:?}")))
+        }
+    }
+    Shown(AnswerDecoder)
+}
+
 /// Exactly `n` bytes.
 struct Exact(usize);
 

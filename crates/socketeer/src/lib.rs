@@ -58,6 +58,9 @@ pub mod connection;
 pub mod datagram;
 pub mod endpoint;
 pub mod error;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod gate;
 pub mod handler;
 mod idle;

@@ -213,18 +213,27 @@ pub(crate) fn parse_line(
     }))
 }
 
+/// The lines of a batch, parsed; `None` if the batch is not UTF-8.
+pub(crate) fn parse_text(
+    text: &[u8],
+    precision: Precision,
+) -> Option<impl Iterator<Item = std::result::Result<Option<Point>, String>>> {
+    let text = std::str::from_utf8(text).ok()?;
+    Some(text.split('\n').map(move |line| parse_line(line, precision)))
+}
+
 /// Parses a batch of lines and hands the good ones to the store; bad ones are counted and
 /// logged (the first of a batch).
 async fn take(ingest: &Ingest, text: &[u8], precision: Precision, peer: &str) {
-    let Ok(text) = std::str::from_utf8(text) else {
+    let Some(lines) = parse_text(text, precision) else {
         ingest.stats.reject("not UTF-8");
         tracing::debug!(%peer, "influx: not UTF-8");
         return;
     };
     let recv_ts = now_secs();
     let mut items = Vec::new();
-    for (n, line) in text.split('\n').enumerate() {
-        match parse_line(line, precision) {
+    for (n, parsed) in lines.enumerate() {
+        match parsed {
             Ok(Some(point)) => items.push(Item {
                 device: point.device.into(),
                 session: "".into(),

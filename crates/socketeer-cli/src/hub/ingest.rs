@@ -260,17 +260,7 @@ impl Handler for IngestHandler {
                     let mut batch = Batch::default();
                     loop {
                         line_no += 1;
-                        let text = raw.strip_suffix(b"\n").unwrap_or(&raw);
-                        let text = text.strip_suffix(b"\r").unwrap_or(text);
-                        let parsed = if text.iter().all(u8::is_ascii_whitespace) {
-                            None
-                        } else {
-                            Some(
-                                std::str::from_utf8(text)
-                                    .map_err(|_| "not UTF-8".to_owned())
-                                    .and_then(parse_line),
-                            )
-                        };
+                        let parsed = parse_raw_line(&raw);
                         let mut refusal = None;
                         match parsed {
                             None => {}
@@ -322,4 +312,19 @@ impl Handler for IngestHandler {
             }
         }
     }
+}
+
+/// One line as received (with its line ending, if any): `None` if blank, else the line or why
+/// it is refused.
+pub(crate) fn parse_raw_line(raw: &[u8]) -> Option<Result<Line, String>> {
+    let text = raw.strip_suffix(b"\n").unwrap_or(raw);
+    let text = text.strip_suffix(b"\r").unwrap_or(text);
+    if text.iter().all(u8::is_ascii_whitespace) {
+        return None;
+    }
+    Some(
+        std::str::from_utf8(text)
+            .map_err(|_| "not UTF-8".to_owned())
+            .and_then(parse_line),
+    )
 }

@@ -3,7 +3,7 @@
 //! With `--console` the operator's stdin lines go to everyone as `server: line` and the room's
 //! traffic is printed on stdout. Built on the library's `Handler` and `Connection` only.
 
-mod lines;
+pub(crate) mod lines;
 mod room;
 mod text;
 

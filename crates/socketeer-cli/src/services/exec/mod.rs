@@ -23,7 +23,7 @@ use tokio::sync::mpsc;
 use self::policy::{Policy, Prepared};
 use self::process::{Ending, Outcome, Output, Running};
 use self::sessions::Sessions;
-use self::wire::Report;
+use self::wire::{FromClient, Report};
 use crate::cli::{Allowed, ExecArgs, ExecProtocol};
 use crate::failure::UsageError;
 use crate::serve::{NoDatagrams, Service, serve};
@@ -113,8 +113,8 @@ impl Handler for NativeHandler {
         let Some(first) = conn.read_with(&mut codec).await? else {
             return Ok(());
         };
-        let text = match first.split_first() {
-            Some((&wire::COMMAND, text)) => String::from_utf8_lossy(text).into_owned(),
+        let text = match wire::from_client(&first) {
+            Some(FromClient::Command(text)) => text,
             _ => {
                 return finish(
                     conn,
@@ -175,9 +175,9 @@ async fn stream(
                     tracing::info!(peer = %conn.peer_addr(), "client left while its command ran: killing it");
                     return Err(socketeer::Error::new(socketeer::ErrorKind::UnexpectedEof, "client left mid-command"));
                 };
-                match frame.split_first() {
-                    Some((&wire::STDIN, data)) => pending = Some(Some(frame.slice(1..1 + data.len()))),
-                    Some((&wire::STDIN_END, [])) => pending = Some(None),
+                match wire::from_client(&frame) {
+                    Some(FromClient::Stdin) => pending = Some(Some(frame.slice(1..))),
+                    Some(FromClient::StdinEnd) => pending = Some(None),
                     _ => return Err(socketeer::Error::new(
                         socketeer::ErrorKind::InvalidData,
                         "unexpected frame while a command runs",

@@ -71,3 +71,49 @@ pub(crate) fn frame(tag: u8, payload: &[u8]) -> Vec<u8> {
     out.extend_from_slice(payload);
     out
 }
+
+/// A frame from the client, as the server reads it.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum FromClient {
+    /// The command text (first frame only); invalid UTF-8 is replaced.
+    Command(String),
+    /// Bytes for stdin: the frame after its tag.
+    Stdin,
+    /// Stdin is finished.
+    StdinEnd,
+}
+
+/// Reads a client's frame; `None` for a frame the protocol does not have.
+pub(crate) fn from_client(frame: &[u8]) -> Option<FromClient> {
+    match frame.split_first()? {
+        (&COMMAND, text) => Some(FromClient::Command(
+            String::from_utf8_lossy(text).into_owned(),
+        )),
+        (&STDIN, _) => Some(FromClient::Stdin),
+        (&STDIN_END, []) => Some(FromClient::StdinEnd),
+        _ => None,
+    }
+}
+
+/// A frame from the server, as the client reads it.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum FromServer<'a> {
+    /// Bytes the command wrote to stdout.
+    Stdout(&'a [u8]),
+    /// Bytes the command wrote to stderr.
+    Stderr(&'a [u8]),
+    /// The last frame: how the request ended.
+    Exit(Report),
+}
+
+/// Reads a server's frame; the error says what is wrong with it.
+pub(crate) fn from_server(frame: &[u8]) -> Result<FromServer<'_>, String> {
+    match frame.split_first() {
+        Some((&STDOUT, data)) => Ok(FromServer::Stdout(data)),
+        Some((&STDERR, data)) => Ok(FromServer::Stderr(data)),
+        Some((&EXIT, json)) => serde_json::from_slice(json)
+            .map(FromServer::Exit)
+            .map_err(|err| format!("the server sent a malformed exit report: {err}")),
+        _ => Err("the server sent a frame this client does not know".into()),
+    }
+}

@@ -1,0 +1,150 @@
+//! The `socketeer` program: parse the command line, set up logging, run the command, and turn
+//! its outcome into an exit status (documented in `socketeer --help`).
+//!
+//! A library only so that `src/main.rs` and the fuzz targets (`fuzz/`, through the `fuzzing`
+//! feature) share one build of the program's code; its API is [`main`] and nothing else is
+//! promised. Programs embed the `socketeer` crate instead.
+
+mod bench;
+mod cert;
+mod cli;
+mod connect;
+mod exec;
+mod failure;
+mod files;
+mod guard;
+mod hexdump;
+mod hub;
+mod listen;
+mod pipe;
+mod publish;
+mod scan;
+mod serve;
+mod services;
+mod simulate;
+mod terminal;
+
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
+
+use clap::Parser;
+use clap::error::ErrorKind as ClapErrorKind;
+
+use crate::cli::{Cli, Command, LogArgs, LogFormat, Service};
+use crate::failure::{EXIT_FAILURE, EXIT_USAGE, exit_code};
+
+/// Runs the program with the process's arguments and exits with its status.
+pub fn main() -> ! {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) => std::process::exit(report_usage(&err)),
+    };
+    init_logging(&cli.log);
+    // A client with one connection has no work for a second thread; on a small machine its
+    // threads would only take turns with the server's.
+    let single = matches!(
+        cli.command,
+        Command::Publish(_)
+            | Command::Connect(_)
+            | Command::Exec(_)
+            | Command::Put(_)
+            | Command::Get(_)
+            | Command::Ls(_)
+    );
+    let mut builder = if single {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    };
+    let runtime = match builder.enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("socketeer: cannot start the async runtime: {err}");
+            std::process::exit(EXIT_FAILURE);
+        }
+    };
+    let code = match runtime.block_on(run(cli.command)) {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("socketeer: {err:#}");
+            exit_code(&err)
+        }
+    };
+    // Exit while the runtime is still alive: dropping it would wait for a blocking read of
+    // stdin that cannot be cancelled, hanging an interactive session.
+    std::process::exit(code);
+}
+
+async fn run(command: Command) -> anyhow::Result<i32> {
+    match command {
+        Command::Serve(Service::Echo(args)) => services::echo::run(args).await,
+        Command::Serve(Service::Chat(args)) => services::chat::run(args).await,
+        Command::Serve(Service::Exec(args)) => services::exec::run(args).await,
+        Command::Exec(args) => exec::run(args).await,
+        Command::Serve(Service::Files(args)) => files::server::run(args).await,
+        Command::Put(args) => files::client::put(args).await,
+        Command::Get(args) => files::client::get(args).await,
+        Command::Ls(args) => files::client::ls(args).await,
+        Command::Connect(args) => connect::run(args).await,
+        Command::Listen(args) => listen::run(args).await,
+        Command::Scan(args) => scan::run(args).await,
+        Command::Hub(args) => hub::run(args).await,
+        Command::Publish(args) => publish::run(args).await,
+        Command::Simulate(args) => simulate::run(args).await,
+        Command::Bench(args) => bench::run(args).await,
+        Command::Keygen(args) => cert::keygen(&args),
+        Command::Cert(args) => cert::cert(&args),
+    }
+}
+
+/// Prints a clap error as `socketeer: <what>: <why>` (help and version as they are) and
+/// returns the exit status.
+fn report_usage(err: &clap::Error) -> i32 {
+    if matches!(
+        err.kind(),
+        ClapErrorKind::DisplayHelp | ClapErrorKind::DisplayVersion
+    ) {
+        print!("{err}");
+        return 0;
+    }
+    let text = err.render().to_string();
+    if err.kind() == ClapErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+        eprint!("{text}");
+        return EXIT_USAGE;
+    }
+    let mut lines = text.lines();
+    let first = lines.next().unwrap_or("bad command line");
+    eprintln!(
+        "socketeer: {}",
+        first.strip_prefix("error: ").unwrap_or(first)
+    );
+    for line in lines.filter(|l| !l.trim().is_empty()) {
+        eprintln!("  {}", line.trim());
+    }
+    EXIT_USAGE
+}
+
+fn init_logging(args: &LogArgs) {
+    use tracing_subscriber::EnvFilter;
+    let default = if args.quiet {
+        "warn"
+    } else {
+        match args.verbose {
+            0 => "info",
+            1 => "debug",
+            _ => "trace",
+        }
+    };
+    let filter =
+        EnvFilter::try_from_env("SOCKETEER_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(filter)
+        .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    match args.log_format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
