@@ -13,9 +13,15 @@ libfuzzer_sys::fuzz_target!(|input: &[u8]| {
     let (data, cuts) = split_input(input);
     assert_split_invariant(|| FrameCodec::new(MAX), data, &cuts);
     let mut again = BytesMut::new();
-    for frame in decode_in_pieces(FrameCodec::new(MAX), data, &cuts).into_iter().map_while(Result::ok) {
+    for frame in decode_in_pieces(FrameCodec::new(MAX), data, &cuts).0 {
         assert!(frame.len() <= MAX, "a frame over the limit was returned");
-        FrameCodec::new(MAX).encode(&frame[..], &mut again).expect("a decoded frame encodes");
+        FrameCodec::new(MAX)
+            .encode(&frame[..], &mut again)
+            .expect("a decoded frame encodes");
     }
-    assert_eq!(&data[..again.len()], &again[..], "re-encoding differs from the input");
+    assert_eq!(
+        &data[..again.len()],
+        &again[..],
+        "re-encoding differs from the input"
+    );
 });

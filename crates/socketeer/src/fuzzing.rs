@@ -1,5 +1,5 @@
-//! Entry points for the fuzz targets in `fuzz/` (feature `fuzzing`). Not an API: nothing here
-//! is promised to stay.
+//! Helpers for the fuzz targets in `fuzz/` and the codec property tests (feature `fuzzing`).
+//! Not an API: nothing here is promised to stay.
 
 use std::fmt::Debug;
 
@@ -13,74 +13,58 @@ pub fn answer_decoder() -> impl Decoder<Item = String, Error = Error> {
     crate::auth::answer_decoder()
 }
 
-/// What a decoder made of a stream of bytes: its items, then `Err` with the error if one ended
-/// the stream.
-pub type Outcome<T> = Vec<Result<T, String>>;
-
-/// Decodes `data` as `tokio_util`'s `FramedRead` would if the bytes arrived in the pieces that
-/// `cuts` marks (offsets into `data`, any order, out-of-range ones ignored): after each piece
-/// every item the buffer holds, and at the end of input the `decode_eof` items. Stops at the
-/// first error, as a connection does.
-pub fn decode_in_pieces<D>(mut decoder: D, data: &[u8], cuts: &[usize]) -> Outcome<D::Item>
-where
-    D: Decoder,
-    D::Error: std::fmt::Display,
-{
-    let mut cuts: Vec<usize> = cuts.iter().copied().filter(|&c| c < data.len()).collect();
-    cuts.sort_unstable();
-    cuts.dedup();
-    cuts.push(data.len());
-    let mut out = Vec::new();
+/// Decodes `input` as `tokio_util`'s `FramedRead` would if the bytes arrived in pieces ending at
+/// `cuts` (each taken modulo `input.len() + 1`, any order): after each piece every item the
+/// buffer holds, and at the end of input the `decode_eof` items. Returns the items and the
+/// error that stopped decoding, if one did (as it stops a connection).
+pub fn decode_in_pieces<D: Decoder>(
+    mut decoder: D,
+    input: &[u8],
+    cuts: &[usize],
+) -> (Vec<D::Item>, Option<D::Error>) {
+    let mut points: Vec<usize> = cuts.iter().map(|c| c % (input.len() + 1)).collect();
+    points.push(input.len());
+    points.sort_unstable();
     let mut buf = BytesMut::new();
-    let mut start = 0;
-    for end in cuts {
-        buf.extend_from_slice(&data[start..end]);
-        start = end;
+    let mut items = Vec::new();
+    let mut from = 0;
+    for to in points {
+        buf.extend_from_slice(&input[from..to]);
+        from = to;
         loop {
             match decoder.decode(&mut buf) {
-                Ok(Some(item)) => out.push(Ok(item)),
+                Ok(Some(item)) => items.push(item),
                 Ok(None) => break,
-                Err(err) => {
-                    out.push(Err(err.to_string()));
-                    return out;
-                }
+                Err(err) => return (items, Some(err)),
             }
         }
     }
     loop {
         match decoder.decode_eof(&mut buf) {
-            Ok(Some(item)) => out.push(Ok(item)),
-            Ok(None) => return out,
-            Err(err) => {
-                out.push(Err(err.to_string()));
-                return out;
-            }
+            Ok(Some(item)) => items.push(item),
+            Ok(None) => return (items, None),
+            Err(err) => return (items, Some(err)),
         }
     }
 }
 
-/// Panics unless `data` decodes to the same items, and fails at the same item, in one piece and
-/// in the pieces `cuts` marks. (Error texts may differ: a decoder can notice a problem sooner
-/// or later; what it returns may not.)
-pub fn assert_split_invariant<D>(make: impl Fn() -> D, data: &[u8], cuts: &[usize])
+/// Panics unless `input` decodes to the same items, and fails after the same item, in one piece
+/// and in the pieces `cuts` marks. (Error texts may differ: a decoder can notice a problem
+/// sooner or later; what it returns may not.)
+pub fn assert_split_invariant<D>(make: impl Fn() -> D, input: &[u8], cuts: &[usize])
 where
     D: Decoder,
     D::Item: PartialEq + Debug,
-    D::Error: std::fmt::Display,
+    D::Error: Debug,
 {
-    let whole = decode_in_pieces(make(), data, &[]);
-    let pieces = decode_in_pieces(make(), data, cuts);
-    let shape = |o: &Outcome<D::Item>| -> Vec<bool> { o.iter().map(Result::is_ok).collect() };
+    let (whole, whole_err) = decode_in_pieces(make(), input, &[]);
+    let (pieces, pieces_err) = decode_in_pieces(make(), input, cuts);
+    assert_eq!(whole, pieces, "the items differ by split (cuts {cuts:?})");
     assert_eq!(
-        shape(&whole),
-        shape(&pieces),
-        "items or failure differ by split: whole {whole:?}, in pieces {pieces:?}"
+        whole_err.is_some(),
+        pieces_err.is_some(),
+        "fails one way and not the other: whole {whole_err:?}, in pieces {pieces_err:?}"
     );
-    for (a, b) in whole.iter().zip(&pieces) {
-        if let (Ok(a), Ok(b)) = (a, b) {
-            assert_eq!(a, b, "an item differs by split (cuts {cuts:?})");
-        }
-    }
 }
 
 /// Splits a fuzzer's input into the bytes to decode and where to cut them: the first byte says

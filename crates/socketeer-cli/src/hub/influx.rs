@@ -219,7 +219,10 @@ pub(crate) fn parse_text(
     precision: Precision,
 ) -> Option<impl Iterator<Item = std::result::Result<Option<Point>, String>>> {
     let text = std::str::from_utf8(text).ok()?;
-    Some(text.split('\n').map(move |line| parse_line(line, precision)))
+    Some(
+        text.split('\n')
+            .map(move |line| parse_line(line, precision)),
+    )
 }
 
 /// Parses a batch of lines and hands the good ones to the store; bad ones are counted and

@@ -9,38 +9,12 @@ use tokio_util::codec::{Decoder, Encoder};
 
 /// Everything `codec` yields from `input` delivered in pieces ending at `cuts`, then the end of
 /// the stream: the items, and the kind of the error that stopped it, if one did.
-fn decode_in_pieces<D>(
-    mut codec: D,
-    input: &[u8],
-    cuts: &[usize],
-) -> (Vec<Bytes>, Option<ErrorKind>)
+fn decode_in_pieces<D>(codec: D, input: &[u8], cuts: &[usize]) -> (Vec<Bytes>, Option<ErrorKind>)
 where
     D: Decoder<Item = Bytes, Error = socketeer::Error>,
 {
-    let mut points: Vec<usize> = cuts.iter().map(|c| c % (input.len() + 1)).collect();
-    points.push(input.len());
-    points.sort_unstable();
-    let mut buf = BytesMut::new();
-    let mut items = Vec::new();
-    let mut from = 0;
-    for to in points {
-        buf.extend_from_slice(&input[from..to]);
-        from = to;
-        loop {
-            match codec.decode(&mut buf) {
-                Ok(Some(item)) => items.push(item),
-                Ok(None) => break,
-                Err(err) => return (items, Some(err.kind())),
-            }
-        }
-    }
-    loop {
-        match codec.decode_eof(&mut buf) {
-            Ok(Some(item)) => items.push(item),
-            Ok(None) => return (items, None),
-            Err(err) => return (items, Some(err.kind())),
-        }
-    }
+    let (items, err) = socketeer::fuzzing::decode_in_pieces(codec, input, cuts);
+    (items, err.map(|e| e.kind()))
 }
 
 /// Lines as a reader expects them: each with its `\n`, a last unterminated one as it is, and a

@@ -88,4 +88,30 @@ mod tests {
         let mut unterminated = BytesMut::from(&b"0123456789"[..]);
         assert!(decoder.decode(&mut unterminated).is_err());
     }
+
+    proptest::proptest! {
+        /// However the bytes arrive, the same bytes come out in order, and a too-long line
+        /// fails either way.
+        #[test]
+        fn batches_carry_the_same_bytes_however_split(
+            input in proptest::collection::vec(proptest::sample::select(b"ab\r\n".to_vec()), 0..200),
+            cuts in proptest::collection::vec(0usize..200, 0..8),
+            max_lines in 1usize..5,
+        ) {
+            let make = || LineBatch { max_line: 8, max_lines };
+            let run = |cuts: &[usize]| {
+                let (items, err) = socketeer::fuzzing::decode_in_pieces(make(), &input, cuts);
+                (items.concat(), err.is_some())
+            };
+            let (whole, whole_failed) = run(&[]);
+            let (pieces, pieces_failed) = run(&cuts);
+            proptest::prop_assert_eq!(whole_failed, pieces_failed);
+            let too_long = input.split(|&b| b == b'\n').any(|line| line.len() > 8);
+            proptest::prop_assert_eq!(whole_failed, too_long);
+            if !too_long {
+                proptest::prop_assert_eq!(&whole, &input);
+                proptest::prop_assert_eq!(&pieces, &input);
+            }
+        }
+    }
 }
