@@ -8,6 +8,7 @@
 //! are buffered: `write_*` queue, [`flush`](Connection::flush) sends (or `send`, which does both).
 
 use std::pin::Pin;
+use std::task::Poll;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -95,29 +96,46 @@ impl Inbound {
 
     /// Reads more bytes into the buffer, honouring the idle timeout; at a message boundary
     /// (nothing buffered, nothing arrived) a shutdown drain ends the input cleanly instead.
+    ///
+    /// At a boundary, a read that has to wait lets the buffer go first: an idle connection
+    /// holds no read buffer (8 KiB less each), and takes one again when woken for bytes.
     async fn fill<R: AsyncRead + Unpin>(&mut self, io: &mut R) -> Result<Fill> {
         let want = if self.last_read_filled {
             LARGE_READ
         } else {
             SMALL_READ
         };
-        self.buf.reserve(want);
-        let before = self.buf.capacity() - self.buf.len();
         let at_boundary = self.buf.is_empty();
         let Self {
             buf, idle, drain, ..
         } = self;
+        let read = std::future::poll_fn(|cx| {
+            if buf.capacity() == 0 {
+                *buf = spare::take();
+            }
+            buf.reserve(want);
+            let room = buf.capacity() - buf.len();
+            match tokio_util::io::poll_read_buf(Pin::new(&mut *io), cx, buf) {
+                Poll::Ready(read) => Poll::Ready(read.map(|n| (n, room))),
+                Poll::Pending => {
+                    if at_boundary && buf.is_empty() {
+                        spare::give(std::mem::take(buf));
+                    }
+                    Poll::Pending
+                }
+            }
+        });
         let read = async {
             match idle {
                 Some(timer) => timer
-                    .run(io.read_buf(buf))
+                    .run(read)
                     .await
                     .map_err(|()| idle_error(timer.limit(), "sent nothing"))?,
-                None => io.read_buf(buf).await,
+                None => read.await,
             }
             .map_err(Error::from)
         };
-        let n = match drain.as_mut().filter(|_| at_boundary) {
+        let (n, room) = match drain.as_mut().filter(|_| at_boundary) {
             // Bytes that have already arrived are served first; only a connection with
             // nothing pending ends at once.
             Some(drain) => tokio::select! {
@@ -127,7 +145,7 @@ impl Inbound {
             },
             None => read.await?,
         };
-        self.last_read_filled = n == before;
+        self.last_read_filled = n == room;
         Ok(if n == 0 { Fill::Eof } else { Fill::Data })
     }
 
@@ -206,6 +224,44 @@ impl Inbound {
     async fn frame<R: AsyncRead + Unpin>(&mut self, io: &mut R) -> Result<Option<Bytes>> {
         let mut frames = self.frames.clone();
         self.decode(io, &mut frames).await
+    }
+}
+
+/// Read buffers that waiting connections let go, kept a few per thread for the next connection
+/// that has bytes to read: a busy server reuses them instead of allocating one per message, and
+/// thousands of idle connections hold none.
+mod spare {
+    use std::cell::RefCell;
+
+    use bytes::BytesMut;
+
+    /// Buffers kept per thread (at most `KEEP * LARGE_READ` bytes).
+    const KEEP: usize = 16;
+
+    thread_local! {
+        static SPARE: RefCell<Vec<BytesMut>> = const { RefCell::new(Vec::new()) };
+    }
+
+    /// A kept buffer, or an empty one.
+    pub(super) fn take() -> BytesMut {
+        SPARE
+            .try_with(|spare| spare.borrow_mut().pop())
+            .ok()
+            .flatten()
+            .unwrap_or_default()
+    }
+
+    /// Keeps an empty buffer for reuse (or frees it, when enough are kept).
+    pub(super) fn give(buf: BytesMut) {
+        if buf.capacity() == 0 || buf.capacity() > super::LARGE_READ {
+            return;
+        }
+        let _ = SPARE.try_with(|spare| {
+            let mut spare = spare.borrow_mut();
+            if spare.len() < KEEP {
+                spare.push(buf);
+            }
+        });
     }
 }
 
@@ -672,6 +728,39 @@ mod tests {
             Connection::with_limits(Stream::other(a), PeerAddr::Unknown, limits),
             b,
         )
+    }
+
+    #[tokio::test]
+    async fn a_connection_waiting_between_messages_holds_no_read_buffer() {
+        let (mut conn, mut peer) = pair(&Limits::default());
+        peer.write_all(b"one\n").await.expect("write");
+        assert_eq!(
+            conn.read_line().await.expect("line").as_deref(),
+            Some(&b"one\n"[..])
+        );
+        assert!(
+            conn.inbound.buf.capacity() > 0,
+            "the buffer stays while bytes flow"
+        );
+        {
+            let mut read = std::pin::pin!(conn.read_line());
+            let first = std::future::poll_fn(|cx| Poll::Ready(read.as_mut().poll(cx))).await;
+            assert!(first.is_pending(), "nothing to read yet");
+        }
+        assert_eq!(conn.inbound.buf.capacity(), 0, "let go while waiting");
+        // Half a line: the wait for the rest keeps what arrived.
+        peer.write_all(b"tw").await.expect("write");
+        {
+            let mut read = std::pin::pin!(conn.read_line());
+            let first = std::future::poll_fn(|cx| Poll::Ready(read.as_mut().poll(cx))).await;
+            assert!(first.is_pending(), "the line is not complete");
+        }
+        assert_eq!(&conn.inbound.buf[..], b"tw");
+        peer.write_all(b"o\n").await.expect("write");
+        assert_eq!(
+            conn.read_line().await.expect("line").as_deref(),
+            Some(&b"two\n"[..])
+        );
     }
 
     #[tokio::test]

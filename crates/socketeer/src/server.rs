@@ -223,10 +223,11 @@ where
                         shutdown.clone(),
                         Arc::clone(&gate),
                     );
-                    shutdown.spawn(async move {
+                    let fut = async move {
                         task.await;
                         drop(permit);
-                    });
+                    };
+                    shutdown.spawn(fut);
                 }
                 Err(err) => {
                     if let Some(pause) = accept_backoff(&err, &mut backoff) {
@@ -342,15 +343,16 @@ async fn serve_connection<H: Handler>(
         startup,
     } = accepted;
     tracing::debug!(%peer, "connection accepted");
-    let opened = gate
-        .open(
-            stream,
-            peer.clone(),
-            &limits,
-            Some(&shutdown.token()),
-            startup,
-        )
-        .await;
+    // Boxed: the handshake's future (TLS, authentication) is large and lives only until the
+    // connection is open; inline, it would size every connection's task for its whole life.
+    let opened = Box::pin(gate.open(
+        stream,
+        peer.clone(),
+        &limits,
+        Some(&shutdown.token()),
+        startup,
+    ))
+    .await;
     let mut conn = match opened {
         Ok(conn) => conn,
         Err(err) => {
