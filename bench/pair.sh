@@ -7,6 +7,7 @@
 #
 #   bench/pair.sh                          # ROUNDS=5 SECS=3, the six request/response points
 #   ROUNDS=3 POINTS="50x4096" bench/pair.sh
+#   SERVER_BIN=/tmp/socketeer-old bench/pair.sh   # another build of the server, same client
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${ROUNDS:-5}
@@ -27,28 +28,32 @@ start() { # name command...
   pids+=("$!")
   for _ in $(seq 100); do grep -q "listening on" "$work/$name.out" 2>/dev/null && break; sleep 0.05; done
 }
-start socketeer "$BIN" -q serve echo --listen 127.0.0.1:0 --max-conns 5000
+start socketeer "${SERVER_BIN:-$BIN}" -q serve echo --listen 127.0.0.1:0 --max-conns 5000
 start tokio target/release/examples/baseline_tokio_echo 127.0.0.1:0
 ep_socketeer=$(sed -n 's/^listening on //p' "$work/socketeer.out" | head -1)
 ep_tokio=$(sed -n 's/^listening on //p' "$work/tokio.out" | head -1)
 
-rate() { # endpoint connections size
+run() { # endpoint connections size -> "round_trips_per_sec p99_us"
   timeout $((SECS + 30)) "$BIN" -q bench "$1" -c "$2" -s "$3" -d "$SECS" --warmup 1 --json |
-    python3 -c 'import json,sys; print(json.load(sys.stdin)["round_trips_per_sec"])'
+    python3 -c 'import json,sys; d = json.load(sys.stdin); print(d["round_trips_per_sec"], d["p99_us"])'
 }
 for point in $POINTS; do
   c=${point%x*}; s=${point#*x}
-  ratios=()
+  pairs=()
   for _ in $(seq "$ROUNDS"); do
-    a=$(rate "$ep_socketeer" "$c" "$s")
-    b=$(rate "$ep_tokio" "$c" "$s")
-    ratios+=("$(python3 -c "print($a / $b)")")
-    echo "pair $point socketeer=$a tokio=$b" >&2
+    a=$(run "$ep_socketeer" "$c" "$s")
+    b=$(run "$ep_tokio" "$c" "$s")
+    pairs+=("${a// /,},${b// /,}")
+    echo "pair $point socketeer=$a tokio=$b (round trips/s, p99 us)" >&2
   done
-  python3 - "$point" "${ratios[@]}" <<'PY'
+  python3 - "$point" "${pairs[@]}" <<'PY'
 import statistics, sys
-point, ratios = sys.argv[1], [float(r) for r in sys.argv[2:]]
-print(f"FIGURE pair_socketeer_to_tokio_{point}={statistics.median(ratios):.2f} "
-      f"(median of {len(ratios)} pairs; min {min(ratios):.2f}, max {max(ratios):.2f})")
+point = sys.argv[1]
+pairs = [[float(x) for x in p.split(",")] for p in sys.argv[2:]]
+rate = [a / b for a, _, b, _ in pairs]
+p99 = [ap / bp for _, ap, _, bp in pairs]
+print(f"FIGURE pair_socketeer_to_tokio_{point}={statistics.median(rate):.2f} "
+      f"(median of {len(rate)} pairs; min {min(rate):.2f}, max {max(rate):.2f}; "
+      f"p99 socketeer/tokio median {statistics.median(p99):.2f})")
 PY
 done

@@ -15,6 +15,9 @@ use tokio::time::{Instant, Sleep};
 pub(crate) struct IdleTimer {
     limit: Duration,
     sleep: Pin<Box<Sleep>>,
+    /// The waker the sleep was last polled with: while it is the same, the timer needs no
+    /// polling (it will wake that task) until it has fired.
+    registered: Option<std::task::Waker>,
 }
 
 impl IdleTimer {
@@ -22,6 +25,7 @@ impl IdleTimer {
         Self {
             limit,
             sleep: Box::pin(tokio::time::sleep(limit)),
+            registered: None,
         }
     }
 
@@ -39,6 +43,12 @@ impl IdleTimer {
                 return Poll::Ready(Ok(out));
             }
             let deadline = *waiting_since.get_or_insert_with(Instant::now) + self.limit;
+            if !self.sleep.is_elapsed()
+                && self.registered.as_ref().is_some_and(|w| w.will_wake(cx.waker()))
+            {
+                return Poll::Pending;
+            }
+            self.registered = Some(cx.waker().clone());
             loop {
                 ready!(self.sleep.as_mut().poll(cx));
                 if Instant::now() >= deadline {
