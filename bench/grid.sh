@@ -18,16 +18,10 @@ SECS=${SECS:-3}
 SERVERS=${SERVERS:-"socketeer tokio threading asyncio socat ncat"}
 POINTS=${POINTS:-"1x64 50x64 1000x64 1x4096 50x4096 1000x4096 bulk"}
 
-cargo build --release -q -p socketeer-cli --bin socketeer
-cargo build --release -q -p socketeer --example baseline_tokio_echo
-BIN=$PWD/target/release/socketeer
+source bench/lib.sh
 mkdir -p bench/results
 out=bench/results/grid.jsonl
 : >"$out"
-work=$(mktemp -d)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
-trap cleanup EXIT
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }

@@ -7,13 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${N:-10000}
-cargo build --release -q -p socketeer-cli --bin socketeer
-cargo build --release -q -p socketeer --example baseline_tokio_echo
-ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
-work=$(mktemp -d)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
-trap cleanup EXIT
+source bench/lib.sh
 
 measure() { # name command...
   local name=$1; shift
@@ -63,5 +57,5 @@ for s in conns:
 PY
 }
 
-measure socketeer target/release/socketeer -q serve echo --listen 127.0.0.1:0 --max-conns 20000
-measure tokio target/release/examples/baseline_tokio_echo 127.0.0.1:0
+measure socketeer "$BIN" -q serve echo --listen 127.0.0.1:0 --max-conns 20000
+measure tokio "$BASE" 127.0.0.1:0

@@ -13,25 +13,9 @@ cd "$(dirname "$0")/.."
 ROUNDS=${ROUNDS:-5}
 SECS=${SECS:-3}
 POINTS=${POINTS:-"1x64 50x64 1000x64 1x4096 50x4096 1000x4096"}
-cargo build --release -q -p socketeer-cli --bin socketeer
-cargo build --release -q -p socketeer --example baseline_tokio_echo
-ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
-BIN=target/release/socketeer
-work=$(mktemp -d)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
-trap cleanup EXIT
-
-start() { # name command...
-  local name=$1; shift
-  "$@" >"$work/$name.out" 2>/dev/null &
-  pids+=("$!")
-  for _ in $(seq 100); do grep -q "listening on" "$work/$name.out" 2>/dev/null && break; sleep 0.05; done
-}
-start socketeer "${SERVER_BIN:-$BIN}" -q serve echo --listen 127.0.0.1:0 --max-conns 5000
-start tokio target/release/examples/baseline_tokio_echo 127.0.0.1:0
-ep_socketeer=$(sed -n 's/^listening on //p' "$work/socketeer.out" | head -1)
-ep_tokio=$(sed -n 's/^listening on //p' "$work/tokio.out" | head -1)
+source bench/lib.sh
+ep_socketeer=$(start socketeer "${SERVER_BIN:-$BIN}" -q serve echo --listen 127.0.0.1:0 --max-conns 5000)
+ep_tokio=$(start tokio "$BASE" 127.0.0.1:0)
 
 run() { # endpoint connections size -> "round_trips_per_sec p99_us"
   timeout $((SECS + 30)) "$BIN" -q bench "$1" -c "$2" -s "$3" -d "$SECS" --warmup 1 --json |

@@ -15,22 +15,7 @@ SIZE=${SIZE:-64}
 SECS=${SECS:-5}
 ROUNDS=${ROUNDS:-3}
 
-cargo build --release -q -p socketeer-cli --bin socketeer
-cargo build --release -q -p socketeer --example baseline_tokio_echo
-BIN=target/release/socketeer
-BASE=target/release/examples/baseline_tokio_echo
-work=$(mktemp -d)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
-trap cleanup EXIT
-
-start() { # name command...
-  local name=$1; shift
-  "$@" >"$work/$name.out" 2>"$work/$name.err" &
-  pids+=($!)
-  for _ in $(seq 100); do grep -q "listening on" "$work/$name.out" 2>/dev/null && break; sleep 0.05; done
-  sed -n 's/^listening on //p' "$work/$name.out" | head -1
-}
+source bench/lib.sh
 
 ours=$(start socketeer "$BIN" -q serve echo --listen 127.0.0.1:0)
 base=$(start tokio "$BASE" 127.0.0.1:0)
