@@ -44,7 +44,10 @@ impl IdleTimer {
             }
             let deadline = *waiting_since.get_or_insert_with(Instant::now) + self.limit;
             if !self.sleep.is_elapsed()
-                && self.registered.as_ref().is_some_and(|w| w.will_wake(cx.waker()))
+                && self
+                    .registered
+                    .as_ref()
+                    .is_some_and(|w| w.will_wake(cx.waker()))
             {
                 return Poll::Pending;
             }
