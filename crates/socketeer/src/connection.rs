@@ -14,13 +14,14 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio_util::codec::{Decoder, Encoder};
-use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
+use tokio_util::sync::CancellationToken;
 
 use crate::auth::Identity;
 use crate::codec::{FrameCodec, LineCodec};
 use crate::error::{Error, ErrorKind, Result};
 use crate::idle::IdleTimer;
 use crate::limits::Limits;
+use crate::shutdown::CancelWait;
 use crate::stream::{PeerAddr, Stream};
 use crate::tls::EXPORTER_LEN;
 
@@ -47,29 +48,8 @@ struct Inbound {
 
 /// This connection's own child of the server's shutdown token, and one wait on it that lives
 /// as long as the connection: polling it takes only this connection's lock, not one shared by
-/// every connection.
-struct Drain {
-    token: CancellationToken,
-    wait: Pin<Box<WaitForCancellationFutureOwned>>,
-}
-
-impl Drain {
-    fn new(parent: &CancellationToken) -> Self {
-        let token = parent.child_token();
-        Self {
-            wait: Box::pin(token.clone().cancelled_owned()),
-            token,
-        }
-    }
-}
-
-impl std::fmt::Debug for Drain {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Drain")
-            .field("cancelled", &self.token.is_cancelled())
-            .finish()
-    }
-}
+/// every connection, and only when the task's waker changes.
+type Drain = CancelWait;
 
 fn idle_error(limit: Duration, what: &str) -> Error {
     Error::new(ErrorKind::IdleTimeout, format!("peer {what} for {limit:?}"))
@@ -141,7 +121,7 @@ impl Inbound {
             Some(drain) => tokio::select! {
                 biased;
                 n = read => n?,
-                () = drain.wait.as_mut() => return Ok(Fill::Drained),
+                () = drain.cancelled() => return Ok(Fill::Drained),
             },
             None => read.await?,
         };
@@ -625,13 +605,13 @@ impl Connection {
     /// Makes reads end cleanly (return `None`) at the next message boundary once `token` is
     /// cancelled. Servers set this to their shutdown token.
     pub fn set_drain(&mut self, token: &CancellationToken) {
-        self.inbound.drain = Some(Drain::new(token));
+        self.inbound.drain = Some(Drain::new(token.child_token()));
     }
 
     /// The token set by [`set_drain`](Self::set_drain): cancelled when the server is shutting
     /// down. Handlers with loops of their own can watch it.
     pub fn drain_token(&self) -> Option<&CancellationToken> {
-        self.inbound.drain.as_ref().map(|d| &d.token)
+        self.inbound.drain.as_ref().map(Drain::token)
     }
 
     /// Who is on the other end.

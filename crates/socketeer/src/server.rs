@@ -364,7 +364,7 @@ async fn serve_connection<H: Handler>(
             return;
         }
     };
-    let hard = shutdown.hard_token().clone();
+    let mut hard = crate::shutdown::CancelWait::new(shutdown.hard_token().clone());
     let mut set_up = false;
     let outcome = tokio::select! {
         biased;

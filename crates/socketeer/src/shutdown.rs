@@ -136,3 +136,58 @@ impl Signals {
         }
     }
 }
+
+/// A wait for a token's cancellation that, once registered with a task's waker, is not polled
+/// again until the token is cancelled or the task's waker changes. (Each poll of tokio-util's
+/// wait takes the token's lock; a connection's task is woken for every message.)
+pub(crate) struct CancelWait {
+    token: CancellationToken,
+    wait: std::pin::Pin<Box<tokio_util::sync::WaitForCancellationFutureOwned>>,
+    registered: Option<std::task::Waker>,
+}
+
+impl CancelWait {
+    pub(crate) fn new(token: CancellationToken) -> Self {
+        Self {
+            wait: Box::pin(token.clone().cancelled_owned()),
+            token,
+            registered: None,
+        }
+    }
+
+    pub(crate) fn token(&self) -> &CancellationToken {
+        &self.token
+    }
+
+    /// `Ready` once the token is cancelled; otherwise makes sure this task is woken then.
+    pub(crate) fn poll_cancelled(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<()> {
+        if self.token.is_cancelled() {
+            return std::task::Poll::Ready(());
+        }
+        if self
+            .registered
+            .as_ref()
+            .is_some_and(|w| w.will_wake(cx.waker()))
+        {
+            return std::task::Poll::Pending;
+        }
+        self.registered = Some(cx.waker().clone());
+        self.wait.as_mut().poll(cx)
+    }
+
+    /// Waits for the cancellation.
+    pub(crate) async fn cancelled(&mut self) {
+        std::future::poll_fn(|cx| self.poll_cancelled(cx)).await;
+    }
+}
+
+impl std::fmt::Debug for CancelWait {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CancelWait")
+            .field("cancelled", &self.token.is_cancelled())
+            .finish()
+    }
+}
