@@ -9,9 +9,14 @@ ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 work=$(mktemp -d)
 pids=()
 # (start runs inside $(...), a subshell: it leaves each server's PID in a file, not in a variable)
+# Servers get SIGTERM, and SIGKILL half a second later if still there (an ncat busy with
+# --sh-exec children was once seen to outlive the run).
 cleanup() {
-  for f in "$work"/*.pid; do [ -e "$f" ] && kill "$(cat "$f")" 2>/dev/null; done
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  local all=("${pids[@]}") f p
+  for f in "$work"/*.pid; do [ -e "$f" ] && all+=("$(cat "$f")"); done
+  for p in "${all[@]}"; do kill "$p" 2>/dev/null || true; done
+  sleep 0.5
+  for p in "${all[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
   rm -rf "$work"
 }
 trap cleanup EXIT
