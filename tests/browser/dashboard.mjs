@@ -95,10 +95,15 @@ try {
   console.log(`charts: ${charts.join(' ')}`);
   await page.waitForFunction(() => Number(document.querySelector('#camera').dataset.boxes) > 0,
     null, { timeout: deadline }).catch(() => fail('no detection boxes drawn'));
-  await page.waitForSelector('canvas.chart[data-stream="battery"]', { timeout: deadline })
-    .catch(() => fail('no battery chart'));
+  // A stream robot-1 has never sent: its chart must appear, and the IMU chart stay the same.
+  const probe = await fetch(api('/api/ingest?device=robot-1&session=probe'),
+    { method: 'POST', body: JSON.stringify({ stream: 'probe', seq: 1, values: { x: 1 } }) + '\n' });
+  const probed = await probe.text();
+  if (!probe.ok || !probed.includes('"ack":1')) fail(`ingest of a new stream: ${probe.status} ${probed}`);
+  await page.waitForSelector('canvas.chart[data-stream="probe"]', { timeout: deadline })
+    .catch(() => fail('a stream that appeared while live got no chart'));
   if (await page.$eval('canvas.chart[data-stream="imu"]', (c) => c.dataset.kept) !== 'yes') {
-    fail('the imu chart was rebuilt while live');
+    fail('the imu chart was rebuilt when a stream appeared');
   }
   const drawn = await page.$eval('#camera', (c) => JSON.parse(c.dataset.labels));
   console.log(`camera: boxes for ${drawn.join(', ')}`);

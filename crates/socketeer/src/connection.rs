@@ -41,15 +41,13 @@ struct Inbound {
     lines: LineCodec,
     frames: FrameCodec,
     idle: Option<IdleTimer>,
-    drain: Option<Drain>,
+    /// This connection's own child of the server's shutdown token and one wait on it for the
+    /// connection's life: a wake-up takes only this connection's lock, and only when the
+    /// task's waker changes.
+    drain: Option<CancelWait>,
     eof: bool,
     last_read_filled: bool,
 }
-
-/// This connection's own child of the server's shutdown token, and one wait on it that lives
-/// as long as the connection: polling it takes only this connection's lock, not one shared by
-/// every connection, and only when the task's waker changes.
-type Drain = CancelWait;
 
 fn idle_error(limit: Duration, what: &str) -> Error {
     Error::new(ErrorKind::IdleTimeout, format!("peer {what} for {limit:?}"))
@@ -605,13 +603,13 @@ impl Connection {
     /// Makes reads end cleanly (return `None`) at the next message boundary once `token` is
     /// cancelled. Servers set this to their shutdown token.
     pub fn set_drain(&mut self, token: &CancellationToken) {
-        self.inbound.drain = Some(Drain::new(token.child_token()));
+        self.inbound.drain = Some(CancelWait::new(token.child_token()));
     }
 
     /// The token set by [`set_drain`](Self::set_drain): cancelled when the server is shutting
     /// down. Handlers with loops of their own can watch it.
     pub fn drain_token(&self) -> Option<&CancellationToken> {
-        self.inbound.drain.as_ref().map(Drain::token)
+        self.inbound.drain.as_ref().map(CancelWait::token)
     }
 
     /// Who is on the other end.

@@ -191,3 +191,31 @@ impl std::fmt::Debug for CancelWait {
             .finish()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_wait_polled_again_by_the_same_task_is_still_woken_by_the_cancel() {
+        let token = CancellationToken::new();
+        let mut wait = CancelWait::new(token.clone());
+        let (waiting, is_waiting) = tokio::sync::oneshot::channel();
+        let waiter = tokio::spawn(async move {
+            // The second poll, with the same waker, skips the inner wait.
+            for _ in 0..2 {
+                let polled =
+                    std::future::poll_fn(|cx| std::task::Poll::Ready(wait.poll_cancelled(cx)));
+                assert!(polled.await.is_pending());
+            }
+            let _ = waiting.send(());
+            wait.cancelled().await;
+        });
+        is_waiting.await.expect("the waiter polled");
+        token.cancel();
+        tokio::time::timeout(Duration::from_secs(10), waiter)
+            .await
+            .expect("the cancel wakes the waiting task")
+            .expect("the waiter ran");
+    }
+}
