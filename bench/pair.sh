@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # socketeer vs the minimal tokio echo in alternating pairs: for each grid point, ROUNDS pairs
-# of SECS-second runs (socketeer, then tokio, same client), and the median of the per-pair
+# of SECS-second runs (same client; socketeer first in odd pairs, tokio first in even ones), and the median of the per-pair
 # ratios. On a noisy 2-core machine a pair shares its moment's noise, so the median ratio is
 # steadier than one grid run's (bench/grid.sh). Loopback only; bounded: points x ROUNDS x 2 x
 # (SECS + 1) seconds.
@@ -24,11 +24,20 @@ run() { # endpoint connections size -> "round_trips_per_sec p99_us"
 for point in $POINTS; do
   c=${point%x*}; s=${point#*x}
   pairs=()
-  for _ in $(seq "$ROUNDS"); do
-    a=$(run "$ep_socketeer" "$c" "$s")
-    b=$(run "$ep_tokio" "$c" "$s")
+  for round in $(seq "$ROUNDS"); do
+    # Each server goes first in every other pair: whatever running first or second does
+    # (a warm cache, the other's leftovers) falls on both alike.
+    if ((round % 2)); then
+      a=$(run "$ep_socketeer" "$c" "$s")
+      b=$(run "$ep_tokio" "$c" "$s")
+      first=socketeer
+    else
+      b=$(run "$ep_tokio" "$c" "$s")
+      a=$(run "$ep_socketeer" "$c" "$s")
+      first=tokio
+    fi
     pairs+=("${a// /,},${b// /,}")
-    echo "pair $point socketeer=$a tokio=$b (round trips/s, p99 us)" >&2
+    echo "pair $point socketeer=$a tokio=$b (round trips/s, p99 us; $first first)" >&2
   done
   python3 - "$point" "${pairs[@]}" <<'PY'
 import statistics, sys

@@ -206,9 +206,9 @@ async fn fanout(
         failed_connections: failed,
     };
     if args.json {
-        println!("{}", serde_json::to_string(&report)?);
+        outln!("{}", serde_json::to_string(&report)?)?;
     } else {
-        println!(
+        outln!(
             "{}: fan-out, {} connections, {} sending, {:.1} s\n  lines delivered/s  {:.0}\n  lines sent         {}\n  failed conns       {}",
             report.endpoint,
             report.connections,
@@ -217,7 +217,7 @@ async fn fanout(
             report.lines_delivered_per_sec,
             report.lines_sent,
             report.failed_connections
-        );
+        )?;
     }
     Ok(0)
 }
@@ -302,9 +302,9 @@ async fn bulk(
         failed_connections: failed,
     };
     if args.json {
-        println!("{}", serde_json::to_string(&report)?);
+        outln!("{}", serde_json::to_string(&report)?)?;
     } else {
-        println!(
+        outln!(
             "{}: bulk, {} connections, {}-byte writes, {:.1} s\n  echoed         {:.1} MB/s ({} bytes)\n  failed conns   {}",
             report.endpoint,
             report.connections,
@@ -313,7 +313,7 @@ async fn bulk(
             report.mb_per_sec,
             report.bytes_echoed,
             report.failed_connections
-        );
+        )?;
     }
     Ok(0)
 }
@@ -403,9 +403,9 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<i32> {
         failed_connections: failed,
     };
     if args.json {
-        println!("{}", serde_json::to_string(&report)?);
+        outln!("{}", serde_json::to_string(&report)?)?;
     } else {
-        println!(
+        outln!(
             "{}: {} connections, {}-byte messages, {:.1} s\n  round trips/s  {:.0}\n  latency p50    {:.1} µs\n  latency p99    {:.1} µs\n  latency p99.9  {:.1} µs\n  latency max    {:.1} µs\n  throughput     {:.2} MB/s each way\n  failed conns   {}",
             report.endpoint,
             report.connections,
@@ -418,7 +418,7 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<i32> {
             report.max_us,
             report.mb_per_sec,
             report.failed_connections
-        );
+        )?;
     }
     Ok(0)
 }

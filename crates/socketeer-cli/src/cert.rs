@@ -27,11 +27,11 @@ pub(crate) fn keygen(args: &KeygenArgs) -> anyhow::Result<i32> {
         ))
         .into()),
         Some(device) => {
-            println!("{device} {key}");
+            outln!("{device} {key}")?;
             Ok(0)
         }
         None => {
-            println!("{key}");
+            outln!("{key}")?;
             Ok(0)
         }
     }
@@ -116,19 +116,19 @@ pub(crate) fn cert(args: &CertArgs) -> anyhow::Result<i32> {
         args.force,
     )?;
     let fingerprint = socketeer::tls::fingerprint(cert.der());
-    println!(
+    outln!(
         "wrote {0}/ca.pem {0}/ca-key.pem {0}/server.pem {0}/server-key.pem",
         out.display()
-    );
-    println!("server certificate for: {}", names.join(", "));
-    println!("sha256 fingerprint: {fingerprint}");
-    println!(
+    )?;
+    outln!("server certificate for: {}", names.join(", "))?;
+    outln!("sha256 fingerprint: {fingerprint}")?;
+    outln!(
         "serve with:   --tls-cert {0}/server.pem --tls-key {0}/server-key.pem",
         out.display()
-    );
-    println!(
+    )?;
+    outln!(
         "connect with: --ca {}/ca.pem   or   --pin {fingerprint}",
         out.display()
-    );
+    )?;
     Ok(0)
 }

@@ -5,6 +5,9 @@
 //! feature) share one build of the program's code; its API is [`main`] and nothing else is
 //! promised. Programs embed the `socketeer` crate instead.
 
+#[macro_use]
+mod out;
+
 mod bench;
 mod cert;
 mod cli;
@@ -105,7 +108,8 @@ fn report_usage(err: &clap::Error) -> i32 {
         err.kind(),
         ClapErrorKind::DisplayHelp | ClapErrorKind::DisplayVersion
     ) {
-        print!("{err}");
+        // Help piped into `head` is still help: a closed pipe is not a usage error.
+        let _ = out!("{err}");
         return 0;
     }
     let text = err.render().to_string();

@@ -162,7 +162,7 @@ pub(crate) async fn run(args: PublishArgs) -> anyhow::Result<i32> {
             "lines_per_sec": state.acked as f64 / seconds.max(1e-9),
             "ack_ms": { "p50": percentile(0.5), "p99": percentile(0.99), "max": percentile(1.0) },
         });
-        println!("{report}");
+        outln!("{report}")?;
     }
     if std::io::stderr().is_terminal() {
         eprintln!(

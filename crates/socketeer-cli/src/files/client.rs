@@ -41,7 +41,7 @@ struct Summary<'a> {
 impl Summary<'_> {
     fn print(&self, json: bool) -> anyhow::Result<()> {
         if json {
-            println!("{}", serde_json::to_string(self)?);
+            outln!("{}", serde_json::to_string(self)?)?;
         } else if std::io::stderr().is_terminal() {
             let resumed = if self.resumed_from > 0 {
                 format!(", resumed at {}", self.resumed_from)
@@ -351,10 +351,10 @@ pub(crate) async fn ls(args: LsArgs) -> anyhow::Result<i32> {
         .await?;
     let entries = listing.entries.unwrap_or_default();
     if args.conn.json {
-        println!(
+        outln!(
             "{}",
             serde_json::json!({ "path": path, "entries": entries, "truncated": listing.truncated })
-        );
+        )?;
         return Ok(0);
     }
     let mut out = String::new();
@@ -367,7 +367,7 @@ pub(crate) async fn ls(args: LsArgs) -> anyhow::Result<i32> {
             printable(&entry.name)
         ));
     }
-    print!("{out}");
+    out!("{out}")?;
     if listing.truncated {
         eprintln!(
             "socketeer: the listing was cut at {} entries",

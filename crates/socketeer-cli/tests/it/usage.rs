@@ -77,3 +77,23 @@ fn help_lists_the_exit_codes() {
     assert_eq!(status.code(), Some(0));
     assert!(out.contains("Exit status:") && out.contains("130"), "{out}");
 }
+
+/// `socketeer --help | head -1` and the like: the reader closes the pipe before the program
+/// writes; the program must end as it would have (no panic, same exit status).
+#[test]
+fn output_into_a_closed_pipe_ends_quietly() {
+    for args in [&["bench", "--help"][..], &["keygen"], &["--version"]] {
+        let (reader, writer) = std::io::pipe().expect("pipe");
+        drop(reader);
+        let out = std::process::Command::new(crate::support::bin())
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .stdout(writer)
+            .stderr(std::process::Stdio::piped())
+            .output()
+            .expect("run socketeer");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+    }
+}
