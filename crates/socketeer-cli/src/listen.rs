@@ -104,7 +104,9 @@ async fn keep_open(
     let mut output = Output::new(&args.pipe);
     let printer = async {
         while let Some(chunk) = printed.recv().await {
-            output.write(&chunk).await?;
+            if !output.write(&chunk).await? {
+                break;
+            }
         }
         anyhow::Ok(())
     };

@@ -82,15 +82,21 @@ impl Output {
         }
     }
 
-    pub(crate) async fn write(&mut self, data: &[u8]) -> std::io::Result<()> {
+    /// Writes `data`; `Ok(false)` when stdout's reader has gone (`socketeer connect … | head`),
+    /// which ends the session quietly, as it would end `nc`.
+    pub(crate) async fn write(&mut self, data: &[u8]) -> std::io::Result<bool> {
         if self.discard {
-            return Ok(());
+            return Ok(true);
         }
-        match &mut self.hex {
-            Some(hex) => self.stdout.write_all(hex.dump(data).as_bytes()).await?,
-            None => self.stdout.write_all(data).await?,
+        let written = match &mut self.hex {
+            Some(hex) => self.stdout.write_all(hex.dump(data).as_bytes()).await,
+            None => self.stdout.write_all(data).await,
+        };
+        match written.and(self.stdout.flush().await) {
+            Ok(()) => Ok(true),
+            Err(err) if err.kind() == std::io::ErrorKind::BrokenPipe => Ok(false),
+            Err(err) => Err(err),
         }
-        self.stdout.flush().await
     }
 }
 
@@ -118,7 +124,9 @@ pub(crate) async fn stream(conn: Connection, args: &PipeArgs) -> anyhow::Result<
 
 async fn socket_to_stdout(mut reader: ConnectionReader, mut out: Output) -> anyhow::Result<()> {
     while let Some(chunk) = reader.read_chunk().await? {
-        out.write(&chunk).await?;
+        if !out.write(&chunk).await? {
+            break;
+        }
     }
     Ok(())
 }
@@ -174,10 +182,10 @@ pub(crate) async fn datagrams(
             if let (Target::LastSender(last), Some(peer)) = (&target, peer) {
                 *last.lock().await = Some(peer);
             }
-            out.write(&buf[..n]).await?;
+            if !out.write(&buf[..n]).await? {
+                return anyhow::Ok(());
+            }
         }
-        #[allow(unreachable_code)]
-        anyhow::Ok(())
     };
     tokio::pin!(from_peer);
     if !args.recv_only {

@@ -144,3 +144,28 @@ fn udp_to_a_closed_port_reports_the_refusal() {
     assert_eq!(status.code(), Some(1), "{err}");
     assert!(err.contains("Connection refused"), "{err}");
 }
+
+/// `socketeer connect HOST:PORT | head -1`: once stdout's reader has gone, the session ends
+/// quietly with status 0 (as `nc` ends), not with "Broken pipe".
+#[test]
+fn a_closed_stdout_ends_the_session_quietly() {
+    let (l, addr) = listener();
+    let peer = std::thread::spawn(move || {
+        let (mut s, _) = l.accept().expect("accept");
+        s.write_all(b"hello\n").expect("greet");
+        read_to_end(&mut s) // until the client goes
+    });
+    let (reader, writer) = std::io::pipe().expect("pipe");
+    drop(reader);
+    let out = std::process::Command::new(crate::support::bin())
+        .args(["connect", &addr])
+        .stdin(std::process::Stdio::null())
+        .stdout(writer)
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .expect("run socketeer");
+    peer.join().expect("peer");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(err.is_empty(), "{err}");
+}
