@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # socketeer vs the minimal tokio echo in alternating pairs: for each grid point, ROUNDS pairs
-# of SECS-second runs (same client; socketeer first in odd pairs, tokio first in even ones), and the median of the per-pair
-# ratios. On a noisy 2-core machine a pair shares its moment's noise, so the median ratio is
-# steadier than one grid run's (bench/grid.sh). Loopback only; bounded: points x ROUNDS x 2 x
+# of SECS-second runs (same client; socketeer first in odd pairs, tokio first in even ones),
+# and the median of the per-pair ratios. On a noisy 2-core machine a pair shares its moment's
+# noise, so the median ratio is steadier than one grid run's (bench/grid.sh). Loopback only; bounded: points x ROUNDS x 2 x
 # (SECS + 1) seconds.
 #
 #   bench/pair.sh                          # ROUNDS=5 SECS=3, the six request/response points
