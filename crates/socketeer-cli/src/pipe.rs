@@ -92,7 +92,11 @@ impl Output {
             Some(hex) => self.stdout.write_all(hex.dump(data).as_bytes()).await,
             None => self.stdout.write_all(data).await,
         };
-        match written.and(self.stdout.flush().await) {
+        let written = match written {
+            Ok(()) => self.stdout.flush().await,
+            failed => failed,
+        };
+        match written {
             Ok(()) => Ok(true),
             Err(err) if err.kind() == std::io::ErrorKind::BrokenPipe => Ok(false),
             Err(err) => Err(err),
