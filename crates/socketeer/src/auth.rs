@@ -190,7 +190,9 @@ fn verify_tutorial(keys: &Keys, challenge: &[u8], mac: &[u8; MAC_LEN]) -> Result
 /// also checks the server's proof, so a server that does not hold the key is detected.
 ///
 /// # Errors
-/// [`ErrorKind::Auth`] when the server refuses us or fails to prove itself; I/O errors.
+/// [`ErrorKind::Auth`] when the server refuses us or fails to prove itself;
+/// [`ErrorKind::UnexpectedEof`] when it closes before sending its challenge (a restart, say:
+/// worth retrying); I/O errors.
 pub async fn client_handshake(
     conn: &mut Connection,
     key: &ClientKey,
@@ -199,7 +201,14 @@ pub async fn client_handshake(
     let challenge = conn
         .read_with(&mut Exact(NONCE_LEN))
         .await?
-        .ok_or_else(|| refused("the server closed the connection before sending its challenge"))?;
+        // Not a refusal of our key (none was sent yet): a server restarting or going away
+        // ends connections this way, and a client that reconnects should try again.
+        .ok_or_else(|| {
+            Error::new(
+                ErrorKind::UnexpectedEof,
+                "the server closed the connection before sending its challenge",
+            )
+        })?;
     match mode {
         AuthMode::Tutorial => {
             let mut hmac =

@@ -262,6 +262,25 @@ async fn a_server_without_the_key_is_detected_by_the_client() {
         err.to_string().contains("may not be the real server"),
         "{err}"
     );
+
+    // A server that closes before sending a challenge (one being restarted does): not a
+    // refusal of our key, so a reconnecting client may try again.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        let (s, _) = listener.accept().await.expect("accept");
+        drop(s);
+    });
+    let err = client::connect_with(&socketeer::Endpoint::tcp(addr), &options)
+        .await
+        .expect_err("closed");
+    assert_eq!(err.kind(), ErrorKind::UnexpectedEof, "{err}");
+    assert!(
+        err.to_string().contains("before sending its challenge"),
+        "{err}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
