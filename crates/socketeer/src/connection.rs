@@ -8,11 +8,12 @@
 //! are buffered: `write_*` queue, [`flush`](Connection::flush) sends (or `send`, which does both).
 
 use std::pin::Pin;
-use std::task::Poll;
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio::time::Instant;
 use tokio_util::codec::{Decoder, Encoder};
 use tokio_util::sync::CancellationToken;
 
@@ -72,91 +73,127 @@ impl Inbound {
         }
     }
 
-    /// Reads more bytes into the buffer, honouring the idle timeout; at a message boundary
-    /// (nothing buffered, nothing arrived) a shutdown drain ends the input cleanly instead.
+    /// One step of reading more bytes into the buffer, as a poll: buffer, socket, idle
+    /// deadline and drain in one function, so each message costs one short call chain.
     ///
-    /// At a boundary, a read that has to wait lets the buffer go first: an idle connection
-    /// holds no read buffer (8 KiB less each), and takes one again when woken for bytes.
-    async fn fill<R: AsyncRead + Unpin>(&mut self, io: &mut R) -> Result<Fill> {
+    /// At a message boundary (nothing buffered, nothing arrived) a shutdown drain ends the
+    /// input cleanly; bytes that have already arrived are served first. A read that has to
+    /// wait there lets the buffer go: an idle connection holds no read buffer (8 KiB less
+    /// each), and takes one again when woken for bytes. `waiting_since` belongs to the caller's
+    /// wait: it is set when the read first has to wait and cleared when bytes arrive.
+    fn poll_fill<R: AsyncRead + Unpin>(
+        &mut self,
+        cx: &mut Context<'_>,
+        io: &mut R,
+        waiting_since: &mut Option<Instant>,
+    ) -> Poll<Result<Fill>> {
         let want = if self.last_read_filled {
             LARGE_READ
         } else {
             SMALL_READ
         };
-        let at_boundary = self.buf.is_empty();
-        let Self {
-            buf, idle, drain, ..
-        } = self;
-        let read = std::future::poll_fn(|cx| {
-            if buf.capacity() == 0 {
-                *buf = spare::take();
+        if self.buf.capacity() == 0 {
+            self.buf = spare::take();
+        }
+        // Room for at least half a read is enough: a buffer whose front went out in earlier
+        // messages is reclaimed (or replaced) only every few dozen small ones, not every time.
+        if self.buf.capacity() - self.buf.len() < want / 2 {
+            self.buf.reserve(want);
+        }
+        let room = self.buf.capacity() - self.buf.len();
+        match tokio_util::io::poll_read_buf(Pin::new(io), cx, &mut self.buf) {
+            Poll::Ready(Ok(n)) => {
+                *waiting_since = None;
+                self.last_read_filled = n == room;
+                return Poll::Ready(Ok(if n == 0 { Fill::Eof } else { Fill::Data }));
             }
-            buf.reserve(want);
-            let room = buf.capacity() - buf.len();
-            match tokio_util::io::poll_read_buf(Pin::new(&mut *io), cx, buf) {
-                Poll::Ready(read) => Poll::Ready(read.map(|n| (n, room))),
-                Poll::Pending => {
-                    if at_boundary && buf.is_empty() {
-                        spare::give(std::mem::take(buf));
-                    }
-                    Poll::Pending
-                }
+            Poll::Ready(Err(err)) => return Poll::Ready(Err(err.into())),
+            Poll::Pending => {}
+        }
+        if self.buf.is_empty() {
+            spare::give(std::mem::take(&mut self.buf));
+            if let Some(drain) = &mut self.drain
+                && drain.poll_cancelled(cx).is_ready()
+            {
+                return Poll::Ready(Ok(Fill::Drained));
             }
-        });
-        let read = async {
-            match idle {
-                Some(timer) => timer
-                    .run(read)
-                    .await
-                    .map_err(|()| idle_error(timer.limit(), "sent nothing"))?,
-                None => read.await,
-            }
-            .map_err(Error::from)
-        };
-        let (n, room) = match drain.as_mut().filter(|_| at_boundary) {
-            // Bytes that have already arrived are served first; only a connection with
-            // nothing pending ends at once.
-            Some(drain) => tokio::select! {
-                biased;
-                n = read => n?,
-                () = drain.cancelled() => return Ok(Fill::Drained),
-            },
-            None => read.await?,
-        };
-        self.last_read_filled = n == room;
-        Ok(if n == 0 { Fill::Eof } else { Fill::Data })
+        }
+        if let Some(timer) = &mut self.idle
+            && timer.poll_expired(cx, waiting_since).is_ready()
+        {
+            return Poll::Ready(Err(idle_error(timer.limit(), "sent nothing")));
+        }
+        Poll::Pending
     }
 
-    async fn decode<R, D>(&mut self, io: &mut R, decoder: &mut D) -> Result<Option<D::Item>>
+    /// One step of decoding the next item, reading as needed. `reading` is the caller's: set
+    /// while a read is pending (the buffer has not changed, so decoding again can wait).
+    fn poll_decode<R, D>(
+        &mut self,
+        cx: &mut Context<'_>,
+        io: &mut R,
+        decoder: &mut D,
+        waiting_since: &mut Option<Instant>,
+        reading: &mut bool,
+    ) -> Poll<Result<Option<D::Item>>>
     where
         R: AsyncRead + Unpin,
         D: Decoder,
         Error: From<D::Error>,
     {
         loop {
-            if let Some(item) = decoder.decode(&mut self.buf)? {
-                return Ok(Some(item));
+            if !*reading {
+                if let Some(item) = decoder.decode(&mut self.buf)? {
+                    return Poll::Ready(Ok(Some(item)));
+                }
+                if self.eof {
+                    return Poll::Ready(Ok(decoder.decode_eof(&mut self.buf)?));
+                }
+                *reading = true;
             }
-            if self.eof {
-                return Ok(decoder.decode_eof(&mut self.buf)?);
-            }
-            match self.fill(io).await? {
+            match ready!(self.poll_fill(cx, io, waiting_since))? {
                 Fill::Data => {}
                 Fill::Eof => self.eof = true,
-                Fill::Drained => return Ok(None),
+                Fill::Drained => return Poll::Ready(Ok(None)),
             }
+            *reading = false;
         }
     }
 
-    async fn chunk<R: AsyncRead + Unpin>(&mut self, io: &mut R) -> Result<Option<Bytes>> {
-        if self.buf.is_empty() && !self.eof {
-            match self.fill(io).await? {
-                Fill::Data => {}
-                Fill::Eof => self.eof = true,
-                Fill::Drained => return Ok(None),
+    /// Decodes the next item, reading as needed. (The read methods return these poll loops
+    /// themselves, not `async` wrappers around them: one less state machine per message.)
+    fn decode<'a, R, D>(
+        &'a mut self,
+        io: &'a mut R,
+        decoder: &'a mut D,
+    ) -> impl Future<Output = Result<Option<D::Item>>> + 'a
+    where
+        R: AsyncRead + Unpin,
+        D: Decoder,
+        Error: From<D::Error>,
+    {
+        let mut waiting_since = None;
+        let mut reading = false;
+        std::future::poll_fn(move |cx| {
+            self.poll_decode(cx, io, decoder, &mut waiting_since, &mut reading)
+        })
+    }
+
+    fn chunk<'a, R: AsyncRead + Unpin>(
+        &'a mut self,
+        io: &'a mut R,
+    ) -> impl Future<Output = Result<Option<Bytes>>> + 'a {
+        let mut waiting_since = None;
+        std::future::poll_fn(move |cx| {
+            if self.buf.is_empty() && !self.eof {
+                match ready!(self.poll_fill(cx, io, &mut waiting_since))? {
+                    Fill::Data => {}
+                    Fill::Eof => self.eof = true,
+                    Fill::Drained => return Poll::Ready(Ok(None)),
+                }
             }
-        }
-        Ok((!self.buf.is_empty()).then(|| self.buf.split().freeze()))
+            Poll::Ready(Ok((!self.buf.is_empty()).then(|| self.buf.split().freeze())))
+        })
     }
 
     /// At most `max` bytes: buffered ones first, else one read of up to `max` (capped at
@@ -192,16 +229,31 @@ impl Inbound {
         Ok(Some(buf.freeze()))
     }
 
-    async fn line<R: AsyncRead + Unpin>(&mut self, io: &mut R) -> Result<Option<Bytes>> {
-        let mut lines = self.lines.clone();
-        let result = self.decode(io, &mut lines).await;
-        self.lines = lines;
-        result
+    fn line<'a, R: AsyncRead + Unpin>(
+        &'a mut self,
+        io: &'a mut R,
+    ) -> impl Future<Output = Result<Option<Bytes>>> + 'a {
+        let mut waiting_since = None;
+        let mut reading = false;
+        std::future::poll_fn(move |cx| {
+            // The codec remembers how far it has searched; it is lent out for the call.
+            let mut lines = self.lines.clone();
+            let polled = self.poll_decode(cx, io, &mut lines, &mut waiting_since, &mut reading);
+            self.lines = lines;
+            polled
+        })
     }
 
-    async fn frame<R: AsyncRead + Unpin>(&mut self, io: &mut R) -> Result<Option<Bytes>> {
+    fn frame<'a, R: AsyncRead + Unpin>(
+        &'a mut self,
+        io: &'a mut R,
+    ) -> impl Future<Output = Result<Option<Bytes>>> + 'a {
+        let mut waiting_since = None;
+        let mut reading = false;
         let mut frames = self.frames.clone();
-        self.decode(io, &mut frames).await
+        std::future::poll_fn(move |cx| {
+            self.poll_decode(cx, io, &mut frames, &mut waiting_since, &mut reading)
+        })
     }
 }
 
@@ -268,15 +320,80 @@ impl Outbound {
         self.flush_if_full(io).await
     }
 
-    /// Writes `data` and flushes; with nothing queued it goes straight from `data`, uncopied.
-    async fn send<W: AsyncWrite + Unpin>(&mut self, io: &mut W, data: &[u8]) -> Result<()> {
-        if self.buf.is_empty() {
-            self.write_direct(io, data).await?;
-        } else {
-            self.buf.extend_from_slice(data);
-            self.send_buffered(io).await?;
+    /// Writes `data` and flushes, in one poll loop (socket writes, flush, idle deadline). With
+    /// nothing queued `data` goes straight from the caller, uncopied; otherwise it joins the
+    /// queue (on the first poll) and goes in the same writes.
+    fn send<'a, W: AsyncWrite + Unpin>(
+        &'a mut self,
+        io: &'a mut W,
+        data: &'a [u8],
+    ) -> impl Future<Output = Result<()>> + 'a {
+        let mut rest = data;
+        let mut started = false;
+        let mut waiting_since = None;
+        std::future::poll_fn(move |cx| {
+            if !started {
+                started = true;
+                if !self.buf.is_empty() {
+                    self.buf.extend_from_slice(rest);
+                    rest = &[];
+                }
+            }
+            while !self.buf.is_empty() {
+                match Pin::new(&mut *io).poll_write(cx, &self.buf) {
+                    Poll::Ready(Ok(n)) if n > 0 => {
+                        bytes::Buf::advance(&mut self.buf, n);
+                        waiting_since = None;
+                    }
+                    polled => return self.write_stalled(cx, polled, &mut waiting_since),
+                }
+            }
+            while !rest.is_empty() {
+                match Pin::new(&mut *io).poll_write(cx, rest) {
+                    Poll::Ready(Ok(n)) if n > 0 => {
+                        rest = &rest[n..];
+                        waiting_since = None;
+                    }
+                    polled => return self.write_stalled(cx, polled, &mut waiting_since),
+                }
+            }
+            match Pin::new(&mut *io).poll_flush(cx) {
+                Poll::Ready(flushed) => Poll::Ready(flushed.map_err(Error::from)),
+                Poll::Pending => self.poll_stalled(cx, &mut waiting_since),
+            }
+        })
+    }
+
+    /// A write that made no progress: its error, `WriteZero`, or a wait under the idle timeout.
+    fn write_stalled(
+        &mut self,
+        cx: &mut Context<'_>,
+        polled: Poll<std::io::Result<usize>>,
+        waiting_since: &mut Option<Instant>,
+    ) -> Poll<Result<()>> {
+        match polled {
+            Poll::Ready(Ok(_)) => Poll::Ready(Err(std::io::Error::from(
+                std::io::ErrorKind::WriteZero,
+            )
+            .into())),
+            Poll::Ready(Err(err)) => Poll::Ready(Err(err.into())),
+            Poll::Pending => self.poll_stalled(cx, waiting_since),
         }
-        self.flush_io(io).await
+    }
+
+    /// For a write found pending: the idle timeout's error once the peer has taken nothing for
+    /// that long, else `Pending`.
+    fn poll_stalled<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        waiting_since: &mut Option<Instant>,
+    ) -> Poll<Result<T>> {
+        if let Some(timer) = &mut self.idle
+            && timer.poll_expired(cx, waiting_since).is_ready()
+        {
+            return Poll::Ready(Err(idle_error(timer.limit(), "took nothing we sent")));
+        }
+        Poll::Pending
     }
 
     /// Sends queued output, then `parts` with vectored writes (no copy into the buffer), then
@@ -382,8 +499,8 @@ macro_rules! reading_methods {
         ///
         /// # Cancel safety
         /// Cancel-safe.
-        pub async fn read_chunk(&mut self) -> Result<Option<Bytes>> {
-            self.inbound.chunk(&mut self.io).await
+        pub fn read_chunk(&mut self) -> impl Future<Output = Result<Option<Bytes>>> + Send + '_ {
+            self.inbound.chunk(&mut self.io)
         }
 
         /// Returns at most `max` of the next bytes received, or `None` at end of input: for
@@ -408,8 +525,8 @@ macro_rules! reading_methods {
         ///
         /// # Cancel safety
         /// Cancel-safe: a partial line stays buffered.
-        pub async fn read_line(&mut self) -> Result<Option<Bytes>> {
-            self.inbound.line(&mut self.io).await
+        pub fn read_line(&mut self) -> impl Future<Output = Result<Option<Bytes>>> + Send + '_ {
+            self.inbound.line(&mut self.io)
         }
 
         /// Returns the next length-prefixed frame's payload, or `None` at a clean end of input.
@@ -420,8 +537,8 @@ macro_rules! reading_methods {
         ///
         /// # Cancel safety
         /// Cancel-safe: a partial frame stays buffered.
-        pub async fn read_frame(&mut self) -> Result<Option<Bytes>> {
-            self.inbound.frame(&mut self.io).await
+        pub fn read_frame(&mut self) -> impl Future<Output = Result<Option<Bytes>>> + Send + '_ {
+            self.inbound.frame(&mut self.io)
         }
 
         /// Decodes the next item with any tokio-util [`Decoder`], sharing this connection's
@@ -499,8 +616,11 @@ macro_rules! writing_methods {
         ///
         /// # Errors
         /// As [`flush`](Self::flush).
-        pub async fn send(&mut self, data: &[u8]) -> Result<()> {
-            self.outbound.send(&mut self.io, data).await
+        pub fn send<'a>(
+            &'a mut self,
+            data: &'a [u8],
+        ) -> impl Future<Output = Result<()>> + Send + 'a {
+            self.outbound.send(&mut self.io, data)
         }
 
         /// Sends `parts` one after another, then flushes, with vectored writes that hand the
@@ -850,6 +970,56 @@ mod tests {
             .chain((0..2000).map(|i| format!("{i} ")))
             .collect();
         assert_eq!(String::from_utf8(got).expect("utf8"), want);
+    }
+
+    /// A connection over a pipe that holds only `room` bytes: every large write is partial.
+    fn narrow_pair(limits: &Limits, room: usize) -> (Connection, tokio::io::DuplexStream) {
+        let (a, b) = tokio::io::duplex(room);
+        (
+            Connection::with_limits(Stream::other(a), PeerAddr::Unknown, limits),
+            b,
+        )
+    }
+
+    #[tokio::test]
+    async fn send_through_partial_writes_delivers_queued_output_then_the_data_in_order() {
+        let (mut conn, mut peer) = narrow_pair(&Limits::default(), 61);
+        let data: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+        let reading = tokio::spawn(async move {
+            let mut got = Vec::new();
+            peer.read_to_end(&mut got).await.expect("read");
+            got
+        });
+        // Straight from the caller's slice ...
+        conn.send(&data).await.expect("send");
+        // ... and joined to queued output.
+        conn.write_line(b"queued").await.expect("queue");
+        conn.send(&data[..5000]).await.expect("send after queue");
+        conn.send(b"").await.expect("empty send");
+        drop(conn);
+        let got = reading.await.expect("reader");
+        let mut want = data.clone();
+        want.extend_from_slice(b"queued\n");
+        want.extend_from_slice(&data[..5000]);
+        assert_eq!(got.len(), want.len());
+        assert!(got == want, "bytes out of order");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_peer_that_takes_nothing_times_out_a_send() {
+        let limits = Limits {
+            idle_timeout: Some(Duration::from_secs(5)),
+            ..Limits::default()
+        };
+        let (mut conn, _peer) = narrow_pair(&limits, 16);
+        let started = tokio::time::Instant::now();
+        let err = tokio::time::timeout(Duration::from_secs(60), conn.send(&[1u8; 64]))
+            .await
+            .expect("the idle timeout ends the send")
+            .expect_err("stalled");
+        assert_eq!(err.kind(), ErrorKind::IdleTimeout);
+        assert!(err.to_string().contains("took nothing"), "{err}");
+        assert_eq!(started.elapsed(), Duration::from_secs(5));
     }
 
     #[tokio::test]

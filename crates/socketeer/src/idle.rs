@@ -2,7 +2,7 @@
 //! lazily, so a busy connection does not register a timer for every read and write.
 
 use std::pin::Pin;
-use std::task::{Poll, ready};
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use tokio::time::{Instant, Sleep};
@@ -42,26 +42,37 @@ impl IdleTimer {
             if let Poll::Ready(out) = op.as_mut().poll(cx) {
                 return Poll::Ready(Ok(out));
             }
-            let deadline = *waiting_since.get_or_insert_with(Instant::now) + self.limit;
-            if !self.sleep.is_elapsed()
-                && self
-                    .registered
-                    .as_ref()
-                    .is_some_and(|w| w.will_wake(cx.waker()))
-            {
-                return Poll::Pending;
-            }
-            self.registered = Some(cx.waker().clone());
-            loop {
-                ready!(self.sleep.as_mut().poll(cx));
-                if Instant::now() >= deadline {
-                    return Poll::Ready(Err(()));
-                }
-                // The timer was armed for an earlier wait; move it to this one's deadline.
-                self.sleep.as_mut().reset(deadline);
-            }
+            self.poll_expired(cx, &mut waiting_since).map(Err)
         })
         .await
+    }
+
+    /// For a wait that has just found its operation pending: `Ready` once it has been waiting
+    /// `limit` since `waiting_since` (set here on its first pending poll; the caller clears it
+    /// when the operation makes progress). Otherwise this task is woken when that may be so.
+    pub(crate) fn poll_expired(
+        &mut self,
+        cx: &mut Context<'_>,
+        waiting_since: &mut Option<Instant>,
+    ) -> Poll<()> {
+        let deadline = *waiting_since.get_or_insert_with(Instant::now) + self.limit;
+        if !self.sleep.is_elapsed()
+            && self
+                .registered
+                .as_ref()
+                .is_some_and(|w| w.will_wake(cx.waker()))
+        {
+            return Poll::Pending;
+        }
+        self.registered = Some(cx.waker().clone());
+        loop {
+            ready!(self.sleep.as_mut().poll(cx));
+            if Instant::now() >= deadline {
+                return Poll::Ready(());
+            }
+            // The timer was armed for an earlier wait; move it to this one's deadline.
+            self.sleep.as_mut().reset(deadline);
+        }
     }
 }
 

@@ -139,11 +139,31 @@ impl Signals {
 
 /// A wait for a token's cancellation that, once registered with a task's waker, is not polled
 /// again until the token is cancelled or the task's waker changes. (Each poll of tokio-util's
-/// wait takes the token's lock; a connection's task is woken for every message.)
+/// wait, and each `is_cancelled`, takes the token's lock; a connection's task is woken for
+/// every message.) Between those events a poll costs one atomic load.
 pub(crate) struct CancelWait {
     token: CancellationToken,
     wait: std::pin::Pin<Box<tokio_util::sync::WaitForCancellationFutureOwned>>,
-    registered: Option<std::task::Waker>,
+    /// The waker `wait` holds: it notes that it fired, then wakes the task it was made for.
+    registered: Option<std::sync::Arc<Fired>>,
+    cancelled: bool,
+}
+
+/// The waker given to the inner wait.
+struct Fired {
+    fired: std::sync::atomic::AtomicBool,
+    task: std::task::Waker,
+}
+
+impl std::task::Wake for Fired {
+    fn wake(self: std::sync::Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &std::sync::Arc<Self>) {
+        self.fired.store(true, std::sync::atomic::Ordering::Release);
+        self.task.wake_by_ref();
+    }
 }
 
 impl CancelWait {
@@ -152,6 +172,7 @@ impl CancelWait {
             wait: Box::pin(token.clone().cancelled_owned()),
             token,
             registered: None,
+            cancelled: false,
         }
     }
 
@@ -160,22 +181,44 @@ impl CancelWait {
     }
 
     /// `Ready` once the token is cancelled; otherwise makes sure this task is woken then.
+    #[inline]
     pub(crate) fn poll_cancelled(
         &mut self,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<()> {
-        if self.token.is_cancelled() {
+        if self.cancelled {
             return std::task::Poll::Ready(());
         }
-        if self
-            .registered
-            .as_ref()
-            .is_some_and(|w| w.will_wake(cx.waker()))
+        if let Some(registered) = &self.registered
+            && !registered.fired.load(std::sync::atomic::Ordering::Acquire)
+            && registered.task.will_wake(cx.waker())
         {
             return std::task::Poll::Pending;
         }
-        self.registered = Some(cx.waker().clone());
-        self.wait.as_mut().poll(cx)
+        self.poll_wait(cx)
+    }
+
+    /// First poll, a new waker, or the wait fired: asks the wait itself.
+    #[cold]
+    #[inline(never)]
+    fn poll_wait(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        let registered = std::sync::Arc::new(Fired {
+            fired: std::sync::atomic::AtomicBool::new(false),
+            task: cx.waker().clone(),
+        });
+        let waker = std::task::Waker::from(registered.clone());
+        if self
+            .wait
+            .as_mut()
+            .poll(&mut std::task::Context::from_waker(&waker))
+            .is_ready()
+        {
+            self.cancelled = true;
+            self.registered = None;
+            return std::task::Poll::Ready(());
+        }
+        self.registered = Some(registered);
+        std::task::Poll::Pending
     }
 
     /// Waits for the cancellation.

@@ -6,7 +6,6 @@
 use std::borrow::Cow;
 use std::sync::Arc;
 
-use bytes::Bytes;
 use socketeer::{Connection, Datagram, DatagramHandler, Handler, Result};
 
 use crate::cli::EchoArgs;
@@ -44,14 +43,6 @@ impl Echo {
         }
         Cow::Owned(out)
     }
-
-    async fn next_message(&self, conn: &mut Connection) -> Result<Option<Bytes>> {
-        if self.lines {
-            conn.read_line().await
-        } else {
-            conn.read_chunk().await
-        }
-    }
 }
 
 /// One connection's handler: shares the configuration.
@@ -67,7 +58,13 @@ impl Handler for EchoHandler {
     }
 
     async fn handle(&mut self, conn: &mut Connection) -> Result<()> {
-        while let Some(message) = self.0.next_message(conn).await? {
+        loop {
+            let message = if self.0.lines {
+                conn.read_line().await?
+            } else {
+                conn.read_chunk().await?
+            };
+            let Some(message) = message else { break };
             conn.send(&self.0.answer(&message)).await?;
             if self.0.one_shot {
                 break;
