@@ -61,7 +61,11 @@ async fn native(conn: Connection, text: &str, with_stdin: bool) -> anyhow::Resul
     let sender = tokio::spawn(send_stdin(writer, with_stdin));
     let report = receive(reader).await;
     sender.abort();
-    let report = report?;
+    let Some(report) = report? else {
+        // Our stdout's reader left (`socketeer exec EP -- cmd | head -1`): end quietly, as a
+        // program killed by SIGPIPE does; closing the connection stops the remote command.
+        return Ok(STDOUT_GONE);
+    };
     if let Some(message) = &report.message {
         eprintln!("socketeer: remote: {message}");
     }
@@ -96,8 +100,22 @@ async fn send_stdin(mut writer: ConnectionWriter, with_stdin: bool) -> anyhow::R
     Ok(())
 }
 
-/// Prints STDOUT and STDERR frames until the EXIT frame, and returns its report.
-async fn receive(mut reader: ConnectionReader) -> anyhow::Result<Report> {
+/// The exit status when our stdout's reader has gone: what a shell reports for a program
+/// killed by SIGPIPE (128 + 13).
+const STDOUT_GONE: i32 = 128 + 13;
+
+/// Writes a piece of the command's output to our stdout: `Ok(false)` once its reader has gone.
+fn to_stdout(stdout: &mut std::io::Stdout, data: &[u8]) -> std::io::Result<bool> {
+    match stdout.write_all(data).and_then(|()| stdout.flush()) {
+        Ok(()) => Ok(true),
+        Err(err) if err.kind() == std::io::ErrorKind::BrokenPipe => Ok(false),
+        Err(err) => Err(err),
+    }
+}
+
+/// Prints STDOUT and STDERR frames until the EXIT frame, and returns its report (`None` if our
+/// stdout's reader went away first).
+async fn receive(mut reader: ConnectionReader) -> anyhow::Result<Option<Report>> {
     let mut codec = FrameCodec::new(wire::MAX_FRAME);
     let mut stdout = std::io::stdout();
     let mut stderr = std::io::stderr();
@@ -107,11 +125,12 @@ async fn receive(mut reader: ConnectionReader) -> anyhow::Result<Report> {
         };
         match wire::from_server(&frame).map_err(anyhow::Error::msg)? {
             FromServer::Stdout(data) => {
-                stdout.write_all(data)?;
-                stdout.flush()?;
+                if !to_stdout(&mut stdout, data)? {
+                    return Ok(None);
+                }
             }
             FromServer::Stderr(data) => stderr.write_all(data)?,
-            FromServer::Exit(report) => return Ok(report),
+            FromServer::Exit(report) => return Ok(Some(report)),
         }
     }
 }
@@ -142,10 +161,11 @@ async fn size_header(mut conn: Connection, text: &str) -> anyhow::Result<i32> {
             bail!("the server closed the connection after {received} of {size} bytes");
         };
         let take = data.len().min((size - received) as usize);
-        stdout.write_all(&data[..take])?;
+        if !to_stdout(&mut stdout, &data[..take])? {
+            return Ok(STDOUT_GONE);
+        }
         received += take as u64;
     }
-    stdout.flush()?;
     Ok(0)
 }
 

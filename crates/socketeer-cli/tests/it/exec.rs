@@ -272,6 +272,50 @@ fn a_client_that_leaves_mid_command_has_its_command_killed() {
     wait_until("the command group to be killed", || sleeps(&t).is_empty());
 }
 
+/// Runs the exec client with its stdout a pipe whose reader has already gone.
+fn exec_into_a_closed_pipe(args: &[&str]) -> (std::process::ExitStatus, String) {
+    let (reader, writer) = std::io::pipe().expect("pipe");
+    drop(reader);
+    let out = Command::new(crate::support::bin())
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(writer)
+        .stderr(Stdio::piped())
+        .output()
+        .expect("run socketeer");
+    (
+        out.status,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn output_into_a_closed_pipe_ends_quietly_and_stops_the_command() {
+    let dir = TempDir::new("exec-epipe");
+    let (_server, ep) = serve_exec(&dir.0, &["--allow", "sh"]);
+    let t = token();
+    let script = format!("echo first; sleep {t}");
+    let (status, err) = exec_into_a_closed_pipe(&["exec", &ep, "-n", "--", "sh", "-c", &script]);
+    // As `cmd | head -1` reports a writer killed by SIGPIPE, without a message.
+    assert_eq!(status.code(), Some(128 + 13), "{err}");
+    assert!(err.is_empty(), "{err}");
+    // (Killing a left client's command is tested above; this only waits for the group to go.)
+    wait_until("the command to be stopped", || sleeps(&t).is_empty());
+
+    let (_server, ep) = serve_exec(&dir.0, &["--allow", "echo", "--protocol", "size-header"]);
+    let (status, err) = exec_into_a_closed_pipe(&[
+        "exec",
+        &ep,
+        "--protocol",
+        "size-header",
+        "--",
+        "echo",
+        "hello",
+    ]);
+    assert_eq!(status.code(), Some(128 + 13), "{err}");
+    assert!(err.is_empty(), "{err}");
+}
+
 #[test]
 fn a_size_header_client_that_leaves_has_its_command_killed() {
     let dir = TempDir::new("exec-leave-sh");
