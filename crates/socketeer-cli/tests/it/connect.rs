@@ -155,12 +155,10 @@ fn a_closed_stdout_ends_the_session_quietly() {
         s.write_all(b"hello\n").expect("greet");
         read_to_end(&mut s) // until the client goes
     });
-    let (reader, writer) = std::io::pipe().expect("pipe");
-    drop(reader);
     let out = std::process::Command::new(crate::support::bin())
         .args(["connect", &addr])
         .stdin(std::process::Stdio::null())
-        .stdout(writer)
+        .stdout(crate::support::closed_pipe())
         .stderr(std::process::Stdio::piped())
         .output()
         .expect("run socketeer");

@@ -274,12 +274,10 @@ fn a_client_that_leaves_mid_command_has_its_command_killed() {
 
 /// Runs the exec client with its stdout a pipe whose reader has already gone.
 fn exec_into_a_closed_pipe(args: &[&str]) -> (std::process::ExitStatus, String) {
-    let (reader, writer) = std::io::pipe().expect("pipe");
-    drop(reader);
     let out = Command::new(crate::support::bin())
         .args(args)
         .stdin(Stdio::null())
-        .stdout(writer)
+        .stdout(crate::support::closed_pipe())
         .stderr(Stdio::piped())
         .output()
         .expect("run socketeer");

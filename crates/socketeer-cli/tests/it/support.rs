@@ -279,3 +279,16 @@ pub fn wait_until(what: &str, done: impl Fn() -> bool) {
         std::thread::sleep(Duration::from_millis(10));
     }
 }
+
+/// The write end of a pipe whose reader has already gone (`| head -1` after head left), for a
+/// child's stdout: the stdin pipe of a `true` that has exited. (`std::io::pipe` is newer than
+/// the crate's minimum Rust version.)
+pub fn closed_pipe() -> Stdio {
+    let mut reader = Command::new("true")
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("run true");
+    let writer = reader.stdin.take().expect("stdin pipe");
+    reader.wait().expect("true exits");
+    Stdio::from(writer)
+}
