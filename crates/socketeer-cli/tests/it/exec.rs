@@ -292,12 +292,15 @@ fn output_into_a_closed_pipe_ends_quietly_and_stops_the_command() {
     let dir = TempDir::new("exec-epipe");
     let (_server, ep) = serve_exec(&dir.0, &["--allow", "sh"]);
     let t = token();
-    let script = format!("echo first; sleep {t}");
+    // The output comes only once the background sleep has exec'd, so the check below that it
+    // was stopped cannot pass because it never ran.
+    let script = format!(
+        "sleep {t} & until grep -q {t} /proc/$!/cmdline 2>/dev/null; do :; done; echo first; wait"
+    );
     let (status, err) = exec_into_a_closed_pipe(&["exec", &ep, "-n", "--", "sh", "-c", &script]);
     // As `cmd | head -1` reports a writer killed by SIGPIPE, without a message.
     assert_eq!(status.code(), Some(128 + 13), "{err}");
     assert!(err.is_empty(), "{err}");
-    // (Killing a left client's command is tested above; this only waits for the group to go.)
     wait_until("the command to be stopped", || sleeps(&t).is_empty());
 
     let (_server, ep) = serve_exec(&dir.0, &["--allow", "echo", "--protocol", "size-header"]);
