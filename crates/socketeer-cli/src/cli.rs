@@ -366,8 +366,21 @@ pub(crate) struct ServeArgs {
     /// Permission bits for Unix socket files, in octal.
     #[arg(long, value_name = "MODE", default_value = "600", value_parser = parse_mode)]
     pub(crate) socket_mode: u32,
+    /// Serve each stream endpoint on N threads of its own, each with its own accept loop and
+    /// connections (thread-per-core); without it, connections share the runtime's threads.
+    /// Lower tail latency with thousands of busy connections, higher with a few dozen on a
+    /// machine whose cores the clients share (docs/performance.md).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub(crate) threads: Option<u32>,
     #[command(flatten)]
     pub(crate) guard: GuardArgs,
+}
+
+impl ServeArgs {
+    /// `--threads`, or 0: serve on the shared runtime.
+    pub(crate) fn threads(&self) -> usize {
+        self.threads.map_or(0, |n| n as usize)
+    }
 }
 
 #[derive(Debug, Args)]

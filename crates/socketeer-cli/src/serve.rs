@@ -164,7 +164,8 @@ impl Runner {
                         .limits(limits.clone())
                         .connection_limit(connections.clone())
                         .shutdown(self.shutdown.clone())
-                        .gate(gate);
+                        .gate(gate)
+                        .threads(args.threads());
                     self.servers
                         .spawn(async move { Ok(server.serve_forever().await?) });
                 }

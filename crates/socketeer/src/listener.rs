@@ -171,6 +171,54 @@ impl Listener {
     }
 }
 
+/// A second handle on a [`Listener`]'s socket (the same open socket, a new descriptor), not yet
+/// registered with a runtime: it moves to another thread and becomes a [`Listener`] there.
+#[derive(Debug)]
+pub(crate) struct ListenerHandle {
+    socket: Socket,
+    unix: bool,
+    local: Endpoint,
+    options: BindOptions,
+}
+
+impl Listener {
+    /// Another handle on this socket for a thread with its own runtime (see
+    /// [`Server::threads`](crate::Server::threads)). The socket stays open until every handle
+    /// is dropped; a Unix path is removed with this listener, not with the handles.
+    pub(crate) fn handle(&self) -> io::Result<ListenerHandle> {
+        let (socket, unix) = match &self.inner {
+            Inner::Tcp(l) => (SockRef::from(l).try_clone()?, false),
+            Inner::Unix(l) => (SockRef::from(l).try_clone()?, true),
+        };
+        Ok(ListenerHandle {
+            socket,
+            unix,
+            local: self.local.clone(),
+            options: self.options.clone(),
+        })
+    }
+}
+
+impl ListenerHandle {
+    /// Registers the socket with the current runtime.
+    ///
+    /// # Panics
+    /// Outside a tokio runtime, as tokio's `from_std` does.
+    pub(crate) fn into_listener(self) -> io::Result<Listener> {
+        let inner = if self.unix {
+            Inner::Unix(UnixListener::from_std(self.socket.into())?)
+        } else {
+            Inner::Tcp(TcpListener::from_std(self.socket.into())?)
+        };
+        Ok(Listener {
+            inner,
+            local: self.local,
+            options: self.options,
+            _unix_file: None,
+        })
+    }
+}
+
 /// Applies nodelay and keepalive to a connected TCP stream; failures are harmless and ignored.
 pub(crate) fn configure_tcp(stream: &tokio::net::TcpStream, options: &BindOptions) {
     let sock = SockRef::from(stream);

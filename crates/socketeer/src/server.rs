@@ -88,6 +88,7 @@ pub struct Server<F> {
     connections: ConnectionLimit,
     shutdown: Shutdown,
     gate: Gate,
+    threads: usize,
 }
 
 impl<F, H> Server<F>
@@ -105,6 +106,7 @@ where
             limits,
             shutdown: Shutdown::new(),
             gate: Gate::default(),
+            threads: 0,
         }
     }
 
@@ -168,6 +170,40 @@ where
         self
     }
 
+    /// Serves on `n` threads of the server's own, each running a single-threaded tokio runtime
+    /// with its own accept loop on the one listening socket, the way nginx runs its workers.
+    /// A connection stays on the thread that accepted it: its wake-ups never cross threads or
+    /// wait in another thread's queue, which keeps the slowest replies close to the typical
+    /// ones when thousands of connections are busy (docs/performance.md has the figures).
+    /// Tasks a handler spawns run on its connection's thread.
+    ///
+    /// `0`, the default, serves on the runtime [`serve_forever`](Self::serve_forever) is
+    /// awaited on. With threads, that runtime only waits for shutdown and drains; dropping the
+    /// `serve_forever` future stops the threads and closes their connections.
+    /// [`std::thread::available_parallelism`] is the usual `n`.
+    ///
+    /// The trade: no connection can move to an idle thread. When the clients share the
+    /// server's cores, a few dozen busy connections see a slower 99th percentile (a thread
+    /// waits out the scheduler's time slice) while thousands see a faster one.
+    ///
+    /// ```no_run
+    /// # use socketeer::{BindOptions, Connection, Handler, Listener, Result, Server};
+    /// # struct Echo;
+    /// # impl Handler for Echo {
+    /// #     async fn handle(&mut self, conn: &mut Connection) -> Result<()> { Ok(()) }
+    /// # }
+    /// # async fn demo() -> Result<()> {
+    /// let listener = Listener::bind(&"127.0.0.1:9999".parse()?, &BindOptions::default()).await?;
+    /// let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    /// Server::new(listener, || Echo).threads(cores).serve_forever().await
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn threads(mut self, n: usize) -> Self {
+        self.threads = n;
+        self
+    }
+
     /// The switch that stops this server.
     pub fn shutdown_handle(&self) -> Shutdown {
         self.shutdown.clone()
@@ -182,7 +218,9 @@ where
     /// refused), waits up to `Limits::grace` for live connections, drops the rest and returns.
     ///
     /// # Errors
-    /// None in practice today: accept errors are logged and backed off, not returned.
+    /// With [`threads`](Self::threads), [`ErrorKind::Io`] if a thread, its runtime or its
+    /// handle on the listening socket cannot be made. Accept errors are logged and backed
+    /// off, not returned.
     pub async fn serve_forever(self) -> Result<()> {
         let Self {
             listener,
@@ -191,62 +229,36 @@ where
             connections,
             shutdown,
             gate,
+            threads,
         } = self;
-        let make_handler = Arc::new(make_handler);
-        let limits = Arc::new(limits);
-        let gate = Arc::new(gate);
-        let mut backoff = BACKOFF_START;
-        loop {
-            let accepted = tokio::select! {
-                biased;
-                () = shutdown.triggered() => break,
-                accepted = accept_with_permit(&listener, &connections) => accepted,
-            };
-            match accepted {
-                Ok((stream, peer, permit)) => {
-                    backoff = BACKOFF_START;
-                    let startup = match gate.admit(&peer) {
-                        Ok(startup) => startup,
-                        Err(why) => {
-                            tracing::debug!(%peer, %why, "connection dropped before reading");
-                            continue;
-                        }
-                    };
-                    let task = serve_connection(
-                        make_handler(),
-                        Accepted {
-                            stream,
-                            peer,
-                            startup,
-                        },
-                        Arc::clone(&limits),
-                        shutdown.clone(),
-                        Arc::clone(&gate),
-                    );
-                    let fut = async move {
-                        task.await;
-                        drop(permit);
-                    };
-                    shutdown.spawn(fut);
-                }
-                Err(err) => {
-                    if let Some(pause) = accept_backoff(&err, &mut backoff) {
-                        tokio::select! {
-                            () = shutdown.triggered() => break,
-                            () = tokio::time::sleep(pause) => {}
-                        }
-                    }
-                }
-            }
-        }
         let endpoint = listener.local_endpoint().clone();
-        drop(listener);
+        let grace = limits.grace;
+        let shared = Arc::new(Shared {
+            make_handler,
+            limits: Arc::new(limits),
+            connections,
+            shutdown: shutdown.clone(),
+            gate: Arc::new(gate),
+        });
+        let workers = if threads == 0 {
+            accept_loop(&listener, &shared).await;
+            drop(listener);
+            None
+        } else {
+            let workers = Workers::start(&listener, &shared, threads, &endpoint)?;
+            shutdown.triggered().await;
+            drop(listener);
+            Some(workers)
+        };
         tracing::info!(%endpoint, live = shutdown.live(), "stopped accepting; draining");
-        match shutdown.drain(limits.grace).await {
+        match shutdown.drain(grace).await {
             Drained::Graceful => tracing::info!(%endpoint, "all connections finished"),
             Drained::Forced(n) => {
                 tracing::warn!(%endpoint, dropped = n, "grace period over; dropped connections");
             }
+        }
+        if let Some(workers) = workers {
+            workers.stop().await;
         }
         Ok(())
     }
@@ -282,6 +294,143 @@ where
             .await;
             drop(permit);
             return Ok(());
+        }
+    }
+}
+
+/// What every accept loop of a server shares.
+struct Shared<F> {
+    make_handler: F,
+    limits: Arc<Limits>,
+    connections: ConnectionLimit,
+    shutdown: Shutdown,
+    gate: Arc<Gate>,
+}
+
+/// Accepts until shutdown is triggered, spawning each connection's task on the current runtime.
+async fn accept_loop<F, H>(listener: &Listener, shared: &Shared<F>)
+where
+    F: Fn() -> H,
+    H: Handler,
+{
+    let mut backoff = BACKOFF_START;
+    loop {
+        let accepted = tokio::select! {
+            biased;
+            () = shared.shutdown.triggered() => return,
+            accepted = accept_with_permit(listener, &shared.connections) => accepted,
+        };
+        match accepted {
+            Ok((stream, peer, permit)) => {
+                backoff = BACKOFF_START;
+                let startup = match shared.gate.admit(&peer) {
+                    Ok(startup) => startup,
+                    Err(why) => {
+                        tracing::debug!(%peer, %why, "connection dropped before reading");
+                        continue;
+                    }
+                };
+                let task = serve_connection(
+                    (shared.make_handler)(),
+                    Accepted {
+                        stream,
+                        peer,
+                        startup,
+                    },
+                    Arc::clone(&shared.limits),
+                    shared.shutdown.clone(),
+                    Arc::clone(&shared.gate),
+                );
+                shared.shutdown.spawn(async move {
+                    task.await;
+                    drop(permit);
+                });
+            }
+            Err(err) => {
+                if let Some(pause) = accept_backoff(&err, &mut backoff) {
+                    tokio::select! {
+                        () = shared.shutdown.triggered() => return,
+                        () = tokio::time::sleep(pause) => {}
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A server's own threads ([`Server::threads`]), each a single-threaded runtime running an
+/// accept loop and the connections it accepted. Dropped, it tells them to stop at once.
+struct Workers {
+    /// Cancelled when the threads should end: after the drain, or when the server is dropped.
+    release: tokio_util::sync::DropGuard,
+    done: Vec<tokio::sync::oneshot::Receiver<()>>,
+}
+
+impl Workers {
+    fn start<F, H>(
+        listener: &Listener,
+        shared: &Arc<Shared<F>>,
+        threads: usize,
+        endpoint: &Endpoint,
+    ) -> Result<Self>
+    where
+        F: Fn() -> H + Send + Sync + 'static,
+        H: Handler,
+    {
+        let release = tokio_util::sync::CancellationToken::new();
+        let mut workers = Self {
+            release: release.clone().drop_guard(),
+            done: Vec::with_capacity(threads),
+        };
+        let failed = |what: &str, err: io::Error| {
+            Error::new(ErrorKind::Io, format!("{endpoint}: cannot start {what}")).with_source(err)
+        };
+        for n in 0..threads {
+            let handle = listener
+                .handle()
+                .map_err(|e| failed("a server thread's listener", e))?;
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| failed("a server thread's runtime", e))?;
+            // Registered with the thread's runtime here, so that a failure is this call's error.
+            let listener = {
+                let _in_runtime = runtime.enter();
+                handle
+                    .into_listener()
+                    .map_err(|e| failed("a server thread's listener", e))?
+            };
+            let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+            let shared = Arc::clone(shared);
+            let release = release.clone();
+            std::thread::Builder::new()
+                .name(format!("socketeer-{n}"))
+                .spawn(move || {
+                    runtime.block_on(async {
+                        tokio::select! {
+                            () = accept_loop(&listener, &shared) => {}
+                            () = release.cancelled() => {}
+                        }
+                        drop(listener);
+                        // Keep serving this thread's connections until the drain is over.
+                        release.cancelled().await;
+                    });
+                    // Whatever is left (tasks the handlers spawned) is dropped here, without
+                    // waiting for blocking work such as a read of stdin.
+                    runtime.shutdown_background();
+                    let _ = done_tx.send(());
+                })
+                .map_err(|e| failed("a server thread", e))?;
+            workers.done.push(done_rx);
+        }
+        Ok(workers)
+    }
+
+    /// Ends the threads once their connections have drained, and waits for them to go.
+    async fn stop(self) {
+        drop(self.release);
+        for done in self.done {
+            let _ = done.await;
         }
     }
 }

@@ -157,6 +157,50 @@ fn sigterm_drains_and_exits_zero() {
     assert_eq!(status.code(), Some(0));
 }
 
+#[test]
+fn threads_serve_every_client_from_the_servers_own_threads_and_still_drain() {
+    let dir = TempDir::new("echo-threads");
+    let path = dir.sock("t.sock");
+    let (mut server, eps) = Proc::serve(&[
+        "serve",
+        "echo",
+        "--lines",
+        "--threads",
+        "2",
+        "--listen",
+        "127.0.0.1:0",
+        "--listen",
+        &format!("unix://{path}"),
+    ]);
+    let mut clients: Vec<_> = (0..16).map(|_| tcp(&eps[0])).collect();
+    for (i, c) in clients.iter_mut().enumerate() {
+        let line = format!("client {i}\n");
+        c.write_all(line.as_bytes()).expect("send");
+        assert_eq!(read_n(c, line.len()), line);
+    }
+    let mut unix = UnixStream::connect(&path).expect("unix");
+    unix.set_read_timeout(Some(crate::support::DEADLINE))
+        .expect("timeout");
+    unix.write_all(b"unix\n").expect("send");
+    assert_eq!(read_n(&mut unix, 5), "unix\n");
+    // Two threads of its own for each stream endpoint (started by now: both endpoints served).
+    let names: Vec<String> = std::fs::read_dir(format!("/proc/{}/task", server.pid()))
+        .expect("the server's threads")
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .map(|n| n.trim_end().to_owned())
+        .filter(|n| n.starts_with("socketeer-"))
+        .collect();
+    assert_eq!(names.len(), 4, "{names:?}");
+    server.signal("TERM");
+    for c in &mut clients {
+        assert_eq!(read_to_end(c), "", "idle client closed by the drain");
+    }
+    server.stderr.wait_for_text("all connections finished");
+    let (status, _, _) = server.wait();
+    assert_eq!(status.code(), Some(0));
+    assert!(!std::path::Path::new(&path).exists(), "socket file removed");
+}
+
 /// A lines-mode echo server with `--grace GRACE`, and a client it is stuck on: half a line sent.
 fn stuck_mid_line(grace: &str) -> (Proc, std::net::TcpStream) {
     let (server, eps) = Proc::serve(&[

@@ -24,6 +24,8 @@ fn bad_endpoints_and_flags_exit_2_with_one_clear_line() {
     );
     fails_with(&["listen", "sctp://x:1"], 2, "unknown scheme");
     fails_with(&["serve", "echo", "--max-conns", "0"], 2, "--max-conns");
+    fails_with(&["serve", "echo", "--threads", "0"], 2, "--threads");
+    fails_with(&["serve", "chat", "--threads", "many"], 2, "--threads");
     fails_with(
         &["serve", "echo", "--idle-timeout", "soon"],
         2,

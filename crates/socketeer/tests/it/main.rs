@@ -10,5 +10,6 @@ mod limits;
 mod shutdown;
 mod stream_server;
 mod support;
+mod threads;
 mod tls;
 mod unix;
