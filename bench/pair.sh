@@ -8,13 +8,14 @@
 #   bench/pair.sh                          # ROUNDS=5 SECS=3, the six request/response points
 #   ROUNDS=3 POINTS="50x4096" bench/pair.sh
 #   SERVER_BIN=/tmp/socketeer-old bench/pair.sh   # another build of the server, same client
+#   SERVER_ARGS="--threads 2" bench/pair.sh        # the server with more options
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${ROUNDS:-5}
 SECS=${SECS:-3}
 POINTS=${POINTS:-"1x64 50x64 1000x64 1x4096 50x4096 1000x4096"}
 source bench/lib.sh
-ep_socketeer=$(start socketeer "${SERVER_BIN:-$BIN}" -q serve echo --listen 127.0.0.1:0 --max-conns 5000)
+ep_socketeer=$(start socketeer "${SERVER_BIN:-$BIN}" -q serve echo --listen 127.0.0.1:0 --max-conns 5000 ${SERVER_ARGS:-})
 ep_tokio=$(start tokio "$BASE" 127.0.0.1:0)
 
 run() { # endpoint connections size -> "round_trips_per_sec p99_us"
