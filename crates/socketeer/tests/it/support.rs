@@ -8,6 +8,7 @@ use socketeer::{
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinHandle;
 
 /// Echoes lines back, upper-cased.
@@ -195,4 +196,54 @@ pub fn certificates(dir: &TempDir, tag: &str) -> (PathBuf, PathBuf, PathBuf, Vec
     std::fs::write(&server, cert.pem()).expect("write");
     std::fs::write(&server_key, key.serialize_pem()).expect("write");
     (ca, server, server_key, cert.der().to_vec())
+}
+
+/// Upper-cases lines; a line starting "slow" is held until the test says go.
+pub struct Slow {
+    pub got: mpsc::UnboundedSender<()>,
+    pub go: Arc<Notify>,
+}
+
+impl Handler for Slow {
+    async fn handle(&mut self, conn: &mut Connection) -> Result<()> {
+        while let Some(line) = conn.read_line().await? {
+            if line.starts_with(b"slow") {
+                self.got.send(()).ok();
+                self.go.notified().await;
+            }
+            conn.send(&line.to_ascii_uppercase()).await?;
+        }
+        Ok(())
+    }
+}
+
+/// Waits forever on a line that never comes; reports `handle` and `finish`.
+pub struct Stubborn {
+    pub events: mpsc::UnboundedSender<&'static str>,
+}
+
+impl Handler for Stubborn {
+    async fn handle(&mut self, conn: &mut Connection) -> Result<()> {
+        self.events.send("handle").ok();
+        // Never finishes a message: waits on a line that never comes.
+        let _ = conn.read_line().await?;
+        std::future::pending::<()>().await;
+        Ok(())
+    }
+
+    async fn finish(&mut self, _conn: &mut Connection) {
+        self.events.send("finish").ok();
+    }
+}
+
+/// Whether connecting to `addr` is refused within a bounded number of runtime turns (not
+/// time): a stopping server drops its listener(s) on its own schedule.
+pub async fn refused_soon(addr: std::net::SocketAddr) -> bool {
+    for _ in 0..10_000 {
+        if TcpStream::connect(addr).await.is_err() {
+            return true;
+        }
+        tokio::task::yield_now().await;
+    }
+    false
 }

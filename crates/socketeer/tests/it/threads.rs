@@ -1,15 +1,14 @@
-//! `Server::threads`: connections served on the server's own single-threaded runtimes, with
-//! the same drain, grace deadline and clean-up as on the caller's runtime.
+//! `Server::threads`: connections served on the server's own single-threaded runtimes, and
+//! cleaned up with them (the drain and grace deadline with threads: shutdown.rs).
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use socketeer::{BindOptions, Connection, Endpoint, Handler, Limits, Listener, Result, Server};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::mpsc;
 
-use crate::support::{TempDir, UpperLines, exchange, read_to_end, start_with};
+use crate::support::{TempDir, UpperLines, exchange, read_to_end, refused_soon, start_with};
 
 /// Answers each line with the name of the thread the connection runs on.
 struct WhereAmI;
@@ -56,117 +55,6 @@ async fn connections_run_on_the_servers_own_threads_while_all_are_served() {
     server.task.await.expect("join").expect("serve_forever");
 }
 
-/// Upper-cases lines; a line starting "slow" is held until the test says go.
-struct Held {
-    got: mpsc::UnboundedSender<()>,
-    go: Arc<Notify>,
-}
-
-impl Handler for Held {
-    async fn handle(&mut self, conn: &mut Connection) -> Result<()> {
-        while let Some(line) = conn.read_line().await? {
-            if line.starts_with(b"slow") {
-                self.got.send(()).ok();
-                self.go.notified().await;
-            }
-            conn.send(&line.to_ascii_uppercase()).await?;
-        }
-        Ok(())
-    }
-}
-
-#[tokio::test]
-async fn with_threads_shutdown_still_refuses_new_clients_and_finishes_in_flight_replies() {
-    let (got, mut received) = mpsc::unbounded_channel();
-    let go = Arc::new(Notify::new());
-    let handler_go = Arc::clone(&go);
-    let server = start_with(
-        move || Held {
-            got: got.clone(),
-            go: Arc::clone(&handler_go),
-        },
-        Limits::default(),
-        |s| s.threads(2),
-    )
-    .await;
-    let mut idle = TcpStream::connect(server.addr).await.expect("idle");
-    let mut busy = TcpStream::connect(server.addr).await.expect("busy");
-    exchange(&mut idle, b"warm up\n", b"WARM UP\n").await;
-    busy.write_all(b"slow request\n").await.expect("send");
-    received.recv().await.expect("the server has the request");
-
-    server.shutdown.trigger();
-    assert!(read_to_end(&mut idle).await.is_empty(), "idle one ends");
-    // Every thread's handle on the listening socket goes; then connecting is refused. (Turns
-    // of the runtime, not time: the threads notice the trigger on their own.)
-    let mut refused = false;
-    for _ in 0..10_000 {
-        if TcpStream::connect(server.addr).await.is_err() {
-            refused = true;
-            break;
-        }
-        tokio::task::yield_now().await;
-    }
-    assert!(refused, "connect after shutdown must be refused");
-    go.notify_one();
-    let mut reply = vec![0; 13];
-    tokio::io::AsyncReadExt::read_exact(&mut busy, &mut reply)
-        .await
-        .expect("the in-flight reply");
-    assert_eq!(reply, b"SLOW REQUEST\n");
-    assert!(read_to_end(&mut busy).await.is_empty());
-    server.task.await.expect("join").expect("serve_forever");
-}
-
-struct Stuck {
-    events: mpsc::UnboundedSender<&'static str>,
-}
-
-impl Handler for Stuck {
-    async fn handle(&mut self, conn: &mut Connection) -> Result<()> {
-        self.events.send("handle").ok();
-        let _ = conn.read_line().await?;
-        std::future::pending::<()>().await;
-        Ok(())
-    }
-
-    async fn finish(&mut self, _conn: &mut Connection) {
-        self.events.send("finish").ok();
-    }
-}
-
-#[tokio::test]
-async fn with_threads_the_grace_deadline_is_honoured_and_finish_still_runs() {
-    let (tx, mut events) = mpsc::unbounded_channel();
-    let mut limits = Limits::default();
-    limits.grace = Duration::from_millis(300);
-    let server = start_with(
-        move || Stuck { events: tx.clone() },
-        limits,
-        |s| s.threads(2),
-    )
-    .await;
-    let mut stuck = TcpStream::connect(server.addr).await.expect("connect");
-    stuck.write_all(b"no newline ever").await.expect("send");
-    assert_eq!(events.recv().await, Some("handle"));
-
-    let started = std::time::Instant::now();
-    server.shutdown.trigger();
-    server.task.await.expect("join").expect("serve_forever");
-    let took = started.elapsed();
-    assert!(
-        took >= Duration::from_millis(300),
-        "waited the grace: {took:?}"
-    );
-    assert!(
-        took < Duration::from_secs(3),
-        "but not much longer: {took:?}"
-    );
-    // serve_forever returned only after the thread had run finish and dropped the connection.
-    assert_eq!(events.try_recv(), Ok("finish"));
-    assert!(read_to_end(&mut stuck).await.is_empty(), "dropped");
-}
-
 #[tokio::test]
 async fn dropping_serve_forever_stops_the_threads_and_closes_their_connections() {
     let server = start_with(|| UpperLines, Limits::default(), |s| s.threads(2)).await;
@@ -176,15 +64,10 @@ async fn dropping_serve_forever_stops_the_threads_and_closes_their_connections()
     let _ = server.task.await;
     // The connection's thread let it go: the client reads the end, not a hang.
     assert!(read_to_end(&mut client).await.is_empty());
-    let mut refused = false;
-    for _ in 0..10_000 {
-        if TcpStream::connect(server.addr).await.is_err() {
-            refused = true;
-            break;
-        }
-        tokio::task::yield_now().await;
-    }
-    assert!(refused, "no thread is accepting any more");
+    assert!(
+        refused_soon(server.addr).await,
+        "no thread is accepting any more"
+    );
 }
 
 #[tokio::test]
