@@ -492,8 +492,8 @@ pub(crate) struct PublishArgs {
     /// The hub's ingest endpoint.
     #[arg(value_name = "EP")]
     pub(crate) endpoint: String,
-    /// Read the lines from FILE instead of stdin (with --spool, a restart skips the lines
-    /// already taken).
+    /// Read the lines from FILE instead of stdin (with --spool, a restart on the same file
+    /// goes on after the lines already taken; a piped stdin is always read whole).
     #[arg(long, value_name = "FILE")]
     pub(crate) file: Option<std::path::PathBuf>,
     /// Keep unacknowledged lines in DIR too, so a restart of publish sends them.

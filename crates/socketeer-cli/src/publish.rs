@@ -83,9 +83,10 @@ pub(crate) async fn run(args: PublishArgs) -> anyhow::Result<i32> {
         return Err(UsageError(format!("{endpoint}: publish needs a stream endpoint")).into());
     }
     let options = client_options(&args.guard, args.timeout)?;
+    let input = Input::open(args.file.as_deref())?;
     let (spool, recovered) = match &args.spool {
         Some(dir) => {
-            let (spool, recovered) = Spool::open(dir, args.file.as_deref())?;
+            let (spool, recovered) = Spool::open(dir, input.file, &input.name)?;
             (Some(spool), recovered)
         }
         None => (None, Recovered::fresh()?),
@@ -113,10 +114,16 @@ pub(crate) async fn run(args: PublishArgs) -> anyhow::Result<i32> {
             shared.lock().unacked.len()
         );
     }
+    if recovered.resume.offset > 0 {
+        eprintln!(
+            "socketeer: publish: {} resumes after line {} (byte {}), where the last run stopped",
+            input.name, recovered.resume.lines, recovered.resume.offset
+        );
+    }
     let reader = tokio::spawn(read_input(
-        args.file.clone(),
+        input,
         recovered.next_seq,
-        recovered.consumed,
+        recovered.resume,
         Arc::clone(&shared),
     ));
     // The device line is for hubs without authentication; with a key the hub knows it.
@@ -173,38 +180,54 @@ pub(crate) async fn run(args: PublishArgs) -> anyhow::Result<i32> {
     Ok(if state.rejected > 0 { 1 } else { 0 })
 }
 
-/// Reads the input, numbers each line, keeps it (spool first), and wakes the sender.
+/// Reads the input from `start` (a regular file an earlier run took lines of is picked up
+/// there; anything else is read from its beginning), numbers each line, keeps it (spool
+/// first), and wakes the sender.
 async fn read_input(
-    file: Option<PathBuf>,
+    input: Input,
     mut next_seq: u64,
-    skip: u64,
+    start: Position,
     shared: Arc<Shared>,
 ) -> anyhow::Result<()> {
-    let input: Box<dyn tokio::io::AsyncRead + Unpin + Send> = match &file {
-        Some(path) => Box::new(
-            tokio::fs::File::open(path)
-                .await
-                .with_context(|| format!("publish: cannot read {}", path.display()))?,
-        ),
+    use tokio::io::AsyncSeekExt;
+    let reader: Box<dyn tokio::io::AsyncRead + Unpin + Send> = match input.source {
+        Some(file) => {
+            let mut file = tokio::fs::File::from_std(file);
+            if start.offset > 0 {
+                file.seek(std::io::SeekFrom::Start(start.offset))
+                    .await
+                    .with_context(|| format!("publish: cannot seek in {}", input.name))?;
+            }
+            Box::new(file)
+        }
         None => Box::new(tokio::io::stdin()),
     };
-    let mut lines = tokio::io::BufReader::new(input).split(b'\n');
-    let mut input_line = 0u64;
-    while let Some(raw) = lines
-        .next_segment()
-        .await
-        .context("publish: reading the input")?
-    {
-        input_line += 1;
-        if input_line <= skip {
-            continue; // taken into the spool by an earlier run
+    let mut reader = tokio::io::BufReader::new(reader);
+    let mut at = start;
+    let mut raw = Vec::new();
+    loop {
+        raw.clear();
+        let n = reader
+            .read_until(b'\n', &mut raw)
+            .await
+            .context("publish: reading the input")?;
+        if n == 0 {
+            break;
         }
-        let numbered = match number(&raw, next_seq) {
+        at.offset += n as u64;
+        at.lines += 1;
+        let input_line = at.lines;
+        let line = raw.strip_suffix(b"\n").unwrap_or(&raw);
+        let numbered = match number(line, next_seq) {
             Ok(Some(line)) => line,
-            Ok(None) => continue,
+            Ok(None) => {
+                passed(&shared, at);
+                continue;
+            }
             Err(why) => {
                 eprintln!("socketeer: publish: input line {input_line}: {why}; not sent");
                 shared.lock().rejected += 1;
+                passed(&shared, at);
                 continue;
             }
         };
@@ -221,7 +244,7 @@ async fn read_input(
             .as_ref()
             .map(|spool| spool.lock().unwrap_or_else(|e| e.into_inner()));
         if let Some(spool) = spool.as_mut() {
-            spool.append(&numbered, next_seq, input_line)?;
+            spool.append(&numbered, next_seq, at)?;
         }
         let entry = Entry {
             input_line,
@@ -233,10 +256,24 @@ async fn read_input(
         next_seq += 1;
         shared.changed.notify_one();
     }
+    if let Some(spool) = shared.spool.as_ref() {
+        // Lines passed over at the end are recorded too, if nothing waits to empty the logs.
+        let mut spool = spool.lock().unwrap_or_else(|e| e.into_inner());
+        if shared.lock().unacked.is_empty() {
+            spool.settled()?;
+        }
+    }
     shared.lock().input_done = true;
     shared.changed.notify_one();
     shared.input_ended.notify_waiters();
     Ok(())
+}
+
+/// Records input taken that has nothing to send, so a resumed run does not read it again.
+fn passed(shared: &Shared, at: Position) {
+    if let Some(spool) = shared.spool.as_ref() {
+        spool.lock().unwrap_or_else(|e| e.into_inner()).passed(at);
+    }
 }
 
 /// Adds `"seq"` to one input line; `None` for a blank line.
@@ -402,7 +439,7 @@ async fn receive(
                 sent.pop_front();
             }
             drop(sent);
-            acknowledge(shared, seq)?;
+            acknowledge(shared, seq, Settled::Stored)?;
         } else if let (Some(why), Some(line_no)) = (
             answer.get("error").and_then(Value::as_str),
             answer.get("line").and_then(Value::as_u64),
@@ -425,16 +462,22 @@ async fn receive(
             }
             let input_line = shared.lock().unacked.get(&seq).map_or(0, |e| e.input_line);
             eprintln!("socketeer: publish: input line {input_line}: refused by the hub: {why}");
-            shared.lock().rejected += 1;
-            acknowledge(shared, seq)?; // settled: it will never be stored
+            acknowledge(shared, seq, Settled::Refused)?; // it will never be stored
         } else {
             anyhow::bail!("the hub sent an answer publish does not know: {answer}");
         }
     }
 }
 
-/// Forgets a settled line and makes room for another.
-fn acknowledge(shared: &Shared, seq: u64) -> anyhow::Result<()> {
+/// How the hub settled a line.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Settled {
+    Stored,
+    Refused,
+}
+
+/// Forgets a settled line, counts it as acknowledged or refused, and makes room for another.
+fn acknowledge(shared: &Shared, seq: u64, how: Settled) -> anyhow::Result<()> {
     let mut spool = shared
         .spool
         .as_ref()
@@ -443,14 +486,16 @@ fn acknowledge(shared: &Shared, seq: u64) -> anyhow::Result<()> {
         let mut state = shared.lock();
         let removed = state.unacked.remove(&seq);
         if let Some(sent) = removed.as_ref().and_then(|e| e.sent) {
-            if state.latencies_us.len() < MAX_SAMPLES {
+            if how == Settled::Stored && state.latencies_us.len() < MAX_SAMPLES {
                 let micros = sent.elapsed().as_micros().min(u128::from(u32::MAX)) as u32;
                 state.latencies_us.push(micros);
             }
         }
         let removed = removed.is_some();
-        if removed {
-            state.acked += 1;
+        match how {
+            _ if !removed => {}
+            Settled::Stored => state.acked += 1,
+            Settled::Refused => state.rejected += 1,
         }
         (removed, state.unacked.is_empty())
     };
@@ -465,12 +510,90 @@ fn acknowledge(shared: &Shared, seq: u64) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The input, opened: a regular file (from `--file`, or redirected to stdin) can be picked up
+/// by a later run where this one stopped; a pipe, terminal or socket cannot, and is never
+/// skipped into.
+struct Input {
+    /// The file to read; `None` for a stdin that is not a file.
+    source: Option<std::fs::File>,
+    /// Set for a regular file: which file it is and how long it is now.
+    file: Option<(InputId, u64)>,
+    /// For messages.
+    name: String,
+}
+
+/// A regular file, by device and inode (a path can be reused; an inode in use cannot).
+#[derive(serde::Serialize, serde::Deserialize, Clone, Copy, PartialEq, Eq, Debug)]
+struct InputId {
+    dev: u64,
+    ino: u64,
+}
+
+impl Input {
+    fn open(path: Option<&Path>) -> anyhow::Result<Input> {
+        use std::os::unix::fs::MetadataExt;
+        let (source, name) = match path {
+            Some(path) => (
+                std::fs::File::open(path)
+                    .with_context(|| format!("publish: cannot read {}", path.display()))?,
+                path.display().to_string(),
+            ),
+            None => {
+                use std::os::fd::AsFd;
+                // Stdin redirected from a file (`< readings.jsonl`) is that file; read through
+                // a descriptor of our own so it can seek.
+                let file = std::io::stdin()
+                    .as_fd()
+                    .try_clone_to_owned()
+                    .map(std::fs::File::from)
+                    .ok()
+                    .filter(|f| f.metadata().is_ok_and(|m| m.is_file()))
+                    // Offsets count from its start; one already partly read is read on as
+                    // a stream (`(head -1; socketeer publish …) < file`).
+                    .filter(|mut f| std::io::Seek::stream_position(&mut f).is_ok_and(|p| p == 0));
+                let Some(file) = file else {
+                    return Ok(Input {
+                        source: None,
+                        file: None,
+                        name: "stdin".to_string(),
+                    });
+                };
+                (file, "stdin".to_string())
+            }
+        };
+        let meta = source
+            .metadata()
+            .with_context(|| format!("publish: cannot read {name}"))?;
+        let file = meta.is_file().then(|| {
+            (
+                InputId {
+                    dev: meta.dev(),
+                    ino: meta.ino(),
+                },
+                meta.len(),
+            )
+        });
+        Ok(Input {
+            source: Some(source),
+            file,
+            name,
+        })
+    }
+}
+
+/// Where reading starts: a byte offset into a resumable input and the lines before it.
+#[derive(Clone, Copy, Default, Debug, PartialEq)]
+struct Position {
+    offset: u64,
+    lines: u64,
+}
+
 /// What a run starts from.
 struct Recovered {
     session: String,
     next_seq: u64,
-    /// Input lines an earlier run already took from the same `--file`.
-    consumed: u64,
+    /// Where an earlier run left this same input (zero for a new input or a pipe).
+    resume: Position,
     unacked: Vec<(u64, Entry)>,
 }
 
@@ -479,7 +602,7 @@ impl Recovered {
         Ok(Recovered {
             session: new_session()?,
             next_seq: 1,
-            consumed: 0,
+            resume: Position::default(),
             unacked: Vec::new(),
         })
     }
@@ -491,14 +614,16 @@ fn new_session() -> anyhow::Result<String> {
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
-/// The on-disk spool: `lines` (every numbered line, fsynced before it is sent), `acked` (the
+/// The on-disk spool: `lines` (every numbered line, written before it is sent), `acked` (the
 /// numbers acknowledged; lost ones only cost a resend the hub ignores) and `state.json`
-/// (session, next number, input file and lines taken from it). Both logs are emptied whenever
-/// nothing is unacknowledged.
+/// (session, next number, and — for a regular-file input — which file and how far into it).
+/// Both logs are emptied whenever nothing is unacknowledged.
 struct Spool {
     dir: PathBuf,
     lines: std::fs::File,
     acked: std::fs::File,
+    /// Whether the input can be resumed (records then carry their offset).
+    resumable: bool,
     state: SpoolState,
 }
 
@@ -506,84 +631,163 @@ struct Spool {
 struct SpoolState {
     session: String,
     next_seq: u64,
-    file: Option<PathBuf>,
-    consumed: u64,
+    /// The regular file the offsets below are into; `None` for a pipe.
+    #[serde(default)]
+    input: Option<InputId>,
+    /// Bytes of it taken (sent, or refused locally).
+    #[serde(default)]
+    offset: u64,
+    /// Lines of it taken.
+    #[serde(default)]
+    lines: u64,
+}
+
+/// One record of the `lines` log: `INPUT_LINE OFFSET JSON`, OFFSET being the byte offset just
+/// past the line in a resumable input, or `-` (a pipe's line, or one from an earlier input).
+struct Record<'a> {
+    input_line: u64,
+    end: Option<u64>,
+    json: &'a [u8],
+}
+
+impl<'a> Record<'a> {
+    fn parse(raw: &'a [u8]) -> Option<Record<'a>> {
+        let number = |t: &[u8]| std::str::from_utf8(t).ok()?.parse::<u64>().ok();
+        let space = raw.iter().position(|&b| b == b' ')?;
+        let input_line = number(&raw[..space])?;
+        let rest = &raw[space + 1..];
+        if rest.first() == Some(&b'{') {
+            // The form before offsets, `INPUT_LINE JSON`: it says nothing of where the input
+            // stood, so it resumes nothing.
+            return Some(Record {
+                input_line,
+                end: None,
+                json: rest,
+            });
+        }
+        let space = rest.iter().position(|&b| b == b' ')?;
+        let end = match &rest[..space] {
+            b"-" => None,
+            digits => Some(number(digits)?),
+        };
+        Some(Record {
+            input_line,
+            end,
+            json: &rest[space + 1..],
+        })
+    }
 }
 
 impl Spool {
-    fn open(dir: &Path, file: Option<&Path>) -> anyhow::Result<(Spool, Recovered)> {
+    fn open(
+        dir: &Path,
+        input: Option<(InputId, u64)>,
+        name: &str,
+    ) -> anyhow::Result<(Spool, Recovered)> {
         let what = || format!("--spool {}", dir.display());
         std::fs::create_dir_all(dir).with_context(what)?;
         let state_path = dir.join("state.json");
-        let file = file.map(|f| std::fs::canonicalize(f).unwrap_or_else(|_| f.to_path_buf()));
         let mut state = match std::fs::read(&state_path) {
             Ok(bytes) => serde_json::from_slice::<SpoolState>(&bytes)
                 .with_context(|| format!("{}: state.json is damaged", what()))?,
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => SpoolState {
                 session: new_session()?,
                 next_seq: 1,
-                file: file.clone(),
-                consumed: 0,
+                input: None,
+                offset: 0,
+                lines: 0,
             },
             Err(err) => return Err(err).with_context(what),
         };
-        let same_input = state.file == file;
+        let id = input.map(|(id, _)| id);
+        let same_input = id.is_some() && state.input == id;
         let mut acked = std::collections::HashSet::new();
         if let Ok(text) = std::fs::read_to_string(dir.join("acked")) {
             acked.extend(text.lines().filter_map(|l| l.parse::<u64>().ok()));
         }
         let mut unacked = Vec::new();
-        if let Ok(bytes) = std::fs::read(dir.join("lines")) {
-            for raw in bytes.split(|&b| b == b'\n') {
-                // Each record: INPUT_LINE SPACE JSON (a torn last line has no seq and is dropped).
-                let Some(space) = raw.iter().position(|&b| b == b' ') else {
-                    continue;
-                };
-                let input_line = std::str::from_utf8(&raw[..space])
-                    .ok()
-                    .and_then(|t| t.parse().ok())
-                    .unwrap_or(0);
-                let json = &raw[space + 1..];
-                let Some(seq) = serde_json::from_slice::<Value>(json)
-                    .ok()
-                    .and_then(|v| v.get("seq").and_then(Value::as_u64))
-                else {
-                    continue;
-                };
-                state.next_seq = state.next_seq.max(seq + 1);
-                if same_input {
-                    state.consumed = state.consumed.max(input_line);
-                }
-                if !acked.contains(&seq) {
-                    let mut line = json.to_vec();
-                    line.push(b'\n');
-                    unacked.push((
-                        seq,
-                        Entry {
-                            input_line,
-                            bytes: Bytes::from(line),
-                            sent: None,
-                        },
-                    ));
+        let mut position = Position {
+            offset: state.offset,
+            lines: state.lines,
+        };
+        let log = std::fs::read(dir.join("lines")).unwrap_or_default();
+        for raw in log.split(|&b| b == b'\n') {
+            // A torn last record has no seq and is dropped: it was never sent.
+            let Some(record) = Record::parse(raw) else {
+                continue;
+            };
+            let Some(seq) = serde_json::from_slice::<Value>(record.json)
+                .ok()
+                .and_then(|v| v.get("seq").and_then(Value::as_u64))
+            else {
+                continue;
+            };
+            state.next_seq = state.next_seq.max(seq + 1);
+            if let (true, Some(end)) = (same_input, record.end) {
+                if end > position.offset {
+                    position = Position {
+                        offset: end,
+                        lines: record.input_line,
+                    };
                 }
             }
+            if !acked.contains(&seq) {
+                let mut line = record.json.to_vec();
+                line.push(b'\n');
+                unacked.push((
+                    seq,
+                    Entry {
+                        input_line: record.input_line,
+                        bytes: Bytes::from(line),
+                        sent: None,
+                    },
+                ));
+            }
         }
-        if !same_input {
-            // Different input (or stdin): its lines are all new.
-            state.file.clone_from(&file);
-            state.consumed = 0;
+        let mut resume = Position::default();
+        match input {
+            Some((_, len)) if same_input && len < position.offset => eprintln!(
+                "socketeer: publish: {name} is shorter than where the last run stopped \
+                 (byte {}); it was replaced or truncated, so it is read from the start",
+                position.offset
+            ),
+            _ if same_input => resume = position,
+            _ => {}
         }
-        let open = |name: &str| {
-            std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(dir.join(name))
-                .with_context(what)
+        state.input = id;
+        state.offset = resume.offset;
+        state.lines = resume.lines;
+        let open = |name: &str, truncate: bool| {
+            let mut options = std::fs::OpenOptions::new();
+            options.create(true);
+            if truncate {
+                options.write(true).truncate(true);
+            } else {
+                options.append(true);
+            }
+            options.open(dir.join(name)).with_context(what)
         };
+        // Records that belong to another input (or an earlier pass over this one) must not
+        // say where this input stands: keep only the unacknowledged ones, without offsets.
+        let rewrite = !log.is_empty() && resume == Position::default();
+        if rewrite {
+            let mut records = Vec::new();
+            for (_, entry) in &unacked {
+                records.extend_from_slice(format!("{} - ", entry.input_line).as_bytes());
+                records.extend_from_slice(&entry.bytes);
+            }
+            let tmp = dir.join("lines.tmp");
+            std::fs::write(&tmp, &records).with_context(what)?;
+            std::fs::File::open(&tmp)
+                .and_then(|f| f.sync_all())
+                .with_context(what)?;
+            std::fs::rename(&tmp, dir.join("lines")).with_context(what)?;
+        }
         let spool = Spool {
             dir: dir.to_path_buf(),
-            lines: open("lines")?,
-            acked: open("acked")?,
+            lines: open("lines", false)?,
+            acked: open("acked", rewrite)?,
+            resumable: id.is_some(),
             state: state.clone(),
         };
         spool.save_state()?;
@@ -592,7 +796,7 @@ impl Spool {
             Recovered {
                 session: state.session,
                 next_seq: state.next_seq,
-                consumed: state.consumed,
+                resume,
                 unacked,
             },
         ))
@@ -601,26 +805,43 @@ impl Spool {
     /// Keeps a numbered line on disk before it is sent: one write, which survives publish
     /// being killed (the kernel has it); the state file is only rewritten when the logs are
     /// emptied, since the log itself says how far the numbering and the input got.
-    fn append(&mut self, line: &[u8], seq: u64, input_line: u64) -> anyhow::Result<()> {
-        let mut record = format!("{input_line} ").into_bytes();
+    fn append(&mut self, line: &[u8], seq: u64, at: Position) -> anyhow::Result<()> {
+        let mut record = if self.resumable {
+            format!("{} {} ", at.lines, at.offset)
+        } else {
+            format!("{} - ", at.lines)
+        }
+        .into_bytes();
         record.extend_from_slice(line);
         self.lines
             .write_all(&record)
             .context("publish: writing the spool")?;
         self.state.next_seq = seq + 1;
-        self.state.consumed = input_line;
+        self.passed(at);
         Ok(())
+    }
+
+    /// Notes input taken without a record (blank lines, lines refused before sending).
+    fn passed(&mut self, at: Position) {
+        if self.resumable {
+            self.state.offset = at.offset;
+            self.state.lines = at.lines;
+        }
     }
 
     fn acked(&mut self, seq: u64, nothing_left: bool) -> anyhow::Result<()> {
         if nothing_left {
-            // Where numbering and input stand, first; then the logs can go.
-            self.save_state()?;
-            self.lines.set_len(0)?;
-            self.acked.set_len(0)?;
-            return Ok(());
+            return self.settled();
         }
         writeln!(self.acked, "{seq}").context("publish: writing the spool")?;
+        Ok(())
+    }
+
+    /// Nothing is unacknowledged: where numbering and input stand, first; then the logs go.
+    fn settled(&mut self) -> anyhow::Result<()> {
+        self.save_state()?;
+        self.lines.set_len(0)?;
+        self.acked.set_len(0)?;
         Ok(())
     }
 

@@ -432,6 +432,126 @@ fn publish_with_a_spool_survives_its_own_sigkill() {
     assert_eq!(lines, 0);
 }
 
+/// Lines `from..to` of one stream, each value its number.
+fn lines(stream: &str, range: std::ops::Range<u64>) -> String {
+    range
+        .map(|k| format!("{{\"stream\":\"{stream}\",\"values\":{{\"v\":{k}}}}}\n"))
+        .collect()
+}
+
+/// The values stored for one stream, in order.
+fn values(db: &str, stream: &str) -> Vec<f64> {
+    column(
+        &read_db(db),
+        &format!(
+            "SELECT p.value FROM points p JOIN series s ON s.id = p.series_id
+             WHERE s.stream = '{stream}' ORDER BY p.value"
+        ),
+    )
+}
+
+/// `socketeer publish ARGS < FILE`, stdin redirected from a file as a shell does.
+fn publish_from_file(args: &[&str], input: &std::path::Path) -> (std::process::ExitStatus, String) {
+    let out = std::process::Command::new(crate::support::bin())
+        .args(args)
+        .stdin(std::fs::File::open(input).expect("input"))
+        .output()
+        .expect("publish");
+    (
+        out.status,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn publish_with_a_spool_sends_every_line_of_each_new_piped_input() {
+    // A pipe cannot be resumed: each run's stdin is new data, all of it sent.
+    let dir = TempDir::new("hub-spool-pipe");
+    let (_hub, address, db) = start_hub(&dir, &["--no-auth"]);
+    let spool = dir.0.join("spool").display().to_string();
+    let args = ["publish", &address, "--spool", &spool];
+    let (status, _, err) = run(&args, lines("piped", 1..4).as_bytes());
+    assert!(status.success(), "{err}");
+    let (status, _, err) = run(&args, lines("piped", 4..8).as_bytes());
+    assert!(status.success(), "{err}");
+    assert_eq!(values(&db, "piped"), [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0]);
+}
+
+#[test]
+fn publish_with_a_spool_resumes_a_file_where_it_stopped_and_only_that_file() {
+    let dir = TempDir::new("hub-spool-file");
+    let (_hub, address, db) = start_hub(&dir, &["--no-auth"]);
+    let spool = dir.0.join("spool").display().to_string();
+    let path = dir.0.join("log.jsonl");
+    let file = path.display().to_string();
+    std::fs::write(&path, lines("log", 0..3)).expect("input");
+    let by_name = ["publish", &address, "--file", &file, "--spool", &spool];
+    let (status, _, err) = run(&by_name, b"");
+    assert!(status.success(), "{err}");
+    // The file grows (a log being written): the next run sends only what is new, whether
+    // it names the file or has it as stdin.
+    let mut log = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .expect("open");
+    log.write_all(lines("log", 3..5).as_bytes())
+        .expect("append");
+    let (status, _, err) = run(&by_name, b"");
+    assert!(status.success(), "{err}");
+    assert!(err.contains("resumes after line 3"), "{err}");
+    log.write_all(lines("log", 5..6).as_bytes())
+        .expect("append");
+    let (status, err) = publish_from_file(&["publish", &address, "--spool", &spool], &path);
+    assert!(status.success(), "{err}");
+    assert_eq!(values(&db, "log"), [0.0, 1.0, 2.0, 3.0, 4.0, 5.0]);
+    // Another file at the same path (rotated: a new inode) is new data from its first line,
+    // and so is the same file cut shorter than where the last run stopped.
+    std::fs::remove_file(&path).expect("rotate");
+    std::fs::write(&path, lines("log", 10..12)).expect("new file");
+    let (status, _, err) = run(&by_name, b"");
+    assert!(status.success(), "{err}");
+    std::fs::write(&path, lines("log", 20..21)).expect("truncate");
+    let (status, _, err) = run(&by_name, b"");
+    assert!(status.success(), "{err}");
+    assert!(err.contains("read from the start"), "{err}");
+    assert_eq!(
+        values(&db, "log"),
+        [0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 10.0, 11.0, 20.0]
+    );
+    // A pipe between two runs over the file does not move where the file stands.
+    let (status, _, err) = run(
+        &["publish", &address, "--spool", &spool],
+        lines("log", 30..31).as_bytes(),
+    );
+    assert!(status.success(), "{err}");
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .expect("open")
+        .write_all(lines("log", 21..22).as_bytes())
+        .expect("append");
+    let (status, _, err) = run(&by_name, b"");
+    assert!(status.success(), "{err}");
+    assert_eq!(
+        values(&db, "log"),
+        [
+            0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 10.0, 11.0, 20.0, 20.0, 21.0, 30.0
+        ]
+    );
+}
+
+#[test]
+fn publish_stats_count_refused_lines_apart_from_acknowledged_ones() {
+    let dir = TempDir::new("hub-stats");
+    let (_hub, address, _db) = start_hub(&dir, &["--no-auth"]);
+    let input = "{\"stream\":\"ok\",\"values\":{\"v\":1}}\n{\"stream\":\"bad name\",\"values\":{\"v\":2}}\n";
+    let (status, out, err) = run(&["publish", &address, "--stats"], input.as_bytes());
+    assert_eq!(status.code(), Some(1), "{err}");
+    let stats: Value = serde_json::from_str(out.trim()).expect("stats");
+    assert_eq!(stats["acknowledged"], 1, "{stats}");
+    assert_eq!(stats["refused"], 1, "{stats}");
+}
+
 #[test]
 fn publish_reports_lines_the_hub_refuses_and_exits_1() {
     let dir = TempDir::new("hub-refuse");
