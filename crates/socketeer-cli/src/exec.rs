@@ -67,13 +67,13 @@ async fn native(conn: Connection, text: &str, with_stdin: bool) -> anyhow::Resul
         return Ok(STDOUT_GONE);
     };
     if let Some(message) = &report.message {
-        eprintln!("socketeer: remote: {message}");
+        errln!("socketeer: remote: {message}");
     }
     if report.timed_out {
-        eprintln!("socketeer: remote: the command was killed at the server's time limit");
+        errln!("socketeer: remote: the command was killed at the server's time limit");
     }
     if let (Some(signal), false) = (report.signal, report.timed_out) {
-        eprintln!("socketeer: remote: the command was killed by signal {signal}");
+        errln!("socketeer: remote: the command was killed by signal {signal}");
     }
     Ok(report.exit_status())
 }

@@ -63,14 +63,14 @@ pub fn main() -> ! {
     let runtime = match builder.enable_all().build() {
         Ok(runtime) => runtime,
         Err(err) => {
-            eprintln!("socketeer: cannot start the async runtime: {err}");
+            errln!("socketeer: cannot start the async runtime: {err}");
             std::process::exit(EXIT_FAILURE);
         }
     };
     let code = match runtime.block_on(run(cli.command)) {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("socketeer: {err:#}");
+            errln!("socketeer: {err:#}");
             exit_code(&err)
         }
     };
@@ -114,17 +114,17 @@ fn report_usage(err: &clap::Error) -> i32 {
     }
     let text = err.render().to_string();
     if err.kind() == ClapErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
-        eprint!("{text}");
+        err!("{text}");
         return EXIT_USAGE;
     }
     let mut lines = text.lines();
     let first = lines.next().unwrap_or("bad command line");
-    eprintln!(
+    errln!(
         "socketeer: {}",
         first.strip_prefix("error: ").unwrap_or(first)
     );
     for line in lines.filter(|l| !l.trim().is_empty()) {
-        eprintln!("  {}", line.trim());
+        errln!("  {}", line.trim());
     }
     EXIT_USAGE
 }
@@ -143,7 +143,7 @@ fn init_logging(args: &LogArgs) {
     let filter =
         EnvFilter::try_from_env("SOCKETEER_LOG").unwrap_or_else(|_| EnvFilter::new(default));
     let builder = tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
+        .with_writer(|| out::LossyStderr)
         .with_env_filter(filter)
         .with_target(false)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));

@@ -38,11 +38,11 @@ pub(crate) async fn run(args: ListenArgs) -> anyhow::Result<i32> {
     let work = async {
         if !endpoint.is_stream() {
             let socket = DatagramSocket::bind(&endpoint, &options).await?;
-            eprintln!("listening on {}", socket.local_endpoint());
+            errln!("listening on {}", socket.local_endpoint());
             return pipe::datagrams(socket, Target::LastSender(Mutex::new(None)), &args.pipe).await;
         }
         let listener = Listener::bind(&endpoint, &options).await?;
-        eprintln!("listening on {}", listener.local_endpoint());
+        errln!("listening on {}", listener.local_endpoint());
         let gate = guard.gate_for(listener.local_endpoint());
         let mut limits = interactive_limits();
         limits.handshake_timeout = guard.handshake_timeout;
@@ -99,7 +99,10 @@ async fn keep_open(
         .limits(limits)
         .gate(gate);
     let shutdown = server.shutdown_handle();
-    let serving = tokio::spawn(server.serve_forever());
+    // Served here, not spawned: when a signal drops this future, the server (and with it the
+    // listener, whose Unix socket file goes) is dropped too.
+    let serving = server.serve_forever();
+    tokio::pin!(serving);
 
     let mut output = Output::new(&args.pipe);
     let printer = async {
@@ -124,6 +127,7 @@ async fn keep_open(
     let result = tokio::select! {
         result = printer => result,
         result = reader => result,
+        result = &mut serving => return Ok(result?),
     };
     shutdown.trigger();
     let _ = serving.await;

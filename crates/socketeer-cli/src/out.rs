@@ -1,8 +1,15 @@
-//! The program's results on standard output.
+//! The program's results on standard output, and its messages and logs on standard error.
 //!
 //! `println!` panics when stdout is a pipe whose reader has gone (`socketeer ls | head -1`,
 //! `socketeer bench --help | head`); these write the same text and take a reader that left as
 //! the end of the output, not as a failure. Other write errors (a full disk) are returned.
+//!
+//! `eprintln!` panics too when stderr has gone (`socketeer serve echo 2>&1 | head -1`), and so
+//! does the log subscriber (its own complaint about a failed write is an `eprint!`): a panic in
+//! the signal task left a server that no SIGTERM could stop, one in the main task ended a
+//! server that was serving. Messages therefore go through [`errln!`] and logs through
+//! [`LossyStderr`], which drop what cannot be written: with its log reader gone a server keeps
+//! serving (the logs are lost, not the service) and a signal still stops it.
 
 use std::io::Write;
 
@@ -24,4 +31,40 @@ macro_rules! out {
 /// program: `tests/it/usage.rs`, `output_into_a_closed_pipe_ends_quietly`.)
 macro_rules! outln {
     ($($arg:tt)*) => { $crate::out::print(format_args!("{}\n", format_args!($($arg)*))) };
+}
+
+/// Writes to stderr; a stderr that has gone (or fails) loses the message, nothing else.
+pub(crate) fn eprint(args: std::fmt::Arguments<'_>) {
+    let mut err = std::io::stderr().lock();
+    let _ = err.write_fmt(args).and_then(|()| err.flush());
+}
+
+/// `eprint!` through [`eprint`]: never panics.
+macro_rules! err {
+    ($($arg:tt)*) => { $crate::out::eprint(format_args!($($arg)*)) };
+}
+
+/// `eprintln!` through [`eprint`]: never panics.
+macro_rules! errln {
+    ($($arg:tt)*) => { $crate::out::eprint(format_args!("{}\n", format_args!($($arg)*))) };
+}
+
+/// The log subscriber's stderr: a write that fails is taken as done, so the subscriber never
+/// reports it (with a panicking `eprint!`) and the event is simply lost.
+pub(crate) struct LossyStderr;
+
+impl Write for LossyStderr {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        Ok(std::io::stderr().write(buf).unwrap_or(buf.len()))
+    }
+
+    fn write_all(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        let _ = std::io::stderr().write_all(buf);
+        Ok(())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        let _ = std::io::stderr().flush();
+        Ok(())
+    }
 }

@@ -109,15 +109,17 @@ pub(crate) async fn run(args: PublishArgs) -> anyhow::Result<i32> {
         }
     }
     if !shared.lock().unacked.is_empty() {
-        eprintln!(
+        errln!(
             "socketeer: publish: {} unacknowledged lines from the spool will be sent first",
             shared.lock().unacked.len()
         );
     }
     if recovered.resume.offset > 0 {
-        eprintln!(
+        errln!(
             "socketeer: publish: {} resumes after line {} (byte {}), where the last run stopped",
-            input.name, recovered.resume.lines, recovered.resume.offset
+            input.name,
+            recovered.resume.lines,
+            recovered.resume.offset
         );
     }
     let reader = tokio::spawn(read_input(
@@ -144,7 +146,7 @@ pub(crate) async fn run(args: PublishArgs) -> anyhow::Result<i32> {
         _ = tokio::signal::ctrl_c() => {
             let left = shared.lock().unacked.len();
             let kept = if shared.spool.is_some() { "kept in the spool" } else { "lost" };
-            eprintln!("socketeer: publish: interrupted with {left} lines unacknowledged ({kept})");
+            errln!("socketeer: publish: interrupted with {left} lines unacknowledged ({kept})");
             return Ok(EXIT_INTERRUPTED);
         }
     }
@@ -172,9 +174,11 @@ pub(crate) async fn run(args: PublishArgs) -> anyhow::Result<i32> {
         outln!("{report}")?;
     }
     if std::io::stderr().is_terminal() {
-        eprintln!(
+        errln!(
             "socketeer: publish: {} lines acknowledged ({} resent after reconnecting), {} refused",
-            state.acked, state.resent, state.rejected
+            state.acked,
+            state.resent,
+            state.rejected
         );
     }
     Ok(if state.rejected > 0 { 1 } else { 0 })
@@ -225,7 +229,7 @@ async fn read_input(
                 continue;
             }
             Err(why) => {
-                eprintln!("socketeer: publish: input line {input_line}: {why}; not sent");
+                errln!("socketeer: publish: input line {input_line}: {why}; not sent");
                 shared.lock().rejected += 1;
                 passed(&shared, at);
                 continue;
@@ -315,7 +319,7 @@ async fn deliver(
                     anyhow::bail!("publish: {endpoint}: {err}");
                 }
                 let wait = jitter(backoff);
-                eprintln!(
+                errln!(
                     "socketeer: publish: {endpoint}: {err}; {} lines unacknowledged; retrying in {} ms",
                     shared.lock().unacked.len(),
                     wait.as_millis()
@@ -340,8 +344,8 @@ async fn deliver(
         sending.abort();
         match outcome {
             Ok(()) if shared.finished() => return Ok(()),
-            Ok(()) => eprintln!("socketeer: publish: the hub closed the connection; reconnecting"),
-            Err(err) => eprintln!(
+            Ok(()) => errln!("socketeer: publish: the hub closed the connection; reconnecting"),
+            Err(err) => errln!(
                 "socketeer: publish: link lost ({err}); {} lines unacknowledged; reconnecting",
                 shared.lock().unacked.len()
             ),
@@ -461,7 +465,7 @@ async fn receive(
                 anyhow::bail!("the hub could not store line {seq}: {why}");
             }
             let input_line = shared.lock().unacked.get(&seq).map_or(0, |e| e.input_line);
-            eprintln!("socketeer: publish: input line {input_line}: refused by the hub: {why}");
+            errln!("socketeer: publish: input line {input_line}: refused by the hub: {why}");
             acknowledge(shared, seq, Settled::Refused)?; // it will never be stored
         } else {
             anyhow::bail!("the hub sent an answer publish does not know: {answer}");
@@ -746,7 +750,7 @@ impl Spool {
         }
         let mut resume = Position::default();
         match input {
-            Some((_, len)) if same_input && len < position.offset => eprintln!(
+            Some((_, len)) if same_input && len < position.offset => errln!(
                 "socketeer: publish: {name} is shorter than where the last run stopped \
                  (byte {}); it was replaced or truncated, so it is read from the start",
                 position.offset

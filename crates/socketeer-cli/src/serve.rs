@@ -2,8 +2,6 @@
 //! really bound, serve them under one shutdown switch and one connection cap, and drain on
 //! SIGINT/SIGTERM (a second signal exits at once).
 
-use std::io::Write;
-
 use anyhow::Context;
 use socketeer::{
     BindOptions, ConnectionLimit, DatagramHandler, DatagramServer, DatagramSocket, Endpoint,
@@ -149,12 +147,11 @@ impl Runner {
 
         let limits = limits(args);
         let connections = ConnectionLimit::new(limits.max_connections);
-        let mut stdout = std::io::stdout().lock();
         let mut local = Vec::with_capacity(bound.len());
         for socket in bound {
             match socket {
                 Bound::Stream(listener) => {
-                    writeln!(stdout, "listening on {}", listener.local_endpoint())?;
+                    outln!("listening on {}", listener.local_endpoint())?;
                     local.push(listener.local_endpoint().clone());
                     let mut gate = guard.gate_for(listener.local_endpoint());
                     if let Some(hook) = &service.auth_failures {
@@ -170,7 +167,7 @@ impl Runner {
                         .spawn(async move { Ok(server.serve_forever().await?) });
                 }
                 Bound::Datagram(socket) => {
-                    writeln!(stdout, "listening on {}", socket.local_endpoint())?;
+                    outln!("listening on {}", socket.local_endpoint())?;
                     local.push(socket.local_endpoint().clone());
                     let handler = service
                         .datagram
@@ -185,7 +182,6 @@ impl Runner {
                 }
             }
         }
-        stdout.flush()?;
         self.names.push(service.name);
         Ok(local)
     }
@@ -214,6 +210,6 @@ async fn stop_on_signals(mut signals: Signals, shutdown: Shutdown, grace: std::t
     );
     shutdown.trigger();
     let second = signals.recv().await;
-    eprintln!("socketeer: {second} again: exiting at once");
+    errln!("socketeer: {second} again: exiting at once");
     std::process::exit(EXIT_INTERRUPTED);
 }

@@ -27,9 +27,10 @@ pub(crate) async fn run(args: SimulateArgs) -> anyhow::Result<i32> {
     if !(args.rate > 0.0 && args.rate <= 1000.0) {
         return Err(UsageError("--rate must be above 0 and at most 1000 Hz".into()).into());
     }
-    eprintln!(
+    errln!(
         "socketeer: simulate: {} robots at {} Hz against {endpoint}",
-        args.devices, args.rate
+        args.devices,
+        args.rate
     );
     let mut robots = JoinSet::new();
     for n in 1..=args.devices {

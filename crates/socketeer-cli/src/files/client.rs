@@ -48,7 +48,7 @@ impl Summary<'_> {
             } else {
                 String::new()
             };
-            eprintln!(
+            errln!(
                 "{} {} bytes in {:.2} s ({:.1} MB/s{resumed}), blake3 {}",
                 self.op,
                 self.size,
@@ -369,7 +369,7 @@ pub(crate) async fn ls(args: LsArgs) -> anyhow::Result<i32> {
     }
     out!("{out}")?;
     if listing.truncated {
-        eprintln!(
+        errln!(
             "socketeer: the listing was cut at {} entries",
             entries.len()
         );

@@ -8,7 +8,6 @@ pub(crate) mod ingest;
 pub(crate) mod model;
 pub(crate) mod store;
 
-use std::io::Write;
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -213,16 +212,14 @@ async fn serve_all(
             fleet.shutdown().await;
             Ok(())
         });
-        let mut stdout = std::io::stdout().lock();
-        writeln!(
-            stdout,
+        outln!(
             "demo: {} robots at {} Hz sending to {robots_to}",
-            args.demo_robots, args.demo_rate
+            args.demo_robots,
+            args.demo_rate
         )?;
         if let Some(url) = &dashboard {
-            writeln!(stdout, "open the dashboard: {url}")?;
+            outln!("open the dashboard: {url}")?;
         }
-        stdout.flush()?;
     }
     runner.run(args.serve.grace).await
 }
@@ -265,15 +262,10 @@ async fn serve_http(
         None => None,
     };
     {
-        let mut stdout = std::io::stdout().lock();
-        writeln!(stdout, "listening on http://{bound}/")?;
+        outln!("listening on http://{bound}/")?;
         if let (Some(token), None) = (&token, &args.http_token) {
-            writeln!(
-                stdout,
-                "http token (beyond loopback one is required): {token}"
-            )?;
+            outln!("http token (beyond loopback one is required): {token}")?;
         }
-        stdout.flush()?;
     }
     let url = match &token {
         Some(token) => format!("http://{bound}/?token={token}"),

@@ -60,7 +60,7 @@ pub(crate) async fn run(args: ScanArgs) -> anyhow::Result<i32> {
     let budget = fd_budget(fd_limit);
     let concurrency = match args.concurrency {
         Some(wanted) if u64::from(wanted) > budget => {
-            eprintln!(
+            errln!(
                 "socketeer: scan: --concurrency {wanted} is more than the open-file limit \
                  ({fd_limit}) allows; using {budget}"
             );
@@ -183,7 +183,7 @@ pub(crate) async fn run(args: ScanArgs) -> anyhow::Result<i32> {
         other => other.context("scan: cannot write the report")?,
     }
     if interrupted.load(Ordering::SeqCst) {
-        eprintln!("socketeer: scan: interrupted; the report covers the ports answered so far");
+        errln!("socketeer: scan: interrupted; the report covers the ports answered so far");
         return Ok(EXIT_INTERRUPTED);
     }
     Ok(0)

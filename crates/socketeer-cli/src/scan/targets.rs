@@ -164,10 +164,10 @@ pub(crate) async fn resolve(texts: &[String], max_hosts: u64) -> Result<Vec<Host
                             &mut hosts,
                         );
                     } else {
-                        eprintln!("socketeer: scan: {text}: the name has no addresses; skipped");
+                        errln!("socketeer: scan: {text}: the name has no addresses; skipped");
                     }
                 }
-                Err(err) => eprintln!("socketeer: scan: cannot resolve {text}: {err}; skipped"),
+                Err(err) => errln!("socketeer: scan: cannot resolve {text}: {err}; skipped"),
             },
         }
     }

@@ -62,12 +62,25 @@ fn udp_listen_prints_datagrams_and_answers_the_sender() {
 #[test]
 fn unix_listen_removes_its_socket_file_when_stopped() {
     let dir = TempDir::new("listen");
-    let path = dir.sock("l.sock");
-    let (proc, ep) = listen(&["listen", &format!("unix://{path}")]);
-    assert_eq!(ep, format!("unix://{path}"));
-    assert!(std::path::Path::new(&path).exists());
-    proc.signal("INT");
-    let (status, _, _) = proc.wait();
-    assert_eq!(status.code(), Some(0));
-    assert!(!std::path::Path::new(&path).exists());
+    for (mode, signal) in [
+        (None, "INT"),
+        (Some("--keep-open"), "INT"),
+        (Some("--keep-open"), "TERM"),
+    ] {
+        let path = dir.sock("l.sock");
+        let ep = format!("unix://{path}");
+        let mut args = vec!["listen"];
+        args.extend(mode);
+        args.push(&ep);
+        let (proc, bound) = listen(&args);
+        assert_eq!(bound, ep);
+        assert!(std::path::Path::new(&path).exists());
+        proc.signal(signal);
+        let (status, _, _) = proc.wait();
+        assert_eq!(status.code(), Some(0));
+        assert!(
+            !std::path::Path::new(&path).exists(),
+            "{mode:?} left its socket file on SIG{signal}"
+        );
+    }
 }

@@ -16,5 +16,6 @@ mod modes;
 mod resources;
 mod scan;
 mod security;
+mod stderr_gone;
 mod support;
 mod usage;

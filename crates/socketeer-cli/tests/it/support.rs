@@ -121,6 +121,24 @@ impl Proc {
         }
     }
 
+    /// Runs `socketeer args...` with stderr going to `stderr` (not captured).
+    pub fn spawn_with_stderr(args: &[&str], stderr: Stdio) -> Self {
+        let mut child = Command::new(bin())
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(stderr)
+            .spawn()
+            .expect("spawn socketeer");
+        let stdout = Captured::spawn(child.stdout.take().expect("stdout"));
+        Self {
+            stdin: child.stdin.take(),
+            child,
+            stdout,
+            stderr: Captured::spawn(std::io::empty()),
+        }
+    }
+
     /// Starts `socketeer serve ...` and returns it with the endpoints it printed.
     pub fn serve(args: &[&str]) -> (Self, Vec<String>) {
         let expected = args.iter().filter(|a| **a == "--listen").count().max(1);
@@ -281,7 +299,7 @@ pub fn wait_until(what: &str, done: impl Fn() -> bool) {
 }
 
 /// The write end of a pipe whose reader has already gone (`| head -1` after head left), for a
-/// child's stdout: the stdin pipe of a `true` that has exited. (`std::io::pipe` is newer than
+/// child's stdout or stderr: the stdin pipe of a `true` that has exited. (`std::io::pipe` is newer than
 /// the crate's minimum Rust version.)
 pub fn closed_pipe() -> Stdio {
     let mut reader = Command::new("true")
