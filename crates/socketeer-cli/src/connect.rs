@@ -23,7 +23,7 @@ pub(crate) async fn run(args: ConnectArgs) -> anyhow::Result<i32> {
         let conn = client::connect_with(&endpoint, &options).await?;
         tracing::debug!(peer = %conn.peer_addr(), tls = conn.is_tls(), "connected");
         if crate::terminal::wanted(&args.pipe) {
-            crate::terminal::converse(conn, &args.pipe).await?;
+            return crate::terminal::converse(conn, &args.pipe).await;
         } else {
             pipe::stream(conn, &args.pipe).await?;
         }

@@ -75,8 +75,9 @@ pub fn main() -> ! {
         }
     };
     // Exit while the runtime is still alive: dropping it would wait for a blocking read of
-    // stdin that cannot be cancelled, hanging an interactive session.
-    std::process::exit(code);
+    // stdin that cannot be cancelled, hanging an interactive session. A line editor's
+    // terminal is given back first, however the command ended.
+    terminal::exit(code);
 }
 
 async fn run(command: Command) -> anyhow::Result<i32> {

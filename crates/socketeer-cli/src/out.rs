@@ -35,8 +35,7 @@ macro_rules! outln {
 
 /// Writes to stderr; a stderr that has gone (or fails) loses the message, nothing else.
 pub(crate) fn eprint(args: std::fmt::Arguments<'_>) {
-    let mut err = std::io::stderr().lock();
-    let _ = err.write_fmt(args).and_then(|()| err.flush());
+    crate::terminal::write_stderr(args.to_string().as_bytes());
 }
 
 /// `eprint!` through [`eprint`]: never panics.
@@ -50,21 +49,17 @@ macro_rules! errln {
 }
 
 /// The log subscriber's stderr: a write that fails is taken as done, so the subscriber never
-/// reports it (with a panicking `eprint!`) and the event is simply lost.
+/// reports it (with a panicking `eprint!`) and the event is simply lost. While a line editor
+/// runs, events go above the line being typed ([`crate::terminal::write_stderr`]).
 pub(crate) struct LossyStderr;
 
 impl Write for LossyStderr {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        Ok(std::io::stderr().write(buf).unwrap_or(buf.len()))
-    }
-
-    fn write_all(&mut self, buf: &[u8]) -> std::io::Result<()> {
-        let _ = std::io::stderr().write_all(buf);
-        Ok(())
+        crate::terminal::write_stderr(buf);
+        Ok(buf.len())
     }
 
     fn flush(&mut self) -> std::io::Result<()> {
-        let _ = std::io::stderr().flush();
         Ok(())
     }
 }

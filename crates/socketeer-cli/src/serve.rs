@@ -211,5 +211,5 @@ async fn stop_on_signals(mut signals: Signals, shutdown: Shutdown, grace: std::t
     shutdown.trigger();
     let second = signals.recv().await;
     errln!("socketeer: {second} again: exiting at once");
-    std::process::exit(EXIT_INTERRUPTED);
+    crate::terminal::exit(EXIT_INTERRUPTED);
 }

@@ -106,7 +106,7 @@ pub(crate) async fn run(args: ScanArgs) -> anyhow::Result<i32> {
                 cancel.store(true, Ordering::SeqCst);
                 // A second Ctrl-C ends the program at once.
                 if tokio::signal::ctrl_c().await.is_ok() {
-                    std::process::exit(EXIT_INTERRUPTED);
+                    crate::terminal::exit(EXIT_INTERRUPTED);
                 }
             }
         })

@@ -430,3 +430,55 @@ fn chat_over_a_unix_socket() {
     b.write_stdin(b"over unix\n");
     a.stdout.wait_for_text("local-2: over unix\n");
 }
+
+#[test]
+fn the_console_at_a_terminal_edits_lines_and_ctrl_c_stops_the_server_cleanly() {
+    // The operator types "abc", moves left twice, types "X" and Enter: everyone gets "aXbc", the
+    // edited line, not the arrow keys' escape bytes; then Ctrl-C stops the server (SIGINT's
+    // drain) and the terminal is a shell's again.
+    let dir = TempDir::new("chat-console-tty");
+    let path = dir.sock("chat.sock");
+    let client = {
+        let path = path.clone();
+        std::thread::spawn(move || {
+            // The file exists from bind(), before listen(): the first connects may be refused.
+            let connected = std::cell::RefCell::new(None);
+            crate::support::wait_until("the chat socket", || {
+                *connected.borrow_mut() = std::os::unix::net::UnixStream::connect(&path).ok();
+                connected.borrow().is_some()
+            });
+            let stream = connected.into_inner().expect("connected");
+            stream.set_read_timeout(Some(DEADLINE)).expect("timeout");
+            let mut lines = BufReader::new(stream);
+            let mut seen = Vec::new();
+            loop {
+                let mut line = String::new();
+                if lines.read_line(&mut line).expect("read") == 0 {
+                    break;
+                }
+                let done = line.starts_with("server:");
+                seen.push(line);
+                if done {
+                    break;
+                }
+            }
+            seen
+        })
+    };
+    let script = format!(
+        "{} serve chat --console --listen unix://{path}; echo \"EXIT=$?\"; stty -a",
+        crate::support::bin()
+    );
+    let typed = "abc\u{1b}[D\u{1b}[DX\r\u{3}";
+    let Some(screen) = crate::support::at_terminal("chat console", &script, "joined", typed) else {
+        return;
+    };
+    let seen = client.join().expect("client");
+    assert_eq!(
+        seen.last().map(String::as_str),
+        Some("server: aXbc\n"),
+        "{seen:?}"
+    );
+    assert!(screen.contains("EXIT=0"), "{screen}");
+    crate::support::assert_terminal_restored(&screen);
+}

@@ -4,7 +4,7 @@
 use std::io::{Read, Write};
 use std::net::TcpListener;
 
-use crate::support::{Proc, TempDir, read_to_end, run};
+use crate::support::{Proc, TempDir, assert_terminal_restored, at_terminal, bin, read_to_end, run};
 
 fn listener() -> (TcpListener, String) {
     let l = TcpListener::bind("127.0.0.1:0").expect("bind");
@@ -166,4 +166,55 @@ fn a_closed_stdout_ends_the_session_quietly() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{err}");
     assert!(err.is_empty(), "{err}");
+}
+
+#[test]
+fn at_a_terminal_the_last_bytes_before_the_peer_closes_show_and_the_terminal_is_restored() {
+    // Data that arrives with the peer's close used to be lost about half the time, and the
+    // terminal was left raw (no echo, Ctrl-C dead): several rounds, each must be exact.
+    for round in 0..5 {
+        let (l, addr) = listener();
+        let peer = std::thread::spawn(move || {
+            let (mut s, _) = l.accept().expect("accept");
+            s.write_all(b"goodbye\nlast words").expect("write");
+        });
+        let script = format!("{} connect {addr}; echo \"EXIT=$?\"; stty -a", bin());
+        let Some(screen) = at_terminal("connect at a terminal", &script, "", "") else {
+            return;
+        };
+        peer.join().expect("peer");
+        assert!(screen.contains("goodbye"), "round {round}: {screen}");
+        assert!(screen.contains("last words"), "round {round}: {screen}");
+        assert!(screen.contains("EXIT=0"), "round {round}: {screen}");
+        assert_terminal_restored(&screen);
+    }
+}
+
+#[test]
+fn at_a_terminal_chat_quit_shows_the_goodbye_and_restores_the_terminal() {
+    let (server, eps) = Proc::serve(&["serve", "chat", "--listen", "127.0.0.1:0"]);
+    let script = format!("{} connect {}; echo \"EXIT=$?\"; stty -a", bin(), eps[0]);
+    let Some(screen) = at_terminal("chat at a terminal", &script, "*** welcome", "/quit\r") else {
+        return;
+    };
+    assert!(screen.contains("*** bye"), "{screen}");
+    assert!(screen.contains("EXIT=0"), "{screen}");
+    assert_terminal_restored(&screen);
+    drop(server);
+}
+
+#[test]
+fn at_a_terminal_ctrl_c_leaves_with_130_and_restores_the_terminal() {
+    let (l, addr) = listener();
+    let _peer = std::thread::spawn(move || {
+        let (mut s, _) = l.accept().expect("accept");
+        s.write_all(b"ready\n").expect("write");
+        let _ = read_to_end(&mut s);
+    });
+    let script = format!("{} connect {addr}; echo \"EXIT=$?\"; stty -a", bin());
+    let Some(screen) = at_terminal("connect at a terminal", &script, "ready", "\u{3}") else {
+        return;
+    };
+    assert!(screen.contains("EXIT=130"), "{screen}");
+    assert_terminal_restored(&screen);
 }

@@ -310,3 +310,65 @@ pub fn closed_pipe() -> Stdio {
     reader.wait().expect("true exits");
     Stdio::from(writer)
 }
+
+/// Runs `sh -c script` on a pseudo-terminal (python3's `pty`), as a person at a terminal
+/// would: once `marker` has appeared on the screen, types `typed`. Returns everything the
+/// terminal showed, up to the script's end. `None` (after printing SKIPPED) without python3.
+pub fn at_terminal(test: &str, script: &str, marker: &str, typed: &str) -> Option<String> {
+    if !have("python3", test) {
+        return None;
+    }
+    const DRIVER: &str = r#"
+import os, pty, select, sys, time
+script, marker, typed = sys.argv[1], sys.argv[2].encode(), sys.argv[3].encode()
+pid, fd = pty.fork()
+if pid == 0:
+    os.execvp("sh", ["sh", "-c", script])
+import fcntl, struct, termios
+fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
+out, sent = b"", not typed
+deadline = time.time() + 20
+while time.time() < deadline:
+    ready, _, _ = select.select([fd], [], [], 1.0)
+    if not ready:
+        continue
+    try:
+        data = os.read(fd, 4096)
+    except OSError:
+        break
+    if not data:
+        break
+    out += data
+    if not sent and marker in out:
+        os.write(fd, typed)
+        sent = True
+else:
+    os.kill(pid, 9)  # never hang a test: the screen so far is the evidence
+    out += b"\n[the terminal session did not end within 20 s]"
+os.waitpid(pid, 0)
+sys.stdout.buffer.write(out)
+"#;
+    let out = Command::new("python3")
+        .args(["-c", DRIVER, script, marker, typed])
+        .stdin(Stdio::null())
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Some(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The terminal settings `stty -a` printed at the end of `screen` are a shell's usual ones:
+/// echo, canonical input and signal keys on (a raw terminal left behind has them off).
+pub fn assert_terminal_restored(screen: &str) {
+    let settings = &screen[screen.rfind("speed ").expect("stty -a output")..];
+    for flag in ["echo", "icanon", "isig"] {
+        assert!(
+            settings.split_whitespace().any(|w| w == flag),
+            "terminal left with -{flag}: {screen}"
+        );
+    }
+}

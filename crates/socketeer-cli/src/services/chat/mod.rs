@@ -22,6 +22,7 @@ use self::text::{neutralise, nick_problem};
 use crate::cli::ChatArgs;
 use crate::pipe::StdinChunks;
 use crate::serve::{NoDatagrams, Service, serve};
+use crate::terminal::{Editor, Screen, Typed};
 
 /// Queued batches written to a client before one flush.
 const BATCH: usize = 1024;
@@ -294,8 +295,23 @@ async fn deliver(conn: &mut Connection, inbox: &mut Inbox, first: Batch) -> Resu
 }
 
 /// The operator's console: stdin lines to everyone as `server: line`; the room's traffic to
-/// stdout. Ends with stdin; the broker keeps running.
-async fn console(room: Arc<Room>, mut printed: mpsc::Receiver<Bytes>, pipe: crate::cli::PipeArgs) {
+/// stdout. Ends with stdin; the broker keeps running. At a terminal the operator types in a
+/// line editor (history, arrow keys) with the room's traffic printed above the line.
+async fn console(
+    room: Arc<Room>,
+    mut printed: mpsc::Receiver<Bytes>,
+    pipe: crate::cli::PipeArgs,
+    editor: Option<(Editor, Screen)>,
+) {
+    let mut stdin_done = false;
+    if let Some(editor) = editor {
+        match console_at_terminal(&room, &mut printed, editor).await {
+            Ok(()) => stdin_done = true,
+            Err(err) => {
+                tracing::warn!(error = %err, "console: the line editor failed; reading stdin plainly");
+            }
+        }
+    }
     let printer = async {
         let mut stdout = tokio::io::stdout();
         while let Some(line) = printed.recv().await {
@@ -310,6 +326,9 @@ async fn console(room: Arc<Room>, mut printed: mpsc::Receiver<Bytes>, pipe: crat
         }
     };
     let reader = async {
+        if stdin_done {
+            std::future::pending::<()>().await;
+        }
         let mut stdin = StdinChunks::new(&pipe);
         let mut pending = Vec::new();
         while let Ok(Some(chunk)) = stdin.next().await {
@@ -328,6 +347,56 @@ async fn console(room: Arc<Room>, mut printed: mpsc::Receiver<Bytes>, pipe: crat
     tokio::join!(printer, reader);
 }
 
+/// The console in a line editor, until Ctrl-D (then the plain console prints on) or until the
+/// room is gone. Ctrl-C is SIGINT, as at any server: the room drains, a second one exits.
+async fn console_at_terminal(
+    room: &Room,
+    printed: &mut mpsc::Receiver<Bytes>,
+    (mut editor, mut screen): (Editor, Screen),
+) -> anyhow::Result<()> {
+    let outcome = async {
+        let showing = async {
+            while let Some(line) = printed.recv().await {
+                let dropped = room.console_dropped();
+                if dropped > 0 {
+                    let note =
+                        format!("*** console: {dropped} lines not shown (terminal too slow)\n");
+                    screen.show(note.as_bytes()).await?;
+                }
+                screen.show(&line).await?;
+            }
+            anyhow::Ok(())
+        };
+        tokio::pin!(showing);
+        loop {
+            tokio::select! {
+                result = &mut showing => return result,
+                typed = editor.next() => match typed? {
+                    Typed::Line(line) => {
+                        let text = neutralise(line.as_bytes());
+                        if !text.is_empty() {
+                            room.broadcast_from_console(&Batch::line(format!("server: {text}\n")));
+                        }
+                    }
+                    Typed::End => {
+                        tracing::info!("console input ended; the broker keeps running");
+                        return Ok(());
+                    }
+                    Typed::Interrupted => {
+                        // The terminal is raw, so Ctrl-C is a key here: make it the signal.
+                        let me = rustix::process::getpid();
+                        rustix::process::kill_process(me, rustix::process::Signal::INT)?;
+                    }
+                },
+            }
+        }
+    }
+    .await;
+    let finished = editor.finish();
+    outcome?;
+    finished
+}
+
 pub(crate) async fn run(args: ChatArgs) -> anyhow::Result<i32> {
     let limits = QueueLimits {
         lines: args.queue_lines as usize,
@@ -342,7 +411,16 @@ pub(crate) async fn run(args: ChatArgs) -> anyhow::Result<i32> {
     let room = Room::new(limits, console_tx);
     if let Some(rx) = console_rx {
         let pipe = crate::cli::PipeArgs::default();
-        tokio::spawn(console(Arc::clone(&room), rx, pipe));
+        // The editor takes the terminal before anything is served, so no keystroke arrives
+        // while it is still a plain (cooked) terminal.
+        let editor = if crate::terminal::at_terminal() {
+            Editor::start()
+                .inspect_err(|err| tracing::warn!(error = %err, "console: no line editor; reading stdin plainly"))
+                .ok()
+        } else {
+            None
+        };
+        tokio::spawn(console(Arc::clone(&room), rx, pipe, editor));
     }
     let rate = (args.rate > 0.0).then_some(Rate {
         per_second: args.rate,
