@@ -430,9 +430,13 @@ pub(crate) struct PipeArgs {
 
 #[derive(Debug, Args)]
 pub(crate) struct ConnectArgs {
-    /// Where to connect.
+    /// Where to connect: an endpoint (HOST:PORT, tcp://, udp://, unix://, unixgram://), or a
+    /// host followed by PORT as with nc.
     #[arg(value_name = "EP")]
     pub(crate) endpoint: String,
+    /// With a host as EP: its port (`socketeer connect example.org 80`, as with nc).
+    #[arg(value_name = "PORT")]
+    pub(crate) port: Option<String>,
     /// Give up connecting (with TLS and authentication) after SECS.
     #[arg(long, value_name = "SECS", default_value = "10", value_parser = parse_secs)]
     pub(crate) timeout: Duration,
@@ -444,9 +448,13 @@ pub(crate) struct ConnectArgs {
 
 #[derive(Debug, Args)]
 pub(crate) struct ListenArgs {
-    /// Where to listen; the bound address is printed on stderr.
+    /// Where to listen; the bound address is printed on stderr. A bare port (`listen 7777`,
+    /// as with nc -l) listens on every address; a host followed by PORT on that host.
     #[arg(value_name = "EP")]
     pub(crate) endpoint: String,
+    /// With a host as EP: its port.
+    #[arg(value_name = "PORT")]
+    pub(crate) port: Option<String>,
     /// Serve many clients at once; stdin goes to all of them.
     #[arg(long, short = 'k')]
     pub(crate) keep_open: bool,

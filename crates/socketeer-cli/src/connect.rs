@@ -5,7 +5,7 @@
 use socketeer::{DatagramSocket, Limits, client};
 
 use crate::cli::ConnectArgs;
-use crate::failure::{UsageError, parse_endpoint};
+use crate::failure::{UsageError, nc_endpoint};
 use crate::guard::{client_needs_stream, client_options};
 use crate::pipe::{self, Target};
 
@@ -17,7 +17,7 @@ pub(crate) fn interactive_limits() -> Limits {
 }
 
 pub(crate) async fn run(args: ConnectArgs) -> anyhow::Result<i32> {
-    let endpoint = parse_endpoint(&args.endpoint)?;
+    let endpoint = nc_endpoint(&args.endpoint, args.port.as_deref(), false)?;
     if endpoint.is_stream() {
         let options = client_options(&args.guard, args.timeout)?;
         let conn = client::connect_with(&endpoint, &options).await?;

@@ -25,6 +25,35 @@ pub(crate) fn exit_code(err: &anyhow::Error) -> i32 {
 }
 
 /// Parses an endpoint written on the command line; a bad one is a usage error.
+/// The endpoint of `connect`/`listen`, written as socketeer writes it (`HOST:PORT`, `EP`) or as
+/// nc does (`HOST PORT`; for `listen` also a bare `PORT`, every address).
+pub(crate) fn nc_endpoint(
+    first: &str,
+    port: Option<&str>,
+    listening: bool,
+) -> Result<Endpoint, UsageError> {
+    let digits = |t: &str| !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit());
+    match port {
+        Some(port) if first.contains("://") => Err(UsageError(format!(
+            "{first} {port}: an endpoint with a scheme takes no separate port; write {first} alone"
+        ))),
+        Some(port) => {
+            // An IPv6 address needs brackets before its port.
+            let host = if first.contains(':') && !first.starts_with('[') {
+                format!("[{first}]")
+            } else {
+                first.to_owned()
+            };
+            parse_endpoint(&format!("{host}:{port}"))
+        }
+        None if digits(first) && listening => parse_endpoint(&format!(":{first}")),
+        None if digits(first) => Err(UsageError(format!(
+            "bad endpoint \"{first}\": a port alone; write HOST:PORT or HOST PORT (e.g. 127.0.0.1:{first})"
+        ))),
+        None => parse_endpoint(first),
+    }
+}
+
 pub(crate) fn parse_endpoint(text: &str) -> Result<Endpoint, UsageError> {
     text.parse().map_err(|e: socketeer::Error| {
         debug_assert_eq!(e.kind(), ErrorKind::BadEndpoint);

@@ -13,7 +13,7 @@ use tokio::sync::{Mutex, broadcast, mpsc};
 
 use crate::cli::{ListenArgs, PipeArgs};
 use crate::connect::interactive_limits;
-use crate::failure::{UsageError, parse_endpoint};
+use crate::failure::{UsageError, nc_endpoint};
 use crate::guard::ServerGuard;
 use crate::pipe::{self, Output, StdinChunks, Target};
 
@@ -24,7 +24,7 @@ const STALLED_WRITE: std::time::Duration = std::time::Duration::from_secs(60);
 const BROADCAST_BACKLOG: usize = 256;
 
 pub(crate) async fn run(args: ListenArgs) -> anyhow::Result<i32> {
-    let endpoint = parse_endpoint(&args.endpoint)?;
+    let endpoint = nc_endpoint(&args.endpoint, args.port.as_deref(), true)?;
     let mut options = BindOptions::default();
     options.unix_mode = args.socket_mode;
     let mut signals = Signals::new()?;

@@ -218,3 +218,26 @@ fn at_a_terminal_ctrl_c_leaves_with_130_and_restores_the_terminal() {
     assert!(screen.contains("EXIT=130"), "{screen}");
     assert_terminal_restored(&screen);
 }
+
+#[test]
+fn nc_style_host_and_port_as_two_arguments() {
+    let (l, addr) = listener();
+    let port = addr.rsplit_once(':').expect("port").1.to_owned();
+    let peer = std::thread::spawn(move || {
+        let (mut s, _) = l.accept().expect("accept");
+        s.write_all(b"hi\n").expect("write");
+    });
+    let (status, out, err) = run(&["connect", "127.0.0.1", &port], b"");
+    peer.join().expect("peer");
+    assert_eq!(status.code(), Some(0), "{err}");
+    assert_eq!(out, "hi\n");
+    // A port alone is no place to connect to: the error says what to type.
+    let (status, _, err) = run(&["connect", &port], b"");
+    assert_eq!(status.code(), Some(2), "{err}");
+    assert!(
+        err.contains(&format!(
+            "write HOST:PORT or HOST PORT (e.g. 127.0.0.1:{port})"
+        )),
+        "{err}"
+    );
+}

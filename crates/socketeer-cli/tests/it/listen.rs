@@ -84,3 +84,19 @@ fn unix_listen_removes_its_socket_file_when_stopped() {
         );
     }
 }
+
+#[test]
+fn nc_style_bare_port_and_host_port() {
+    // `listen PORT` listens on every address, as `nc -l PORT` does.
+    let (proc, ep) = listen(&["listen", "0"]);
+    assert!(
+        ep.starts_with("tcp://[::]:") || ep.starts_with("tcp://0.0.0.0:"),
+        "{ep}"
+    );
+    drop(proc);
+    let (mut proc, ep) = listen(&["listen", "127.0.0.1", "0"]);
+    assert!(ep.starts_with("tcp://127.0.0.1:"), "{ep}");
+    let mut client = tcp(&ep);
+    client.write_all(b"two args\n").expect("send");
+    proc.stdout.wait_for_text("two args\n");
+}
