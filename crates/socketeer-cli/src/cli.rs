@@ -10,6 +10,7 @@ Exit status:
   0    success (a server stopped by SIGINT/SIGTERM after draining also exits 0)
   1    a runtime failure: cannot bind, cannot connect, the peer broke the protocol
   2    a bad command line: unknown flag, bad value, bad endpoint
+  125  exec: the remote output passed the server's --max-output and was cut
   130  a second SIGINT/SIGTERM while draining (immediate exit)
 
 Endpoints: tcp://HOST:PORT, HOST:PORT, :PORT (listen on all interfaces), [::1]:PORT,
@@ -290,8 +291,9 @@ pub(crate) struct ExecArgs {
     #[arg(long, value_name = "SECS", default_value = "60", value_parser = parse_secs)]
     pub(crate) cmd_timeout: Duration,
     /// Most output bytes (stdout and stderr together) sent for one command; the rest is cut
-    /// with a notice.
-    #[arg(long, value_name = "SIZE", default_value = "1MiB", value_parser = parse_size)]
+    /// with a notice, the command is stopped, and `socketeer exec` exits 125. Output streams
+    /// (it is not held in memory), so the cap is only against runaway commands.
+    #[arg(long, value_name = "SIZE", default_value = "256MiB", value_parser = parse_size)]
     pub(crate) max_output: u64,
     /// Most commands running at once, in all.
     #[arg(long, value_name = "N", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]

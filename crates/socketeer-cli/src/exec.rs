@@ -11,7 +11,7 @@ use socketeer::{Connection, ConnectionReader, ConnectionWriter, client};
 use tokio::io::AsyncReadExt;
 
 use crate::cli::{ExecClientArgs, ExecProtocol};
-use crate::failure::{UsageError, parse_endpoint};
+use crate::failure::{EXIT_OUTPUT_CUT, UsageError, parse_endpoint};
 use crate::guard::client_options;
 use crate::services::exec::policy::MAX_COMMAND;
 use crate::services::exec::wire::{self, FromServer, Report};
@@ -71,6 +71,15 @@ async fn native(conn: Connection, text: &str, with_stdin: bool) -> anyhow::Resul
     }
     if report.timed_out {
         errln!("socketeer: remote: the command was killed at the server's time limit");
+    }
+    if report.truncated {
+        // The server's notice is already on stderr; the command's own status (often SIGPIPE,
+        // 141, from writing into the pipe the server closed) would read as our pipe breaking.
+        errln!(
+            "socketeer: remote: the output passed the server's --max-output and was cut; \
+             exit status {EXIT_OUTPUT_CUT}"
+        );
+        return Ok(EXIT_OUTPUT_CUT);
     }
     if let (Some(signal), false) = (report.signal, report.timed_out) {
         errln!("socketeer: remote: the command was killed by signal {signal}");

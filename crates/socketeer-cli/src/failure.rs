@@ -9,6 +9,8 @@ pub(crate) const EXIT_FAILURE: i32 = 1;
 pub(crate) const EXIT_USAGE: i32 = 2;
 /// Exit status after a second SIGINT/SIGTERM.
 pub(crate) const EXIT_INTERRUPTED: i32 = 130;
+/// `exec`: the command's output passed the server's `--max-output` and was cut.
+pub(crate) const EXIT_OUTPUT_CUT: i32 = 125;
 
 /// The command line asked for something impossible.
 #[derive(Debug, thiserror::Error)]
