@@ -137,6 +137,18 @@ pub fn parse_keys(text: &str) -> Result<Keys, String> {
             let mut devices = HashMap::new();
             for (line, fields) in &lines {
                 let [device, key] = fields.as_slice() else {
+                    if fields.len() == 1 {
+                        // Typically `keygen > f` then `keygen --device D >> f`. Mixing is
+                        // refused on purpose: with a shared key beside them, deleting a
+                        // device's line would not revoke it.
+                        return Err(format!(
+                            "line {line}: a key with no device name, in a file with several \
+                             lines: a key file holds either one shared key alone, or one \
+                             `DEVICE KEY` line per device (so deleting a line revokes that \
+                             device); write a device name before this key, or keep the shared \
+                             key in a file of its own"
+                        ));
+                    }
                     return Err(format!(
                         "line {line}: expected `DEVICE KEY` (a file with several lines names a device on each)"
                     ));

@@ -51,18 +51,45 @@ pub(crate) async fn run(mut args: HubArgs) -> anyhow::Result<i32> {
         }
         None => "socketeer.db".into(),
     };
-    let result = serve_db(args, &db).await;
-    if temporary {
-        for suffix in ["", "-wal", "-shm"] {
-            let mut path = db.clone().into_os_string();
-            path.push(suffix);
-            let _ = std::fs::remove_file(path);
-        }
+    // A hub that fails before it serves (a port in use, a bad key file) leaves no database it
+    // created behind: the next attempt starts as if this one never ran.
+    let existed = std::fs::symlink_metadata(&db).is_ok();
+    let served = std::sync::atomic::AtomicBool::new(false);
+    let result = serve_db(args, &db, &served).await;
+    let never_served = result.is_err() && !served.load(std::sync::atomic::Ordering::SeqCst);
+    if temporary || (never_served && !existed && holds_nothing(&db)) {
+        remove_database(&db);
     }
     result
 }
 
-async fn serve_db(mut args: HubArgs, db: &std::path::Path) -> anyhow::Result<i32> {
+/// True when the database has no device in it, so nothing was ever stored (ingest may have
+/// been accepting before a later endpoint failed to bind: then what it took is kept).
+fn holds_nothing(db: &std::path::Path) -> bool {
+    let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY;
+    rusqlite::Connection::open_with_flags(db, flags)
+        .and_then(|conn| {
+            conn.query_row("SELECT NOT EXISTS (SELECT 1 FROM devices)", [], |row| {
+                row.get::<_, bool>(0)
+            })
+        })
+        .unwrap_or(false)
+}
+
+/// Removes a SQLite database and its WAL files.
+fn remove_database(db: &std::path::Path) {
+    for suffix in ["", "-wal", "-shm"] {
+        let mut path = db.to_owned().into_os_string();
+        path.push(suffix);
+        let _ = std::fs::remove_file(path);
+    }
+}
+
+async fn serve_db(
+    mut args: HubArgs,
+    db: &std::path::Path,
+    served: &std::sync::atomic::AtomicBool,
+) -> anyhow::Result<i32> {
     if args.serve.guard.key_file.is_none() {
         if !args.no_auth {
             return Err(UsageError(
@@ -106,7 +133,7 @@ async fn serve_db(mut args: HubArgs, db: &std::path::Path) -> anyhow::Result<i32
         stats: Arc::new(Stats::default()),
         presence: Arc::default(),
     });
-    let status = serve_all(&args, db, &ingest, &activity, live).await;
+    let status = serve_all(&args, db, &ingest, &activity, live, served).await;
     // Every connection has finished: drop the last handles so the writer commits what is
     // queued and stops, then wait for it.
     drop(ingest);
@@ -125,6 +152,7 @@ async fn serve_all(
     ingest: &Arc<Ingest>,
     activity: &Arc<store::Activity>,
     live: tokio::sync::broadcast::Sender<Arc<str>>,
+    served: &std::sync::atomic::AtomicBool,
 ) -> anyhow::Result<i32> {
     let mut runner = Runner::new()?;
     let ingest_at = runner
@@ -221,6 +249,7 @@ async fn serve_all(
             outln!("open the dashboard: {url}")?;
         }
     }
+    served.store(true, std::sync::atomic::Ordering::SeqCst);
     runner.run(args.serve.grace).await
 }
 

@@ -259,7 +259,10 @@ fn output_past_the_cap_is_cut_with_a_notice() {
     // head died of SIGPIPE writing past the cap, but the client's status says the output was
     // cut (125), not 141, which reads as the local pipe breaking.
     assert_eq!(status.code(), Some(125), "{err}");
-    assert!(err.contains("passed the server's --max-output and was cut"), "{err}");
+    assert!(
+        err.contains("passed the server's --max-output and was cut"),
+        "{err}"
+    );
 }
 
 #[test]

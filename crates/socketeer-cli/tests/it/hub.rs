@@ -1122,3 +1122,87 @@ fn demo_runs_robots_in_the_hub_and_cleans_up_its_database() {
     assert!(status.success(), "{err}");
     assert!(!db.exists(), "the demo database is removed at exit");
 }
+
+#[test]
+fn a_hub_that_fails_to_start_leaves_no_new_database_behind() {
+    let dir = TempDir::new("hub-failed-start");
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = taken.local_addr().expect("addr").to_string();
+    let db = dir.0.join("new.db");
+    let db_arg = db.display().to_string();
+    let args = [
+        "hub",
+        "--listen",
+        &port,
+        "--db",
+        &db_arg,
+        "--no-auth",
+        "--no-influx",
+        "--no-http",
+    ];
+    let (status, _, err) = run(&args, b"");
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(err.contains("Address already in use"), "{err}");
+    for suffix in ["", "-wal", "-shm"] {
+        let path = format!("{db_arg}{suffix}");
+        assert!(!std::path::Path::new(&path).exists(), "{path} left behind");
+    }
+    // A database that was there before is never removed.
+    let (hub, address, existing) = start_hub(&dir, &["--no-auth"]);
+    let (status, _, err) = run(
+        &["publish", &address],
+        b"{\"stream\":\"kept\",\"values\":{\"v\":1}}\n",
+    );
+    assert!(status.success(), "{err}");
+    hub.signal("TERM");
+    let _ = hub.wait();
+    let args = [
+        "hub",
+        "--listen",
+        &port,
+        "--db",
+        &existing,
+        "--no-auth",
+        "--no-influx",
+        "--no-http",
+    ];
+    let (status, _, err) = run(&args, b"");
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert_eq!(stored(&existing), 1);
+    drop(taken);
+}
+
+#[test]
+fn a_key_file_mixing_a_shared_key_and_device_lines_is_refused_with_the_fix() {
+    // The README's order before: `keygen > f`, then `keygen --device D >> f`.
+    let dir = TempDir::new("hub-mixed-keys");
+    let path = dir.0.join("fleet.key");
+    let shared = run(&["keygen"], b"").1;
+    let device = run(&["keygen", "--device", "robot-1"], b"").1;
+    std::fs::write(&path, format!("{shared}{device}")).expect("key file");
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+        .expect("chmod");
+    let key = path.display().to_string();
+    let db = dir.0.join("hub.db").display().to_string();
+    let (status, _, err) = run(
+        &[
+            "hub",
+            "--listen",
+            "127.0.0.1:0",
+            "--key-file",
+            &key,
+            "--db",
+            &db,
+            "--no-influx",
+            "--no-http",
+        ],
+        b"",
+    );
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(err.contains("line 1: a key with no device name"), "{err}");
+    assert!(
+        err.contains("keep the shared key in a file of its own"),
+        "{err}"
+    );
+    assert!(!std::path::Path::new(&db).exists(), "database left behind");
+}
