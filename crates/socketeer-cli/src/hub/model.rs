@@ -12,8 +12,10 @@ pub(crate) const MAX_LINE: usize = 64 * 1024;
 pub(crate) const MAX_VALUES: usize = 64;
 /// Most detections in one frame.
 pub(crate) const MAX_DETECTIONS: usize = 256;
-/// Longest stream or field name, in bytes.
-pub(crate) const MAX_NAME: usize = 64;
+/// Longest stream or field name, in bytes (a nested field's whole dotted path included).
+pub(crate) const MAX_NAME: usize = 128;
+/// Deepest nesting of objects in `values` (`pose.position.x` is 3).
+pub(crate) const MAX_DEPTH: usize = 8;
 /// Longest detection label, in bytes.
 pub(crate) const MAX_LABEL: usize = 128;
 /// Longest session id, in bytes.
@@ -154,23 +156,67 @@ pub(crate) fn parse_line(text: &str) -> Result<Line, String> {
     }))
 }
 
+/// The readings of `values`: numbers as they are, booleans as 1 and 0 (as the Influx path
+/// stores them), nested objects flattened to dotted names (`{"pose":{"x":1}}` is `pose.x`).
 fn values(map: &Map<String, Value>) -> Result<Vec<(String, f64)>, String> {
     if map.is_empty() {
         return Err("\"values\" is empty".into());
     }
-    if map.len() > MAX_VALUES {
-        return Err(format!("more than {MAX_VALUES} values in one record"));
-    }
-    map.iter()
-        .map(|(field, value)| {
-            let field = name(field, "field")?;
-            let number = value
+    let mut out = Vec::new();
+    flatten(map, "", 1, &mut out)?;
+    Ok(out)
+}
+
+fn flatten(
+    map: &Map<String, Value>,
+    prefix: &str,
+    depth: usize,
+    out: &mut Vec<(String, f64)>,
+) -> Result<(), String> {
+    for (key, value) in map {
+        let field = if prefix.is_empty() {
+            name(key, "field")?
+        } else {
+            // Each part is a name of its own; the whole path is checked too (its length).
+            name(key, "field")?;
+            name(&format!("{prefix}.{key}"), "field")?
+        };
+        let number = match value {
+            Value::Object(inner) if depth >= MAX_DEPTH => {
+                return Err(format!(
+                    "value {field:?} nests objects deeper than {MAX_DEPTH} levels"
+                ));
+            }
+            Value::Object(inner) if inner.is_empty() => {
+                return Err(format!("value {field:?} is an empty object"));
+            }
+            Value::Object(inner) => {
+                flatten(inner, &field, depth + 1, out)?;
+                continue;
+            }
+            Value::Bool(b) => f64::from(u8::from(*b)),
+            Value::Number(n) => n
                 .as_f64()
                 .filter(|n| n.is_finite())
-                .ok_or_else(|| format!("value {field:?} must be a finite number"))?;
-            Ok((field, number))
-        })
-        .collect()
+                .ok_or_else(|| format!("value {field:?} must be a finite number"))?,
+            Value::Array(_) => {
+                return Err(format!(
+                    "value {field:?} is a list; send each element as a field of its own \
+                     ({{\"{field}\":{{\"0\":..,\"1\":..}}}})"
+                ));
+            }
+            Value::String(_) | Value::Null => {
+                return Err(format!(
+                    "value {field:?} must be a finite number, true or false, or an object of them"
+                ));
+            }
+        };
+        if out.len() == MAX_VALUES {
+            return Err(format!("more than {MAX_VALUES} values in one record"));
+        }
+        out.push((field, number));
+    }
+    Ok(())
 }
 
 fn parse_frame(frame: &Value, detections: Option<&Value>) -> Result<Frame, String> {
@@ -247,30 +293,58 @@ fn detection(value: &Value) -> Result<Detection, String> {
     Ok(Detection { label, score, bbox })
 }
 
-fn timestamp(value: &Value) -> Result<f64, String> {
-    value
-        .as_f64()
-        .filter(|ts| TS_RANGE.contains(ts))
-        .ok_or_else(|| "\"ts\" must be Unix seconds between 2000 and 2100 (or left out: the hub stamps receive time)".into())
+/// A timestamp as Unix seconds. Numbers may be seconds, milliseconds, microseconds or
+/// nanoseconds since 1970: between 2000 and 2100 the four ranges do not overlap, so the unit
+/// is known from the size. Text is RFC 3339 (`2026-12-04T15:00:00.250Z`).
+pub(crate) fn timestamp(value: &Value) -> Result<f64, String> {
+    const WHY: &str = "\"ts\" must be a time between 2000 and 2100: Unix seconds, \
+                       milliseconds, microseconds or nanoseconds, or RFC 3339 text \
+                       (or left out: the hub stamps receive time)";
+    let seconds = match value {
+        Value::String(text) => rfc3339(text).ok_or(WHY)?,
+        other => {
+            let number = other.as_f64().ok_or(WHY)?;
+            unix_seconds(number).ok_or(WHY)?
+        }
+    };
+    Ok(seconds)
 }
 
-/// A stream or field name: 1-64 bytes of letters, digits and `_ . : / -`, starting with a
-/// letter, digit or `_`.
+/// Unix seconds from a number in seconds, ms, µs or ns (told apart by size), if in range.
+pub(crate) fn unix_seconds(number: f64) -> Option<f64> {
+    [1.0, 1e3, 1e6, 1e9]
+        .into_iter()
+        .map(|per_second| number / per_second)
+        .find(|seconds| TS_RANGE.contains(seconds))
+}
+
+/// Unix seconds from RFC 3339 text, if in range.
+pub(crate) fn rfc3339(text: &str) -> Option<f64> {
+    let at =
+        time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).ok()?;
+    let seconds = at.unix_timestamp_nanos() as f64 / 1e9;
+    TS_RANGE.contains(&seconds).then_some(seconds)
+}
+
+/// A stream or field name: 1-128 bytes of letters, digits and `_ . : / -`, starting with a
+/// letter, digit, `_`, or — as ROS topic names do (`/robot/imu`) — one `/`.
 pub(crate) fn name(text: &str, what: &str) -> Result<String, String> {
-    let ok = !text.is_empty()
+    let body = text.strip_prefix('/').unwrap_or(text);
+    let ok = !body.is_empty()
         && text.len() <= MAX_NAME
-        && text
+        && body
             .bytes()
             .next()
             .is_some_and(|b| b.is_ascii_alphanumeric() || b == b'_')
-        && text
+        && body
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'/' | b'-'));
     if ok {
         Ok(text.to_owned())
     } else {
         Err(format!(
-            "bad {what} name {:?}: 1-{MAX_NAME} letters, digits, '_', '.', ':', '/', '-'",
+            "bad {what} name {:?}: 1-{MAX_NAME} letters, digits, '_', '.', ':', '/', '-', \
+             starting with a letter, digit, '_' or '/' (ROS topics: /robot/imu)",
             clip(text)
         ))
     }
@@ -375,6 +449,74 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn what_robots_send_ros_names_booleans_nested_values_and_time_units() {
+        let r = record(
+            r#"{"stream":"/robot/imu","values":{"ok":true,"lost":false,"pose":{"position":{"x":1.5,"y":-2},"yaw":0.25}}}"#,
+        );
+        assert_eq!(r.stream, "/robot/imu");
+        assert_eq!(
+            r.values,
+            [
+                ("lost".to_owned(), 0.0),
+                ("ok".to_owned(), 1.0),
+                ("pose.position.x".to_owned(), 1.5),
+                ("pose.position.y".to_owned(), -2.0),
+                ("pose.yaw".to_owned(), 0.25),
+            ]
+        );
+        // One instant in every unit: seconds, ms, µs, ns, RFC 3339.
+        for ts in [
+            "1800000000.25",
+            "1800000000250",
+            "1800000000250000",
+            "1800000000250000000",
+            "\"2027-01-15T08:00:00.25Z\"",
+        ] {
+            let r = record(&format!(r#"{{"stream":"s","ts":{ts},"values":{{"a":1}}}}"#));
+            let seconds = r.ts.expect("ts");
+            assert!((seconds - 1_800_000_000.25).abs() < 1e-3, "{ts}: {seconds}");
+        }
+        for (line, why) in [
+            (r#"{"stream":"/","values":{"a":1}}"#, "bad stream name"),
+            (r#"{"stream":"//x","values":{"a":1}}"#, "bad stream name"),
+            (r#"{"stream":"s","values":{"a":{}}}"#, "empty object"),
+            (r#"{"stream":"s","values":{"a":[1,2]}}"#, "is a list"),
+            (
+                r#"{"stream":"s","values":{"a":{"b c":1}}}"#,
+                "bad field name",
+            ),
+            (
+                r#"{"stream":"s","values":{"a":1},"ts":"yesterday"}"#,
+                "RFC 3339",
+            ),
+            (
+                r#"{"stream":"s","values":{"a":1},"ts":"1990-01-01T00:00:00Z"}"#,
+                "between 2000 and 2100",
+            ),
+            // Between the ranges: neither seconds nor milliseconds of 2000-2100.
+            (
+                r#"{"stream":"s","values":{"a":1},"ts":50000000000}"#,
+                "between 2000 and 2100",
+            ),
+        ] {
+            let error = error(line);
+            assert!(error.contains(why), "{line}: {error}");
+        }
+        let deep = format!(
+            r#"{{"stream":"s","values":{}1{}}}"#,
+            r#"{"a":"#.repeat(MAX_DEPTH + 1),
+            "}".repeat(MAX_DEPTH + 1)
+        );
+        assert!(error(&deep).contains("deeper than"), "{deep}");
+        let wide: Vec<String> = (0..=MAX_VALUES).map(|i| format!(r#""f{i}":1"#)).collect();
+        let nested_too_many = format!(
+            r#"{{"stream":"s","values":{{"n":{{{}}}}}}}"#,
+            wide.join(",")
+        );
+        assert!(error(&nested_too_many).contains("more than"));
+    }
+
+    #[test]
     fn every_kind_of_bad_line_says_why() {
         let long = format!(
             r#"{{"stream":"s","values":{{"a":1}},"x":"{}"}}"#,
@@ -394,7 +536,10 @@ pub(crate) mod tests {
             r#"{{"stream":"s","frame":{{"w":1,"h":1}},"detections":[{{"label":"{}","score":1,"box":[0,0,1,1]}}]}}"#,
             "L".repeat(MAX_LABEL + 1)
         );
-        let long_stream = format!(r#"{{"stream":"{}","values":{{"a":1}}}}"#, "s".repeat(65));
+        let long_stream = format!(
+            r#"{{"stream":"{}","values":{{"a":1}}}}"#,
+            "s".repeat(MAX_NAME + 1)
+        );
         for (line, why) in [
             ("", "not valid JSON"),
             ("{", "not valid JSON"),

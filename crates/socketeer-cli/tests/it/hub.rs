@@ -1206,3 +1206,45 @@ fn a_key_file_mixing_a_shared_key_and_device_lines_is_refused_with_the_fix() {
     );
     assert!(!std::path::Path::new(&db).exists(), "database left behind");
 }
+
+#[test]
+fn ros_topic_names_booleans_nested_values_and_millisecond_times_are_stored() {
+    let dir = TempDir::new("hub-robot-shapes");
+    let (_hub, address, db) = start_hub(&dir, &["--no-auth"]);
+    let mut robot = Client::connect(&address);
+    robot.send("{\"device\":\"rover-1\"}\n");
+    robot.send(
+        "{\"stream\":\"/rover/odom\",\"ts\":1800000000250,\"seq\":1,\"values\":{\"moving\":true,\"pose\":{\"position\":{\"x\":1.5}}}}\n",
+    );
+    assert_eq!(robot.answer(), serde_json::json!({"ack": 1}));
+    let conn = read_db(&db);
+    let rows: Vec<(String, String, f64, f64)> = conn
+        .prepare(
+            "SELECT s.stream, s.field, p.ts, p.value FROM points p
+             JOIN series s ON s.id = p.series_id ORDER BY s.field",
+        )
+        .expect("prepare")
+        .query_map([], |row| {
+            Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+        })
+        .expect("query")
+        .collect::<Result<_, _>>()
+        .expect("rows");
+    assert_eq!(
+        rows,
+        [
+            (
+                "/rover/odom".to_owned(),
+                "moving".to_owned(),
+                1_800_000_000.25,
+                1.0
+            ),
+            (
+                "/rover/odom".to_owned(),
+                "pose.position.x".to_owned(),
+                1_800_000_000.25,
+                1.5
+            ),
+        ]
+    );
+}
