@@ -83,6 +83,8 @@ pub(crate) fn router(api: Arc<Api>) -> Router {
             "/app.css",
             get(|| asset("text/css; charset=utf-8", DASHBOARD_CSS)),
         )
+        // Outermost, so the token's refusal and unknown paths are JSON too.
+        .layer(axum::middleware::from_fn(json_errors))
 }
 
 const DASHBOARD_HTML: &str = include_str!("dashboard/index.html");
@@ -145,6 +147,76 @@ async fn require_token(
         }
     }
     next.run(request).await
+}
+
+/// Every error under `/api/` is JSON, whoever made it: a handler, or axum itself (a query that
+/// does not parse, a body over the limit, an unknown path or method) — whose plain-text body
+/// becomes the `error` text.
+async fn json_errors(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let api = request.uri().path().starts_with("/api/");
+    let response = next.run(request).await;
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if !api || is_json || !(status.is_client_error() || status.is_server_error()) {
+        return response;
+    }
+    // Errors made here are short; a longer body is cut, never buffered whole.
+    let text = axum::body::to_bytes(response.into_body(), 4096)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_owned())
+        .unwrap_or_default();
+    let why = if text.is_empty() {
+        status.canonical_reason().unwrap_or("error").to_lowercase()
+    } else {
+        text
+    };
+    Fail(status, why).into_response()
+}
+
+/// A query string, parsed; one that does not parse is a JSON 400 saying why.
+struct Params<T>(T);
+
+impl<T, S> axum::extract::FromRequestParts<S> for Params<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = Fail;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Fail> {
+        Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Query(value)| Params(value))
+            .map_err(|rejection| Fail(StatusCode::BAD_REQUEST, rejection.body_text()))
+    }
+}
+
+/// A time in a query: Unix seconds (`1800000000.5`) or RFC 3339 (`2027-01-15T08:00:00Z`).
+#[derive(Clone, Copy)]
+struct Time(f64);
+
+impl<'de> Deserialize<'de> for Time {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        if let Ok(seconds) = text.parse::<f64>() {
+            if seconds.is_finite() {
+                return Ok(Time(seconds));
+            }
+        }
+        time::OffsetDateTime::parse(&text, &time::format_description::well_known::Rfc3339)
+            .map(|at| Time(at.unix_timestamp_nanos() as f64 / 1e9))
+            .map_err(|_| {
+                serde::de::Error::custom(format!(
+                    "{text:?} is not a time: give Unix seconds or RFC 3339 (2027-01-15T08:00:00Z)"
+                ))
+            })
+    }
 }
 
 /// A JSON error response.
@@ -236,7 +308,7 @@ struct DeviceQuery {
     device: String,
 }
 
-async fn streams(State(api): Shared, Query(q): Query<DeviceQuery>) -> Response {
+async fn streams(State(api): Shared, Params(q): Params<DeviceQuery>) -> Response {
     let result = query(&api, move |conn| {
         let Some(device) = device_id(conn, &q.device)? else {
             return Ok(None);
@@ -285,15 +357,15 @@ struct SeriesQuery {
     device: String,
     stream: String,
     field: String,
-    from: Option<f64>,
-    to: Option<f64>,
+    from: Option<Time>,
+    to: Option<Time>,
     points: Option<usize>,
 }
 
 /// `[from, to]`: `to` defaults to now, `from` to an hour before `to`.
-fn range(from: Option<f64>, to: Option<f64>) -> Result<(f64, f64), Fail> {
-    let to = to.unwrap_or_else(now_secs);
-    let from = from.unwrap_or(to - 3600.0);
+fn range(from: Option<Time>, to: Option<Time>) -> Result<(f64, f64), Fail> {
+    let to = to.map_or_else(now_secs, |t| t.0);
+    let from = from.map_or(to - 3600.0, |t| t.0);
     if !(from.is_finite() && to.is_finite()) || from > to {
         return Err(Fail(
             StatusCode::BAD_REQUEST,
@@ -306,7 +378,7 @@ fn range(from: Option<f64>, to: Option<f64>) -> Result<(f64, f64), Fail> {
 /// A series over a time range: the points themselves when there are at most `points`
 /// (default 1000), else that many equal buckets with min, max, mean and count each — so a
 /// plot keeps every spike however far it is zoomed out.
-async fn series(State(api): Shared, Query(q): Query<SeriesQuery>) -> Response {
+async fn series(State(api): Shared, Params(q): Params<SeriesQuery>) -> Response {
     let (from, to) = match range(q.from, q.to) {
         Ok(range) => range,
         Err(fail) => return fail.into_response(),
@@ -328,11 +400,17 @@ async fn series(State(api): Shared, Query(q): Query<SeriesQuery>) -> Response {
             return Ok(None);
         };
         let path = format!("$.\"{field}\"");
-        let count: usize = conn.query_row(
-            "SELECT count(vals ->> ?4) FROM samples WHERE stream_id = ?1 AND ts BETWEEN ?2 AND ?3",
+        // How many points, and the span they really cover: buckets divide that span, not the
+        // asked-for window (the last minute's data over the default hour is still `points`
+        // buckets, not seven).
+        let (count, first, last): (usize, Option<f64>, Option<f64>) = conn.query_row(
+            "SELECT count(v), min(ts), max(ts) FROM (
+                 SELECT ts, vals ->> ?4 AS v FROM samples
+                 WHERE stream_id = ?1 AND ts BETWEEN ?2 AND ?3)
+             WHERE v IS NOT NULL",
             params![stream, from, to, path],
-            |r| r.get::<_, i64>(0),
-        )? as usize;
+            |r| Ok((r.get::<_, i64>(0)? as usize, r.get(1)?, r.get(2)?)),
+        )?;
         if count <= points {
             let mut stmt = conn.prepare(
                 "SELECT ts, v FROM (
@@ -347,7 +425,10 @@ async fn series(State(api): Shared, Query(q): Query<SeriesQuery>) -> Response {
                 .collect::<rusqlite::Result<Vec<_>>>()?;
             return Ok(Some(json!({ "raw": true, "count": count, "points": rows })));
         }
-        let width = (to - from) / points as f64;
+        let (start, end) = (first.unwrap_or(from), last.unwrap_or(to));
+        // The last point's bucket is closed at `end` (the min() below); a span of one instant
+        // is one bucket.
+        let width = ((end - start) / points as f64).max(f64::MIN_POSITIVE);
         let mut stmt = conn.prepare(
             "SELECT min(CAST((ts - ?2) / ?4 AS INTEGER), ?5 - 1) AS b,
                     min(v), max(v), avg(v), count(*)
@@ -357,16 +438,19 @@ async fn series(State(api): Shared, Query(q): Query<SeriesQuery>) -> Response {
              GROUP BY b ORDER BY b",
         )?;
         let rows = stmt
-            .query_map(params![stream, from, to, width, points as i64, path], |r| {
-                let bucket: i64 = r.get(0)?;
-                Ok(json!([
-                    from + bucket as f64 * width,
-                    r.get::<_, f64>(1)?,
-                    r.get::<_, f64>(2)?,
-                    r.get::<_, f64>(3)?,
-                    r.get::<_, i64>(4)?,
-                ]))
-            })?
+            .query_map(
+                params![stream, start, end, width, points as i64, path],
+                |r| {
+                    let bucket: i64 = r.get(0)?;
+                    Ok(json!([
+                        start + bucket as f64 * width,
+                        r.get::<_, f64>(1)?,
+                        r.get::<_, f64>(2)?,
+                        r.get::<_, f64>(3)?,
+                        r.get::<_, i64>(4)?,
+                    ]))
+                },
+            )?
             .collect::<rusqlite::Result<Vec<_>>>()?;
         Ok(Some(json!({
             "raw": false,
@@ -397,13 +481,13 @@ struct DetectionQuery {
     stream: Option<String>,
     label: Option<String>,
     min_score: Option<f64>,
-    from: Option<f64>,
-    to: Option<f64>,
+    from: Option<Time>,
+    to: Option<Time>,
     limit: Option<usize>,
 }
 
 /// Frames with the detections that match, newest first.
-async fn detections(State(api): Shared, Query(q): Query<DetectionQuery>) -> Response {
+async fn detections(State(api): Shared, Params(q): Params<DetectionQuery>) -> Response {
     let (from, to) = match range(q.from, q.to) {
         Ok(range) => range,
         Err(fail) => return fail.into_response(),
@@ -476,8 +560,8 @@ struct ExportQuery {
     device: String,
     stream: Option<String>,
     field: Option<String>,
-    from: Option<f64>,
-    to: Option<f64>,
+    from: Option<Time>,
+    to: Option<Time>,
 }
 
 /// A text cell safe in a spreadsheet: quoted when needed, and never read as a formula.
@@ -495,7 +579,7 @@ fn csv_cell(text: &str) -> String {
 }
 
 /// The points of one device (optionally one stream and field) in a range, as CSV.
-async fn export_csv(State(api): Shared, Query(q): Query<ExportQuery>) -> Response {
+async fn export_csv(State(api): Shared, Params(q): Params<ExportQuery>) -> Response {
     let (from, to) = match range(q.from, q.to) {
         Ok(range) => range,
         Err(fail) => return fail.into_response(),
@@ -552,7 +636,23 @@ async fn export_csv(State(api): Shared, Query(q): Query<ExportQuery>) -> Respons
 
 /// Server-sent events: one `data:` JSON object per committed record. A viewer that falls
 /// behind by more than its queue is dropped (its browser reconnects), never slowing ingest.
-async fn live(State(api): Shared) -> Response {
+#[derive(Deserialize)]
+struct LiveQuery {
+    /// Only this device's records.
+    device: Option<String>,
+}
+
+async fn live(State(api): Shared, Params(q): Params<LiveQuery>) -> Response {
+    // Events are serde_json objects and device names need no escaping, so the device's key
+    // and value appear exactly so in its events — and nowhere else: a quote inside any
+    // string of an event is escaped.
+    let only = match q.device {
+        Some(device) if !socketeer::keys::valid_device_name(&device) => {
+            return bad(StatusCode::BAD_REQUEST, "bad device name");
+        }
+        Some(device) => Some(format!("\"device\":\"{device}\"")),
+        None => None,
+    };
     let mut events = api.live.subscribe();
     let (tx, rx) = mpsc::channel::<Arc<str>>(VIEWER_QUEUE);
     let shutdown = api.shutdown.clone();
@@ -564,6 +664,7 @@ async fn live(State(api): Shared) -> Response {
                 () = shutdown.triggered() => break,
                 () = tx.closed() => break,
                 event = events.recv() => match event {
+                    Ok(event) if only.as_ref().is_some_and(|only| !event.contains(only.as_str())) => {}
                     Ok(event) => {
                         if tx.try_send(event).is_err() {
                             ingest.stats.viewers_dropped.fetch_add(1, Ordering::Relaxed);
@@ -595,7 +696,7 @@ struct IngestQuery {
 
 /// JSON lines in the body, answered line by line as over TCP. The device is named in the
 /// query (the HTTP token, not a device key, is what admits the sender).
-async fn ingest(State(api): Shared, Query(q): Query<IngestQuery>, body: String) -> Response {
+async fn ingest(State(api): Shared, Params(q): Params<IngestQuery>, body: String) -> Response {
     if !socketeer::keys::valid_device_name(&q.device) {
         return bad(StatusCode::BAD_REQUEST, "bad device name");
     }

@@ -1248,3 +1248,115 @@ fn ros_topic_names_booleans_nested_values_and_millisecond_times_are_stored() {
         ]
     );
 }
+
+#[test]
+fn series_buckets_span_the_data_times_take_rfc3339_errors_are_json_and_live_filters_by_device() {
+    let dir = TempDir::new("hub-api-shapes");
+    let (hub, ingest, web, _db) = start_hub_http(&dir, &["--no-auth"]);
+    // A live viewer of rover-b only.
+    let mut viewer = TcpStream::connect(&web).expect("viewer");
+    viewer.set_read_timeout(Some(DEADLINE)).expect("timeout");
+    viewer
+        .write_all(
+            format!("GET /api/live?device=rover-b HTTP/1.1\r\nHost: {web}\r\n\r\n").as_bytes(),
+        )
+        .expect("subscribe");
+    let mut viewer = BufReader::new(viewer);
+    let mut head = String::new();
+    while head != "\r\n" {
+        head.clear();
+        viewer.read_line(&mut head).expect("head");
+    }
+    crate::support::wait_until("the viewer counted", || {
+        get_metric(&web, "socketeer_hub_live_viewers") == 1
+    });
+
+    // 2000 readings over the last minute only.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs_f64();
+    let start = (now - 60.0).floor();
+    let mut a = Client::connect(&ingest);
+    let mut lines = String::from("{\"device\":\"rover-a\"}\n");
+    for k in 0..2000u64 {
+        let ts = start + k as f64 * 0.03;
+        lines.push_str(&format!(
+            "{{\"stream\":\"imu\",\"ts\":{ts},\"seq\":{k},\"values\":{{\"ax\":{k}}}}}\n"
+        ));
+    }
+    a.send(&lines);
+    for _ in 0..2000 {
+        assert!(a.answer().get("ack").is_some());
+    }
+    let mut b = Client::connect(&ingest);
+    b.send("{\"device\":\"rover-b\"}\n{\"stream\":\"gps\",\"seq\":1,\"values\":{\"lat\":1}}\n");
+    assert_eq!(b.answer(), serde_json::json!({"ack": 1}));
+    // The viewer got rover-b's record and not one of rover-a's 2000.
+    let mut event = String::new();
+    while !event.starts_with("data:") {
+        event.clear();
+        viewer.read_line(&mut event).expect("event");
+    }
+    let event: Value = serde_json::from_str(event["data:".len()..].trim()).expect("json");
+    assert_eq!(event["device"], "rover-b", "{event}");
+
+    // Over the default hour, 500 buckets across the minute the data covers (not 7).
+    let series = get_json(
+        &web,
+        "/api/series?device=rover-a&stream=imu&field=ax&points=500",
+    );
+    assert_eq!(series["raw"], false);
+    let points = series["points"].as_array().expect("points");
+    assert_eq!(points.len(), 500, "{}", series["bucket_secs"]);
+    assert_eq!(points[0][0], start);
+    let total: u64 = points.iter().map(|p| p[4].as_u64().expect("count")).sum();
+    assert_eq!(total, 2000);
+
+    // Times as RFC 3339: the first ten seconds of the minute.
+    let rfc = |t: f64| {
+        time::OffsetDateTime::from_unix_timestamp(t as i64)
+            .expect("time")
+            .format(&time::format_description::well_known::Rfc3339)
+            .expect("format")
+    };
+    let path = format!(
+        "/api/series?device=rover-a&stream=imu&field=ax&from={}&to={}&points=1000",
+        rfc(start),
+        rfc(start + 9.0)
+    );
+    let first = get_json(&web, &path);
+    assert_eq!(first["raw"], true);
+    assert_eq!(first["count"], 301, "ts start..=start+9 in 0.03 s steps");
+
+    // Every API error is JSON, whoever makes it.
+    for (path, status, why) in [
+        (
+            "/api/series?device=rover-a&stream=imu&field=ax&from=yesterday",
+            400,
+            "not a time",
+        ),
+        (
+            "/api/series?device=rover-a&stream=imu&field=ax&points=many",
+            400,
+            "points",
+        ),
+        ("/api/series?device=rover-a", 400, "stream"),
+        ("/api/nothing", 404, "not found"),
+        ("/api/live?device=bad%20name", 400, "bad device name"),
+    ] {
+        let (got, body) = http(&web, "GET", path, "", "");
+        assert_eq!(got, status, "{path}: {body}");
+        let error: Value =
+            serde_json::from_str(&body).unwrap_or_else(|e| panic!("{path}: {e}: {body}"));
+        let text = error["error"].as_str().expect("error text");
+        assert!(text.contains(why), "{path}: {text}");
+    }
+    let (got, body) = http(&web, "DELETE", "/api/devices", "", "");
+    assert_eq!(got, 405, "{body}");
+    assert!(serde_json::from_str::<Value>(&body).is_ok(), "{body}");
+    drop(viewer);
+    hub.signal("TERM");
+    let (status, _, err) = hub.wait();
+    assert!(status.success(), "{err}");
+}
