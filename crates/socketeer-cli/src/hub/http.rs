@@ -333,7 +333,33 @@ async fn streams(State(api): Shared, Params(q): Params<DeviceQuery>) -> Response
             .into_iter()
             .map(|(stream, fields)| json!({ "stream": stream, "fields": fields }))
             .collect();
-        Ok(Some(json!({ "values": values, "frames": frames })))
+        // Text states: each field's latest text (the newest sample that holds it).
+        let mut stmt = conn.prepare(
+            "SELECT tf.stream, tf.field,
+                    (SELECT json_array(sa.ts, sa.vals ->> ('$.\"' || tf.field || '\"'))
+                     FROM samples sa
+                     WHERE sa.stream_id = st.id
+                       AND json_type(sa.vals, '$.\"' || tf.field || '\"') = 'text'
+                     ORDER BY sa.ts DESC LIMIT 1)
+             FROM text_fields tf
+             JOIN streams st ON st.device_id = tf.device_id AND st.name = tf.stream
+             WHERE tf.device_id = ?1 ORDER BY tf.stream, tf.field",
+        )?;
+        let texts = stmt
+            .query_map(params![device], |r| {
+                let latest: Option<String> = r.get(2)?;
+                let latest: Value = latest
+                    .and_then(|l| serde_json::from_str(&l).ok())
+                    .unwrap_or(Value::Null);
+                Ok(json!({
+                    "stream": r.get::<_, String>(0)?,
+                    "field": r.get::<_, String>(1)?,
+                    "ts": latest[0],
+                    "text": latest[1],
+                }))
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(Some(json!({ "values": values, "texts": texts, "frames": frames })))
     })
     .await;
     match result {
@@ -407,7 +433,7 @@ async fn series(State(api): Shared, Params(q): Params<SeriesQuery>) -> Response 
             "SELECT count(v), min(ts), max(ts) FROM (
                  SELECT ts, vals ->> ?4 AS v FROM samples
                  WHERE stream_id = ?1 AND ts BETWEEN ?2 AND ?3)
-             WHERE v IS NOT NULL",
+             WHERE typeof(v) IN ('integer', 'real')",
             params![stream, from, to, path],
             |r| Ok((r.get::<_, i64>(0)? as usize, r.get(1)?, r.get(2)?)),
         )?;
@@ -416,7 +442,7 @@ async fn series(State(api): Shared, Params(q): Params<SeriesQuery>) -> Response 
                 "SELECT ts, v FROM (
                      SELECT ts, vals ->> ?4 AS v FROM samples
                      WHERE stream_id = ?1 AND ts BETWEEN ?2 AND ?3)
-                 WHERE v IS NOT NULL ORDER BY ts",
+                 WHERE typeof(v) IN ('integer', 'real') ORDER BY ts",
             )?;
             let rows = stmt
                 .query_map(params![stream, from, to, path], |r| {
@@ -434,7 +460,7 @@ async fn series(State(api): Shared, Params(q): Params<SeriesQuery>) -> Response 
                     min(v), max(v), avg(v), count(*)
              FROM (SELECT ts, vals ->> ?6 AS v FROM samples
                    WHERE stream_id = ?1 AND ts BETWEEN ?2 AND ?3)
-             WHERE v IS NOT NULL
+             WHERE typeof(v) IN ('integer', 'real')
              GROUP BY b ORDER BY b",
         )?;
         let rows = stmt
@@ -603,12 +629,18 @@ async fn export_csv(State(api): Shared, Params(q): Params<ExportQuery>) -> Respo
                     r.get::<_, f64>(1)?,
                     r.get::<_, String>(2)?,
                     r.get::<_, String>(3)?,
-                    r.get::<_, f64>(4)?,
+                    r.get::<_, rusqlite::types::Value>(4)?,
                 ))
             },
         )?;
         for row in rows {
             let (ts, recv_ts, stream, field, value) = row?;
+            let value = match value {
+                rusqlite::types::Value::Real(n) => n.to_string(),
+                rusqlite::types::Value::Integer(n) => n.to_string(),
+                rusqlite::types::Value::Text(text) => csv_cell(&text),
+                _ => String::new(),
+            };
             out.push_str(&format!(
                 "{ts:.6},{recv_ts:.6},{device},{},{},{value}\n",
                 csv_cell(&stream),

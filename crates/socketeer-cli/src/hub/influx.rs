@@ -206,6 +206,7 @@ pub(crate) fn parse_line(
             stream,
             ts,
             values,
+            texts: Vec::new(),
             frame: None,
             seq: None,
             session: None,

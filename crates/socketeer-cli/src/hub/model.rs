@@ -14,6 +14,8 @@ pub(crate) const MAX_VALUES: usize = 64;
 pub(crate) const MAX_DETECTIONS: usize = 256;
 /// Longest stream or field name, in bytes (a nested field's whole dotted path included).
 pub(crate) const MAX_NAME: usize = 128;
+/// Longest text state (`"mode":"RTK"`), in bytes.
+pub(crate) const MAX_TEXT: usize = 256;
 /// Deepest nesting of objects in `values` (`pose.position.x` is 3).
 pub(crate) const MAX_DEPTH: usize = 8;
 /// Longest detection label, in bytes.
@@ -49,6 +51,8 @@ pub(crate) struct Record {
     /// The device's own time (Unix seconds), if it sent one.
     pub(crate) ts: Option<f64>,
     pub(crate) values: Vec<(String, f64)>,
+    /// Text states (`"mode":"RTK"`), by field name; never a field of `values` too.
+    pub(crate) texts: Vec<(String, String)>,
     pub(crate) frame: Option<Frame>,
     /// The number the device wants acknowledged; makes the record idempotent.
     pub(crate) seq: Option<u64>,
@@ -131,8 +135,8 @@ pub(crate) fn parse_line(text: &str) -> Result<Line, String> {
                 .ok_or("\"seq\" must be a whole number from 0 to 2^63-1")?,
         ),
     };
-    let values = match object.get("values") {
-        None => Vec::new(),
+    let (values, texts) = match object.get("values") {
+        None => (Vec::new(), Vec::new()),
         Some(Value::Object(map)) => values(map)?,
         Some(_) => return Err("\"values\" must be an object of numbers".into()),
     };
@@ -143,26 +147,31 @@ pub(crate) fn parse_line(text: &str) -> Result<Line, String> {
             return Err("\"detections\" need \"frame\":{\"w\":W,\"h\":H}".into());
         }
     };
-    if values.is_empty() && frame.is_none() {
+    if values.is_empty() && texts.is_empty() && frame.is_none() {
         return Err("a record needs \"values\" or \"frame\" with \"detections\"".into());
     }
     Ok(Line::Record(Record {
         stream,
         ts,
         values,
+        texts,
         frame,
         seq,
         session,
     }))
 }
 
+/// Numbers and text states, by field name.
+type Readings = (Vec<(String, f64)>, Vec<(String, String)>);
+
 /// The readings of `values`: numbers as they are, booleans as 1 and 0 (as the Influx path
-/// stores them), nested objects flattened to dotted names (`{"pose":{"x":1}}` is `pose.x`).
-fn values(map: &Map<String, Value>) -> Result<Vec<(String, f64)>, String> {
+/// stores them), short text as a text state, nested objects flattened to dotted names
+/// (`{"pose":{"x":1}}` is `pose.x`).
+fn values(map: &Map<String, Value>) -> Result<Readings, String> {
     if map.is_empty() {
         return Err("\"values\" is empty".into());
     }
-    let mut out = Vec::new();
+    let mut out = (Vec::new(), Vec::new());
     flatten(map, "", 1, &mut out)?;
     Ok(out)
 }
@@ -171,7 +180,7 @@ fn flatten(
     map: &Map<String, Value>,
     prefix: &str,
     depth: usize,
-    out: &mut Vec<(String, f64)>,
+    out: &mut Readings,
 ) -> Result<(), String> {
     for (key, value) in map {
         let field = if prefix.is_empty() {
@@ -205,16 +214,29 @@ fn flatten(
                      ({{\"{field}\":{{\"0\":..,\"1\":..}}}})"
                 ));
             }
-            Value::String(_) | Value::Null => {
+            Value::String(text) => {
+                if text.len() > MAX_TEXT || text.chars().any(char::is_control) {
+                    return Err(format!(
+                        "value {field:?}: text states are at most {MAX_TEXT} bytes, without \
+                         control characters"
+                    ));
+                }
+                if out.0.len() + out.1.len() == MAX_VALUES {
+                    return Err(format!("more than {MAX_VALUES} values in one record"));
+                }
+                out.1.push((field, text.clone()));
+                continue;
+            }
+            Value::Null => {
                 return Err(format!(
-                    "value {field:?} must be a finite number, true or false, or an object of them"
+                    "value {field:?} must be a number, true or false, text, or an object of them"
                 ));
             }
         };
-        if out.len() == MAX_VALUES {
+        if out.0.len() + out.1.len() == MAX_VALUES {
             return Err(format!("more than {MAX_VALUES} values in one record"));
         }
-        out.push((field, number));
+        out.0.push((field, number));
     }
     Ok(())
 }
@@ -464,6 +486,25 @@ pub(crate) mod tests {
                 ("pose.yaw".to_owned(), 0.25),
             ]
         );
+        // Short text is a state, kept as text beside the numbers.
+        let r =
+            record(r#"{"stream":"gps","values":{"fix":"RTK","sats":14,"rx":{"mode":"float"}}}"#);
+        assert_eq!(r.values, [("sats".to_owned(), 14.0)]);
+        assert_eq!(
+            r.texts,
+            [
+                ("fix".to_owned(), "RTK".to_owned()),
+                ("rx.mode".to_owned(), "float".to_owned())
+            ]
+        );
+        assert!(
+            error(&format!(
+                r#"{{"stream":"s","values":{{"a":"{}"}}}}"#,
+                "x".repeat(MAX_TEXT + 1)
+            ))
+            .contains("text states")
+        );
+        assert!(error(r#"{"stream":"s","values":{"a":"x\u0007"}}"#).contains("control characters"));
         // One instant in every unit: seconds, ms, µs, ns, RFC 3339.
         for ts in [
             "1800000000.25",
@@ -549,8 +590,7 @@ pub(crate) mod tests {
                 "NaN and Infinity are not numbers",
             ),
             (r#"{"stream":"s","values":{"a":1e999}}"#, "not valid JSON"),
-            (r#"{"stream":"s","values":{"a":"1"}}"#, "finite number"),
-            (r#"{"stream":"s","values":{"a":null}}"#, "finite number"),
+            (r#"{"stream":"s","values":{"a":null}}"#, "must be a number"),
             (r#"{"stream":"s","values":{}}"#, "empty"),
             (r#"{"stream":"s","values":[1]}"#, "object of numbers"),
             (r#"{"values":{"a":1}}"#, "missing \"stream\""),

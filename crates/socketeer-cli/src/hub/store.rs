@@ -107,6 +107,14 @@ const MIGRATIONS: &[&str] = &[
         JOIN streams st ON st.id = sa.stream_id
         JOIN json_each(sa.vals) j
         JOIN series se ON se.device_id = st.device_id AND se.stream = st.name AND se.field = j.key;",
+    // 3: text states (`"mode":"RTK"`): kept in `samples.vals` as JSON strings beside the
+    // numbers; their fields are listed here, not in `series` (which stays numbers only).
+    "CREATE TABLE text_fields (
+        device_id INTEGER NOT NULL REFERENCES devices(id),
+        stream TEXT NOT NULL,
+        field TEXT NOT NULL,
+        UNIQUE (device_id, stream, field)
+    );",
 ];
 
 /// How hard a commit waits for the disk.
@@ -585,7 +593,7 @@ impl Writer {
                 }
             }
             let ts = record.ts.unwrap_or(item.recv_ts);
-            if !record.values.is_empty() {
+            if !record.values.is_empty() || !record.texts.is_empty() {
                 // Looked up by reference: no allocation once a stream and its fields are known.
                 let streams = self.streams.entry(device).or_default();
                 if !streams.contains_key(record.stream.as_str()) {
@@ -605,7 +613,20 @@ impl Writer {
                         stream.fields.insert(field.clone());
                     }
                 }
-                values_json(&record.values, &mut self.vals);
+                for (field, _) in &record.texts {
+                    // Text fields are kept apart from numeric ones in the cache (a NUL never
+                    // starts a checked name, so the two cannot collide).
+                    let key = format!("\0{field}");
+                    if !stream.fields.contains(key.as_str()) {
+                        tx.prepare_cached(
+                            "INSERT OR IGNORE INTO text_fields (device_id, stream, field)
+                             VALUES (?1, ?2, ?3)",
+                        )?
+                        .execute(params![device, record.stream, field])?;
+                        stream.fields.insert(key);
+                    }
+                }
+                values_json(&record.values, &record.texts, &mut self.vals);
                 insert_sample.execute(params![stream.id, ts, item.recv_ts, self.vals])?;
             }
             if let Some(frame) = &record.frame {
@@ -688,6 +709,14 @@ pub(crate) fn event(item: &Item) -> String {
             .map(|(field, value)| (field.clone(), (*value).into()))
             .collect();
         event["values"] = values.into();
+    }
+    if !record.texts.is_empty() {
+        let texts: serde_json::Map<String, serde_json::Value> = record
+            .texts
+            .iter()
+            .map(|(field, text)| (field.clone(), text.as_str().into()))
+            .collect();
+        event["texts"] = texts.into();
     }
     if let Some(frame) = &record.frame {
         event["frame"] = serde_json::json!({ "w": frame.width, "h": frame.height });
@@ -815,7 +844,7 @@ fn add_series(conn: &Connection, device: i64, stream: &str, field: &str) -> rusq
 /// Writes `values` as one JSON object into `out`. Field names are checked names (letters,
 /// digits and `_.:/-`), so they need no escaping; values are finite, and Rust's shortest
 /// round-trip form of a finite `f64` (`1.0`, `0.1`, `1e300`) is a JSON number.
-fn values_json(values: &[(String, f64)], out: &mut String) {
+fn values_json(values: &[(String, f64)], texts: &[(String, String)], out: &mut String) {
     use std::fmt::Write as _;
     out.clear();
     out.push('{');
@@ -825,6 +854,14 @@ fn values_json(values: &[(String, f64)], out: &mut String) {
         }
         debug_assert!(!field.contains(['"', '\\']) && value.is_finite());
         let _ = write!(out, "\"{field}\":{value:?}");
+    }
+    for (i, (field, text)) in texts.iter().enumerate() {
+        if i > 0 || !values.is_empty() {
+            out.push(',');
+        }
+        // Text is the device's: serde_json escapes it.
+        let text = serde_json::Value::from(text.as_str());
+        let _ = write!(out, "\"{field}\":{text}");
     }
     out.push('}');
 }
@@ -1068,7 +1105,7 @@ mod tests {
             ("big".to_owned(), 1e300),
             ("tiny".to_owned(), 5e-324),
         ];
-        values_json(&values, &mut out);
+        values_json(&values, &[], &mut out);
         assert_eq!(
             out,
             r#"{"ax":1.0,"b.c:d/e-f":-0.1,"big":1e300,"tiny":5e-324}"#

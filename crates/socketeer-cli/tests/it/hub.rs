@@ -152,7 +152,8 @@ fn records_are_acknowledged_after_commit_and_bad_lines_answered() {
             "samples",
             "series",
             "sessions",
-            "streams"
+            "streams",
+            "text_fields"
         ],
         "no line ran as SQL"
     );
@@ -1355,6 +1356,81 @@ fn series_buckets_span_the_data_times_take_rfc3339_errors_are_json_and_live_filt
     let (got, body) = http(&web, "DELETE", "/api/devices", "", "");
     assert_eq!(got, 405, "{body}");
     assert!(serde_json::from_str::<Value>(&body).is_ok(), "{body}");
+    drop(viewer);
+    hub.signal("TERM");
+    let (status, _, err) = hub.wait();
+    assert!(status.success(), "{err}");
+}
+
+#[test]
+fn text_states_are_stored_listed_streamed_and_exported_as_text() {
+    let dir = TempDir::new("hub-texts");
+    let (hub, ingest, web, _db) = start_hub_http(&dir, &["--no-auth"]);
+    let mut viewer = TcpStream::connect(&web).expect("viewer");
+    viewer.set_read_timeout(Some(DEADLINE)).expect("timeout");
+    viewer
+        .write_all(format!("GET /api/live HTTP/1.1\r\nHost: {web}\r\n\r\n").as_bytes())
+        .expect("subscribe");
+    let mut viewer = BufReader::new(viewer);
+    let mut head = String::new();
+    while head != "\r\n" {
+        head.clear();
+        viewer.read_line(&mut head).expect("head");
+    }
+    crate::support::wait_until("the viewer counted", || {
+        get_metric(&web, "socketeer_hub_live_viewers") == 1
+    });
+    let mut robot = Client::connect(&ingest);
+    robot.send("{\"device\":\"rover-t\"}\n");
+    robot.send("{\"stream\":\"gps\",\"ts\":1800000000,\"seq\":1,\"values\":{\"fix\":\"FLOAT\",\"sats\":9}}\n");
+    robot.send(
+        "{\"stream\":\"gps\",\"ts\":1800000001,\"seq\":2,\"values\":{\"fix\":\"RTK, fixed\"}}\n",
+    );
+    assert_eq!(robot.answer(), serde_json::json!({"ack": 1}));
+    assert_eq!(robot.answer(), serde_json::json!({"ack": 2}));
+    let mut event = String::new();
+    while !event.starts_with("data:") {
+        event.clear();
+        viewer.read_line(&mut event).expect("event");
+    }
+    let event: Value = serde_json::from_str(event["data:".len()..].trim()).expect("json");
+    assert_eq!(event["texts"]["fix"], "FLOAT", "{event}");
+    assert_eq!(event["values"]["sats"], 9.0, "{event}");
+
+    let streams = get_json(&web, "/api/streams?device=rover-t");
+    assert_eq!(
+        streams["values"][0],
+        serde_json::json!({"stream": "gps", "fields": ["sats"]})
+    );
+    assert_eq!(
+        streams["texts"][0],
+        serde_json::json!({"stream": "gps", "field": "fix", "ts": 1_800_000_001.0, "text": "RTK, fixed"})
+    );
+    let range = "from=1799999999&to=1800000002";
+    let sats = get_json(
+        &web,
+        &format!("/api/series?device=rover-t&stream=gps&field=sats&{range}"),
+    );
+    assert_eq!(sats["points"], serde_json::json!([[1_800_000_000.0, 9.0]]));
+    let (status, _) = http(
+        &web,
+        "GET",
+        &format!("/api/series?device=rover-t&stream=gps&field=fix&{range}"),
+        "",
+        "",
+    );
+    assert_eq!(status, 404, "a text field is not a numeric series");
+    let (status, csv) = http(
+        &web,
+        "GET",
+        &format!("/api/export.csv?device=rover-t&{range}"),
+        "",
+        "",
+    );
+    assert_eq!(status, 200, "{csv}");
+    assert!(csv.contains(",gps,fix,FLOAT\n"), "{csv}");
+    assert!(csv.contains(",gps,fix,\"RTK, fixed\"\n"), "{csv}");
+    assert!(csv.contains(",gps,sats,9\n"), "{csv}");
     drop(viewer);
     hub.signal("TERM");
     let (status, _, err) = hub.wait();

@@ -440,6 +440,11 @@ function deviceView(root, device) {
         if (last && !(state.latest.get(key)?.[3] >= last[0])) state.latest.set(key, [stream, field, last[1], last[0]]);
       }
     }
+    // Text states (a mode, a fix type) are shown as text among the latest values.
+    for (const { stream, field, ts, text } of streams.texts || []) {
+      const key = `${stream}\u0000${field}`;
+      if (text != null && !(state.latest.get(key)?.[3] >= ts)) state.latest.set(key, [stream, field, text, ts]);
+    }
     dirtyValues = true;
     state.charts = built;
     charts.replaceChildren(...[...built.values()].map((c) => c.node));
@@ -509,6 +514,10 @@ function deviceView(root, device) {
         else if (!state.reloading) { state.reloading = true; setTimeout(() => { state.reloading = false; addNewStreams(); }, 1000); }
       }
     }
+    if (event.texts) {
+      for (const [field, text] of Object.entries(event.texts)) state.latest.set(`${event.stream}\u0000${field}`, [event.stream, field, text, event.ts]);
+      dirtyValues = true;
+    }
     if (event.frame && state.live) {
       state.frame = { stream: event.stream, ts: event.ts, frame: event.frame, detections: event.detections || [] };
       state.frameDirty = true;
@@ -533,7 +542,7 @@ function deviceView(root, device) {
       dirtyValues = false;
       const rows = [...state.latest.values()].sort((a, b) => (a[0] + a[1]).localeCompare(b[0] + b[1]));
       values.replaceChildren(...rows.map(([stream, field, v, ts]) =>
-        el('tr', {}, el('td', {}, stream), el('td', {}, field), el('td', { class: 'num' }, number(v)), el('td', {}, clock(ts, 0)))));
+        el('tr', {}, el('td', {}, stream), el('td', {}, field), (typeof v === 'string' ? el('td', { class: 'text' }, v) : el('td', { class: 'num' }, number(v))), el('td', {}, clock(ts, 0)))));
     }
     raf = requestAnimationFrame(frameLoop);
   };
