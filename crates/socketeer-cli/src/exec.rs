@@ -128,8 +128,24 @@ async fn receive(mut reader: ConnectionReader) -> anyhow::Result<Option<Report>>
     let mut codec = FrameCodec::new(wire::MAX_FRAME);
     let mut stdout = std::io::stdout();
     let mut stderr = std::io::stderr();
+    // The first bytes, before any frame is decoded: a server speaking something else may send
+    // a few and wait (a size header waits for its acknowledgement), never a whole frame.
+    if reader.read_with(&mut FirstLook).await? == Some(false) {
+        if let Some(mismatch) = other_protocol(reader.buffered()) {
+            return Err(mismatch);
+        }
+    }
+    let mut first = true;
     loop {
-        let Some(frame) = reader.read_with(&mut codec).await? else {
+        let read = reader.read_with(&mut codec).await;
+        if first && !matches!(read, Ok(Some(_))) {
+            // Whatever came instead of an answer may say what this server is.
+            if let Some(mismatch) = other_protocol(reader.buffered()) {
+                return Err(mismatch);
+            }
+        }
+        first = false;
+        let Some(frame) = read? else {
             bail!("the server closed the connection before the command's exit status");
         };
         match wire::from_server(&frame).map_err(anyhow::Error::msg)? {
@@ -144,13 +160,62 @@ async fn receive(mut reader: ConnectionReader) -> anyhow::Result<Option<Report>>
     }
 }
 
+/// Looks at the first bytes without taking them: `true` when they can start an exec frame (a
+/// length whose high byte is 0: every frame is under 16 MiB), `false` when they cannot.
+struct FirstLook;
+
+impl tokio_util::codec::Decoder for FirstLook {
+    type Item = bool;
+    type Error = socketeer::Error;
+
+    fn decode(&mut self, buf: &mut bytes::BytesMut) -> Result<Option<bool>, socketeer::Error> {
+        Ok(match buf.first() {
+            None => None,
+            Some(&high) if high != 0 => Some(false),
+            Some(_) => (buf.len() >= 4).then_some(true),
+        })
+    }
+
+    fn decode_eof(&mut self, buf: &mut bytes::BytesMut) -> Result<Option<bool>, socketeer::Error> {
+        Ok(self.decode(buf)?.or((!buf.is_empty()).then_some(false)))
+    }
+}
+
+/// What a server that answered an exec request in something other than exec frames speaks:
+/// a refusal, a key challenge, TLS, or the tutorials' size-header protocol.
+fn other_protocol(first: &[u8]) -> Option<anyhow::Error> {
+    if let Some(mismatch) = client::recognize(first) {
+        return Some(mismatch.into_error(false).into());
+    }
+    // A size header is decimal digits; an exec frame starts with its length's high byte,
+    // which is 0 for every frame a server may send (under 16 MiB), never a digit.
+    let head = &first[..first.len().min(16)];
+    let digits = first.first().is_some_and(u8::is_ascii_digit)
+        && head
+            .iter()
+            .all(|b| b.is_ascii_graphic() || b.is_ascii_whitespace());
+    digits.then(|| {
+        anyhow::anyhow!(
+            "this server uses the tutorials' protocol: add --protocol size-header (it answered {:?})",
+            String::from_utf8_lossy(&first[..first.len().min(20)])
+        )
+    })
+}
+
 /// The tutorials' exchange: command, size, acknowledgement, output. No exit status exists in
 /// it, so success is 0.
 async fn size_header(mut conn: Connection, text: &str) -> anyhow::Result<i32> {
     conn.send(text.as_bytes()).await?;
     let Some(header) = conn.read_chunk().await? else {
-        bail!("the server closed the connection without answering");
+        bail!(
+            "the server closed the connection without answering (a socketeer exec server speaks \
+             its own protocol: leave out --protocol size-header; or it asks for a key \
+             (--key-file) or speaks TLS (--ca))"
+        );
     };
+    if let Some(mismatch) = client::recognize(&header) {
+        return Err(mismatch.into_error(false).into());
+    }
     let digits = std::str::from_utf8(&header).unwrap_or("").trim();
     let size: u64 = digits
         .parse()

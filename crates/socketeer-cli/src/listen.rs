@@ -70,8 +70,12 @@ async fn first_client(
 ) -> anyhow::Result<Connection> {
     loop {
         let (stream, peer) = listener.accept().await?;
-        let Ok(startup) = gate.admit(&peer) else {
-            continue;
+        let startup = match gate.admit(&peer) {
+            Ok(startup) => startup,
+            Err(why) => {
+                socketeer::server::refuse(stream, &peer, &why);
+                continue;
+            }
         };
         match gate.open(stream, peer.clone(), limits, None, startup).await {
             Ok(conn) => return Ok(conn),

@@ -435,8 +435,16 @@ async fn receive(
         let Some(line) = line else {
             return Ok(());
         };
-        let answer: Value = serde_json::from_slice(&line)
-            .with_context(|| format!("the hub sent {:?}", String::from_utf8_lossy(&line)))?;
+        let answer: Value = match serde_json::from_slice(&line) {
+            Ok(answer) => answer,
+            Err(err) => {
+                if let Some(mismatch) = socketeer::client::recognize(&line) {
+                    return Err(mismatch.into_error(false).into());
+                }
+                return Err(err)
+                    .with_context(|| format!("the hub sent {:?}", String::from_utf8_lossy(&line)));
+            }
+        };
         if let Some(seq) = answer.get("ack").and_then(Value::as_u64) {
             let mut sent = sent.lock().unwrap_or_else(|e| e.into_inner());
             while sent.front().is_some_and(|&(_, s)| s <= seq) {

@@ -151,7 +151,15 @@ pub(crate) async fn converse(conn: Connection, args: &PipeArgs) -> anyhow::Resul
     let ending = if args.crlf { "\r\n" } else { "\n" };
     let outcome = async {
         let showing = async {
+            let mut first = true;
             while let Some(chunk) = reader.read_chunk().await? {
+                // A person at a terminal is told what the server is, not shown its handshake's
+                // bytes (pipes stay byte-exact).
+                if std::mem::take(&mut first) {
+                    if let Some(mismatch) = socketeer::client::recognize(&chunk) {
+                        return Err(mismatch.into_error(false).into());
+                    }
+                }
                 screen.show(&chunk).await?;
             }
             anyhow::Ok(())

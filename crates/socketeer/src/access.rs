@@ -94,7 +94,8 @@ impl std::fmt::Display for Refusal {
         match self {
             Self::Penalized(left) => write!(
                 f,
-                "source is penalized for failed authentication ({left:.1?} left)"
+                "this address failed authentication and is locked out; try again in {} s",
+                left.as_secs() + u64::from(left.subsec_nanos() > 0)
             ),
             Self::SourceBusy => f.write_str("too many handshakes in progress from this source"),
             Self::Busy => f.write_str("too many handshakes in progress"),

@@ -2,6 +2,7 @@
 //! authenticated — and get the same [`Connection`] the servers use; datagram clients use
 //! [`crate::DatagramSocket::connect`].
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::net::{TcpStream, UnixStream};
@@ -83,7 +84,23 @@ pub async fn connect_with(endpoint: &Endpoint, options: &ClientOptions) -> Resul
                     .server_name
                     .clone()
                     .unwrap_or_else(|| default_server_name(endpoint));
-                let (stream, exporter) = tls.connect(stream, &name).await?;
+                // What the server sends first is kept, to say what it is if it is not TLS.
+                let seen = Arc::new(Mutex::new(Vec::new()));
+                let recorded = Stream::other(Recorder {
+                    inner: stream,
+                    seen: Arc::clone(&seen),
+                });
+                let (stream, exporter) = match tls.connect(recorded, &name).await {
+                    Ok(done) => done,
+                    Err(err) => {
+                        let seen = seen.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                        // TLS records are what a TLS server sends: then the error is TLS's.
+                        return Err(match recognize(&seen) {
+                            Some(Mismatch::SpeaksTls) | None => err,
+                            Some(mismatch) => mismatch.into_error(true),
+                        });
+                    }
+                };
                 (stream, Some(exporter))
             }
             None => (stream, None),
@@ -99,14 +116,141 @@ pub async fn connect_with(endpoint: &Endpoint, options: &ClientOptions) -> Resul
     };
     let left = options.timeout.saturating_sub(started.elapsed());
     tokio::time::timeout(left, rest).await.map_err(|_| {
+        // A TLS server waits for a TLS client, as a keyed one waits for our answer: say so.
+        let hint = match (&options.tls, &options.key) {
+            (None, Some(_)) => " (if the server speaks TLS, connect with --ca or --pin)",
+            _ => "",
+        };
         Error::new(
             ErrorKind::Timeout,
             format!(
-                "{endpoint}: handshake not finished within {:?}",
+                "{endpoint}: handshake not finished within {:?}{hint}",
                 options.timeout
             ),
         )
     })?
+}
+
+/// What a server's first bytes say when they are not what the client expected.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Mismatch {
+    /// It refused the connection, saying why ([`crate::server::REFUSAL_PREFIX`]).
+    Refused(String),
+    /// It asked for a key: it sent an authentication challenge.
+    AsksForKey,
+    /// It speaks TLS.
+    SpeaksTls,
+}
+
+impl Mismatch {
+    /// The error to report; `over_tls` when the client was starting TLS.
+    pub fn into_error(self, over_tls: bool) -> Error {
+        match self {
+            Self::Refused(why) => Error::new(
+                ErrorKind::Refused,
+                format!("the server refused the connection: {why}"),
+            ),
+            Self::AsksForKey if over_tls => Error::new(
+                ErrorKind::Tls,
+                "this server does not speak TLS (leave out --ca/--pin/--tls); it asks for a key (--key-file)",
+            ),
+            Self::AsksForKey => Error::new(
+                ErrorKind::Auth,
+                "this server asks for a key: give --key-file FILE (and --device NAME)",
+            ),
+            Self::SpeaksTls => Error::new(
+                ErrorKind::Tls,
+                "this server speaks TLS: connect with --ca FILE or --pin FINGERPRINT",
+            ),
+        }
+    }
+}
+
+impl std::fmt::Display for Mismatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.clone().into_error(false).to_string())
+    }
+}
+
+/// Recognises the handshakes socketeer servers speak in the first bytes a server sent, for a
+/// client that got something it did not expect: a refusal line, a 32-byte authentication
+/// challenge, or a TLS record. `None` when the bytes are none of these (or too few to tell).
+///
+/// ```
+/// use socketeer::client::{recognize, Mismatch};
+/// assert_eq!(
+///     recognize(b"socketeer: refused: too busy\n"),
+///     Some(Mismatch::Refused("too busy".into()))
+/// );
+/// assert_eq!(recognize(&[0x16, 0x03, 0x03, 0x00, 0x31]), Some(Mismatch::SpeaksTls));
+/// assert_eq!(recognize(b"hello\n"), None);
+/// ```
+pub fn recognize(first: &[u8]) -> Option<Mismatch> {
+    let prefix = crate::server::REFUSAL_PREFIX.as_bytes();
+    if let Some(rest) = first.strip_prefix(prefix) {
+        let line = rest.split(|&b| b == b'\n').next().unwrap_or_default();
+        let why = String::from_utf8_lossy(&line[..line.len().min(300)]);
+        return Some(Mismatch::Refused(why.trim_end().to_owned()));
+    }
+    // A TLS record: content type 20-23 (alert 21, handshake 22), then version 3.x.
+    if first.len() >= 3 && (20..=23).contains(&first[0]) && first[1] == 3 && first[2] <= 4 {
+        return Some(Mismatch::SpeaksTls);
+    }
+    // A challenge: exactly 32 random bytes, which are never all text.
+    let text = |b: &u8| b.is_ascii_graphic() || b.is_ascii_whitespace();
+    if first.len() == crate::auth::NONCE_LEN && !first.iter().all(text) {
+        return Some(Mismatch::AsksForKey);
+    }
+    None
+}
+
+/// Keeps the first bytes read from a stream (up to 256) while passing everything through.
+struct Recorder {
+    inner: Stream,
+    seen: Arc<Mutex<Vec<u8>>>,
+}
+
+impl tokio::io::AsyncRead for Recorder {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        let room = 256usize.saturating_sub(seen.len());
+        if room > 0 {
+            let new = &buf.filled()[before..];
+            seen.extend_from_slice(&new[..new.len().min(room)]);
+        }
+        polled
+    }
+}
+
+impl tokio::io::AsyncWrite for Recorder {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
 }
 
 fn default_server_name(endpoint: &Endpoint) -> String {

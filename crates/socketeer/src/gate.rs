@@ -127,7 +127,10 @@ impl Gate {
     /// [`ErrorKind::Refused`] with the reason.
     pub fn admit(&self, peer: &PeerAddr) -> Result<Option<Startup>> {
         if !self.access.permits(peer) {
-            return Err(Error::new(ErrorKind::Refused, "not in the access list"));
+            return Err(Error::new(
+                ErrorKind::Refused,
+                "this address is not allowed here (--allow/--deny)",
+            ));
         }
         match (&self.admission, self.has_handshake()) {
             (Some(admission), true) => admission

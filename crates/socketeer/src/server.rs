@@ -45,6 +45,21 @@ impl ConnectionLimit {
     }
 
     pub(crate) async fn acquire(&self) -> OwnedSemaphorePermit {
+        if let Ok(permit) = Arc::clone(&self.0).try_acquire_owned() {
+            return permit;
+        }
+        // Full: say so (once a minute at most), since clients now wait unseen in the backlog.
+        static LAST: std::sync::Mutex<Option<std::time::Instant>> = std::sync::Mutex::new(None);
+        {
+            let mut last = LAST.lock().unwrap_or_else(|e| e.into_inner());
+            let now = std::time::Instant::now();
+            if last.is_none_or(|at| now.duration_since(at) >= Duration::from_secs(60)) {
+                *last = Some(now);
+                tracing::warn!(
+                    "connection cap reached (--max-conns): new clients wait in the listen backlog until one leaves"
+                );
+            }
+        }
         // The semaphore is never closed, so acquiring cannot fail.
         #[allow(clippy::expect_used)]
         Arc::clone(&self.0)
@@ -326,7 +341,8 @@ where
                 let startup = match shared.gate.admit(&peer) {
                     Ok(startup) => startup,
                     Err(why) => {
-                        tracing::debug!(%peer, %why, "connection dropped before reading");
+                        drop(permit); // a refused peer holds no place
+                        refuse(stream, &peer, &why);
                         continue;
                     }
                 };
@@ -449,6 +465,75 @@ async fn accept_with_permit(
     let permit = connections.acquire().await;
     let (stream, peer) = listener.accept().await?;
     Ok((stream, peer, permit))
+}
+
+/// The line a refused connection is sent before it is closed (`socketeer: refused: WHY`), in
+/// plain text so that nc shows it and socketeer's clients recognise it ([`crate::client::recognize`]).
+pub const REFUSAL_PREFIX: &str = "socketeer: refused: ";
+
+/// Most refused connections given their refusal line at once; past that they are just closed.
+const MAX_REFUSING: usize = 256;
+/// How long a refused connection is kept to deliver its line (its unread input is drained, so
+/// closing does not reset the connection before the line arrives).
+const REFUSING_FOR: Duration = Duration::from_secs(2);
+
+/// Refuses a connection the accept loop took: tells the peer why in one line
+/// ([`REFUSAL_PREFIX`] and `why`; at most 256 connections at once are given it, each for at
+/// most 2 s, with what they send read and dropped), logs the refusal at most once a second
+/// (counting those not logged), and closes the connection. Needs a tokio runtime.
+///
+/// ```no_run
+/// # async fn demo(listener: socketeer::Listener, gate: socketeer::Gate) -> socketeer::Result<()> {
+/// let (stream, peer) = listener.accept().await?;
+/// if let Err(why) = gate.admit(&peer) {
+///     socketeer::server::refuse(stream, &peer, &why);
+/// }
+/// # Ok(()) }
+/// ```
+pub fn refuse(stream: Stream, peer: &PeerAddr, why: &Error) {
+    static REFUSING: std::sync::LazyLock<Arc<tokio::sync::Semaphore>> =
+        std::sync::LazyLock::new(|| Arc::new(tokio::sync::Semaphore::new(MAX_REFUSING)));
+    static LOG: std::sync::Mutex<Option<(std::time::Instant, u64)>> = std::sync::Mutex::new(None);
+    {
+        let mut log = LOG.lock().unwrap_or_else(|e| e.into_inner());
+        let now = std::time::Instant::now();
+        match log.as_mut() {
+            Some((last, quiet)) if now.duration_since(*last) < Duration::from_secs(1) => {
+                *quiet += 1
+            }
+            _ => {
+                let unlogged = log.map_or(0, |(_, quiet)| quiet);
+                tracing::info!(%peer, reason = %why, unlogged, "connection refused");
+                *log = Some((now, 0));
+            }
+        }
+    }
+    let Ok(place) = Arc::clone(&REFUSING).try_acquire_owned() else {
+        return; // too many being refused: close without a word
+    };
+    let line = format!("{REFUSAL_PREFIX}{why}\n");
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut stream = stream;
+        let deliver = async {
+            stream.write_all(line.as_bytes()).await?;
+            stream.shutdown().await?;
+            // Read (and drop) what the peer sent until it closes: closing with unread input
+            // would reset the connection and could destroy the line in flight.
+            let mut sink = [0u8; 1024];
+            let mut left = 64 * 1024;
+            while left > 0 {
+                let n = stream.read(&mut sink).await?;
+                if n == 0 {
+                    break;
+                }
+                left -= n.min(left);
+            }
+            io::Result::Ok(())
+        };
+        let _ = tokio::time::timeout(REFUSING_FOR, deliver).await;
+        drop(place);
+    });
 }
 
 /// Decides what an accept error means: `None` to retry at once (the failed connection was the

@@ -385,11 +385,24 @@ fn the_python_tutorial_client_over_tls() {
 }
 
 #[test]
-fn deny_drops_before_reading_and_allow_admits() {
-    let (_server, ep) = serve(&["--deny", "127.0.0.0/8"]);
+fn deny_refuses_before_reading_with_the_reason_and_allow_admits() {
+    let (mut server, ep) = serve(&["--deny", "127.0.0.0/8"]);
+    // nc's view: one line says why, and the service never sees what was sent.
     let mut denied = tcp(&ep);
     let _ = denied.write_all(b"hello\n");
-    assert_eq!(read_to_end(&mut denied), "");
+    assert_eq!(
+        read_to_end(&mut denied),
+        "socketeer: refused: this address is not allowed here (--allow/--deny)\n"
+    );
+    // socketeer's clients say they were refused, and fail.
+    let (status, out, err) = run(&["exec", &ep, "-n", "--", "true"], b"");
+    assert_eq!(status.code(), Some(1), "{out}");
+    assert!(
+        err.contains("the server refused the connection: this address is not allowed"),
+        "{err}"
+    );
+    // The server says so at the default log level.
+    server.stderr.wait_for_text("connection refused");
     let (_server, ep) = serve(&["--allow", "127.0.0.1", "--deny", "10.0.0.0/8"]);
     let (status, out, _) = run(&["connect", &ep], b"allowed\n");
     assert_eq!((status.code(), out.as_str()), (Some(0), "ALLOWED\n"));
@@ -463,4 +476,127 @@ fn security_flags_on_datagram_endpoints_are_usage_errors() {
     assert_eq!(status.code(), Some(2), "{err}");
     let (status, _, err) = run(&["connect", "--insecure", "udp://127.0.0.1:9"], b"");
     assert_eq!(status.code(), Some(2), "{err}");
+}
+
+#[test]
+fn a_locked_out_address_is_told_for_how_long() {
+    let dir = TempDir::new("auth-penalty");
+    let key = make_key(&dir, "fleet.key", Some("robot-1"));
+    let other = make_key(&dir, "other.key", Some("robot-1"));
+    let (_server, ep) = serve(&["--key-file", &key]);
+    let (status, _, _) = run(
+        &["connect", "--key-file", &other, "--device", "robot-1", &ep],
+        b"",
+    );
+    assert_eq!(status.code(), Some(1));
+    // Now even the right key is turned away, with the reason and the time left.
+    let (status, _, err) = run(
+        &["connect", "--key-file", &key, "--device", "robot-1", &ep],
+        b"",
+    );
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("refused the connection: this address failed authentication and is locked out; try again in"),
+        "{err}"
+    );
+}
+
+#[test]
+fn clients_say_what_a_mismatched_server_speaks() {
+    let dir = TempDir::new("mismatch");
+    let key = make_key(&dir, "fleet.key", Some("robot-1"));
+    let (certs, _) = make_certs(&dir);
+    let ca = format!("{certs}/ca.pem");
+    // A keyed exec server, asked without a key.
+    let (_keyed, eps) = Proc::serve(&[
+        "serve",
+        "exec",
+        "--listen",
+        "127.0.0.1:0",
+        "--key-file",
+        &key,
+        "--allow",
+        "echo",
+    ]);
+    let (status, _, err) = run(&["exec", &eps[0], "-n", "--", "echo", "hi"], b"");
+    assert_eq!(status.code(), Some(1));
+    assert!(err.contains("this server asks for a key"), "{err}");
+    // ... and with TLS it does not speak (another server: the first attempt's bytes were a
+    // failed answer there, and its address now waits out a penalty).
+    let (_keyed, eps) = Proc::serve(&[
+        "serve",
+        "exec",
+        "--listen",
+        "127.0.0.1:0",
+        "--key-file",
+        &key,
+        "--allow",
+        "echo",
+    ]);
+    let (status, _, err) = run(&["connect", &eps[0], "--ca", &ca], b"");
+    assert_eq!(status.code(), Some(1));
+    assert!(err.contains("this server does not speak TLS"), "{err}");
+    // The tutorials' size-header server, asked in socketeer's protocol.
+    let (_tutorial, eps) = Proc::serve(&[
+        "serve",
+        "exec",
+        "--listen",
+        "127.0.0.1:0",
+        "--no-auth",
+        "--allow",
+        "echo",
+        "--protocol",
+        "size-header",
+    ]);
+    let (status, _, err) = run(&["exec", &eps[0], "-n", "--", "echo", "hi"], b"");
+    assert_eq!(status.code(), Some(1));
+    assert!(err.contains("add --protocol size-header"), "{err}");
+    // A TLS server, asked in plain text with a key: it waits for TLS; the deadline says so.
+    let mut args = vec![
+        "serve",
+        "echo",
+        "--listen",
+        "127.0.0.1:0",
+        "--key-file",
+        &key,
+    ];
+    let tls = tls_flags(&certs);
+    args.extend(tls.iter().map(String::as_str));
+    let (_tls, eps) = Proc::serve(&args);
+    let (status, _, err) = run(
+        &[
+            "connect",
+            &eps[0],
+            "--key-file",
+            &key,
+            "--device",
+            "robot-1",
+            "--timeout",
+            "1",
+        ],
+        b"",
+    );
+    assert_eq!(status.code(), Some(1));
+    assert!(
+        err.contains("if the server speaks TLS, connect with --ca or --pin"),
+        "{err}"
+    );
+}
+
+#[test]
+fn connect_at_a_terminal_without_a_key_says_so_instead_of_printing_the_challenge() {
+    let dir = TempDir::new("tty-keyed");
+    let key = make_key(&dir, "fleet.key", Some("robot-1"));
+    let (_server, ep) = serve(&["--key-file", &key]);
+    let script = format!(
+        "{} connect {ep}; echo \"EXIT=$?\"; stty -a",
+        crate::support::bin()
+    );
+    let Some(screen) = crate::support::at_terminal("connect to a keyed server", &script, "", "")
+    else {
+        return;
+    };
+    assert!(screen.contains("this server asks for a key"), "{screen}");
+    assert!(screen.contains("EXIT=1"), "{screen}");
+    crate::support::assert_terminal_restored(&screen);
 }

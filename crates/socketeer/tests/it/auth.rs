@@ -452,10 +452,14 @@ async fn stalled_clients_from_one_source_do_not_lock_out_another() {
     for _ in 0..1000 {
         stalled.push(connect_from("127.0.0.1", g.server.addr).await);
     }
-    // All but the first 16 are dropped at once, without a challenge.
+    // All but the first 16 are refused at once, without a challenge: told why (as many as the
+    // server tells at once), or just closed.
     let mut dropped = 0;
     for s in stalled.iter_mut().skip(16) {
-        if read_to_end(s).await.is_empty() {
+        let got = read_to_end(s).await;
+        if got.is_empty()
+            || got == b"socketeer: refused: too many handshakes in progress from this source\n"
+        {
             dropped += 1;
         }
     }
@@ -483,9 +487,12 @@ async fn a_failed_attempt_penalizes_its_source_only() {
     // The next attempt from that source is dropped before any challenge: one attempt per
     // connection, and a penalty per failure.
     let mut again = connect_from("127.0.0.3", g.server.addr).await;
+    let refusal = String::from_utf8(read_to_end(&mut again).await).expect("text");
     assert!(
-        read_to_end(&mut again).await.is_empty(),
-        "penalized source gets no challenge"
+        refusal.starts_with(
+            "socketeer: refused: this address failed authentication and is locked out; try again in"
+        ),
+        "penalized source gets no challenge, and is told for how long: {refusal}"
     );
     let mut other = connect_from("127.0.0.4", g.server.addr).await;
     let c = challenge(&mut other).await;
@@ -514,7 +521,10 @@ async fn allow_and_deny_are_checked_before_anything_is_read() {
     .await;
     let mut denied = connect_from("127.0.0.66", server.addr).await;
     let _ = denied.write_all(b"let me in\n").await;
-    assert!(read_to_end(&mut denied).await.is_empty());
+    assert_eq!(
+        read_to_end(&mut denied).await,
+        b"socketeer: refused: this address is not allowed here (--allow/--deny)\n"
+    );
     let mut allowed = connect_from("127.0.0.65", server.addr).await;
     allowed.write_all(b"hi\n").await.expect("send");
     assert_eq!(line(&mut allowed).await, "- hi\n");
