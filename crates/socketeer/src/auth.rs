@@ -212,17 +212,15 @@ pub async fn client_handshake(
         })?;
     // Not a challenge but a refusal: its line, read to its end.
     if let Some(crate::client::Mismatch::Refused(_)) = crate::client::recognize(&challenge) {
-        {
-            let mut line = challenge.to_vec();
-            while !line.contains(&b'\n') && line.len() < 512 {
-                match conn.read_with(&mut Exact(1)).await {
-                    Ok(Some(byte)) => line.extend_from_slice(&byte),
-                    _ => break,
-                }
+        let mut line = challenge.to_vec();
+        while !line.contains(&b'\n') && line.len() < 512 {
+            match conn.read_with(&mut Exact(1)).await {
+                Ok(Some(byte)) => line.extend_from_slice(&byte),
+                _ => break,
             }
-            if let Some(mismatch) = crate::client::recognize(&line) {
-                return Err(mismatch.into_error(false));
-            }
+        }
+        if let Some(mismatch) = crate::client::recognize(&line) {
+            return Err(mismatch.into_error(false));
         }
     }
     // (A TLS server sends nothing first: it waits for us, and the deadline ends it.)
