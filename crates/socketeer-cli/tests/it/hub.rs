@@ -717,16 +717,13 @@ fn start_hub_http(dir: &TempDir, extra: &[&str]) -> (Proc, String, String, Strin
     (hub, ingest, web, db)
 }
 
-#[test]
-fn the_api_answers_from_stored_data() {
-    let dir = TempDir::new("hub-api");
-    let (hub, ingest, web, _db) = start_hub_http(&dir, &["--no-auth", "--retention", "0"]);
-
-    // A live viewer first, so it sees what follows.
-    let mut viewer = TcpStream::connect(&web).expect("viewer");
+/// Subscribes to `/api/live` (`query` after the path, e.g. `?device=D`), and waits until the
+/// hub counts the viewer, so it sees every record committed from then on.
+fn live_viewer(web: &str, query: &str) -> BufReader<TcpStream> {
+    let viewer = TcpStream::connect(web).expect("viewer");
     viewer.set_read_timeout(Some(DEADLINE)).expect("timeout");
-    viewer
-        .write_all(format!("GET /api/live HTTP/1.1\r\nHost: {web}\r\n\r\n").as_bytes())
+    (&viewer)
+        .write_all(format!("GET /api/live{query} HTTP/1.1\r\nHost: {web}\r\n\r\n").as_bytes())
         .expect("subscribe");
     let mut viewer = BufReader::new(viewer);
     let mut head = String::new();
@@ -735,8 +732,28 @@ fn the_api_answers_from_stored_data() {
         viewer.read_line(&mut head).expect("head");
     }
     crate::support::wait_until("the viewer counted", || {
-        get_metric(&web, "socketeer_hub_live_viewers") == 1
+        get_metric(web, "socketeer_hub_live_viewers") == 1
     });
+    viewer
+}
+
+/// The next event a live viewer gets.
+fn next_event(viewer: &mut BufReader<TcpStream>) -> Value {
+    let mut event = String::new();
+    while !event.starts_with("data:") {
+        event.clear();
+        viewer.read_line(&mut event).expect("event");
+    }
+    serde_json::from_str(event["data:".len()..].trim()).expect("json")
+}
+
+#[test]
+fn the_api_answers_from_stored_data() {
+    let dir = TempDir::new("hub-api");
+    let (hub, ingest, web, _db) = start_hub_http(&dir, &["--no-auth", "--retention", "0"]);
+
+    // A live viewer first, so it sees what follows.
+    let mut viewer = live_viewer(&web, "");
 
     // Known data: ax = k at ts = T0 + k for k in 0..1000, and two frames.
     let t0 = 1_800_000_000u64;
@@ -761,12 +778,7 @@ fn the_api_answers_from_stored_data() {
         assert!(robot.answer().get("ack").is_some());
     }
     // The live feed carried the first record as committed.
-    let mut event = String::new();
-    while !event.starts_with("data: ") {
-        event.clear();
-        viewer.read_line(&mut event).expect("event");
-    }
-    let event: Value = serde_json::from_str(event.trim_start_matches("data: ")).expect("json");
+    let event = next_event(&mut viewer);
     assert_eq!(event["device"], "rover-2");
     assert_eq!(event["values"]["ax"], 0.0);
 
@@ -1255,22 +1267,7 @@ fn series_buckets_span_the_data_times_take_rfc3339_errors_are_json_and_live_filt
     let dir = TempDir::new("hub-api-shapes");
     let (hub, ingest, web, _db) = start_hub_http(&dir, &["--no-auth"]);
     // A live viewer of rover-b only.
-    let mut viewer = TcpStream::connect(&web).expect("viewer");
-    viewer.set_read_timeout(Some(DEADLINE)).expect("timeout");
-    viewer
-        .write_all(
-            format!("GET /api/live?device=rover-b HTTP/1.1\r\nHost: {web}\r\n\r\n").as_bytes(),
-        )
-        .expect("subscribe");
-    let mut viewer = BufReader::new(viewer);
-    let mut head = String::new();
-    while head != "\r\n" {
-        head.clear();
-        viewer.read_line(&mut head).expect("head");
-    }
-    crate::support::wait_until("the viewer counted", || {
-        get_metric(&web, "socketeer_hub_live_viewers") == 1
-    });
+    let mut viewer = live_viewer(&web, "?device=rover-b");
 
     // 2000 readings over the last minute only.
     let now = std::time::SystemTime::now()
@@ -1294,12 +1291,7 @@ fn series_buckets_span_the_data_times_take_rfc3339_errors_are_json_and_live_filt
     b.send("{\"device\":\"rover-b\"}\n{\"stream\":\"gps\",\"seq\":1,\"values\":{\"lat\":1}}\n");
     assert_eq!(b.answer(), serde_json::json!({"ack": 1}));
     // The viewer got rover-b's record and not one of rover-a's 2000.
-    let mut event = String::new();
-    while !event.starts_with("data:") {
-        event.clear();
-        viewer.read_line(&mut event).expect("event");
-    }
-    let event: Value = serde_json::from_str(event["data:".len()..].trim()).expect("json");
+    let event = next_event(&mut viewer);
     assert_eq!(event["device"], "rover-b", "{event}");
 
     // Over the default hour, 500 buckets across the minute the data covers (not 7).
@@ -1366,20 +1358,7 @@ fn series_buckets_span_the_data_times_take_rfc3339_errors_are_json_and_live_filt
 fn text_states_are_stored_listed_streamed_and_exported_as_text() {
     let dir = TempDir::new("hub-texts");
     let (hub, ingest, web, _db) = start_hub_http(&dir, &["--no-auth"]);
-    let mut viewer = TcpStream::connect(&web).expect("viewer");
-    viewer.set_read_timeout(Some(DEADLINE)).expect("timeout");
-    viewer
-        .write_all(format!("GET /api/live HTTP/1.1\r\nHost: {web}\r\n\r\n").as_bytes())
-        .expect("subscribe");
-    let mut viewer = BufReader::new(viewer);
-    let mut head = String::new();
-    while head != "\r\n" {
-        head.clear();
-        viewer.read_line(&mut head).expect("head");
-    }
-    crate::support::wait_until("the viewer counted", || {
-        get_metric(&web, "socketeer_hub_live_viewers") == 1
-    });
+    let mut viewer = live_viewer(&web, "");
     let mut robot = Client::connect(&ingest);
     robot.send("{\"device\":\"rover-t\"}\n");
     robot.send("{\"stream\":\"gps\",\"ts\":1800000000,\"seq\":1,\"values\":{\"fix\":\"FLOAT\",\"sats\":9}}\n");
@@ -1388,12 +1367,7 @@ fn text_states_are_stored_listed_streamed_and_exported_as_text() {
     );
     assert_eq!(robot.answer(), serde_json::json!({"ack": 1}));
     assert_eq!(robot.answer(), serde_json::json!({"ack": 2}));
-    let mut event = String::new();
-    while !event.starts_with("data:") {
-        event.clear();
-        viewer.read_line(&mut event).expect("event");
-    }
-    let event: Value = serde_json::from_str(event["data:".len()..].trim()).expect("json");
+    let event = next_event(&mut viewer);
     assert_eq!(event["texts"]["fix"], "FLOAT", "{event}");
     assert_eq!(event["values"]["sats"], 9.0, "{event}");
 

@@ -507,48 +507,33 @@ fn clients_say_what_a_mismatched_server_speaks() {
     let key = make_key(&dir, "fleet.key", Some("robot-1"));
     let (certs, _) = make_certs(&dir);
     let ca = format!("{certs}/ca.pem");
+    let exec_server = |extra: &[&str]| {
+        let mut args = vec![
+            "serve",
+            "exec",
+            "--listen",
+            "127.0.0.1:0",
+            "--allow",
+            "echo",
+        ];
+        args.extend_from_slice(extra);
+        let (server, eps) = Proc::serve(&args);
+        (server, eps[0].clone())
+    };
     // A keyed exec server, asked without a key.
-    let (_keyed, eps) = Proc::serve(&[
-        "serve",
-        "exec",
-        "--listen",
-        "127.0.0.1:0",
-        "--key-file",
-        &key,
-        "--allow",
-        "echo",
-    ]);
-    let (status, _, err) = run(&["exec", &eps[0], "-n", "--", "echo", "hi"], b"");
+    let (_keyed, ep) = exec_server(&["--key-file", &key]);
+    let (status, _, err) = run(&["exec", &ep, "-n", "--", "echo", "hi"], b"");
     assert_eq!(status.code(), Some(1));
     assert!(err.contains("this server asks for a key"), "{err}");
     // ... and with TLS it does not speak (another server: the first attempt's bytes were a
     // failed answer there, and its address now waits out a penalty).
-    let (_keyed, eps) = Proc::serve(&[
-        "serve",
-        "exec",
-        "--listen",
-        "127.0.0.1:0",
-        "--key-file",
-        &key,
-        "--allow",
-        "echo",
-    ]);
-    let (status, _, err) = run(&["connect", &eps[0], "--ca", &ca], b"");
+    let (_keyed, ep) = exec_server(&["--key-file", &key]);
+    let (status, _, err) = run(&["connect", &ep, "--ca", &ca], b"");
     assert_eq!(status.code(), Some(1));
     assert!(err.contains("this server does not speak TLS"), "{err}");
     // The tutorials' size-header server, asked in socketeer's protocol.
-    let (_tutorial, eps) = Proc::serve(&[
-        "serve",
-        "exec",
-        "--listen",
-        "127.0.0.1:0",
-        "--no-auth",
-        "--allow",
-        "echo",
-        "--protocol",
-        "size-header",
-    ]);
-    let (status, _, err) = run(&["exec", &eps[0], "-n", "--", "echo", "hi"], b"");
+    let (_tutorial, ep) = exec_server(&["--no-auth", "--protocol", "size-header"]);
+    let (status, _, err) = run(&["exec", &ep, "-n", "--", "echo", "hi"], b"");
     assert_eq!(status.code(), Some(1));
     assert!(err.contains("add --protocol size-header"), "{err}");
     // A TLS server, asked in plain text with a key: it waits for TLS; the deadline says so.
