@@ -210,9 +210,7 @@ async fn read_input(
     let mut at = start;
     let mut raw = Vec::new();
     loop {
-        raw.clear();
-        let n = reader
-            .read_until(b'\n', &mut raw)
+        let n = read_line_bounded(&mut reader, &mut raw)
             .await
             .context("publish: reading the input")?;
         if n == 0 {
@@ -271,6 +269,36 @@ async fn read_input(
     shared.changed.notify_one();
     shared.input_ended.notify_waiters();
     Ok(())
+}
+
+/// Reads one line (to `\n` or the end) into `raw`, keeping at most a little over
+/// [`MAX_LINE`] of it (a longer line is refused by its length; memory stays bounded however
+/// long it is). Returns the bytes taken from the input, 0 at its end.
+async fn read_line_bounded(
+    reader: &mut (impl tokio::io::AsyncBufRead + Unpin),
+    raw: &mut Vec<u8>,
+) -> std::io::Result<usize> {
+    const KEEP: usize = MAX_LINE + 2;
+    raw.clear();
+    let mut taken = 0;
+    loop {
+        let buf = reader.fill_buf().await?;
+        if buf.is_empty() {
+            return Ok(taken);
+        }
+        let (piece, ended) = match buf.iter().position(|&b| b == b'\n') {
+            Some(at) => (&buf[..=at], true),
+            None => (buf, false),
+        };
+        let room = KEEP.saturating_sub(raw.len());
+        raw.extend_from_slice(&piece[..piece.len().min(room)]);
+        let len = piece.len();
+        reader.consume(len);
+        taken += len;
+        if ended {
+            return Ok(taken);
+        }
+    }
 }
 
 /// Records input taken that has nothing to send, so a resumed run does not read it again.

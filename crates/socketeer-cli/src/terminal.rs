@@ -59,13 +59,15 @@ fn messages_to(screen: Option<SharedWriter>) {
 /// Writes a message or log line to stderr, or above the line being edited while an editor
 /// runs. Failures lose the message, nothing else.
 pub(crate) fn write_stderr(bytes: &[u8]) {
-    let mut messages = MESSAGES.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(screen) = messages.as_mut() {
-        // A full queue (500 lines not yet drawn) drops the message rather than wait.
-        let _ = Write::write_all(screen, bytes);
-        return;
+    // Most runs never start an editor: no lock for them.
+    if STARTED.load(Ordering::Relaxed) {
+        let mut messages = MESSAGES.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(screen) = messages.as_mut() {
+            // A full queue (500 lines not yet drawn) drops the message rather than wait.
+            let _ = Write::write_all(screen, bytes);
+            return;
+        }
     }
-    drop(messages);
     let mut err = std::io::stderr().lock();
     let _ = err.write_all(bytes).and_then(|()| err.flush());
 }

@@ -1410,3 +1410,21 @@ fn text_states_are_stored_listed_streamed_and_exported_as_text() {
     let (status, _, err) = hub.wait();
     assert!(status.success(), "{err}");
 }
+
+#[test]
+fn publish_refuses_an_overlong_input_line_and_goes_on() {
+    let dir = TempDir::new("hub-long-line");
+    let (_hub, address, db) = start_hub(&dir, &["--no-auth"]);
+    let mut input = format!(
+        "{{\"stream\":\"s\",\"values\":{{\"v\":1}},\"pad\":\"{}\"}}\n",
+        "x".repeat(8 << 20)
+    );
+    input.push_str(&lines("after", 0..1));
+    let (status, _, err) = run(&["publish", &address], input.as_bytes());
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("input line 1: longer than 65536 bytes"),
+        "{err}"
+    );
+    assert_eq!(values(&db, "after"), [0.0]);
+}
