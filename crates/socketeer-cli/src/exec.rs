@@ -12,6 +12,7 @@ use tokio::io::AsyncReadExt;
 
 use crate::cli::{ExecClientArgs, ExecProtocol};
 use crate::failure::{EXIT_OUTPUT_CUT, UsageError, parse_endpoint};
+use crate::guard::FirstLook;
 use crate::guard::client_options;
 use crate::services::exec::policy::MAX_COMMAND;
 use crate::services::exec::wire::{self, FromServer, Report};
@@ -157,27 +158,6 @@ async fn receive(mut reader: ConnectionReader) -> anyhow::Result<Option<Report>>
             FromServer::Stderr(data) => stderr.write_all(data)?,
             FromServer::Exit(report) => return Ok(Some(report)),
         }
-    }
-}
-
-/// Looks at the first bytes without taking them: `true` when they can start an exec frame (a
-/// length whose high byte is 0: every frame is under 16 MiB), `false` when they cannot.
-struct FirstLook;
-
-impl tokio_util::codec::Decoder for FirstLook {
-    type Item = bool;
-    type Error = socketeer::Error;
-
-    fn decode(&mut self, buf: &mut bytes::BytesMut) -> Result<Option<bool>, socketeer::Error> {
-        Ok(match buf.first() {
-            None => None,
-            Some(&high) if high != 0 => Some(false),
-            Some(_) => (buf.len() >= 4).then_some(true),
-        })
-    }
-
-    fn decode_eof(&mut self, buf: &mut bytes::BytesMut) -> Result<Option<bool>, socketeer::Error> {
-        Ok(self.decode(buf)?.or((!buf.is_empty()).then_some(false)))
     }
 }
 

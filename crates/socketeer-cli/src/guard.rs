@@ -159,3 +159,26 @@ pub(crate) fn client_options(
 pub(crate) fn client_needs_stream(args: &ClientGuardArgs) -> bool {
     args.key_file.is_some() || args.tls || args.ca.is_some() || args.pin.is_some() || args.insecure
 }
+
+/// Looks at a server's first bytes without taking them, for clients of socketeer's framed
+/// protocols (exec, files): `true` when they can start a frame (a length whose high byte is 0:
+/// every frame is under 16 MiB), `false` when they cannot — then they are something else
+/// ([`socketeer::client::recognize`] may say what), which may be a few bytes and a wait.
+pub(crate) struct FirstLook;
+
+impl tokio_util::codec::Decoder for FirstLook {
+    type Item = bool;
+    type Error = socketeer::Error;
+
+    fn decode(&mut self, buf: &mut bytes::BytesMut) -> Result<Option<bool>, socketeer::Error> {
+        Ok(match buf.first() {
+            None => None,
+            Some(&high) if high != 0 => Some(false),
+            Some(_) => (buf.len() >= 4).then_some(true),
+        })
+    }
+
+    fn decode_eof(&mut self, buf: &mut bytes::BytesMut) -> Result<Option<bool>, socketeer::Error> {
+        Ok(self.decode(buf)?.or((!buf.is_empty()).then_some(false)))
+    }
+}

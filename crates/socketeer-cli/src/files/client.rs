@@ -64,6 +64,8 @@ impl Summary<'_> {
 struct Session {
     conn: Connection,
     codec: FrameCodec,
+    /// No answer read yet: the first is looked at for another protocol.
+    first: bool,
 }
 
 impl Session {
@@ -77,6 +79,7 @@ impl Session {
         Ok(Self {
             conn,
             codec: FrameCodec::new(wire::MAX_CONTROL),
+            first: true,
         })
     }
 
@@ -88,6 +91,13 @@ impl Session {
 
     /// The server's next response; an error response becomes an error naming `what`.
     async fn response(&mut self, what: &str) -> anyhow::Result<Response> {
+        if std::mem::take(&mut self.first)
+            && self.conn.read_with(&mut crate::guard::FirstLook).await? == Some(false)
+        {
+            if let Some(mismatch) = client::recognize(self.conn.buffered()) {
+                return Err(mismatch.into_error(false).into());
+            }
+        }
         let frame = self
             .conn
             .read_with(&mut self.codec)

@@ -525,6 +525,23 @@ fn clients_say_what_a_mismatched_server_speaks() {
     let (status, _, err) = run(&["exec", &ep, "-n", "--", "echo", "hi"], b"");
     assert_eq!(status.code(), Some(1));
     assert!(err.contains("this server asks for a key"), "{err}");
+    // A keyed file server too.
+    let root = dir.0.join("root");
+    std::fs::create_dir(&root).expect("root");
+    let root = root.display().to_string();
+    let (_files, eps) = Proc::serve(&[
+        "serve",
+        "files",
+        "--listen",
+        "127.0.0.1:0",
+        "--root",
+        &root,
+        "--key-file",
+        &key,
+    ]);
+    let (status, _, err) = run(&["ls", &eps[0]], b"");
+    assert_eq!(status.code(), Some(1));
+    assert!(err.contains("this server asks for a key"), "{err}");
     // ... and with TLS it does not speak (another server: the first attempt's bytes were a
     // failed answer there, and its address now waits out a penalty).
     let (_keyed, ep) = exec_server(&["--key-file", &key]);
