@@ -117,7 +117,9 @@ pub(crate) struct GuardArgs {
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
     pub(crate) tls_key: Option<std::path::PathBuf>,
     /// Only accept clients from this network (repeatable), e.g. 10.0.0.0/8. (`serve exec`
-    /// also takes program names here: `--allow ls`.)
+    /// also takes allow rules here, each a command line: `--allow uptime` runs uptime with no
+    /// arguments, `--allow 'journalctl -u robot -n *'` exactly those, `*` within one argument
+    /// and never an option; a last word `...` allows any further arguments.)
     #[arg(long, value_name = "CIDR", value_parser = parse_allow)]
     pub(crate) allow: Vec<Allowed>,
     /// Refuse clients from this network (repeatable); checked before --allow.

@@ -56,7 +56,7 @@ fn token() -> String {
 #[test]
 fn a_command_streams_its_output_and_exit_status_and_takes_stdin() {
     let dir = TempDir::new("exec-basic");
-    let (_server, ep) = serve_exec(&dir.0, &["--allow", "sort", "--allow", "sh"]);
+    let (_server, ep) = serve_exec(&dir.0, &["--allow", "sort", "--allow", "sh ..."]);
     let (status, out, _) = run(&["exec", &ep, "--", "sort"], b"pear\napple\nfig\n");
     assert_eq!(out, "apple\nfig\npear\n");
     assert_eq!(status.code(), Some(0));
@@ -100,7 +100,7 @@ fn the_injection_corpus_runs_nothing_unintended() {
     let dir = TempDir::new("exec-inject");
     let marker = dir.0.join("PWNED");
     let m = marker.display().to_string();
-    let (server, ep) = serve_exec(&dir.0, &["--allow", "echo"]);
+    let (server, ep) = serve_exec(&dir.0, &["--allow", "echo ..."]);
     let corpus: Vec<String> = vec![
         format!("echo a; touch {m}"),
         format!("echo a | touch {m}"),
@@ -196,7 +196,7 @@ fn raw_native(ep: &str, frames: &[&[u8]]) -> Vec<Vec<u8>> {
 fn hostile_frames_are_refused_and_the_server_carries_on() {
     let dir = TempDir::new("exec-raw");
     let marker = dir.0.join("PWNED");
-    let (_server, ep) = serve_exec(&dir.0, &["--allow", "echo"]);
+    let (_server, ep) = serve_exec(&dir.0, &["--allow", "echo ..."]);
     let nul = format!("Cecho a\0touch {}", marker.display());
     let replies = raw_native(&ep, &[nul.as_bytes()]);
     let last = String::from_utf8_lossy(replies.last().expect("a report"));
@@ -226,7 +226,7 @@ fn hostile_frames_are_refused_and_the_server_carries_on() {
 #[test]
 fn a_command_past_its_deadline_is_killed_with_its_children() {
     let dir = TempDir::new("exec-timeout");
-    let (_server, ep) = serve_exec(&dir.0, &["--allow", "sh", "--cmd-timeout", "1"]);
+    let (_server, ep) = serve_exec(&dir.0, &["--allow", "sh ...", "--cmd-timeout", "1"]);
     let t = token();
     let script = format!("sleep {t} & sleep {t} & sleep {t}; echo never");
     let (status, out, err) = run(&["exec", &ep, "-n", "--", "sh", "-c", &script], b"");
@@ -241,7 +241,7 @@ fn a_command_past_its_deadline_is_killed_with_its_children() {
 #[test]
 fn output_past_the_cap_is_cut_with_a_notice() {
     let dir = TempDir::new("exec-cap");
-    let (_server, ep) = serve_exec(&dir.0, &["--allow", "head", "--max-output", "1MiB"]);
+    let (_server, ep) = serve_exec(&dir.0, &["--allow", "head ...", "--max-output", "1MiB"]);
     let mut client = Proc::spawn(&[
         "exec",
         &ep,
@@ -268,7 +268,7 @@ fn output_past_the_cap_is_cut_with_a_notice() {
 #[test]
 fn a_client_that_leaves_mid_command_has_its_command_killed() {
     let dir = TempDir::new("exec-leave");
-    let (_server, ep) = serve_exec(&dir.0, &["--allow", "sh", "--protocol", "native"]);
+    let (_server, ep) = serve_exec(&dir.0, &["--allow", "sh ...", "--protocol", "native"]);
     let t = token();
     let script = format!("sleep {t} & sleep {t}");
     let client = Proc::spawn(&["exec", &ep, "-n", "--", "sh", "-c", &script]);
@@ -295,7 +295,7 @@ fn exec_into_a_closed_pipe(args: &[&str]) -> (std::process::ExitStatus, String) 
 #[test]
 fn output_into_a_closed_pipe_ends_quietly_and_stops_the_command() {
     let dir = TempDir::new("exec-epipe");
-    let (_server, ep) = serve_exec(&dir.0, &["--allow", "sh"]);
+    let (_server, ep) = serve_exec(&dir.0, &["--allow", "sh ..."]);
     let t = token();
     // The output comes only once the background sleep has exec'd, so the check below that it
     // was stopped cannot pass because it never ran.
@@ -308,7 +308,10 @@ fn output_into_a_closed_pipe_ends_quietly_and_stops_the_command() {
     assert!(err.is_empty(), "{err}");
     wait_until("the command to be stopped", || sleeps(&t).is_empty());
 
-    let (_server, ep) = serve_exec(&dir.0, &["--allow", "echo", "--protocol", "size-header"]);
+    let (_server, ep) = serve_exec(
+        &dir.0,
+        &["--allow", "echo ...", "--protocol", "size-header"],
+    );
     let (status, err) = exec_into_a_closed_pipe(&[
         "exec",
         &ep,
@@ -325,7 +328,10 @@ fn output_into_a_closed_pipe_ends_quietly_and_stops_the_command() {
 #[test]
 fn a_size_header_client_that_leaves_has_its_command_killed() {
     let dir = TempDir::new("exec-leave-sh");
-    let (_server, ep) = serve_exec(&dir.0, &["--allow", "sleep", "--protocol", "size-header"]);
+    let (_server, ep) = serve_exec(
+        &dir.0,
+        &["--allow", "sleep ...", "--protocol", "size-header"],
+    );
     let t = token();
     let mut stream = std::net::TcpStream::connect(addr(&ep)).expect("connect");
     stream
@@ -349,7 +355,7 @@ fn the_size_header_protocol_works_with_the_tutorials_python_client() {
         &dir.0,
         &[
             "--allow",
-            "echo",
+            "echo ...",
             "--allow",
             "true",
             "--protocol",
@@ -504,7 +510,7 @@ fn exec_with_a_key_runs_only_for_clients_that_prove_it() {
         "--key-file",
         &key,
         "--allow",
-        "echo",
+        "echo ...",
         "--cwd",
         &cwd,
     ]);
@@ -538,9 +544,9 @@ fn one_client_cannot_take_every_session() {
         &dir.0,
         &[
             "--allow",
-            "sh",
+            "sh ...",
             "--allow",
-            "echo",
+            "echo ...",
             "--max-sessions-per-client",
             "1",
         ],
@@ -561,4 +567,47 @@ fn one_client_cannot_take_every_session() {
             .code()
             == Some(0)
     });
+}
+
+#[test]
+fn an_allowed_program_runs_only_with_the_arguments_its_rules_allow() {
+    // The README's allow list: uptime and sort, as written, with no arguments at all.
+    let dir = TempDir::new("exec-arg-rules");
+    let written = dir.0.join("written");
+    let target = written.display().to_string();
+    let (_server, ep) = serve_exec(
+        &dir.0,
+        &[
+            "--allow",
+            "uptime",
+            "--allow",
+            "sort",
+            "--allow",
+            "cat logs/*.txt",
+        ],
+    );
+    let (status, out, err) = run(&["exec", &ep, "--", "sort"], b"b\na\n");
+    assert_eq!((status.code(), out.as_str()), (Some(0), "a\nb\n"), "{err}");
+    for hostile in [
+        vec!["sort", "--compress-program=sh"],
+        vec!["sort", "-o", &target],
+        vec!["sort", "/etc/shadow"],
+        vec!["cat", "logs/../../etc/passwd.txt"],
+        vec!["cat", "--show-all", "logs/a.txt"],
+    ] {
+        let mut args = vec!["exec", &ep, "-n", "--"];
+        args.extend(&hostile);
+        let (status, out, err) = run(&args, b"");
+        assert_eq!(status.code(), Some(126), "{hostile:?}: {out}{err}");
+        assert!(err.contains("may run only as"), "{hostile:?}: {err}");
+    }
+    assert!(!written.exists(), "sort -o wrote a file");
+    std::fs::create_dir(dir.0.join("logs")).expect("logs");
+    std::fs::write(dir.0.join("logs/a.txt"), "from the log\n").expect("log");
+    let (status, out, err) = run(&["exec", &ep, "-n", "--", "cat", "logs/a.txt"], b"");
+    assert_eq!(
+        (status.code(), out.as_str()),
+        (Some(0), "from the log\n"),
+        "{err}"
+    );
 }

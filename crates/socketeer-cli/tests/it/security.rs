@@ -514,7 +514,7 @@ fn clients_say_what_a_mismatched_server_speaks() {
             "--listen",
             "127.0.0.1:0",
             "--allow",
-            "echo",
+            "echo ...",
         ];
         args.extend_from_slice(extra);
         let (server, eps) = Proc::serve(&args);

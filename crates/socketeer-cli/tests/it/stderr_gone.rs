@@ -62,7 +62,7 @@ fn exec_keeps_serving_and_stops_on_sigterm() {
         "127.0.0.1:0",
         "--no-auth",
         "--allow",
-        "echo",
+        "echo ...",
     ]);
     for _ in 0..3 {
         let (status, out, err) = run(&["exec", &eps[0], "-n", "--", "echo", "hi"], b"");

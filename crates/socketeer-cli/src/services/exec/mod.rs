@@ -20,7 +20,7 @@ use socketeer::{Connection, Handler, Result};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 
-use self::policy::{Policy, Prepared};
+use self::policy::{Policy, Prepared, Rule};
 use self::process::{Ending, Outcome, Output, Running};
 use self::sessions::Sessions;
 use self::wire::{FromClient, Report};
@@ -237,7 +237,11 @@ pub(crate) async fn run(mut args: ExecArgs) -> anyhow::Result<i32> {
         }
         Allowed::Net(_) => true,
     });
-    Policy::check_allow_list(&programs).map_err(UsageError)?;
+    let rules = programs
+        .iter()
+        .map(|text| Rule::parse(text))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(UsageError)?;
     if programs.is_empty() && !args.allow_any {
         return Err(UsageError(
             "serve exec: say which programs clients may run: --allow PROGRAM (repeatable) or --allow-any".into(),
@@ -282,7 +286,7 @@ pub(crate) async fn run(mut args: ExecArgs) -> anyhow::Result<i32> {
     }
     let exec = Arc::new(Exec {
         policy: Policy {
-            allow: programs.clone(),
+            allow: rules,
             allow_any: args.allow_any,
             shell: args.shell,
             env: Policy::environment(&args.env),
