@@ -553,8 +553,9 @@ pub(crate) struct HubArgs {
     /// No HTTP API or dashboard.
     #[arg(long)]
     pub(crate) no_http: bool,
-    /// The token HTTP clients must give (`Authorization: Bearer TOKEN` or `?token=TOKEN`).
-    #[arg(long, value_name = "TOKEN", env = "SOCKETEER_HTTP_TOKEN")]
+    /// The token HTTP clients must give (`Authorization: Bearer TOKEN` or `?token=TOKEN`): at
+    /// least 16 of A-Z a-z 0-9 . _ ~ - (`socketeer keygen` makes one).
+    #[arg(long, value_name = "TOKEN", env = "SOCKETEER_HTTP_TOKEN", value_parser = parse_token)]
     pub(crate) http_token: Option<String>,
     /// The unit of Influx timestamps.
     #[arg(long, value_name = "UNIT", value_enum, default_value = "ns")]
@@ -732,6 +733,26 @@ fn parse_allow(text: &str) -> Result<Allowed, String> {
     parse_cidr(text)
         .map(Allowed::Net)
         .or_else(|_| Ok(Allowed::Program(text.to_owned())))
+}
+
+/// Shortest HTTP token accepted.
+const MIN_TOKEN: usize = 16;
+
+/// An HTTP token: long enough not to be guessed, and safe in a URL as written. An empty one
+/// (an unset variable in a script) would open the API to anyone who sends `?token=`.
+fn parse_token(text: &str) -> Result<String, String> {
+    let url_safe = text
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"._~-".contains(&b));
+    if text.len() < MIN_TOKEN || !url_safe {
+        return Err(format!(
+            "an HTTP token is at least {MIN_TOKEN} of A-Z a-z 0-9 . _ ~ - (this one is {} \
+             characters{}); make one with `socketeer keygen`",
+            text.len(),
+            if url_safe { "" } else { ", some not allowed" }
+        ));
+    }
+    Ok(text.to_owned())
 }
 
 fn parse_cidr(text: &str) -> Result<ipnet::IpNet, String> {

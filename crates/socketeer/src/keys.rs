@@ -115,6 +115,20 @@ fn check_key(key: &str, line: usize) -> Result<Vec<u8>, String> {
             key.len()
         ));
     }
+    // 32 random bytes in hex use nearly all 16 digits; a key of a few repeated digits (all
+    // zeros, a pattern typed by hand) is not random, whatever its length.
+    let mut digits = [false; 16];
+    for b in key.bytes() {
+        if let Some(d) = char::from(b).to_digit(16) {
+            digits[d as usize] = true;
+        }
+    }
+    if digits.iter().filter(|&&seen| seen).count() < 8 {
+        return Err(format!(
+            "line {line}: the key is not random (it uses only a few hex digits); make one with \
+             `socketeer keygen`"
+        ));
+    }
     Ok(key.as_bytes().to_vec())
 }
 
@@ -158,10 +172,17 @@ pub fn parse_keys(text: &str) -> Result<Keys, String> {
                         "line {line}: \"{device}\" is not a device name (1-64 of A-Z a-z 0-9 . _ -)"
                     ));
                 }
-                if devices
-                    .insert((*device).to_owned(), check_key(key, *line)?)
-                    .is_some()
-                {
+                let key = check_key(key, *line)?;
+                // One key for two devices would let either be taken for the other.
+                if let Some((other, _)) = devices.iter().find(|(_, known)| **known == key) {
+                    if *other != *device {
+                        return Err(format!(
+                            "line {line}: device \"{device}\" has the same key as \"{other}\"; \
+                             each device needs its own (`socketeer keygen --device {device}`)"
+                        ));
+                    }
+                }
+                if devices.insert((*device).to_owned(), key).is_some() {
                     return Err(format!("line {line}: device \"{device}\" appears twice"));
                 }
             }
@@ -364,6 +385,17 @@ mod tests {
                 .expect_err("invalid")
                 .contains("DEVICE KEY")
         );
+        assert!(
+            parse_keys(&format!("a {K1}\nb {K1}"))
+                .expect_err("invalid")
+                .contains("device \"b\" has the same key as \"a\"")
+        );
+        for weak in ["0".repeat(64), "ab".repeat(32), "0123".repeat(16)] {
+            assert!(
+                parse_keys(&weak).expect_err("weak").contains("not random"),
+                "{weak}"
+            );
+        }
         assert!(
             parse_keys(&format!("b/ad {K1}\nx {K1}"))
                 .expect_err("invalid")

@@ -936,10 +936,18 @@ fn get_metric(web: &str, name: &str) -> u64 {
 
 #[test]
 fn http_token_and_auth_failures() {
+    // An empty or short token (an unset variable, a guessable word) is refused at start.
+    for token in ["", "s3cret"] {
+        let (status, _, err) = run(&["hub", "--no-auth", "--http-token", token], b"");
+        assert_eq!(status.code(), Some(2), "{err}");
+        assert!(err.contains("an HTTP token is at least 16"), "{err}");
+    }
     let dir = TempDir::new("hub-token");
     let key = make_key(&dir, "fleet.key", None);
-    let (hub, ingest, web, _db) =
-        start_hub_http(&dir, &["--key-file", &key, "--http-token", "s3cret-token"]);
+    let (hub, ingest, web, _db) = start_hub_http(
+        &dir,
+        &["--key-file", &key, "--http-token", "s3cret-token-0123"],
+    );
     let (status, _) = http(&web, "GET", "/api/devices", "", "");
     assert_eq!(status, 401);
     let (status, _) = http(
@@ -954,11 +962,11 @@ fn http_token_and_auth_failures() {
         &web,
         "GET",
         "/api/devices",
-        "Authorization: Bearer s3cret-token\r\n",
+        "Authorization: Bearer s3cret-token-0123\r\n",
         "",
     );
     assert_eq!(status, 200);
-    let (status, _) = http(&web, "GET", "/api/devices?token=s3cret-token", "", "");
+    let (status, _) = http(&web, "GET", "/api/devices?token=s3cret-token-0123", "", "");
     assert_eq!(status, 200);
     // A wrong key is counted, in all and for the device it claimed (r1, which sent with the
     // fleet key first; after a failure the address is held off for a while).
@@ -975,15 +983,15 @@ fn http_token_and_auth_failures() {
     );
     assert!(!status.success(), "a wrong key is refused: {err}");
     crate::support::wait_until("the failure counted", || {
-        let (_, text) = http(&web, "GET", "/metrics?token=s3cret-token", "", "");
+        let (_, text) = http(&web, "GET", "/metrics?token=s3cret-token-0123", "", "");
         text.contains("socketeer_hub_auth_failures_total 1")
     });
     crate::support::wait_until("the failure counted for r1", || {
-        let (_, text) = http(&web, "GET", "/api/devices?token=s3cret-token", "", "");
+        let (_, text) = http(&web, "GET", "/api/devices?token=s3cret-token-0123", "", "");
         let devices: Value = serde_json::from_str(&text).expect("JSON");
         devices["devices"][0]["auth_failures"] == 1
     });
-    let (_, text) = http(&web, "GET", "/api/devices?token=s3cret-token", "", "");
+    let (_, text) = http(&web, "GET", "/api/devices?token=s3cret-token-0123", "", "");
     let devices: Value = serde_json::from_str(&text).expect("JSON");
     assert_eq!(devices["devices"][0]["name"], "r1");
     assert_eq!(devices["devices"][0]["records"], 1);
