@@ -74,11 +74,17 @@ impl Handler for EchoHandler {
     }
 }
 
+/// The most an answer to a datagram may be, in multiples of the datagram.
+const MAX_AMPLIFICATION: usize = 3;
+
 impl DatagramHandler for EchoHandler {
     async fn handle(&self, datagram: Datagram) -> Result<()> {
         let answer = self.0.answer(datagram.data());
-        // No amplification: never more than the datagram carried, plus the prefix.
-        let most = datagram.data().len() + self.0.prefix.len();
+        // Bounded amplification: never more than the datagram carried plus the prefix, and
+        // never more than three times what it carried (QUIC's anti-amplification factor), so
+        // a long --prefix cannot turn forged 1-byte datagrams into a flood at another host.
+        let sent = datagram.data().len();
+        let most = (sent + self.0.prefix.len()).min(MAX_AMPLIFICATION * sent);
         datagram.reply(&answer[..answer.len().min(most)]).await
     }
 }

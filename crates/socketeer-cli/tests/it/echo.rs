@@ -82,6 +82,19 @@ fn udp_replies_are_never_bigger_than_the_request_plus_prefix() {
         "udp://127.0.0.1:0",
     ]);
     assert_eq!(udp_exchange(&eps[0], b"hi"), "I ");
+    // A long prefix cannot amplify either: at most three times what the datagram carried.
+    let prefix = "P".repeat(1000);
+    let (_server, eps) = Proc::serve(&[
+        "serve",
+        "echo",
+        "--prefix",
+        &prefix,
+        "--listen",
+        "udp://127.0.0.1:0",
+    ]);
+    assert_eq!(udp_exchange(&eps[0], b"x"), "PPP");
+    let big = [b'x'; 600];
+    assert_eq!(udp_exchange(&eps[0], &big).len(), 1600);
 }
 
 #[test]
