@@ -732,8 +732,13 @@ async fn ingest(State(api): Shared, Params(q): Params<IngestQuery>, body: String
     if !socketeer::keys::valid_device_name(&q.device) {
         return bad(StatusCode::BAD_REQUEST, "bad device name");
     }
+    // The session obeys the rule of a `{"session":..}` line (1-64 of A-Z a-z 0-9 _ . -).
+    let session = match q.session.map(|s| super::model::session_id(&s)).transpose() {
+        Ok(session) => session.unwrap_or_default(),
+        Err(why) => return bad(StatusCode::BAD_REQUEST, why),
+    };
     let device: Arc<str> = q.device.into();
-    let mut session: Arc<str> = q.session.unwrap_or_default().into();
+    let mut session: Arc<str> = session.into();
     let recv_ts = now_secs();
     let mut answers: Vec<(u64, Result<Option<u64>, String>)> = Vec::new();
     let mut items = Vec::new();

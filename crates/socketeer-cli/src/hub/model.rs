@@ -215,10 +215,10 @@ fn flatten(
                 ));
             }
             Value::String(text) => {
-                if text.len() > MAX_TEXT || text.chars().any(char::is_control) {
+                if text.len() > MAX_TEXT || text.chars().any(unshowable) {
                     return Err(format!(
                         "value {field:?}: text states are at most {MAX_TEXT} bytes, without \
-                         control characters"
+                         control, invisible or direction-changing characters"
                     ));
                 }
                 if out.0.len() + out.1.len() == MAX_VALUES {
@@ -376,10 +376,27 @@ fn label(text: &str) -> Result<String, String> {
     if text.is_empty() || text.len() > MAX_LABEL {
         return Err(format!("\"label\" must be 1-{MAX_LABEL} bytes"));
     }
-    if text.chars().any(char::is_control) {
-        return Err("\"label\" cannot hold control characters".into());
+    if text.chars().any(unshowable) {
+        return Err(
+            "\"label\" cannot hold control, invisible or direction-changing characters".into(),
+        );
     }
     Ok(text.to_owned())
+}
+
+/// Characters that do not show as themselves: controls, and the invisible and direction-
+/// changing ones that make text read other than it is (bidi embeddings, overrides and isolates,
+/// zero-width characters and marks, line and paragraph separators, the byte-order mark).
+pub(crate) fn unshowable(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{061c}'
+                | '\u{200b}'..='\u{200f}'
+                | '\u{2028}'..='\u{202e}'
+                | '\u{2060}'..='\u{2069}'
+                | '\u{feff}'
+        )
 }
 
 /// A device name, by the rules of key files (`socketeer keygen --device`).
@@ -391,7 +408,7 @@ fn device_name(text: &str) -> Result<String, String> {
     }
 }
 
-fn session_id(text: &str) -> Result<String, String> {
+pub(crate) fn session_id(text: &str) -> Result<String, String> {
     let ok = !text.is_empty()
         && text.len() <= MAX_SESSION
         && text
@@ -504,7 +521,15 @@ pub(crate) mod tests {
             ))
             .contains("text states")
         );
-        assert!(error(r#"{"stream":"s","values":{"a":"x\u0007"}}"#).contains("control characters"));
+        assert!(error(r#"{"stream":"s","values":{"a":"x\u0007"}}"#).contains("control, invisible"));
+        for sneaky in ["\\u202e", "\\u200b", "\\u2066", "\\ufeff", "\\u2028"] {
+            let state = format!(r#"{{"stream":"s","values":{{"a":"ok{sneaky}"}}}}"#);
+            assert!(error(&state).contains("direction-changing"), "{state}");
+            let label = format!(
+                r#"{{"stream":"c","frame":{{"w":9,"h":9}},"detections":[{{"label":"cat{sneaky}","score":1,"box":[0,0,1,1]}}]}}"#
+            );
+            assert!(error(&label).contains("direction-changing"), "{label}");
+        }
         // One instant in every unit: seconds, ms, µs, ns, RFC 3339.
         for ts in [
             "1800000000.25",
@@ -655,7 +680,7 @@ pub(crate) mod tests {
             ),
             (
                 r#"{"stream":"s","frame":{"w":1,"h":1},"detections":[{"label":"a\u0000","score":1,"box":[0,0,1,1]}]}"#,
-                "control characters",
+                "control, invisible",
             ),
             (
                 r#"{"stream":"s","frame":{"w":1,"h":1},"detections":[{"label":"","score":1,"box":[0,0,1,1]}]}"#,

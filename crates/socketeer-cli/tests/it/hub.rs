@@ -1353,6 +1353,16 @@ fn series_buckets_span_the_data_times_take_rfc3339_errors_are_json_and_live_filt
         let text = error["error"].as_str().expect("error text");
         assert!(text.contains(why), "{path}: {text}");
     }
+    // A session named in the query obeys the session rule (here: U+202E, a bidi override).
+    let (got, body) = http(
+        &web,
+        "POST",
+        "/api/ingest?device=rover-c&session=run%E2%80%AE1",
+        "Content-Type: text/plain\r\n",
+        "{\"stream\":\"s\",\"values\":{\"v\":1}}\n",
+    );
+    assert_eq!(got, 400, "{body}");
+    assert!(body.contains("bad session"), "{body}");
     let (got, body) = http(&web, "DELETE", "/api/devices", "", "");
     assert_eq!(got, 405, "{body}");
     assert!(serde_json::from_str::<Value>(&body).is_ok(), "{body}");
