@@ -23,6 +23,23 @@ pub(crate) struct ServerGuard {
     pub(crate) handshake_timeout: Duration,
 }
 
+/// The `--allow`/`--deny` networks as an access list.
+pub(crate) fn access_list(args: &GuardArgs) -> anyhow::Result<AccessList> {
+    let mut allow = Vec::new();
+    for entry in &args.allow {
+        match entry {
+            Allowed::Net(net) => allow.push(*net),
+            Allowed::Program(text) => {
+                return Err(UsageError(format!(
+                    "--allow \"{text}\": not an address or network such as 10.0.0.0/8"
+                ))
+                .into());
+            }
+        }
+    }
+    Ok(AccessList::new(allow, args.deny.clone()))
+}
+
 impl ServerGuard {
     /// Loads the key file and certificate now, so a bad one stops the start.
     pub(crate) fn from_args(args: &GuardArgs) -> anyhow::Result<Self> {
@@ -36,25 +53,13 @@ impl ServerGuard {
             .map(KeyStore::from_file)
             .transpose()?
             .map(Arc::new);
-        let mut allow = Vec::new();
-        for entry in &args.allow {
-            match entry {
-                Allowed::Net(net) => allow.push(*net),
-                Allowed::Program(text) => {
-                    return Err(UsageError(format!(
-                        "--allow \"{text}\": not an address or network such as 10.0.0.0/8"
-                    ))
-                    .into());
-                }
-            }
-        }
         let mut limits = AdmissionLimits::default();
         limits.max_startups = args.max_startups as usize;
         limits.max_startups_per_source = args.max_startups_per_source as usize;
         Ok(Self {
             tls,
             keys,
-            access: AccessList::new(allow, args.deny.clone()),
+            access: access_list(args)?,
             admission: Admission::new(limits),
             allow_plaintext_auth: args.allow_plaintext_auth,
             handshake_timeout: args.handshake_timeout,

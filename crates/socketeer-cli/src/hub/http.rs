@@ -48,12 +48,15 @@ pub(crate) struct Api {
     pub(crate) live: broadcast::Sender<Arc<str>>,
     pub(crate) token: Option<String>,
     pub(crate) shutdown: socketeer::Shutdown,
+    /// `--allow`/`--deny`, as on every other endpoint of the hub.
+    pub(crate) access: socketeer::AccessList,
 }
 
 type Shared = State<Arc<Api>>;
 
 /// The routes.
 pub(crate) fn router(api: Arc<Api>) -> Router {
+    let shared = Arc::clone(&api);
     Router::new()
         .route("/api/devices", get(devices))
         .route("/api/streams", get(streams))
@@ -85,6 +88,24 @@ pub(crate) fn router(api: Arc<Api>) -> Router {
         )
         // Outermost, so the token's refusal and unknown paths are JSON too.
         .layer(axum::middleware::from_fn(json_errors))
+        // Before anything: who may connect at all.
+        .layer(axum::middleware::from_fn_with_state(shared, check_access))
+}
+
+/// `--allow`/`--deny` for the HTTP listener: a peer they refuse gets 403 and nothing else.
+async fn check_access(
+    State(api): Shared,
+    axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<std::net::SocketAddr>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if api.access.permits(&socketeer::PeerAddr::Inet(peer)) {
+        return next.run(request).await;
+    }
+    bad(
+        StatusCode::FORBIDDEN,
+        "this address is not allowed here (--allow/--deny)",
+    )
 }
 
 const DASHBOARD_HTML: &str = include_str!("dashboard/index.html");

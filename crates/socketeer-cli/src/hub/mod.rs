@@ -307,9 +307,10 @@ async fn serve_http(
         live,
         token,
         shutdown: runner.shutdown().clone(),
+        access: crate::guard::access_list(&args.serve.guard)?,
     });
     let shutdown = runner.shutdown().clone();
-    let router = http::router(api);
+    let router = http::router(api).into_make_service_with_connect_info::<std::net::SocketAddr>();
     runner.spawn(async move {
         axum::serve(listener, router)
             .with_graceful_shutdown(async move { shutdown.triggered().await })

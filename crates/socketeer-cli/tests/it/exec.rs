@@ -611,3 +611,24 @@ fn an_allowed_program_runs_only_with_the_arguments_its_rules_allow() {
         "{err}"
     );
 }
+
+#[test]
+fn no_auth_on_a_unix_socket_others_may_use_is_warned_about() {
+    let dir = TempDir::new("exec-unix-mode");
+    let path = dir.sock("exec.sock");
+    let ep = format!("unix://{path}");
+    let (mut server, _) = Proc::serve(&[
+        "serve",
+        "exec",
+        "--no-auth",
+        "--allow",
+        "true",
+        "--listen",
+        &ep,
+        "--socket-mode",
+        "666",
+    ]);
+    server
+        .stderr
+        .wait_for_text("every user of this machine can run the allowed commands");
+}

@@ -1446,3 +1446,15 @@ fn publish_refuses_an_overlong_input_line_and_goes_on() {
     );
     assert_eq!(values(&db, "after"), [0.0]);
 }
+
+#[test]
+fn allow_and_deny_cover_the_http_listener_too() {
+    let dir = TempDir::new("hub-http-deny");
+    let (hub, _ingest, web, _db) = start_hub_http(&dir, &["--no-auth", "--deny", "127.0.0.0/8"]);
+    for path in ["/", "/api/devices", "/metrics"] {
+        let (status, body) = http(&web, "GET", path, "", "");
+        assert_eq!(status, 403, "{path}: {body}");
+        assert!(body.contains("not allowed here"), "{path}: {body}");
+    }
+    drop(hub);
+}

@@ -284,6 +284,13 @@ pub(crate) async fn run(mut args: ExecArgs) -> anyhow::Result<i32> {
     if args.allow_any {
         tracing::warn!("--allow-any: clients may run any program on the fixed PATH");
     }
+    let unix = args.serve.listen.iter().any(|l| l.starts_with("unix://"));
+    if args.no_auth && unix && args.serve.socket_mode & 0o006 != 0 {
+        tracing::warn!(
+            socket_mode = format!("{:o}", args.serve.socket_mode),
+            "--no-auth on a Unix socket others may use: every user of this machine can run the allowed commands"
+        );
+    }
     let exec = Arc::new(Exec {
         policy: Policy {
             allow: rules,
