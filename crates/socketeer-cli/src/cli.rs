@@ -578,7 +578,8 @@ pub(crate) struct HubArgs {
     /// not the machine losing power.
     #[arg(long, value_name = "MODE", value_enum, default_value = "full")]
     pub(crate) sync: crate::hub::store::Durability,
-    /// Delete data older than this (30d, 12h, 90m; 0 keeps everything).
+    /// Delete data received longer ago than this (30d, 12h, 90m; 0 keeps everything). By
+    /// receive time: a device's wrong clock neither deletes fresh data nor keeps old data.
     #[arg(long, value_name = "AGE", default_value = "30d", value_parser = parse_age)]
     pub(crate) retention: Duration,
     /// Most records committed in one transaction.

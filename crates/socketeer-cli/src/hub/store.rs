@@ -686,7 +686,7 @@ impl Writer {
         }
         self.last_retention = now;
         let cutoff = now - keep.as_secs_f64();
-        if let Err(err) = delete_older(&mut self.conn, cutoff) {
+        if let Err(err) = delete_older(&mut self.conn, cutoff, now) {
             tracing::warn!(error = %err, "retention pass failed; will try again");
         }
         self.forget();
@@ -729,24 +729,32 @@ pub(crate) fn event(item: &Item) -> String {
     event.to_string()
 }
 
-/// One retention pass: everything timestamped before `cutoff` (Unix seconds).
-pub(crate) fn delete_older(conn: &mut Connection, cutoff: f64) -> rusqlite::Result<()> {
+/// One retention pass (Unix seconds): what was *received* before `cutoff` goes, so the
+/// device's clock decides nothing — a record dated 2000 is kept for the whole period after it
+/// arrived, one dated 2099 goes when its period is over. Deleted: received before `cutoff` and
+/// dated before `cutoff` or after `now` (both ends of the time index, which is what makes the
+/// pass cheap); a record dated inside the period but received before it (a clock that ran
+/// ahead) goes once its date leaves the period.
+pub(crate) fn delete_older(conn: &mut Connection, cutoff: f64, now: f64) -> rusqlite::Result<()> {
     let tx = conn.transaction()?;
     // Through the (stream, time) and (device, time) indexes, one stream or device at a time.
     tx.execute(
         "DELETE FROM samples WHERE rowid IN (
-             SELECT sa.rowid FROM streams st JOIN samples sa ON sa.stream_id = st.id AND sa.ts < ?1)",
-        params![cutoff],
+             SELECT sa.rowid FROM streams st JOIN samples sa ON sa.stream_id = st.id
+                 AND (sa.ts < ?1 OR sa.ts > ?2) AND sa.recv_ts < ?1)",
+        params![cutoff, now],
     )?;
     tx.execute(
         "DELETE FROM detections WHERE frame_id IN (
-             SELECT f.id FROM devices d JOIN frames f ON f.device_id = d.id AND f.ts < ?1)",
-        params![cutoff],
+             SELECT f.id FROM devices d JOIN frames f ON f.device_id = d.id
+                 AND (f.ts < ?1 OR f.ts > ?2) AND f.recv_ts < ?1)",
+        params![cutoff, now],
     )?;
     tx.execute(
         "DELETE FROM frames WHERE id IN (
-             SELECT f.id FROM devices d JOIN frames f ON f.device_id = d.id AND f.ts < ?1)",
-        params![cutoff],
+             SELECT f.id FROM devices d JOIN frames f ON f.device_id = d.id
+                 AND (f.ts < ?1 OR f.ts > ?2) AND f.recv_ts < ?1)",
+        params![cutoff, now],
     )?;
     // Idempotency keys of sessions silent since the cutoff: a resend that late is new data.
     tx.execute(
@@ -982,7 +990,7 @@ mod tests {
         };
         let items = vec![
             item("r1", "s", &frame(1_000_000_000.0)),
-            item("r1", "s", &frame(1_800_000_000.0)),
+            item("r1", "s", &frame(2_050_000_000.0)),
             item(
                 "r1",
                 "s",
@@ -991,7 +999,7 @@ mod tests {
             item(
                 "r1",
                 "s",
-                r#"{"stream":"imu","ts":1800000000,"values":{"ax":2}}"#,
+                r#"{"stream":"imu","ts":2050000000,"values":{"ax":2}}"#,
             ),
         ];
         store.write(items).await.expect("write");
@@ -1009,10 +1017,21 @@ mod tests {
             .expect("label");
         assert_eq!(label, "<b>dog</b>", "stored as text, as sent");
         assert_eq!(count(&conn, "PRAGMA user_version"), MIGRATIONS.len() as i64);
-        delete_older(&mut conn, 1_500_000_000.0).expect("retention");
+        // By receive time (all of it arrived at 1.8e9): a cutoff before that keeps even the
+        // records dated 2001.
+        delete_older(&mut conn, 1_500_000_000.0, 1_500_000_000.0 + 86_400.0).expect("retention");
+        assert_eq!(count(&conn, "SELECT count(*) FROM frames"), 2);
+        assert_eq!(count(&conn, "SELECT count(*) FROM points"), 2);
+        // A period that ended after their arrival: the record dated before the cutoff goes,
+        // the one dated inside the period (a clock ahead, 2034) stays until its date leaves it.
+        delete_older(&mut conn, 1_800_000_000.0 + 1.0, 2_100_000_000.0).expect("retention");
         assert_eq!(count(&conn, "SELECT count(*) FROM frames"), 1);
         assert_eq!(count(&conn, "SELECT count(*) FROM detections"), 2);
         assert_eq!(count(&conn, "SELECT count(*) FROM points"), 1);
+        // Dated after "now" (the far future), received before the cutoff: it goes too.
+        delete_older(&mut conn, 1_800_000_000.0 + 1.0, 1_900_000_000.0).expect("retention");
+        assert_eq!(count(&conn, "SELECT count(*) FROM frames"), 0);
+        assert_eq!(count(&conn, "SELECT count(*) FROM points"), 0);
         let mode: String = conn
             .query_row("PRAGMA journal_mode", [], |row| row.get(0))
             .expect("mode");
