@@ -196,14 +196,19 @@ fn threads_serve_every_client_from_the_servers_own_threads_and_still_drain() {
         .expect("timeout");
     unix.write_all(b"unix\n").expect("send");
     assert_eq!(read_n(&mut unix, 5), "unix\n");
-    // Two threads of its own for each stream endpoint (started by now: both endpoints served).
-    let names: Vec<String> = std::fs::read_dir(format!("/proc/{}/task", server.pid()))
-        .expect("the server's threads")
-        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
-        .map(|n| n.trim_end().to_owned())
-        .filter(|n| n.starts_with("socketeer-"))
-        .collect();
-    assert_eq!(names.len(), 4, "{names:?}");
+    // Two threads of its own for each stream endpoint. A thread names itself once it runs, so
+    // one not yet scheduled still shows its parent's name: wait for all four names.
+    let pid = server.pid();
+    let named = || -> Vec<String> {
+        std::fs::read_dir(format!("/proc/{pid}/task"))
+            .expect("the server's threads")
+            .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+            .map(|n| n.trim_end().to_owned())
+            .filter(|n| n.starts_with("socketeer-"))
+            .collect()
+    };
+    crate::support::wait_until("four named serving threads", || named().len() >= 4);
+    assert_eq!(named().len(), 4, "{:?}", named());
     server.signal("TERM");
     for c in &mut clients {
         assert_eq!(read_to_end(c), "", "idle client closed by the drain");
