@@ -793,8 +793,13 @@ async fn ingest(State(api): Shared, Params(q): Params<IngestQuery>, body: String
             Ok(stored) => {
                 let new = stored.iter().filter(|s| **s == Stored::New).count() as u64;
                 api.ingest.stats.records.fetch_add(new, Ordering::Relaxed);
-                for (line_no, seq) in item_lines {
-                    answers.push((line_no, Ok(seq)));
+                for ((line_no, seq), outcome) in item_lines.into_iter().zip(stored) {
+                    if outcome == Stored::Conflict {
+                        api.ingest.stats.reject(super::store::CONFLICT);
+                        answers.push((line_no, Err(super::store::CONFLICT.to_owned())));
+                    } else {
+                        answers.push((line_no, Ok(seq)));
+                    }
                 }
             }
             Err(err) => {

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use socketeer::{Connection, Handler, Result};
 
 use super::model::{Line, parse_line};
-use super::store::{Item, Pending, Store, now_secs};
+use super::store::{CONFLICT, Item, Pending, Store, Stored, now_secs};
 
 /// Most lines of one connection waiting for their commit.
 pub(crate) const MAX_IN_FLIGHT: usize = 1024;
@@ -75,6 +75,10 @@ fn reason_of(why: &str) -> &'static str {
         ("name", "name"),
         ("authenticated as", "device"),
         ("storage", "storage"),
+        (
+            "already stored in this session for a different record",
+            "seq_reused",
+        ),
     ];
     REASONS
         .iter()
@@ -223,21 +227,29 @@ impl Handler for IngestHandler {
                     };
                     match outcome {
                         Ok(stored) => {
-                            let duplicates = stored
-                                .iter()
-                                .filter(|s| **s == super::store::Stored::Duplicate)
-                                .count() as u64;
-                            ingest.stats.duplicates.fetch_add(duplicates, Ordering::Relaxed);
-                            ingest
-                                .stats
-                                .records
-                                .fetch_add(stored.len() as u64 - duplicates, Ordering::Relaxed);
-                            let mut acks = String::new();
-                            for seq in lines.iter().filter_map(|(seq, _)| *seq) {
-                                acks.push_str(&format!("{{\"ack\":{seq}}}\n"));
-                                ingest.stats.acks.fetch_add(1, Ordering::Relaxed);
+                            let mut out = Vec::new();
+                            for ((seq, line), outcome) in lines.iter().zip(&stored) {
+                                match outcome {
+                                    Stored::New => {
+                                        ingest.stats.records.fetch_add(1, Ordering::Relaxed);
+                                    }
+                                    Stored::Duplicate => {
+                                        ingest.stats.duplicates.fetch_add(1, Ordering::Relaxed);
+                                    }
+                                    Stored::Conflict => {
+                                        // Not stored, and not acknowledged: a different record
+                                        // under a number already used.
+                                        ingest.stats.reject(CONFLICT);
+                                        out.extend_from_slice(&error_line(CONFLICT, *line));
+                                        continue;
+                                    }
+                                }
+                                if let Some(seq) = seq {
+                                    out.extend_from_slice(format!("{{\"ack\":{seq}}}\n").as_bytes());
+                                    ingest.stats.acks.fetch_add(1, Ordering::Relaxed);
+                                }
                             }
-                            conn.write_all(acks.as_bytes()).await?;
+                            conn.write_all(&out).await?;
                         }
                         Err(err) => {
                             for (_, line) in lines {

@@ -115,6 +115,10 @@ const MIGRATIONS: &[&str] = &[
         field TEXT NOT NULL,
         UNIQUE (device_id, stream, field)
     );",
+    // 4: what each numbered record said (`fingerprint`), so a number reused for a different
+    // record is refused instead of acknowledged as a duplicate. NULL for rows from before:
+    // those are taken as resends, as they were.
+    "ALTER TABLE received ADD COLUMN hash INTEGER;",
 ];
 
 /// How hard a commit waits for the disk.
@@ -264,8 +268,61 @@ impl Item {
 pub(crate) enum Stored {
     /// Committed now.
     New,
-    /// Its (device, session, seq) was committed before; nothing written.
+    /// Its (device, session, seq) was committed before, with the same content; nothing
+    /// written (a resend).
     Duplicate,
+    /// Its (device, session, seq) was committed before with *different* content: a reused
+    /// number, not a resend. Nothing written; the sender is told to start a new session.
+    Conflict,
+}
+
+/// What a sender is told of a [`Stored::Conflict`].
+pub(crate) const CONFLICT: &str = "this seq was already stored in this session for a different \
+    record: numbers are never reused within a session; start a new session";
+
+/// A fingerprint of what a record says (not of how its JSON was written), so a resend is told
+/// from a different record under the same number. Stable across runs and versions: BLAKE3 of a
+/// fixed encoding, 64 bits of it.
+pub(crate) fn fingerprint(record: &Record) -> i64 {
+    let mut h = blake3::Hasher::new();
+    let text = |h: &mut blake3::Hasher, t: &str| {
+        h.update(&(t.len() as u64).to_le_bytes());
+        h.update(t.as_bytes());
+    };
+    text(&mut h, &record.stream);
+    match record.ts {
+        Some(ts) => h.update(&[1]).update(&ts.to_bits().to_le_bytes()),
+        None => h.update(&[0]),
+    };
+    h.update(&(record.values.len() as u64).to_le_bytes());
+    for (field, value) in &record.values {
+        text(&mut h, field);
+        h.update(&value.to_bits().to_le_bytes());
+    }
+    h.update(&(record.texts.len() as u64).to_le_bytes());
+    for (field, value) in &record.texts {
+        text(&mut h, field);
+        text(&mut h, value);
+    }
+    if let Some(frame) = &record.frame {
+        h.update(&[1]);
+        h.update(&frame.width.to_le_bytes())
+            .update(&frame.height.to_le_bytes());
+        h.update(&(frame.detections.len() as u64).to_le_bytes());
+        for d in &frame.detections {
+            text(&mut h, &d.label);
+            h.update(&d.score.to_bits().to_le_bytes());
+            for v in d.bbox {
+                h.update(&v.to_bits().to_le_bytes());
+            }
+        }
+    } else {
+        h.update(&[0]);
+    }
+    let bytes = h.finalize();
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&bytes.as_bytes()[..8]);
+    i64::from_le_bytes(first)
 }
 
 /// Why a write failed (the records were not stored; the caller may try again later).
@@ -551,8 +608,9 @@ impl Writer {
 
     fn commit(&mut self, jobs: &[Job]) -> rusqlite::Result<Vec<Stored>> {
         let tx = self.conn.transaction()?;
-        let mut insert_received =
-            tx.prepare_cached("INSERT OR IGNORE INTO received (session_id, seq) VALUES (?1, ?2)")?;
+        let mut insert_received = tx.prepare_cached(
+            "INSERT OR IGNORE INTO received (session_id, seq, hash) VALUES (?1, ?2, ?3)",
+        )?;
         let mut insert_sample = tx.prepare_cached(
             "INSERT INTO samples (stream_id, ts, recv_ts, vals) VALUES (?1, ?2, ?3, ?4)",
         )?;
@@ -586,9 +644,19 @@ impl Writer {
                 };
                 last_session = Some((&item.session, device, session));
                 seen(&mut seen_sessions, session, item.recv_ts);
-                let inserted = insert_received.execute(params![session, seq as i64])?;
+                let hash = fingerprint(record);
+                let inserted = insert_received.execute(params![session, seq as i64, hash])?;
                 if inserted == 0 {
-                    outcomes.push(Stored::Duplicate);
+                    let stored: Option<i64> = tx
+                        .prepare_cached(
+                            "SELECT hash FROM received WHERE session_id = ?1 AND seq = ?2",
+                        )?
+                        .query_row(params![session, seq as i64], |row| row.get(0))?;
+                    outcomes.push(if stored.is_none_or(|stored| stored == hash) {
+                        Stored::Duplicate
+                    } else {
+                        Stored::Conflict
+                    });
                     continue;
                 }
             }

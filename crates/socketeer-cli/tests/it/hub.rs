@@ -1458,3 +1458,29 @@ fn allow_and_deny_cover_the_http_listener_too() {
     }
     drop(hub);
 }
+
+#[test]
+fn a_reused_number_is_refused_not_acknowledged_as_a_duplicate() {
+    let dir = TempDir::new("hub-seq-reuse");
+    let (_hub, address, db) = start_hub(&dir, &["--no-auth"]);
+    let mut robot = Client::connect(&address);
+    robot.send("{\"device\":\"rover-1\"}\n{\"session\":\"run-1\"}\n");
+    let first = "{\"stream\":\"t\",\"ts\":1800000000,\"seq\":1,\"values\":{\"c\":20.5}}\n";
+    robot.send(first);
+    assert_eq!(robot.answer(), serde_json::json!({"ack": 1}));
+    // The same record again (a resend after a lost ack, even written differently): acknowledged,
+    // stored once.
+    robot.send("{\"seq\":1,\"values\":{\"c\":20.5},\"stream\":\"t\",\"ts\":1800000000.0}\n");
+    assert_eq!(robot.answer(), serde_json::json!({"ack": 1}));
+    // Another record under the same number: refused, saying what to do, and not stored.
+    robot.send("{\"stream\":\"t\",\"ts\":1800000001,\"seq\":1,\"values\":{\"c\":99}}\n");
+    let answer = robot.answer();
+    assert_eq!(answer["line"], 5, "{answer}");
+    assert!(
+        answer["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("start a new session")),
+        "{answer}"
+    );
+    assert_eq!(values(&db, "t"), [20.5]);
+}
