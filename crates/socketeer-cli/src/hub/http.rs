@@ -50,6 +50,8 @@ pub(crate) struct Api {
     pub(crate) shutdown: socketeer::Shutdown,
     /// `--allow`/`--deny`, as on every other endpoint of the hub.
     pub(crate) access: socketeer::AccessList,
+    /// Wrong tokens by address (a few, then a wait).
+    pub(crate) token_failures: TokenFailures,
 }
 
 type Shared = State<Arc<Api>>;
@@ -132,12 +134,67 @@ async fn asset(kind: &'static str, body: &'static str) -> Response {
         .into_response()
 }
 
+/// Wrong tokens an address may send in a row before it must wait [`TOKEN_LOCKOUT`].
+const TOKEN_TRIES: u32 = 5;
+/// How long an address that sent [`TOKEN_TRIES`] wrong tokens waits, and how long a quiet
+/// address's count is kept.
+const TOKEN_LOCKOUT: std::time::Duration = std::time::Duration::from_secs(60);
+/// Most addresses whose wrong tokens are counted at once.
+const TOKEN_SOURCES: usize = 4096;
+
+/// Wrong tokens by source address: (count, when the last came).
+#[derive(Default)]
+pub(crate) struct TokenFailures(
+    std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, (u32, std::time::Instant)>>,
+);
+
+impl TokenFailures {
+    /// Time left before `ip` may try again, if it is locked out.
+    fn locked(&self, ip: std::net::IpAddr) -> Option<std::time::Duration> {
+        let map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let &(count, last) = map.get(&ip)?;
+        let left = TOKEN_LOCKOUT.checked_sub(last.elapsed())?;
+        (count >= TOKEN_TRIES).then_some(left)
+    }
+
+    fn failed(&self, ip: std::net::IpAddr) {
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if map.len() >= TOKEN_SOURCES && !map.contains_key(&ip) {
+            map.retain(|_, (_, last)| last.elapsed() < TOKEN_LOCKOUT);
+            if map.len() >= TOKEN_SOURCES {
+                return; // full of recent failures: the oldest are kept, this one not counted
+            }
+        }
+        let entry = map.entry(ip).or_insert((0, std::time::Instant::now()));
+        if entry.1.elapsed() >= TOKEN_LOCKOUT {
+            entry.0 = 0; // quiet long enough: start over
+        }
+        entry.0 += 1;
+        entry.1 = std::time::Instant::now();
+    }
+
+    fn succeeded(&self, ip: std::net::IpAddr) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).remove(&ip);
+    }
+}
+
 async fn require_token(
     State(api): Shared,
+    axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<std::net::SocketAddr>,
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
     if let Some(token) = &api.token {
+        let ip = peer.ip().to_canonical();
+        if let Some(left) = api.token_failures.locked(ip) {
+            return bad(
+                StatusCode::TOO_MANY_REQUESTS,
+                format!(
+                    "{TOKEN_TRIES} wrong tokens from this address; try again in {} s",
+                    left.as_secs() + 1
+                ),
+            );
+        }
         let given = request
             .headers()
             .get(header::AUTHORIZATION)
@@ -160,12 +217,14 @@ async fn require_token(
                     == 0
         });
         if !ok {
+            api.token_failures.failed(ip);
             return (
                 StatusCode::UNAUTHORIZED,
                 "a token is needed (?token= or Bearer)\n",
             )
                 .into_response();
         }
+        api.token_failures.succeeded(ip);
     }
     next.run(request).await
 }

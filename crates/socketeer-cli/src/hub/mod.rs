@@ -308,6 +308,7 @@ async fn serve_http(
         token,
         shutdown: runner.shutdown().clone(),
         access: crate::guard::access_list(&args.serve.guard)?,
+        token_failures: http::TokenFailures::default(),
     });
     let shutdown = runner.shutdown().clone();
     let router = http::router(api).into_make_service_with_connect_info::<std::net::SocketAddr>();

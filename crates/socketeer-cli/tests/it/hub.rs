@@ -996,6 +996,17 @@ fn http_token_and_auth_failures() {
     assert_eq!(devices["devices"][0]["name"], "r1");
     assert_eq!(devices["devices"][0]["records"], 1);
     assert!(devices["devices"][0]["rate"].as_f64().expect("rate") > 0.0);
+    // Guessing is slow: five wrong tokens in a row, then this address waits, right token or not.
+    for _ in 0..5 {
+        let (status, _) = http(&web, "GET", "/api/devices?token=guess-guess-guess", "", "");
+        assert_eq!(status, 401);
+    }
+    let (status, body) = http(&web, "GET", "/api/devices?token=s3cret-token-0123", "", "");
+    assert_eq!(status, 429, "{body}");
+    assert!(
+        body.contains("wrong tokens from this address; try again in"),
+        "{body}"
+    );
     hub.signal("TERM");
     let (status, _, err) = hub.wait();
     assert!(status.success(), "{err}");
