@@ -36,12 +36,17 @@ pub(crate) fn nc_endpoint(
 ) -> Result<Endpoint, UsageError> {
     let digits = |t: &str| !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit());
     match port {
-        Some(port) if first.contains("://") => Err(UsageError(format!(
-            "{first} {port}: an endpoint with a scheme takes no separate port; write {first} alone"
-        ))),
+        Some(port)
+            if first.contains("://")
+                || (first.contains(':') && first.parse::<std::net::Ipv6Addr>().is_err()) =>
+        {
+            Err(UsageError(format!(
+                "{first} {port}: {first} is already an endpoint; write it alone, or HOST PORT"
+            )))
+        }
         Some(port) => {
             // An IPv6 address needs brackets before its port.
-            let host = if first.contains(':') && !first.starts_with('[') {
+            let host = if first.parse::<std::net::Ipv6Addr>().is_ok() {
                 format!("[{first}]")
             } else {
                 first.to_owned()

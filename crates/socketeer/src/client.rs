@@ -89,6 +89,7 @@ pub async fn connect_with(endpoint: &Endpoint, options: &ClientOptions) -> Resul
                 let recorded = Stream::other(Recorder {
                     inner: stream,
                     seen: Arc::clone(&seen),
+                    full: false,
                 });
                 let (stream, exporter) = match tls.connect(recorded, &name).await {
                     Ok(done) => done,
@@ -205,10 +206,12 @@ pub fn recognize(first: &[u8]) -> Option<Mismatch> {
     None
 }
 
-/// Keeps the first bytes read from a stream (up to 256) while passing everything through.
+/// Keeps the first bytes read from a stream (up to 256) while passing everything through;
+/// once it has them, reads cost no lock.
 struct Recorder {
     inner: Stream,
     seen: Arc<Mutex<Vec<u8>>>,
+    full: bool,
 }
 
 impl tokio::io::AsyncRead for Recorder {
@@ -219,11 +222,14 @@ impl tokio::io::AsyncRead for Recorder {
     ) -> std::task::Poll<std::io::Result<()>> {
         let before = buf.filled().len();
         let polled = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
-        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
-        let room = 256usize.saturating_sub(seen.len());
-        if room > 0 {
+        if !self.full {
+            let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
             let new = &buf.filled()[before..];
+            let room = 256usize.saturating_sub(seen.len());
             seen.extend_from_slice(&new[..new.len().min(room)]);
+            let full = seen.len() >= 256;
+            drop(seen);
+            self.full = full;
         }
         polled
     }

@@ -240,4 +240,8 @@ fn nc_style_host_and_port_as_two_arguments() {
         )),
         "{err}"
     );
+    // An endpoint and a port: which was meant is unclear, so neither is guessed.
+    let (status, _, err) = run(&["connect", &addr, "80"], b"");
+    assert_eq!(status.code(), Some(2), "{err}");
+    assert!(err.contains("is already an endpoint"), "{err}");
 }
