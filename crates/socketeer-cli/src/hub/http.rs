@@ -848,23 +848,22 @@ async fn ingest(State(api): Shared, Params(q): Params<IngestQuery>, body: String
         }
     }
     if !items.is_empty() {
-        match api.ingest.store.write(items).await {
-            Ok(stored) => {
-                let new = stored.iter().filter(|s| **s == Stored::New).count() as u64;
-                api.ingest.stats.records.fetch_add(new, Ordering::Relaxed);
-                for ((line_no, seq), outcome) in item_lines.into_iter().zip(stored) {
-                    if outcome == Stored::Conflict {
-                        api.ingest.stats.reject(super::store::CONFLICT);
-                        answers.push((line_no, Err(super::store::CONFLICT.to_owned())));
-                    } else {
-                        answers.push((line_no, Ok(seq)));
-                    }
+        let outcomes = api.ingest.store.write(&device, items).await;
+        for ((line_no, seq), outcome) in item_lines.into_iter().zip(outcomes) {
+            match outcome {
+                Ok(Stored::New) => {
+                    api.ingest.stats.records.fetch_add(1, Ordering::Relaxed);
+                    answers.push((line_no, Ok(seq)));
                 }
-            }
-            Err(err) => {
-                for (line_no, _) in item_lines {
-                    answers.push((line_no, Err(err.to_string())));
+                Ok(Stored::Duplicate) => {
+                    api.ingest.stats.duplicates.fetch_add(1, Ordering::Relaxed);
+                    answers.push((line_no, Ok(seq)));
                 }
+                Ok(Stored::Conflict) => {
+                    api.ingest.stats.reject(super::store::CONFLICT);
+                    answers.push((line_no, Err(super::store::CONFLICT.to_owned())));
+                }
+                Err(err) => answers.push((line_no, Err(err.to_string()))),
             }
         }
     }
@@ -919,6 +918,12 @@ async fn metrics(State(api): Shared, _headers: HeaderMap) -> Response {
         "counter",
         "InfluxDB lines taken.",
         load(&stats.influx_lines),
+    );
+    metric(
+        "influx_dropped_total",
+        "counter",
+        "InfluxDB lines of datagrams dropped because the writer's queue was full.",
+        load(&stats.influx_dropped),
     );
     metric(
         "connected_devices",

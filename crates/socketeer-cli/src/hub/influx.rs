@@ -226,9 +226,34 @@ pub(crate) fn parse_text(
     )
 }
 
+/// How a batch of Influx lines reaches the writer.
+#[derive(Clone, Copy)]
+enum Delivery {
+    /// Over a stream: wait for room in the writer's queue (the sender is held back).
+    Wait,
+    /// A datagram: queued only if there is room now, else dropped and counted (UDP promises
+    /// nothing, and a flood must not hold acknowledged ingest back).
+    OrDrop,
+}
+
+/// The writer lane of an Influx sender: one per source address, so a flood from one source
+/// takes one turn among the robots, whatever device names its lines invent.
+fn lane_of(peer: &socketeer::PeerAddr) -> Arc<str> {
+    match peer.ip() {
+        Some(ip) => format!("influx {ip}").into(),
+        None => "influx".into(),
+    }
+}
+
 /// Parses a batch of lines and hands the good ones to the store; bad ones are counted and
 /// logged (the first of a batch).
-async fn take(ingest: &Ingest, text: &[u8], precision: Precision, peer: &str) {
+async fn take(
+    ingest: &Ingest,
+    text: &[u8],
+    precision: Precision,
+    peer: &socketeer::PeerAddr,
+    delivery: Delivery,
+) {
     let Some(lines) = parse_text(text, precision) else {
         ingest.stats.reject("not UTF-8");
         tracing::debug!(%peer, "influx: not UTF-8");
@@ -255,17 +280,25 @@ async fn take(ingest: &Ingest, text: &[u8], precision: Precision, peer: &str) {
         return;
     }
     let count = items.len() as u64;
-    // Nothing is acknowledged in this protocol, so nothing waits for the commit (the queue's
-    // bound still holds a fast sender back).
-    match ingest.store.submit(items).await {
-        Ok(_pending) => {
-            ingest
-                .stats
-                .influx_lines
-                .fetch_add(count, Ordering::Relaxed);
+    let lane = lane_of(peer);
+    // Nothing is acknowledged in this protocol, so nothing waits for the commit.
+    match delivery {
+        Delivery::Wait => drop(ingest.store.submit(&lane, items).await),
+        Delivery::OrDrop => {
+            if ingest.store.try_submit(&lane, items).is_none() {
+                ingest
+                    .stats
+                    .influx_dropped
+                    .fetch_add(count, Ordering::Relaxed);
+                tracing::debug!(%peer, lines = count, "influx: writer queue full; datagram dropped");
+                return;
+            }
         }
-        Err(err) => tracing::warn!(%peer, error = %err, "influx: lines not stored"),
     }
+    ingest
+        .stats
+        .influx_lines
+        .fetch_add(count, Ordering::Relaxed);
 }
 
 /// Influx over TCP: lines, no answers.
@@ -277,9 +310,9 @@ pub(crate) struct InfluxHandler {
 
 impl Handler for InfluxHandler {
     async fn handle(&mut self, conn: &mut Connection) -> Result<()> {
-        let peer = conn.peer_addr().to_string();
+        let peer = conn.peer_addr().clone();
         while let Some(line) = conn.read_line().await? {
-            take(&self.ingest, &line, self.precision, &peer).await;
+            take(&self.ingest, &line, self.precision, &peer, Delivery::Wait).await;
         }
         Ok(())
     }
@@ -287,8 +320,15 @@ impl Handler for InfluxHandler {
 
 impl DatagramHandler for InfluxHandler {
     async fn handle(&self, datagram: Datagram) -> Result<()> {
-        let peer = datagram.peer().to_string();
-        take(&self.ingest, datagram.data(), self.precision, &peer).await;
+        let peer = datagram.peer().clone();
+        take(
+            &self.ingest,
+            datagram.data(),
+            self.precision,
+            &peer,
+            Delivery::OrDrop,
+        )
+        .await;
         Ok(())
     }
 }

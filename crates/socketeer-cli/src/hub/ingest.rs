@@ -34,6 +34,8 @@ pub(crate) struct Stats {
     pub(crate) rejected: AtomicU64,
     /// Influx lines taken (stored without acknowledgement).
     pub(crate) influx_lines: AtomicU64,
+    /// Influx lines of datagrams dropped because the writer's queue had no room.
+    pub(crate) influx_dropped: AtomicU64,
     /// Connections that failed authentication.
     pub(crate) auth_failures: Arc<AtomicU64>,
     /// Live feed viewers now.
@@ -163,21 +165,15 @@ struct Batch {
 }
 
 impl Batch {
-    /// Hands the records to the writer (if any) and queues their answer.
-    async fn submit(&mut self, ingest: &Ingest, answers: &mut VecDeque<Answer>) {
+    /// Hands the records to the writer (if any) in the device's turn and queues their answer.
+    async fn submit(&mut self, ingest: &Ingest, device: &Arc<str>, answers: &mut VecDeque<Answer>) {
         if self.items.is_empty() {
             return;
         }
         let items = std::mem::take(&mut self.items);
         let lines = std::mem::take(&mut self.lines);
-        match ingest.store.submit(items).await {
-            Ok(pending) => answers.push_back(Answer::Later { pending, lines }),
-            Err(err) => {
-                for (_, line) in lines {
-                    answers.push_back(Answer::Now(error_line(&err.to_string(), line)));
-                }
-            }
-        }
+        let pending = ingest.store.submit(device, items).await;
+        answers.push_back(Answer::Later { pending, lines });
     }
 }
 
@@ -225,38 +221,33 @@ impl Handler for IngestHandler {
                     let Some(Answer::Later { lines, .. }) = answers.pop_front() else {
                         continue;
                     };
-                    match outcome {
-                        Ok(stored) => {
-                            let mut out = Vec::new();
-                            for ((seq, line), outcome) in lines.iter().zip(&stored) {
-                                match outcome {
-                                    Stored::New => {
-                                        ingest.stats.records.fetch_add(1, Ordering::Relaxed);
-                                    }
-                                    Stored::Duplicate => {
-                                        ingest.stats.duplicates.fetch_add(1, Ordering::Relaxed);
-                                    }
-                                    Stored::Conflict => {
-                                        // Not stored, and not acknowledged: a different record
-                                        // under a number already used.
-                                        ingest.stats.reject(CONFLICT);
-                                        out.extend_from_slice(&error_line(CONFLICT, *line));
-                                        continue;
-                                    }
-                                }
-                                if let Some(seq) = seq {
-                                    out.extend_from_slice(format!("{{\"ack\":{seq}}}\n").as_bytes());
-                                    ingest.stats.acks.fetch_add(1, Ordering::Relaxed);
-                                }
+                    let mut out = Vec::new();
+                    for ((seq, line), outcome) in lines.iter().zip(&outcome) {
+                        match outcome {
+                            Ok(Stored::New) => {
+                                ingest.stats.records.fetch_add(1, Ordering::Relaxed);
                             }
-                            conn.write_all(&out).await?;
+                            Ok(Stored::Duplicate) => {
+                                ingest.stats.duplicates.fetch_add(1, Ordering::Relaxed);
+                            }
+                            Ok(Stored::Conflict) => {
+                                // Not stored, and not acknowledged: a different record under a
+                                // number already used.
+                                ingest.stats.reject(CONFLICT);
+                                out.extend_from_slice(&error_line(CONFLICT, *line));
+                                continue;
+                            }
+                            Err(err) => {
+                                out.extend_from_slice(&error_line(&err.to_string(), *line));
+                                continue;
+                            }
                         }
-                        Err(err) => {
-                            for (_, line) in lines {
-                                conn.write_all(&error_line(&err.to_string(), line)).await?;
-                            }
+                        if let Some(seq) = seq {
+                            out.extend_from_slice(format!("{{\"ack\":{seq}}}\n").as_bytes());
+                            ingest.stats.acks.fetch_add(1, Ordering::Relaxed);
                         }
                     }
+                    conn.write_all(&out).await?;
                     // More answers may be ready: flush only when nothing else is.
                     if !matches!(answers.front(), Some(Answer::Now(_))) && answers.is_empty() {
                         conn.flush().await?;
@@ -301,7 +292,7 @@ impl Handler for IngestHandler {
                         }
                         if let Some(why) = refusal {
                             // Answers keep line order: what came before is queued first.
-                            batch.submit(ingest, &mut answers).await;
+                            batch.submit(ingest, &device, &mut answers).await;
                             ingest.stats.reject(&why);
                             answers.push_back(Answer::Now(error_line(&why, line_no)));
                         }
@@ -319,7 +310,7 @@ impl Handler for IngestHandler {
                             }
                         }
                     }
-                    batch.submit(ingest, &mut answers).await;
+                    batch.submit(ingest, &device, &mut answers).await;
                 }
             }
         }

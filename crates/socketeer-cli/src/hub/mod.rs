@@ -125,6 +125,7 @@ async fn serve_db(
         max_batch: args.max_batch as usize,
         live: Some(live.clone()),
         activity: Arc::clone(&activity),
+        queue: store::QueueLimits::default(),
     })
     .with_context(|| format!("hub: --db {}", db.display()))?;
     tracing::info!(db = %db.display(), sync = ?args.sync, retention = ?args.retention, "storage open");

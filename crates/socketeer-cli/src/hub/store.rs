@@ -8,8 +8,15 @@
 //! A record with a sequence number is stored at most once per (device, session, seq): the key
 //! goes into `received` in the same transaction as the data, so after a crash either both are
 //! there or neither, and a resend finds the key and is answered as a duplicate.
+//!
+//! What waits for the writer is bounded in records and in bytes ([`QueueLimits`]): a
+//! submission waits for room (back-pressure on a stream), or — for senders nobody answers,
+//! such as Influx over UDP — is dropped when there is none, and may never take more than half
+//! of it. A submission is cut into jobs of at most [`JOB_RECORDS`] records, and each
+//! transaction takes jobs from its senders in turn (one *lane* per device or source), so a
+//! sender with much to write cannot make another wait behind all of it.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -17,7 +24,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use rusqlite::{Connection, params};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 
 use super::model::Record;
 
@@ -144,7 +151,29 @@ pub(crate) struct StoreConfig {
     pub(crate) live: Option<tokio::sync::broadcast::Sender<Arc<str>>>,
     /// Counts of committed records by device.
     pub(crate) activity: Arc<Activity>,
+    /// How much may wait for the writer.
+    pub(crate) queue: QueueLimits,
 }
+
+/// How much may wait for the writer at once (queued or being committed).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct QueueLimits {
+    pub(crate) records: usize,
+    /// Estimated memory of the waiting records ([`Item::weight`]).
+    pub(crate) bytes: usize,
+}
+
+impl Default for QueueLimits {
+    fn default() -> QueueLimits {
+        QueueLimits {
+            records: 65_536,
+            bytes: 64 * 1024 * 1024,
+        }
+    }
+}
+
+/// Most records in one job: bigger submissions are cut, so the writer can take turns.
+pub(crate) const JOB_RECORDS: usize = 256;
 
 /// Records committed by each device since the hub started, and over the last ten seconds (for
 /// the fleet view's rates); and failed authentications claiming each device's name.
@@ -263,6 +292,29 @@ impl Item {
     }
 }
 
+impl Item {
+    /// About how much memory the item holds, for the writer queue's byte bound.
+    pub(crate) fn weight(&self) -> usize {
+        let r = &self.record;
+        let strings = |list: &[(String, String)]| {
+            list.iter()
+                .map(|(a, b)| a.len() + b.len() + 48)
+                .sum::<usize>()
+        };
+        std::mem::size_of::<Item>()
+            + r.stream.len()
+            + r.values.iter().map(|(f, _)| f.len() + 32).sum::<usize>()
+            + strings(&r.texts)
+            + r.frame.as_ref().map_or(0, |f| {
+                f.detections
+                    .iter()
+                    .map(|d| d.label.len() + 64)
+                    .sum::<usize>()
+            })
+            + r.session.as_ref().map_or(0, String::len)
+    }
+}
+
 /// What became of a record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Stored {
@@ -331,15 +383,105 @@ pub(crate) fn fingerprint(record: &Record) -> i64 {
 pub(crate) struct StoreError(pub(crate) String);
 
 struct Job {
+    /// Whose turn it is in: a device's or a source's.
+    lane: Arc<str>,
     items: Vec<Item>,
     done: oneshot::Sender<Result<Vec<Stored>, StoreError>>,
+    /// Its room in the queue, given back once it is committed.
+    _room: Room,
+}
+
+/// Room in the writer's queue: records and KiB.
+struct Room(
+    #[allow(dead_code, reason = "held, not read: dropping it gives the room back")]
+    OwnedSemaphorePermit,
+    #[allow(dead_code, reason = "held, not read: dropping it gives the room back")]
+    OwnedSemaphorePermit,
+);
+
+/// The writer's queue bound, as permits of records and of KiB.
+struct Budget {
+    records: Arc<Semaphore>,
+    kib: Arc<Semaphore>,
+    limits: QueueLimits,
+}
+
+impl Budget {
+    fn new(limits: QueueLimits) -> Budget {
+        Budget {
+            records: Arc::new(Semaphore::new(limits.records)),
+            kib: Arc::new(Semaphore::new(limits.bytes.div_ceil(1024))),
+            limits,
+        }
+    }
+
+    /// Cuts items into jobs that fit: at most [`JOB_RECORDS`] records and an eighth of the
+    /// byte bound each (a single record always fits: lines are far smaller).
+    fn cut(&self, items: Vec<Item>) -> Vec<(Vec<Item>, u32, u32)> {
+        let most_kib = (self.limits.bytes / 8 / 1024).max(1);
+        let most_records = JOB_RECORDS.min(self.limits.records).max(1);
+        let mut jobs = Vec::new();
+        let mut job = Vec::new();
+        let mut kib = 0;
+        for item in items {
+            let weight = item.weight().div_ceil(1024);
+            if !job.is_empty() && (job.len() == most_records || kib + weight > most_kib) {
+                jobs.push((std::mem::take(&mut job), std::mem::take(&mut kib)));
+            }
+            kib += weight;
+            job.push(item);
+        }
+        if !job.is_empty() {
+            jobs.push((job, kib));
+        }
+        jobs.into_iter()
+            .map(|(job, kib)| {
+                let records = job.len() as u32;
+                (job, records, kib.min(most_kib) as u32)
+            })
+            .collect()
+    }
+
+    async fn wait(&self, records: u32, kib: u32) -> Result<Room, StoreError> {
+        let records = Arc::clone(&self.records)
+            .acquire_many_owned(records)
+            .await
+            .map_err(|_| stopped())?;
+        let kib = Arc::clone(&self.kib)
+            .acquire_many_owned(kib)
+            .await
+            .map_err(|_| stopped())?;
+        Ok(Room(records, kib))
+    }
+
+    /// Room now, if taking it leaves at least half of the queue free.
+    fn try_take(
+        &self,
+        records: u32,
+        kib: u32,
+    ) -> Option<(OwnedSemaphorePermit, OwnedSemaphorePermit)> {
+        let fits = |semaphore: &Semaphore, n: u32, total: usize| {
+            semaphore.available_permits() >= n as usize + total / 2
+        };
+        if !fits(&self.records, records, self.limits.records)
+            || !fits(&self.kib, kib, self.limits.bytes.div_ceil(1024))
+        {
+            return None;
+        }
+        let records = Arc::clone(&self.records)
+            .try_acquire_many_owned(records)
+            .ok()?;
+        let kib = Arc::clone(&self.kib).try_acquire_many_owned(kib).ok()?;
+        Some((records, kib))
+    }
 }
 
 /// A handle to the writer; clone it freely. The writer thread ends once every handle is gone,
 /// after committing what was queued.
 #[derive(Clone)]
 pub(crate) struct Store {
-    jobs: mpsc::Sender<Job>,
+    jobs: mpsc::UnboundedSender<Job>,
+    budget: Arc<Budget>,
 }
 
 impl Store {
@@ -350,44 +492,116 @@ impl Store {
     ) -> anyhow::Result<(Store, std::thread::JoinHandle<()>)> {
         let conn = open_writer(&config)?;
         let checkpoints = Checkpointer::start(&config)?;
-        let (jobs, queue) = mpsc::channel(4096);
+        // Unbounded as a channel, bounded by the budget: every job holds its room.
+        let (jobs, queue) = mpsc::unbounded_channel();
+        let budget = Arc::new(Budget::new(config.queue));
         let writer = std::thread::Builder::new()
             .name("hub-writer".into())
             .spawn(move || Writer::new(conn, config, checkpoints).run(queue))
             .context("cannot start the storage thread")?;
-        Ok((Store { jobs }, writer))
+        Ok((Store { jobs, budget }, writer))
     }
 
-    /// Queues records for the writer (waiting while its queue is full) and returns the answer
-    /// to come: resolved once they are committed, or failed.
-    pub(crate) async fn submit(&self, items: Vec<Item>) -> Result<Pending, StoreError> {
+    /// Hands one job to the writer; the answer to come (already failed if the writer is gone).
+    fn send(&self, lane: &Arc<str>, items: Vec<Item>, room: Room) -> Part {
+        let count = items.len();
         let (done, answer) = oneshot::channel();
-        self.jobs
-            .send(Job { items, done })
-            .await
-            .map_err(|_| stopped())?;
-        Ok(Pending(answer))
+        let job = Job {
+            lane: Arc::clone(lane),
+            items,
+            done,
+            _room: room,
+        };
+        if let Err(mpsc::error::SendError(job)) = self.jobs.send(job) {
+            let _ = job.done.send(Err(stopped()));
+        }
+        (count, answer)
     }
 
-    /// Stores records, returning once they are committed (or failed).
-    pub(crate) async fn write(&self, items: Vec<Item>) -> Result<Vec<Stored>, StoreError> {
-        self.submit(items).await?.await
+    /// Queues records for the writer in `lane`'s turn (waiting while the queue is full) and
+    /// returns the answer to come: one outcome per record, once all are committed or failed.
+    pub(crate) async fn submit(&self, lane: &Arc<str>, items: Vec<Item>) -> Pending {
+        let mut parts = VecDeque::new();
+        for (job, records, kib) in self.budget.cut(items) {
+            let part = match self.budget.wait(records, kib).await {
+                Ok(room) => self.send(lane, job, room),
+                Err(err) => failed(job.len(), err),
+            };
+            parts.push_back(part);
+        }
+        Pending {
+            parts,
+            done: Vec::new(),
+        }
+    }
+
+    /// Queues records only if there is room now, and never more than half of the queue: for
+    /// senders nobody answers (a datagram dropped is counted, not waited for). `None`: no room,
+    /// nothing queued.
+    pub(crate) fn try_submit(&self, lane: &Arc<str>, items: Vec<Item>) -> Option<Pending> {
+        let jobs = self.budget.cut(items);
+        let records = jobs.iter().map(|(_, r, _)| r).sum();
+        let kib = jobs.iter().map(|(_, _, k)| k).sum();
+        let (mut all_records, mut all_kib) = self.budget.try_take(records, kib)?;
+        let mut parts = VecDeque::new();
+        for (job, records, kib) in jobs {
+            let room = Room(
+                all_records.split(records as usize).expect("taken together"),
+                all_kib.split(kib as usize).expect("taken together"),
+            );
+            parts.push_back(self.send(lane, job, room));
+        }
+        Some(Pending {
+            parts,
+            done: Vec::new(),
+        })
+    }
+
+    /// Stores records, returning once they are committed (or failed): one outcome each.
+    pub(crate) async fn write(&self, lane: &Arc<str>, items: Vec<Item>) -> Vec<Outcome> {
+        self.submit(lane, items).await.await
     }
 }
 
-/// The writer's answer to one submission, to await.
-pub(crate) struct Pending(oneshot::Receiver<Result<Vec<Stored>, StoreError>>);
+/// What became of one submitted record: stored (or found stored), or why it could not be.
+pub(crate) type Outcome = Result<Stored, StoreError>;
+
+/// One job's answer to come, with how many records it holds.
+type Part = (usize, oneshot::Receiver<Result<Vec<Stored>, StoreError>>);
+
+fn failed(count: usize, err: StoreError) -> Part {
+    let (done, answer) = oneshot::channel();
+    let _ = done.send(Err(err));
+    (count, answer)
+}
+
+/// The writer's answer to one submission, to await: an outcome per record, in order. The
+/// jobs it was cut into commit separately, so some may be stored and others failed.
+pub(crate) struct Pending {
+    parts: VecDeque<Part>,
+    done: Vec<Outcome>,
+}
 
 impl std::future::Future for Pending {
-    type Output = Result<Vec<Stored>, StoreError>;
+    type Output = Vec<Outcome>;
 
     fn poll(
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Self::Output> {
-        std::pin::Pin::new(&mut self.0)
-            .poll(cx)
-            .map(|answer| answer.unwrap_or_else(|_| Err(stopped())))
+        let this = &mut *self;
+        while let Some((count, part)) = this.parts.front_mut() {
+            let count = *count;
+            let std::task::Poll::Ready(answer) = std::pin::Pin::new(part).poll(cx) else {
+                return std::task::Poll::Pending;
+            };
+            this.parts.pop_front();
+            match answer.unwrap_or_else(|_| Err(stopped())) {
+                Ok(stored) => this.done.extend(stored.into_iter().map(Ok)),
+                Err(err) => this.done.extend(std::iter::repeat_n(Err(err), count)),
+            }
+        }
+        std::task::Poll::Ready(std::mem::take(&mut this.done))
     }
 }
 
@@ -515,6 +729,52 @@ fn migrate(conn: &mut Connection) -> anyhow::Result<()> {
 }
 
 /// A stream the writer has seen: its id, and the fields already in `series`.
+/// Jobs waiting for the writer, by lane, taken in turn.
+#[derive(Default)]
+struct Lanes {
+    waiting: HashMap<Arc<str>, VecDeque<Job>>,
+    /// Lanes with jobs, in the order of their next turn.
+    turns: VecDeque<Arc<str>>,
+}
+
+impl Lanes {
+    fn is_empty(&self) -> bool {
+        self.turns.is_empty()
+    }
+
+    fn push(&mut self, job: Job) {
+        let lane = self.waiting.entry(Arc::clone(&job.lane)).or_default();
+        if lane.is_empty() {
+            self.turns.push_back(Arc::clone(&job.lane));
+        }
+        lane.push_back(job);
+    }
+
+    /// One job from each lane in turn until `most` records are taken (at least one job).
+    fn take(&mut self, most: usize) -> Vec<Job> {
+        let mut jobs = Vec::new();
+        let mut count = 0;
+        while count < most {
+            let Some(key) = self.turns.pop_front() else {
+                break;
+            };
+            let lane = self
+                .waiting
+                .get_mut(&key)
+                .expect("a lane with a turn has jobs");
+            let job = lane.pop_front().expect("a lane with a turn has jobs");
+            if lane.is_empty() {
+                self.waiting.remove(&key);
+            } else {
+                self.turns.push_back(key);
+            }
+            count += job.items.len();
+            jobs.push(job);
+        }
+        jobs
+    }
+}
+
 struct KnownStream {
     id: i64,
     fields: HashSet<String>,
@@ -547,19 +807,20 @@ impl Writer {
         }
     }
 
-    fn run(mut self, mut queue: mpsc::Receiver<Job>) {
-        while let Some(first) = queue.blocking_recv() {
-            let mut count = first.items.len();
-            let mut jobs = vec![first];
-            while count < self.config.max_batch {
-                match queue.try_recv() {
-                    Ok(job) => {
-                        count += job.items.len();
-                        jobs.push(job);
-                    }
-                    Err(_) => break,
+    fn run(mut self, mut queue: mpsc::UnboundedReceiver<Job>) {
+        let mut lanes = Lanes::default();
+        loop {
+            if lanes.is_empty() {
+                match queue.blocking_recv() {
+                    Some(job) => lanes.push(job),
+                    None => break,
                 }
             }
+            while let Ok(job) = queue.try_recv() {
+                lanes.push(job);
+            }
+            let jobs = lanes.take(self.config.max_batch);
+            let count: usize = jobs.iter().map(|job| job.items.len()).sum();
             match self.commit(&jobs) {
                 Ok(mut outcomes) => {
                     self.announce(&jobs, &outcomes);
@@ -974,6 +1235,7 @@ mod tests {
                 max_batch: 1000,
                 live: None,
                 activity: Arc::default(),
+                queue: QueueLimits::default(),
             }
         }
     }
@@ -996,8 +1258,128 @@ mod tests {
         }
     }
 
+    /// Writes in one lane, every record expected to reach an outcome.
+    async fn write(store: &Store, items: Vec<Item>) -> Vec<Stored> {
+        store
+            .write(&"test".into(), items)
+            .await
+            .into_iter()
+            .map(|outcome| outcome.expect("write"))
+            .collect()
+    }
+
     fn count(conn: &Connection, sql: &str) -> i64 {
         conn.query_row(sql, [], |row| row.get(0)).expect(sql)
+    }
+
+    /// Holds the database's write lock (the writer's commits wait, up to its busy timeout of
+    /// 5 s) until dropped.
+    struct WriteLock(Connection);
+
+    impl WriteLock {
+        fn take(db: &Db) -> WriteLock {
+            let conn = Connection::open(db.0.join("hub.db")).expect("open");
+            conn.execute_batch("BEGIN IMMEDIATE").expect("lock");
+            WriteLock(conn)
+        }
+    }
+
+    impl Drop for WriteLock {
+        fn drop(&mut self) {
+            let _ = self.0.execute_batch("ROLLBACK");
+        }
+    }
+
+    fn readings(device: &str, from: u64, n: u64) -> Vec<Item> {
+        (from..from + n)
+            .map(|k| {
+                item(
+                    device,
+                    "s",
+                    &format!(r#"{{"stream":"imu","seq":{k},"values":{{"ax":{k}}}}}"#),
+                )
+            })
+            .collect()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn what_waits_for_the_writer_is_bounded_and_unanswered_senders_get_half() {
+        let db = Db::new("bounded");
+        let mut config = db.config();
+        config.queue = QueueLimits {
+            records: 8,
+            bytes: 1024 * 1024,
+        };
+        let (store, writer) = Store::open(config).expect("open");
+        let lock = WriteLock::take(&db);
+        let udp: Arc<str> = "influx 127.0.0.1".into();
+        let robot: Arc<str> = "r1".into();
+        // A datagram's records are queued while that leaves half the room...
+        let first = store
+            .try_submit(&udp, readings("u", 0, 4))
+            .expect("room for half");
+        // ...and dropped when it would not, whatever its size.
+        assert!(store.try_submit(&udp, readings("u", 4, 1)).is_none());
+        // A sender that waits still has the other half at once.
+        let acked = store.submit(&robot, readings("r1", 0, 4)).await;
+        // The queue is full now: the next waits for the writer.
+        let mut next = Box::pin(store.submit(&robot, readings("r1", 4, 1)));
+        assert!(
+            futures_util::poll!(&mut next).is_pending(),
+            "no room while the writer is held"
+        );
+        drop(lock);
+        let next = next.await;
+        for outcomes in [first.await, acked.await, next.await] {
+            assert!(
+                outcomes
+                    .iter()
+                    .all(|o| *o.as_ref().expect("stored") == Stored::New)
+            );
+        }
+        drop(store);
+        writer.join().expect("writer");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_writer_takes_senders_in_turn_and_cuts_large_submissions() {
+        let db = Db::new("turns");
+        let mut config = db.config();
+        config.max_batch = 4;
+        let (store, writer) = Store::open(config).expect("open");
+        let lock = WriteLock::take(&db);
+        let hog: Arc<str> = "hog".into();
+        let mut hogs = Vec::new();
+        for job in 0..10 {
+            hogs.push(store.submit(&hog, readings("hog", job * 4, 4)).await);
+        }
+        // One submission larger than a job: cut, each part in its turn.
+        let big = store
+            .submit(&hog, readings("hog", 100, JOB_RECORDS as u64 + 10))
+            .await;
+        let robot = store.submit(&"r1".into(), readings("r1", 0, 1)).await;
+        drop(lock);
+        assert_eq!(robot.await.len(), 1);
+        let big = big.await;
+        assert_eq!(big.len(), JOB_RECORDS + 10);
+        assert!(
+            big.iter()
+                .all(|o| *o.as_ref().expect("stored") == Stored::New)
+        );
+        for hog in hogs {
+            hog.await;
+        }
+        let conn = Connection::open(db.0.join("hub.db")).expect("open");
+        let position = count(
+            &conn,
+            "SELECT s.rowid FROM samples s JOIN streams st ON st.id = s.stream_id
+             JOIN devices d ON d.id = st.device_id WHERE d.name = 'r1'",
+        );
+        // Held, the writer had taken at most the first job; then one hog job, then the robot's
+        // — not after the 40 records queued before it.
+        assert!(position <= 9, "the robot's record was row {position}");
+        drop(store);
+        writer.join().expect("writer");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1007,34 +1389,19 @@ mod tests {
         let line =
             |seq: u64| format!(r#"{{"stream":"imu","seq":{seq},"values":{{"ax":{seq},"ay":1}}}}"#);
         let first: Vec<Item> = (0..10).map(|s| item("r1", "a", &line(s))).collect();
-        assert_eq!(
-            store.write(first.clone()).await.expect("write"),
-            vec![Stored::New; 10]
-        );
+        assert_eq!(write(&store, first.clone()).await, vec![Stored::New; 10]);
         // A resend of all ten, and the same numbers in another session and from another device.
-        assert_eq!(
-            store.write(first).await.expect("write"),
-            vec![Stored::Duplicate; 10]
-        );
+        assert_eq!(write(&store, first).await, vec![Stored::Duplicate; 10]);
         let other_session = vec![item("r1", "b", &line(3))];
-        assert_eq!(
-            store.write(other_session).await.expect("write"),
-            [Stored::New]
-        );
+        assert_eq!(write(&store, other_session).await, [Stored::New]);
         let other_device = vec![item("r2", "a", &line(3))];
-        assert_eq!(
-            store.write(other_device).await.expect("write"),
-            [Stored::New]
-        );
+        assert_eq!(write(&store, other_device).await, [Stored::New]);
         // Duplicates inside one batch.
         let twice = vec![item("r1", "c", &line(1)), item("r1", "c", &line(1))];
-        assert_eq!(
-            store.write(twice).await.expect("write"),
-            [Stored::New, Stored::Duplicate]
-        );
+        assert_eq!(write(&store, twice).await, [Stored::New, Stored::Duplicate]);
         // Without seq there is no key: each one is stored.
         let plain = vec![item("r1", "a", r#"{"stream":"t","values":{"c":20.5}}"#); 2];
-        assert_eq!(store.write(plain).await.expect("write"), [Stored::New; 2]);
+        assert_eq!(write(&store, plain).await, [Stored::New; 2]);
         drop(store);
         writer.join().expect("writer");
         let reader = Connection::open(db.config().path).expect("open");
@@ -1071,7 +1438,7 @@ mod tests {
                 r#"{"stream":"imu","ts":2050000000,"values":{"ax":2}}"#,
             ),
         ];
-        store.write(items).await.expect("write");
+        write(&store, items).await;
         drop(store);
         writer.join().expect("writer");
         let mut conn = Connection::open(db.config().path).expect("open");
@@ -1140,7 +1507,7 @@ mod tests {
             "s",
             r#"{"stream":"imu","ts":1000000300,"values":{"ax":2.5}}"#,
         )];
-        store.write(new).await.expect("write");
+        write(&store, new).await;
         drop(store);
         writer.join().expect("writer");
         let conn = Connection::open(db.config().path).expect("open");
@@ -1279,14 +1646,15 @@ mod tests {
                             item("r1", &format!("s{w}"), &line)
                         })
                         .collect();
-                    pending.push_back(store.submit(batch).await.expect("submit"));
+                    pending.push_back(store.submit(&"test".into(), batch).await);
                     n += 50;
                     if pending.len() > 4 {
-                        pending.pop_front().expect("queued").await.expect("stored");
+                        let answer = pending.pop_front().expect("queued").await;
+                        assert!(answer.iter().all(Result::is_ok), "stored");
                     }
                 }
                 for answer in pending {
-                    answer.await.expect("stored");
+                    assert!(answer.await.iter().all(Result::is_ok), "stored");
                 }
                 n
             }));

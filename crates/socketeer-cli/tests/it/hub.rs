@@ -12,7 +12,7 @@ use serde_json::Value;
 use crate::security::make_key;
 use crate::support::{DEADLINE, Proc, TempDir, addr, run};
 
-fn start_hub(dir: &TempDir, extra: &[&str]) -> (Proc, String, String) {
+pub fn start_hub(dir: &TempDir, extra: &[&str]) -> (Proc, String, String) {
     let db = dir.0.join("hub.db").display().to_string();
     let mut args = vec![
         "hub",
@@ -28,11 +28,11 @@ fn start_hub(dir: &TempDir, extra: &[&str]) -> (Proc, String, String) {
     (hub, addr(&eps[0]), db)
 }
 
-fn read_db(db: &str) -> Connection {
+pub fn read_db(db: &str) -> Connection {
     Connection::open_with_flags(db, OpenFlags::SQLITE_OPEN_READ_ONLY).expect("open db")
 }
 
-fn count(db: &Connection, sql: &str) -> i64 {
+pub fn count(db: &Connection, sql: &str) -> i64 {
     db.query_row(sql, [], |row| row.get(0)).expect(sql)
 }
 
@@ -46,13 +46,13 @@ fn column<T: rusqlite::types::FromSql>(db: &Connection, sql: &str) -> Vec<T> {
         .expect(sql)
 }
 
-struct Client {
+pub struct Client {
     writer: TcpStream,
     reader: BufReader<TcpStream>,
 }
 
 impl Client {
-    fn connect(address: &str) -> Client {
+    pub fn connect(address: &str) -> Client {
         let stream = TcpStream::connect(address).expect("connect");
         stream.set_read_timeout(Some(DEADLINE)).expect("timeout");
         Client {
@@ -61,11 +61,11 @@ impl Client {
         }
     }
 
-    fn send(&mut self, text: &str) {
+    pub fn send(&mut self, text: &str) {
         self.writer.write_all(text.as_bytes()).expect("send");
     }
 
-    fn answer(&mut self) -> Value {
+    pub fn answer(&mut self) -> Value {
         let mut line = String::new();
         self.reader.read_line(&mut line).expect("answer");
         serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line:?}"))
@@ -289,7 +289,7 @@ fn sigterm_drains_and_keeps_everything_acknowledged() {
 }
 
 /// Lines `{"stream":STREAM,"values":{"v":K}}` for K in 0..count, in a file.
-fn numbered_input(dir: &TempDir, stream: &str, count: u64) -> String {
+pub fn numbered_input(dir: &TempDir, stream: &str, count: u64) -> String {
     let path = dir.0.join(format!("{stream}.jsonl"));
     let mut text = String::new();
     for k in 0..count {
@@ -317,7 +317,7 @@ fn per_stream(db: &str) -> std::collections::BTreeMap<String, (i64, i64)> {
         .expect("rows")
 }
 
-fn stored(db: &str) -> i64 {
+pub fn stored(db: &str) -> i64 {
     if !std::path::Path::new(db).exists() {
         return 0;
     }
@@ -665,7 +665,7 @@ fn influx_line_protocol_over_tcp_and_udp() {
 }
 
 /// One HTTP/1.1 request over a fresh connection; returns the status and the body.
-fn http(address: &str, method: &str, path: &str, headers: &str, body: &str) -> (u16, String) {
+pub fn http(address: &str, method: &str, path: &str, headers: &str, body: &str) -> (u16, String) {
     let mut stream = TcpStream::connect(address).expect("connect");
     stream.set_read_timeout(Some(DEADLINE)).expect("timeout");
     let request = format!(
@@ -684,7 +684,7 @@ fn http(address: &str, method: &str, path: &str, headers: &str, body: &str) -> (
     (status, body.to_owned())
 }
 
-fn get_json(address: &str, path: &str) -> Value {
+pub fn get_json(address: &str, path: &str) -> Value {
     let (status, body) = http(address, "GET", path, "", "");
     assert_eq!(status, 200, "{path}: {body}");
     serde_json::from_str(&body).unwrap_or_else(|e| panic!("{path}: {e}: {body}"))
@@ -692,7 +692,7 @@ fn get_json(address: &str, path: &str) -> Value {
 
 /// A hub with HTTP on a free port (no Influx): the process, ingest and HTTP addresses, and the
 /// database path.
-fn start_hub_http(dir: &TempDir, extra: &[&str]) -> (Proc, String, String, String) {
+pub fn start_hub_http(dir: &TempDir, extra: &[&str]) -> (Proc, String, String, String) {
     let db = dir.0.join("hub.db").display().to_string();
     let mut args = vec![
         "hub",
@@ -719,7 +719,7 @@ fn start_hub_http(dir: &TempDir, extra: &[&str]) -> (Proc, String, String, Strin
 
 /// Subscribes to `/api/live` (`query` after the path, e.g. `?device=D`), and waits until the
 /// hub counts the viewer, so it sees every record committed from then on.
-fn live_viewer(web: &str, query: &str) -> BufReader<TcpStream> {
+pub fn live_viewer(web: &str, query: &str) -> BufReader<TcpStream> {
     let viewer = TcpStream::connect(web).expect("viewer");
     viewer.set_read_timeout(Some(DEADLINE)).expect("timeout");
     (&viewer)
@@ -738,7 +738,7 @@ fn live_viewer(web: &str, query: &str) -> BufReader<TcpStream> {
 }
 
 /// The next event a live viewer gets.
-fn next_event(viewer: &mut BufReader<TcpStream>) -> Value {
+pub fn next_event(viewer: &mut BufReader<TcpStream>) -> Value {
     let mut event = String::new();
     while !event.starts_with("data:") {
         event.clear();
@@ -926,7 +926,7 @@ fn the_api_answers_from_stored_data() {
     assert!(status.success(), "{err}");
 }
 
-fn get_metric(web: &str, name: &str) -> u64 {
+pub fn get_metric(web: &str, name: &str) -> u64 {
     let (_, text) = http(web, "GET", "/metrics", "", "");
     text.lines()
         .find_map(|l| l.strip_prefix(&format!("{name} ")))

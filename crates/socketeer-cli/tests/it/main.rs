@@ -10,6 +10,7 @@ mod echo;
 mod exec;
 mod files;
 mod hub;
+mod hub_attacks;
 mod interop;
 mod listen;
 mod modes;

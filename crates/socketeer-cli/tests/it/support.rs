@@ -172,6 +172,13 @@ impl Proc {
     }
 
     /// Waits for the process to exit (its output closing first) and returns its status.
+    /// SIGTERM, then the exit, which must be a success (stderr shown if not).
+    pub fn stop_ok(self) {
+        self.signal("TERM");
+        let (status, _, err) = self.wait();
+        assert!(status.success(), "{status}: {err}");
+    }
+
     pub fn wait(mut self) -> (ExitStatus, String, String) {
         let out = self.stdout.until_closed();
         let err = self.stderr.until_closed();
