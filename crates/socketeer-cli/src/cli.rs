@@ -553,6 +553,14 @@ pub(crate) struct HubArgs {
     /// No HTTP API or dashboard.
     #[arg(long)]
     pub(crate) no_http: bool,
+    /// Most HTTP connections at once; one more is answered 503 (default: 256, or a quarter of
+    /// the descriptors the process may open, whichever is less).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub(crate) http_max_conns: Option<u32>,
+    /// How long an HTTP client has to send a request's head; a connection that moves no byte
+    /// for six times this is closed too.
+    #[arg(long, value_name = "SECS", default_value = "10", value_parser = parse_positive_secs)]
+    pub(crate) http_timeout: Duration,
     /// The token HTTP clients must give (`Authorization: Bearer TOKEN` or `?token=TOKEN`): at
     /// least 16 of A-Z a-z 0-9 . _ ~ - (`socketeer keygen` makes one).
     #[arg(long, value_name = "TOKEN", env = "SOCKETEER_HTTP_TOKEN", value_parser = parse_token)]
@@ -719,6 +727,15 @@ pub(crate) fn parse_secs(text: &str) -> Result<Duration, String> {
         return Err(format!("\"{text}\" must be between 0 and 1e9 seconds"));
     }
     Ok(Duration::from_secs_f64(secs))
+}
+
+/// Seconds above zero: a deadline that must leave a peer some time.
+pub(crate) fn parse_positive_secs(text: &str) -> Result<Duration, String> {
+    let secs = parse_secs(text)?;
+    if secs < Duration::from_millis(1) {
+        return Err(format!("\"{text}\" must be above 0 seconds"));
+    }
+    Ok(secs)
 }
 
 /// An `--allow` value: a network, or (for `serve exec`) a program.

@@ -74,6 +74,15 @@ impl Shutdown {
         self.tracker.spawn(task)
     }
 
+    /// Completes when a drain's grace period has run out: tasks of your own (spawned with
+    /// [`spawn`](Self::spawn)) should stop at once, as the servers' connections do.
+    ///
+    /// # Cancel safety
+    /// Cancel-safe.
+    pub async fn forced(&self) {
+        self.hard.cancelled().await;
+    }
+
     pub(crate) fn hard_token(&self) -> &CancellationToken {
         &self.hard
     }

@@ -52,6 +52,8 @@ pub(crate) struct Api {
     pub(crate) access: socketeer::AccessList,
     /// Wrong tokens by address (a few, then a wait).
     pub(crate) token_failures: TokenFailures,
+    /// The listener's own counters.
+    pub(crate) web: Arc<super::web::Counters>,
 }
 
 type Shared = State<Arc<Api>>;
@@ -754,7 +756,11 @@ struct LiveQuery {
     device: Option<String>,
 }
 
-async fn live(State(api): Shared, Params(q): Params<LiveQuery>) -> Response {
+async fn live(
+    State(api): Shared,
+    hangup: Option<axum::Extension<super::web::Hangup>>,
+    Params(q): Params<LiveQuery>,
+) -> Response {
     // Events are serde_json objects and device names need no escaping, so the device's key
     // and value appear exactly so in its events — and nowhere else: a quote inside any
     // string of an event is escaped.
@@ -771,6 +777,7 @@ async fn live(State(api): Shared, Params(q): Params<LiveQuery>) -> Response {
     api.ingest.stats.viewers.fetch_add(1, Ordering::Relaxed);
     let ingest = Arc::clone(&api.ingest);
     tokio::spawn(async move {
+        let mut dropped = false;
         loop {
             tokio::select! {
                 () = shutdown.triggered() => break,
@@ -779,16 +786,24 @@ async fn live(State(api): Shared, Params(q): Params<LiveQuery>) -> Response {
                     Ok(event) if only.as_ref().is_some_and(|only| !event.contains(only.as_str())) => {}
                     Ok(event) => {
                         if tx.try_send(event).is_err() {
-                            ingest.stats.viewers_dropped.fetch_add(1, Ordering::Relaxed);
+                            dropped = true;
                             break;
                         }
                     }
                     Err(broadcast::error::RecvError::Lagged(_)) => {
-                        ingest.stats.viewers_dropped.fetch_add(1, Ordering::Relaxed);
+                        dropped = true;
                         break;
                     }
                     Err(broadcast::error::RecvError::Closed) => break,
                 },
+            }
+        }
+        if dropped {
+            // Not just the end of its stream: the connection goes, with what is queued for it
+            // here and in its socket (its browser reconnects and starts afresh).
+            ingest.stats.viewers_dropped.fetch_add(1, Ordering::Relaxed);
+            if let Some(axum::Extension(hangup)) = hangup {
+                hangup.now();
             }
         }
         ingest.stats.viewers.fetch_sub(1, Ordering::Relaxed);
@@ -948,6 +963,24 @@ async fn metrics(State(api): Shared, _headers: HeaderMap) -> Response {
         "counter",
         "Live viewers dropped for falling behind.",
         load(&stats.viewers_dropped),
+    );
+    metric(
+        "http_connections",
+        "gauge",
+        "HTTP connections open.",
+        load(&api.web.open),
+    );
+    metric(
+        "http_connections_refused_total",
+        "counter",
+        "HTTP connections refused at the connection cap.",
+        load(&api.web.refused),
+    );
+    metric(
+        "http_connections_stalled_total",
+        "counter",
+        "HTTP connections closed for not sending a request head in time or moving no byte.",
+        load(&api.web.stalled),
     );
     out.push_str("# HELP socketeer_hub_rejected_lines_total Lines refused, by reason.\n");
     out.push_str("# TYPE socketeer_hub_rejected_lines_total counter\n");

@@ -7,6 +7,7 @@ pub(crate) mod influx;
 pub(crate) mod ingest;
 pub(crate) mod model;
 pub(crate) mod store;
+pub(crate) mod web;
 
 use std::sync::Arc;
 
@@ -310,14 +311,15 @@ async fn serve_http(
         shutdown: runner.shutdown().clone(),
         access: crate::guard::access_list(&args.serve.guard)?,
         token_failures: http::TokenFailures::default(),
+        web: Arc::default(),
     });
-    let shutdown = runner.shutdown().clone();
-    let router = http::router(api).into_make_service_with_connect_info::<std::net::SocketAddr>();
-    runner.spawn(async move {
-        axum::serve(listener, router)
-            .with_graceful_shutdown(async move { shutdown.triggered().await })
-            .await
-            .context("http server")
-    });
+    let router = http::router(Arc::clone(&api));
+    runner.spawn(web::serve(
+        listener,
+        router,
+        runner.shutdown().clone(),
+        web::Limits::for_this_process(args.http_max_conns, args.http_timeout),
+        Arc::clone(&api.web),
+    ));
     Ok(url)
 }

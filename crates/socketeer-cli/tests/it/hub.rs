@@ -10,7 +10,7 @@ use rusqlite::{Connection, OpenFlags};
 use serde_json::Value;
 
 use crate::security::make_key;
-use crate::support::{DEADLINE, Proc, TempDir, addr, run};
+use crate::support::{DEADLINE, Proc, TempDir, addr, run, wait_until};
 
 pub fn start_hub(dir: &TempDir, extra: &[&str]) -> (Proc, String, String) {
     let db = dir.0.join("hub.db").display().to_string();
@@ -1058,7 +1058,8 @@ fn simulated_robots_stream_every_kind_of_record() {
 #[test]
 fn a_viewer_that_stops_reading_is_dropped_and_ingest_goes_on() {
     let dir = TempDir::new("hub-slow-viewer");
-    let (hub, ingest, web, _db) = start_hub_http(&dir, &["--no-auth"]);
+    // Deadlines far off: the viewer's connection must go because it was dropped.
+    let (hub, ingest, web, _db) = start_hub_http(&dir, &["--no-auth", "--http-timeout", "600"]);
     // A viewer with a tiny receive buffer that never reads.
     let socket =
         socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
@@ -1082,7 +1083,20 @@ fn a_viewer_that_stops_reading_is_dropped_and_ingest_goes_on() {
         get_metric(&web, "socketeer_hub_live_viewers_dropped_total") >= 1
     });
     assert_eq!(get_metric(&web, "socketeer_hub_records_total"), 30_000);
-    drop(viewer);
+    // Dropped means disconnected, with what was queued for it: what it reads now ends.
+    viewer.set_read_timeout(Some(DEADLINE)).expect("timeout");
+    let mut rest = Vec::new();
+    match std::io::Read::read_to_end(&mut viewer, &mut rest) {
+        Ok(_) => {}
+        Err(err) => assert_eq!(
+            err.kind(),
+            std::io::ErrorKind::ConnectionReset,
+            "the dropped viewer's connection stays open"
+        ),
+    }
+    wait_until("its connection gone", || {
+        get_metric(&web, "socketeer_hub_http_connections") == 1
+    });
     hub.signal("TERM");
     let (status, _, err) = hub.wait();
     assert!(status.success(), "{err}");

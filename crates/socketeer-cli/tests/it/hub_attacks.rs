@@ -1,10 +1,13 @@
 //! The hub under hostile or careless peers (issue 20): floods that must not take memory without
 //! bound or hold acknowledged ingest back, and the limits that refuse them.
 
+use std::io::{Read, Write};
+use std::net::TcpStream;
+
 use rusqlite::Connection;
 
-use crate::hub::{Client, get_metric, stored};
-use crate::support::{Proc, TempDir, addr, wait_until};
+use crate::hub::{Client, get_metric, start_hub_http, stored};
+use crate::support::{DEADLINE, Proc, TempDir, addr, wait_until};
 
 /// A hub with ingest, Influx over UDP and HTTP, each on a free port: the process, the three
 /// addresses and the database path.
@@ -83,4 +86,90 @@ fn an_influx_udp_flood_is_dropped_when_the_writer_is_behind_and_robots_still_get
     let dropped = get_metric(&web, "socketeer_hub_influx_dropped_total");
     assert_eq!(dropped % 1000, 0, "whole datagrams are dropped: {dropped}");
     hub.stop_ok();
+}
+
+/// A connection to `web` that sends half a request head and stops.
+fn half_sent(web: &str) -> TcpStream {
+    let mut stream = TcpStream::connect(web).expect("connect");
+    stream.set_read_timeout(Some(DEADLINE)).expect("timeout");
+    stream
+        .write_all(b"GET /api/devices HTTP/1.1\r\nHost: x\r\n")
+        .expect("send");
+    stream
+}
+
+/// Reads until the hub closes the connection; the error if it never does.
+fn read_until_closed(stream: &mut TcpStream) -> std::io::Result<Vec<u8>> {
+    let mut seen = Vec::new();
+    match stream.read_to_end(&mut seen) {
+        Ok(_) => Ok(seen),
+        // Closed with unread data: a reset is a close too.
+        Err(err) if err.kind() == std::io::ErrorKind::ConnectionReset => Ok(seen),
+        Err(err) => Err(err),
+    }
+}
+
+#[test]
+fn http_connections_are_capped_and_half_sent_requests_closed_while_ingest_goes_on() {
+    let dir = TempDir::new("hub-http-cap");
+    let (hub, ingest, web, _db) = start_hub_http(
+        &dir,
+        &["--no-auth", "--http-max-conns", "4", "--http-timeout", "1"],
+    );
+    let mut stalled: Vec<TcpStream> = (0..4).map(|_| half_sent(&web)).collect();
+    // One more is told why, and closed.
+    let mut fifth = TcpStream::connect(&web).expect("connect");
+    fifth.set_read_timeout(Some(DEADLINE)).expect("timeout");
+    let answer = read_until_closed(&mut fifth).expect("answered and closed");
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(answer.contains("too many HTTP connections"), "{answer}");
+    // Robots are not held back by a full HTTP listener.
+    let mut robot = Client::connect(&ingest);
+    robot.send("{\"stream\":\"imu\",\"seq\":1,\"values\":{\"ax\":1}}\n");
+    assert_eq!(robot.answer(), serde_json::json!({"ack": 1}));
+    // The half-sent heads are closed at their deadline, freeing their places.
+    for stream in &mut stalled {
+        read_until_closed(stream).expect("a half-sent request is closed at its deadline");
+    }
+    assert!(get_metric(&web, "socketeer_hub_http_connections_stalled_total") >= 4);
+    assert!(get_metric(&web, "socketeer_hub_http_connections_refused_total") >= 1);
+    hub.stop_ok();
+}
+
+#[test]
+fn a_half_sent_request_does_not_keep_the_hub_alive_past_its_grace() {
+    let dir = TempDir::new("hub-http-grace");
+    let (hub, _ingest, web, _db) = start_hub_http(
+        &dir,
+        &["--no-auth", "--http-timeout", "600", "--grace", "1"],
+    );
+    let mut stalled = half_sent(&web);
+    // Counted as open: it has been accepted.
+    let _open = TcpStream::connect(&web);
+    wait_until("the half-sent request accepted", || {
+        get_metric(&web, "socketeer_hub_http_connections") >= 2
+    });
+    hub.stop_ok();
+    read_until_closed(&mut stalled).expect("closed at the end of the grace period");
+}
+
+#[test]
+fn bad_http_limits_are_refused() {
+    let (status, _, err) = crate::support::run(
+        &[
+            "hub",
+            "--no-auth",
+            "--db",
+            "/nonexistent/x.db",
+            "--http-timeout",
+            "0",
+        ],
+        b"",
+    );
+    assert_eq!(status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("--http-timeout") && err.contains("must be above 0 seconds"),
+        "{err}"
+    );
 }

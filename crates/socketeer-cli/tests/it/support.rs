@@ -171,7 +171,6 @@ impl Proc {
         assert!(status.expect("kill").success());
     }
 
-    /// Waits for the process to exit (its output closing first) and returns its status.
     /// SIGTERM, then the exit, which must be a success (stderr shown if not).
     pub fn stop_ok(self) {
         self.signal("TERM");
@@ -179,6 +178,7 @@ impl Proc {
         assert!(status.success(), "{status}: {err}");
     }
 
+    /// Waits for the process to exit (its output closing first) and returns its status.
     pub fn wait(mut self) -> (ExitStatus, String, String) {
         let out = self.stdout.until_closed();
         let err = self.stderr.until_closed();
