@@ -35,6 +35,10 @@ const ONLINE_WINDOW: f64 = 10.0;
 const VIEWER_QUEUE: usize = 1024;
 /// Most points one series query returns (buckets past that).
 const MAX_POINTS: usize = 10_000;
+/// Most frames one detections query returns.
+const MAX_FRAMES: usize = 1000;
+/// Most detections one detections query returns (past it the answer says it is truncated).
+const MAX_DETECTIONS: usize = 10_000;
 /// Most rows one CSV export holds.
 const MAX_CSV_ROWS: usize = 1_000_000;
 /// Largest `POST /api/ingest` body.
@@ -54,6 +58,43 @@ pub(crate) struct Api {
     pub(crate) token_failures: TokenFailures,
     /// The listener's own counters.
     pub(crate) web: Arc<super::web::Counters>,
+    /// Turns for database queries and exports, a few at once.
+    pub(crate) queries: Arc<tokio::sync::Semaphore>,
+    /// Turns for ingest bodies, a few at once.
+    pub(crate) uploads: Arc<tokio::sync::Semaphore>,
+    /// How long an ingest body may take to arrive.
+    pub(crate) body_deadline: std::time::Duration,
+}
+
+/// Queries (and exports) run at once; more wait their turn.
+pub(crate) const QUERIES_AT_ONCE: usize = 4;
+/// Ingest bodies read at once; more wait their turn.
+pub(crate) const UPLOADS_AT_ONCE: usize = 4;
+/// How long a request waits for its turn before it is told to come back.
+const TURN_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// A turn from `turns`, waiting at most [`TURN_WAIT`]. It is given back when dropped, which
+/// may be in a blocking thread that outlives the request.
+async fn wait_turn(
+    turns: &Arc<tokio::sync::Semaphore>,
+) -> Option<tokio::sync::OwnedSemaphorePermit> {
+    tokio::time::timeout(TURN_WAIT, Arc::clone(turns).acquire_owned())
+        .await
+        .ok()?
+        .ok()
+}
+
+/// 503 with when to come back: every turn of this kind is taken.
+fn busy(what: &str) -> Response {
+    let mut response = bad(
+        StatusCode::SERVICE_UNAVAILABLE,
+        format!("too many {what} at once; try again in a moment"),
+    );
+    response.headers_mut().insert(
+        header::RETRY_AFTER,
+        axum::http::HeaderValue::from_static("1"),
+    );
+    response
 }
 
 type Shared = State<Arc<Api>>;
@@ -241,7 +282,11 @@ async fn json_errors(request: axum::extract::Request, next: axum::middleware::Ne
     let is_json = response
         .headers()
         .get(header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+        .is_some_and(|v| {
+            // Ingest's line-by-line answers are JSON too, whatever the status.
+            v.as_bytes().starts_with(b"application/json")
+                || v.as_bytes().starts_with(b"application/x-ndjson")
+        });
     if !api || is_json || !(status.is_client_error() || status.is_server_error()) {
         return response;
     }
@@ -315,19 +360,22 @@ impl IntoResponse for Fail {
     }
 }
 
-/// Runs a query on a fresh read-only connection in a blocking thread.
+/// Runs a query on a fresh read-only connection in a blocking thread, in its turn (a few at
+/// once: more wait up to [`TURN_WAIT`], then are told 503).
 async fn query<T: Send + 'static>(
     api: &Api,
     work: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
 ) -> Result<T, Fail> {
+    let Some(turn) = wait_turn(&api.queries).await else {
+        return Err(Fail(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too many queries at once; try again in a moment".into(),
+        ));
+    };
     let db = api.db.clone();
     tokio::task::spawn_blocking(move || {
-        let conn = Connection::open_with_flags(
-            &db,
-            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))?;
-        work(&conn)
+        let _turn = turn; // held until the query is done, even if its request is gone
+        work(&open_read(&db)?)
     })
     .await
     .map_err(|_| {
@@ -337,6 +385,16 @@ async fn query<T: Send + 'static>(
         )
     })?
     .map_err(|e| Fail(StatusCode::INTERNAL_SERVER_ERROR, format!("storage: {e}")))
+}
+
+/// A read-only connection to the database.
+fn open_read(db: &std::path::Path) -> rusqlite::Result<Connection> {
+    let conn = Connection::open_with_flags(
+        db,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    Ok(conn)
 }
 
 async fn devices(State(api): Shared) -> Response {
@@ -600,7 +658,7 @@ async fn detections(State(api): Shared, Params(q): Params<DetectionQuery>) -> Re
         Ok(range) => range,
         Err(fail) => return fail.into_response(),
     };
-    let limit = q.limit.unwrap_or(100).clamp(1, 10_000) as i64;
+    let limit = q.limit.unwrap_or(100).clamp(1, MAX_FRAMES) as i64;
     let min_score = q.min_score.unwrap_or(0.0);
     let result = query(&api, move |conn| {
         let mut stmt = conn.prepare(
@@ -616,12 +674,22 @@ async fn detections(State(api): Shared, Params(q): Params<DetectionQuery>) -> Re
                                AND (?5 IS NULL OR d2.label = ?5) AND d2.score >= ?6)
                  ORDER BY f2.ts DESC LIMIT ?7)
                AND (?5 IS NULL OR d.label = ?5) AND d.score >= ?6
-             ORDER BY f.ts DESC, f.id DESC, d.rowid",
+             ORDER BY f.ts DESC, f.id DESC, d.rowid
+             LIMIT ?8",
         )?;
         let mut frames: Vec<Value> = Vec::new();
         let mut last_id = None;
         let rows = stmt.query_map(
-            params![from, to, q.device, q.stream, q.label, min_score, limit],
+            params![
+                from,
+                to,
+                q.device,
+                q.stream,
+                q.label,
+                min_score,
+                limit,
+                MAX_DETECTIONS as i64 + 1
+            ],
             |r| {
                 Ok((
                     r.get::<_, i64>(0)?,
@@ -638,7 +706,19 @@ async fn detections(State(api): Shared, Params(q): Params<DetectionQuery>) -> Re
                 ))
             },
         )?;
+        let mut taken = 0;
+        let mut truncated = false;
         for row in rows {
+            taken += 1;
+            if taken > MAX_DETECTIONS {
+                // The last frame may lack some of its detections: leave it out (unless it is
+                // the only one) and say the answer is cut.
+                truncated = true;
+                if frames.len() > 1 {
+                    frames.pop();
+                }
+                break;
+            }
             let (id, device, stream, ts, w, h, detection) = row?;
             if last_id != Some(id) {
                 frames.push(json!({
@@ -654,11 +734,13 @@ async fn detections(State(api): Shared, Params(q): Params<DetectionQuery>) -> Re
                 list.push(detection);
             }
         }
-        Ok(frames)
+        Ok((frames, truncated))
     })
     .await;
     match result {
-        Ok(frames) => axum::Json(json!({ "frames": frames })).into_response(),
+        Ok((frames, truncated)) => {
+            axum::Json(json!({ "frames": frames, "truncated": truncated })).into_response()
+        }
         Err(fail) => fail.into_response(),
     }
 }
@@ -686,66 +768,107 @@ fn csv_cell(text: &str) -> String {
     }
 }
 
-/// The points of one device (optionally one stream and field) in a range, as CSV.
+/// The points of one device (optionally one stream and field) in a range, as CSV, streamed:
+/// rows are read as the client takes them, a few chunks ahead, so an export of any size holds
+/// little memory (and stops when the client goes).
 async fn export_csv(State(api): Shared, Params(q): Params<ExportQuery>) -> Response {
     let (from, to) = match range(q.from, q.to) {
         Ok(range) => range,
         Err(fail) => return fail.into_response(),
     };
-    let result = query(&api, move |conn| {
-        let mut stmt = conn.prepare(
-            "SELECT sa.ts, sa.recv_ts, st.name, j.key, j.value
-             FROM devices d JOIN streams st ON st.device_id = d.id
-             JOIN samples sa ON sa.stream_id = st.id JOIN json_each(sa.vals) j
-             WHERE d.name = ?1 AND (?2 IS NULL OR st.name = ?2) AND (?3 IS NULL OR j.key = ?3)
-               AND sa.ts BETWEEN ?4 AND ?5
-             ORDER BY sa.ts LIMIT ?6",
-        )?;
-        let mut out = String::from("ts,recv_ts,device,stream,field,value\n");
-        let device = csv_cell(&q.device);
-        let rows = stmt.query_map(
-            params![q.device, q.stream, q.field, from, to, MAX_CSV_ROWS as i64],
-            |r| {
-                Ok((
-                    r.get::<_, f64>(0)?,
-                    r.get::<_, f64>(1)?,
-                    r.get::<_, String>(2)?,
-                    r.get::<_, String>(3)?,
-                    r.get::<_, rusqlite::types::Value>(4)?,
-                ))
-            },
-        )?;
-        for row in rows {
-            let (ts, recv_ts, stream, field, value) = row?;
-            let value = match value {
-                rusqlite::types::Value::Real(n) => n.to_string(),
-                rusqlite::types::Value::Integer(n) => n.to_string(),
-                rusqlite::types::Value::Text(text) => csv_cell(&text),
-                _ => String::new(),
-            };
-            out.push_str(&format!(
-                "{ts:.6},{recv_ts:.6},{device},{},{},{value}\n",
-                csv_cell(&stream),
-                csv_cell(&field)
-            ));
+    let Some(turn) = wait_turn(&api.queries).await else {
+        return busy("queries");
+    };
+    let (chunks, body) = mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(4);
+    let (started, start) = tokio::sync::oneshot::channel::<Result<(), String>>();
+    let db = api.db.clone();
+    tokio::task::spawn_blocking(move || {
+        let _turn = turn; // held until the export is done
+        let mut started = Some(started);
+        let result = export_rows(&db, &q, from, to, |chunk| {
+            if let Some(started) = started.take() {
+                let _ = started.send(Ok(()));
+            }
+            // False once the client has gone: stop reading.
+            chunks.blocking_send(Ok(chunk.into())).is_ok()
+        });
+        if let Err(err) = result {
+            match started.take() {
+                Some(started) => drop(started.send(Err(format!("storage: {err}")))),
+                // Mid-way: the response is cut short, which the client sees as an error.
+                None => drop(chunks.blocking_send(Err(std::io::Error::other(err.to_string())))),
+            }
         }
-        Ok(out)
-    })
-    .await;
-    match result {
-        Ok(csv) => (
-            [
-                (header::CONTENT_TYPE, "text/csv; charset=utf-8"),
-                (
-                    header::CONTENT_DISPOSITION,
-                    "attachment; filename=\"socketeer-export.csv\"",
-                ),
-            ],
-            csv,
-        )
-            .into_response(),
-        Err(fail) => fail.into_response(),
+    });
+    match start.await {
+        Ok(Ok(())) => {}
+        Ok(Err(why)) => return bad(StatusCode::INTERNAL_SERVER_ERROR, why),
+        Err(_) => return bad(StatusCode::INTERNAL_SERVER_ERROR, "the export stopped"),
     }
+    (
+        [
+            (header::CONTENT_TYPE, "text/csv; charset=utf-8"),
+            (
+                header::CONTENT_DISPOSITION,
+                "attachment; filename=\"socketeer-export.csv\"",
+            ),
+        ],
+        axum::body::Body::from_stream(ReceiverStream::new(body)),
+    )
+        .into_response()
+}
+
+/// Bytes of CSV handed on at a time.
+const CSV_CHUNK: usize = 64 * 1024;
+
+/// Reads the export's rows, handing CSV on in chunks (the header line first, once the query
+/// has started) until `send` says to stop.
+fn export_rows(
+    db: &std::path::Path,
+    q: &ExportQuery,
+    from: f64,
+    to: f64,
+    mut send: impl FnMut(String) -> bool,
+) -> rusqlite::Result<()> {
+    let conn = open_read(db)?;
+    let mut stmt = conn.prepare(
+        "SELECT sa.ts, sa.recv_ts, st.name, j.key, j.value
+         FROM devices d JOIN streams st ON st.device_id = d.id
+         JOIN samples sa ON sa.stream_id = st.id JOIN json_each(sa.vals) j
+         WHERE d.name = ?1 AND (?2 IS NULL OR st.name = ?2) AND (?3 IS NULL OR j.key = ?3)
+           AND sa.ts BETWEEN ?4 AND ?5
+         ORDER BY sa.ts LIMIT ?6",
+    )?;
+    let device = csv_cell(&q.device);
+    let mut rows = stmt.query(params![
+        q.device,
+        q.stream,
+        q.field,
+        from,
+        to,
+        MAX_CSV_ROWS as i64
+    ])?;
+    let mut out = String::from("ts,recv_ts,device,stream,field,value\n");
+    while let Some(row) = rows.next()? {
+        let (ts, recv_ts): (f64, f64) = (row.get(0)?, row.get(1)?);
+        let (stream, field): (String, String) = (row.get(2)?, row.get(3)?);
+        let value = match row.get::<_, rusqlite::types::Value>(4)? {
+            rusqlite::types::Value::Real(n) => n.to_string(),
+            rusqlite::types::Value::Integer(n) => n.to_string(),
+            rusqlite::types::Value::Text(text) => csv_cell(&text),
+            _ => String::new(),
+        };
+        out.push_str(&format!(
+            "{ts:.6},{recv_ts:.6},{device},{},{},{value}\n",
+            csv_cell(&stream),
+            csv_cell(&field)
+        ));
+        if out.len() >= CSV_CHUNK && !send(std::mem::take(&mut out)) {
+            return Ok(());
+        }
+    }
+    send(out);
+    Ok(())
 }
 
 /// Server-sent events: one `data:` JSON object per committed record. A viewer that falls
@@ -823,7 +946,16 @@ struct IngestQuery {
 
 /// JSON lines in the body, answered line by line as over TCP. The device is named in the
 /// query (the HTTP token, not a device key, is what admits the sender).
-async fn ingest(State(api): Shared, Params(q): Params<IngestQuery>, body: String) -> Response {
+///
+/// The body is read as it arrives, within the body deadline and [`MAX_BODY`]; its records go
+/// to the writer in jobs as they are read (a few waiting at a time), so a large body holds
+/// only the answers, not its records, in memory.
+async fn ingest(
+    State(api): Shared,
+    Params(q): Params<IngestQuery>,
+    headers: HeaderMap,
+    body: axum::body::Body,
+) -> Response {
     if !socketeer::keys::valid_device_name(&q.device) {
         return bad(StatusCode::BAD_REQUEST, "bad device name");
     }
@@ -832,72 +964,266 @@ async fn ingest(State(api): Shared, Params(q): Params<IngestQuery>, body: String
         Ok(session) => session.unwrap_or_default(),
         Err(why) => return bad(StatusCode::BAD_REQUEST, why),
     };
-    let device: Arc<str> = q.device.into();
-    let mut session: Arc<str> = session.into();
-    let recv_ts = now_secs();
-    let mut answers: Vec<(u64, Result<Option<u64>, String>)> = Vec::new();
-    let mut items = Vec::new();
-    let mut item_lines = Vec::new();
-    for (n, text) in body.split('\n').enumerate() {
-        let line_no = n as u64 + 1;
-        let text = text.strip_suffix('\r').unwrap_or(text);
-        if text.trim().is_empty() {
-            continue;
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY as u64) {
+        return bad(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the body may be at most {MAX_BODY} bytes; send fewer lines per request"),
+        );
+    }
+    let Some(_turn) = wait_turn(&api.uploads).await else {
+        return busy("uploads");
+    };
+    let mut answers = Answers::default();
+    let mut run = IngestRun {
+        api: &api,
+        device: q.device.into(),
+        session: session.into(),
+        batch: Vec::new(),
+        batch_lines: Vec::new(),
+    };
+    let mut lines = tokio_util::codec::LinesCodec::new_with_max_length(super::model::MAX_LINE);
+    let mut buffer = bytes::BytesMut::new();
+    let mut body = body.into_data_stream();
+    let deadline = tokio::time::Instant::now() + api.body_deadline;
+    let mut read = 0usize;
+    let mut line_no = 0u64;
+    // Why the body was not read to its end, if it was not.
+    let mut cut: Option<(StatusCode, String)> = None;
+    loop {
+        let chunk = match tokio::time::timeout_at(deadline, body.next()).await {
+            Err(_) => {
+                cut = Some((
+                    StatusCode::REQUEST_TIMEOUT,
+                    format!(
+                        "the body was not all sent within {} s; the rest was not read",
+                        api.body_deadline.as_secs_f64()
+                    ),
+                ));
+                break;
+            }
+            Ok(None) => None,
+            Ok(Some(Err(err))) => {
+                cut = Some((
+                    StatusCode::BAD_REQUEST,
+                    format!("the body could not be read: {err}"),
+                ));
+                break;
+            }
+            Ok(Some(Ok(chunk))) => Some(chunk),
+        };
+        let done = chunk.is_none();
+        if let Some(chunk) = chunk {
+            read += chunk.len();
+            if read > MAX_BODY {
+                cut = Some((
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!("the body may be at most {MAX_BODY} bytes; the rest was not read"),
+                ));
+                break;
+            }
+            buffer.extend_from_slice(&chunk);
         }
-        match parse_line(text) {
-            Err(why) => answers.push((line_no, Err(why))),
-            Ok(Line::Session(name)) => session = name.into(),
-            Ok(Line::Device(_)) => answers.push((
-                line_no,
-                Err("the device is named in the URL (?device=NAME)".into()),
-            )),
-            Ok(Line::Record(record)) => {
-                item_lines.push((line_no, record.seq));
-                items.push(Item::new(&device, &session, record, recv_ts));
+        loop {
+            let decoded = if done {
+                tokio_util::codec::Decoder::decode_eof(&mut lines, &mut buffer)
+            } else {
+                tokio_util::codec::Decoder::decode(&mut lines, &mut buffer)
+            };
+            let line = match decoded {
+                Ok(Some(line)) => Ok(line),
+                Ok(None) => break,
+                Err(tokio_util::codec::LinesCodecError::MaxLineLengthExceeded) => {
+                    Err(format!("line longer than {} bytes", super::model::MAX_LINE))
+                }
+                Err(tokio_util::codec::LinesCodecError::Io(_)) => Err("not UTF-8".to_owned()),
+            };
+            line_no += 1;
+            run.line(line_no, line, &mut answers).await;
+        }
+        if done {
+            break;
+        }
+    }
+    run.submit(&mut answers).await;
+    let mut status = StatusCode::OK;
+    if let Some((why_status, why)) = cut {
+        status = why_status;
+        answers.end(why);
+    }
+    let out = answers.finish(&api).await;
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/x-ndjson")],
+        out,
+    )
+        .into_response()
+}
+
+/// One `POST /api/ingest` in progress: the records read and not yet handed to the writer.
+struct IngestRun<'a> {
+    api: &'a Api,
+    device: Arc<str>,
+    session: Arc<str>,
+    batch: Vec<Item>,
+    /// (line number, seq) of each record of `batch`.
+    batch_lines: Vec<(u64, Option<u64>)>,
+}
+
+impl IngestRun<'_> {
+    async fn line(&mut self, line_no: u64, line: Result<String, String>, answers: &mut Answers) {
+        let parsed = line.and_then(|text| {
+            if text.trim().is_empty() {
+                return Ok(None);
+            }
+            parse_line(&text).map(Some)
+        });
+        let refusal = match parsed {
+            Ok(None) => return,
+            Err(why) => why,
+            Ok(Some(Line::Session(name))) => {
+                self.session = name.into();
+                return;
+            }
+            Ok(Some(Line::Device(_))) => "the device is named in the URL (?device=NAME)".into(),
+            Ok(Some(Line::Record(record))) => {
+                self.batch_lines.push((line_no, record.seq));
+                self.batch
+                    .push(Item::new(&self.device, &self.session, record, now_secs()));
+                if self.batch.len() >= super::store::JOB_RECORDS {
+                    self.submit(answers).await;
+                }
+                return;
+            }
+        };
+        // Answers keep line order: what came before is queued first.
+        self.submit(answers).await;
+        self.api.ingest.stats.reject(&refusal);
+        answers.error(line_no, &refusal);
+    }
+
+    async fn submit(&mut self, answers: &mut Answers) {
+        if self.batch.is_empty() {
+            return;
+        }
+        let items = std::mem::take(&mut self.batch);
+        let lines = std::mem::take(&mut self.batch_lines);
+        let pending = self.api.ingest.store.submit(&self.device, items).await;
+        answers.later(pending, lines, self.api).await;
+    }
+}
+
+/// The answer to an ingest body, built in line order as outcomes arrive.
+#[derive(Default)]
+struct Answers {
+    out: String,
+    /// Answers not yet final, in line order.
+    queue: std::collections::VecDeque<Answer>,
+}
+
+enum Answer {
+    Now(String),
+    Later(super::store::Pending, Vec<(u64, Option<u64>)>),
+}
+
+/// Most jobs of one body waiting for the writer at once.
+const BODY_JOBS_IN_FLIGHT: usize = 8;
+
+impl Answers {
+    fn error(&mut self, line: u64, why: &str) {
+        let mut text = json!({ "error": why, "line": line }).to_string();
+        text.push('\n');
+        match self.queue.is_empty() {
+            true => self.out.push_str(&text),
+            false => self.queue.push_back(Answer::Now(text)),
+        }
+    }
+
+    /// An error about the body as a whole, last.
+    fn end(&mut self, why: String) {
+        let mut text = json!({ "error": why }).to_string();
+        text.push('\n');
+        self.queue.push_back(Answer::Now(text));
+    }
+
+    async fn later(
+        &mut self,
+        pending: super::store::Pending,
+        lines: Vec<(u64, Option<u64>)>,
+        api: &Api,
+    ) {
+        self.queue.push_back(Answer::Later(pending, lines));
+        let waiting = self
+            .queue
+            .iter()
+            .filter(|a| matches!(a, Answer::Later(..)))
+            .count();
+        if waiting > BODY_JOBS_IN_FLIGHT {
+            self.settle_first(api).await;
+        }
+    }
+
+    /// Waits for the first job still waiting and writes every answer up to it.
+    async fn settle_first(&mut self, api: &Api) {
+        while let Some(answer) = self.queue.pop_front() {
+            match answer {
+                Answer::Now(text) => self.out.push_str(&text),
+                Answer::Later(pending, lines) => {
+                    let outcomes = pending.await;
+                    self.outcomes(api, lines, outcomes);
+                    return;
+                }
             }
         }
     }
-    for (_, answer) in &answers {
-        if let Err(why) = answer {
-            api.ingest.stats.reject(why);
-        }
-    }
-    if !items.is_empty() {
-        let outcomes = api.ingest.store.write(&device, items).await;
-        for ((line_no, seq), outcome) in item_lines.into_iter().zip(outcomes) {
-            match outcome {
+
+    fn outcomes(
+        &mut self,
+        api: &Api,
+        lines: Vec<(u64, Option<u64>)>,
+        outcomes: Vec<super::store::Outcome>,
+    ) {
+        let stats = &api.ingest.stats;
+        for ((line, seq), outcome) in lines.into_iter().zip(outcomes) {
+            let refusal = match outcome {
                 Ok(Stored::New) => {
-                    api.ingest.stats.records.fetch_add(1, Ordering::Relaxed);
-                    answers.push((line_no, Ok(seq)));
+                    stats.records.fetch_add(1, Ordering::Relaxed);
+                    None
                 }
                 Ok(Stored::Duplicate) => {
-                    api.ingest.stats.duplicates.fetch_add(1, Ordering::Relaxed);
-                    answers.push((line_no, Ok(seq)));
+                    stats.duplicates.fetch_add(1, Ordering::Relaxed);
+                    None
                 }
                 Ok(Stored::Conflict) => {
-                    api.ingest.stats.reject(super::store::CONFLICT);
-                    answers.push((line_no, Err(super::store::CONFLICT.to_owned())));
+                    stats.reject(super::store::CONFLICT);
+                    Some(super::store::CONFLICT.to_owned())
                 }
-                Err(err) => answers.push((line_no, Err(err.to_string()))),
+                Err(err) => Some(err.to_string()),
+            };
+            match (refusal, seq) {
+                (Some(why), _) => {
+                    self.out
+                        .push_str(&json!({ "error": why, "line": line }).to_string());
+                    self.out.push('\n');
+                }
+                (None, Some(seq)) => {
+                    stats.acks.fetch_add(1, Ordering::Relaxed);
+                    self.out.push_str(&format!("{{\"ack\":{seq}}}\n"));
+                }
+                (None, None) => {}
             }
         }
     }
-    answers.sort_by_key(|(line, _)| *line);
-    let mut out = String::new();
-    for (line, answer) in answers {
-        match answer {
-            Ok(Some(seq)) => {
-                api.ingest.stats.acks.fetch_add(1, Ordering::Relaxed);
-                out.push_str(&format!("{{\"ack\":{seq}}}\n"));
-            }
-            Ok(None) => {}
-            Err(why) => {
-                out.push_str(&json!({ "error": why, "line": line }).to_string());
-                out.push('\n');
-            }
+
+    async fn finish(mut self, api: &Api) -> String {
+        while !self.queue.is_empty() {
+            self.settle_first(api).await;
         }
+        self.out
     }
-    ([(header::CONTENT_TYPE, "application/x-ndjson")], out).into_response()
 }
 
 /// Prometheus text format.

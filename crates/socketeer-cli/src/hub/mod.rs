@@ -312,6 +312,9 @@ async fn serve_http(
         access: crate::guard::access_list(&args.serve.guard)?,
         token_failures: http::TokenFailures::default(),
         web: Arc::default(),
+        queries: Arc::new(tokio::sync::Semaphore::new(http::QUERIES_AT_ONCE)),
+        uploads: Arc::new(tokio::sync::Semaphore::new(http::UPLOADS_AT_ONCE)),
+        body_deadline: args.http_timeout * 3,
     });
     let router = http::router(Arc::clone(&api));
     runner.spawn(web::serve(

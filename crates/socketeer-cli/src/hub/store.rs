@@ -558,6 +558,7 @@ impl Store {
     }
 
     /// Stores records, returning once they are committed (or failed): one outcome each.
+    #[cfg(test)]
     pub(crate) async fn write(&self, lane: &Arc<str>, items: Vec<Item>) -> Vec<Outcome> {
         self.submit(lane, items).await.await
     }

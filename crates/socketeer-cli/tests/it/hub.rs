@@ -681,7 +681,31 @@ pub fn http(address: &str, method: &str, path: &str, headers: &str, body: &str) 
         .nth(1)
         .and_then(|s| s.parse().ok())
         .expect("status");
-    (status, body.to_owned())
+    let chunked = head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked");
+    (
+        status,
+        if chunked {
+            dechunk(body)
+        } else {
+            body.to_owned()
+        },
+    )
+}
+
+/// The body of a chunked transfer (streamed answers): the chunks joined.
+pub fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    loop {
+        let (size, rest) = body.split_once("\r\n").expect("chunk size");
+        let size = usize::from_str_radix(size.trim(), 16).expect("hex chunk size");
+        if size == 0 {
+            return out;
+        }
+        out.push_str(&rest[..size]);
+        body = rest[size..].strip_prefix("\r\n").expect("chunk end");
+    }
 }
 
 pub fn get_json(address: &str, path: &str) -> Value {

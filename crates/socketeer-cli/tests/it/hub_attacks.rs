@@ -173,3 +173,109 @@ fn bad_http_limits_are_refused() {
         "{err}"
     );
 }
+
+#[test]
+fn ingest_bodies_are_read_as_they_come_within_size_and_time() {
+    let dir = TempDir::new("hub-http-bodies");
+    let (hub, _ingest, web, _db) = start_hub_http(&dir, &["--no-auth", "--http-timeout", "0.5"]);
+    // Declared too large: refused before a byte of it is read.
+    let mut stream = TcpStream::connect(&web).expect("connect");
+    stream.set_read_timeout(Some(DEADLINE)).expect("timeout");
+    stream
+        .write_all(
+            b"POST /api/ingest?device=d1 HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-ndjson\r\n\
+              Content-Length: 999999999\r\n\r\n",
+        )
+        .expect("send");
+    let answer =
+        String::from_utf8_lossy(&read_until_closed(&mut stream).expect("answer")).into_owned();
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+
+    // Sent in chunks, many records: each acknowledged, in order.
+    let mut stream = TcpStream::connect(&web).expect("connect");
+    stream.set_read_timeout(Some(DEADLINE)).expect("timeout");
+    stream
+        .write_all(
+            b"POST /api/ingest?device=d1&session=a HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\
+              Content-Type: application/x-ndjson\r\nTransfer-Encoding: chunked\r\n\r\n",
+        )
+        .expect("send");
+    for chunk in 0..10 {
+        let mut lines = String::new();
+        for k in chunk * 300..(chunk + 1) * 300 {
+            lines.push_str(&format!(
+                "{{\"stream\":\"s\",\"seq\":{k},\"values\":{{\"v\":{k}}}}}\n"
+            ));
+        }
+        // A chunk boundary inside a line, too.
+        let (a, b) = lines.split_at(lines.len() / 2 + 3);
+        for part in [a, b] {
+            stream
+                .write_all(format!("{:x}\r\n{part}\r\n", part.len()).as_bytes())
+                .expect("chunk");
+        }
+    }
+    stream.write_all(b"0\r\n\r\n").expect("end");
+    let answer =
+        String::from_utf8_lossy(&read_until_closed(&mut stream).expect("answer")).into_owned();
+    let (head, body) = answer.split_once("\r\n\r\n").expect("head");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let acks: Vec<u64> = body
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).expect("json")["ack"]
+                .as_u64()
+                .expect("ack")
+        })
+        .collect();
+    assert_eq!(acks, (0..3000).collect::<Vec<u64>>());
+
+    // A body that stops coming: answered at the deadline with what it had, then the rest.
+    let mut stream = TcpStream::connect(&web).expect("connect");
+    stream.set_read_timeout(Some(DEADLINE)).expect("timeout");
+    stream
+        .write_all(
+            b"POST /api/ingest?device=d1&session=b HTTP/1.1\r\nHost: x\r\n\
+              Content-Type: application/x-ndjson\r\nContent-Length: 1000\r\n\r\n\
+              {\"stream\":\"s\",\"seq\":1,\"values\":{\"v\":1}}\n",
+        )
+        .expect("send");
+    let answer =
+        String::from_utf8_lossy(&read_until_closed(&mut stream).expect("answer")).into_owned();
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("{\"ack\":1}"), "{answer}");
+    assert!(answer.contains("not all sent within"), "{answer}");
+    hub.stop_ok();
+}
+
+#[test]
+fn a_detections_answer_is_capped_and_says_so() {
+    let dir = TempDir::new("hub-detections-cap");
+    let (hub, ingest, web, _db) = start_hub_http(&dir, &["--no-auth"]);
+    let mut robot = Client::connect(&ingest);
+    // 40 frames of 256 detections: 10,240, past the cap of 10,000.
+    let detections: Vec<String> = (0..256)
+        .map(|k| format!("{{\"label\":\"l{k}\",\"score\":0.9,\"box\":[0,0,1,1]}}"))
+        .collect();
+    for seq in 0..40 {
+        robot.send(&format!(
+            "{{\"stream\":\"cam\",\"seq\":{seq},\"ts\":{},\"frame\":{{\"w\":640,\"h\":480}},\"detections\":[{}]}}\n",
+            1_800_000_000 + seq,
+            detections.join(",")
+        ));
+        assert_eq!(robot.answer()["ack"], seq);
+    }
+    let answer = crate::hub::get_json(
+        &web,
+        "/api/detections?from=1700000000&to=1900000000&limit=1000",
+    );
+    assert_eq!(answer["truncated"], true);
+    let frames = answer["frames"].as_array().expect("frames");
+    assert_eq!(frames.len(), 39);
+    assert!(
+        frames
+            .iter()
+            .all(|f| f["detections"].as_array().map(Vec::len) == Some(256))
+    );
+    hub.stop_ok();
+}
