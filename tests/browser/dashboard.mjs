@@ -53,7 +53,9 @@ try {
     stream: 'cam', seq: 1, frame: { w: 640, h: 480 },
     detections: evil.map((label, i) => ({ label, score: 0.9, box: [40 + 200 * i, 60, 150, 120] })),
   }) + '\n';
-  const posted = await fetch(api('/api/ingest?device=intruder&session=s'), { method: 'POST', body });
+  const posted = await fetch(api('/api/ingest?device=intruder&session=s'), {
+    method: 'POST', body, headers: { 'Content-Type': 'application/x-ndjson' },
+  });
   const answer = await posted.text();
   if (!posted.ok || !answer.includes('"ack":1')) fail(`ingest of the markup labels: ${posted.status} ${answer}`);
 
@@ -97,7 +99,7 @@ try {
     null, { timeout: deadline }).catch(() => fail('no detection boxes drawn'));
   // A stream robot-1 has never sent: its chart must appear, and the IMU chart stay the same.
   const probe = await fetch(api('/api/ingest?device=robot-1&session=probe'),
-    { method: 'POST', body: JSON.stringify({ stream: 'probe', seq: 1, values: { x: 1 } }) + '\n' });
+    { method: 'POST', headers: { 'Content-Type': 'application/x-ndjson' }, body: JSON.stringify({ stream: 'probe', seq: 1, values: { x: 1 } }) + '\n' });
   const probed = await probe.text();
   if (!probe.ok || !probed.includes('"ack":1')) fail(`ingest of a new stream: ${probe.status} ${probed}`);
   await page.waitForSelector('canvas.chart[data-stream="probe"]', { timeout: deadline })
@@ -158,6 +160,20 @@ try {
   const images = await page.$$eval('img', (s) => s.length);
   if (pwned !== undefined || scripts !== 1 || images !== 0) fail(`markup ran: pwned=${pwned} scripts=${scripts} images=${images}`);
   console.log('markup: shown as text, nothing ran');
+
+  // 5b. A page of another site, even one that knows the address and the token, cannot write:
+  // the browser's drive-by POST (no-cors, text/plain, Origin of that page) is refused.
+  const other = await browser.newPage();
+  await other.setContent('<p>another site</p>');
+  await other.evaluate(async (url) => {
+    try {
+      await fetch(url, { method: 'POST', mode: 'no-cors', body: '{"stream":"s","values":{"v":1}}\n' });
+    } catch { /* refused or blocked: either way, nothing is written */ }
+  }, api('/api/ingest?device=drive-by').toString());
+  await other.close();
+  const listed = await (await fetch(api('/api/devices'))).json();
+  if (listed.devices.some((d) => d.name === 'drive-by')) fail('a page of another site wrote a reading');
+  console.log('cross-site: a drive-by POST from another page wrote nothing');
 
   // 6. Latency: hub receive → browser, on a device view with its plots live.
   await page.evaluate(() => { location.hash = '#/d/robot-2'; window.socketeerLatency.length = 0; });

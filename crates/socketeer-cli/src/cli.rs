@@ -565,6 +565,15 @@ pub(crate) struct HubArgs {
     /// least 16 of A-Z a-z 0-9 . _ ~ - (`socketeer keygen` makes one).
     #[arg(long, value_name = "TOKEN", env = "SOCKETEER_HTTP_TOKEN", value_parser = parse_token)]
     pub(crate) http_token: Option<String>,
+    /// Let `POST /api/ingest` write without a token (on loopback, where none is required): any
+    /// local program may then write as any device. Off by default.
+    #[arg(long)]
+    pub(crate) http_ingest_no_auth: bool,
+    /// A host name the API answers to (the `Host` header), besides IP addresses and
+    /// `localhost`; repeat for several. Checked while no token is required, against DNS
+    /// rebinding.
+    #[arg(long = "http-host", value_name = "NAME")]
+    pub(crate) http_hosts: Vec<String>,
     /// The unit of Influx timestamps.
     #[arg(long, value_name = "UNIT", value_enum, default_value = "ns")]
     pub(crate) influx_precision: crate::hub::influx::Precision,

@@ -58,6 +58,10 @@ pub(crate) struct Api {
     pub(crate) token_failures: TokenFailures,
     /// The listener's own counters.
     pub(crate) web: Arc<super::web::Counters>,
+    /// `--http-ingest-no-auth`: `POST /api/ingest` without a token.
+    pub(crate) ingest_no_auth: bool,
+    /// `--http-host` names (lower case).
+    pub(crate) hosts: Vec<String>,
     /// Turns for database queries and exports, a few at once.
     pub(crate) queries: Arc<tokio::sync::Semaphore>,
     /// Turns for ingest bodies, a few at once.
@@ -133,6 +137,11 @@ pub(crate) fn router(api: Arc<Api>) -> Router {
         )
         // Outermost, so the token's refusal and unknown paths are JSON too.
         .layer(axum::middleware::from_fn(json_errors))
+        // Requests a web page made on someone's behalf, or through a rebound DNS name.
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&shared),
+            same_site,
+        ))
         // Before anything: who may connect at all.
         .layer(axum::middleware::from_fn_with_state(shared, check_access))
 }
@@ -151,6 +160,80 @@ async fn check_access(
         StatusCode::FORBIDDEN,
         "this address is not allowed here (--allow/--deny)",
     )
+}
+
+/// Refuses what a web page may make a browser send without the user meaning to:
+///
+/// - while no token is required (loopback), a `Host` that is neither an IP address,
+///   `localhost`, nor a `--http-host` name: a DNS name rebound to 127.0.0.1 (421);
+/// - a request that changes something (not GET/HEAD) from another origin (`Origin` not this
+///   host, or `Sec-Fetch-Site: cross-site`) (403).
+async fn same_site(
+    State(api): Shared,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let headers = request.headers();
+    let host = headers
+        .get(header::HOST)
+        .map(|h| String::from_utf8_lossy(h.as_bytes()).to_ascii_lowercase());
+    if api.token.is_none() {
+        if let Some(host) = &host {
+            if !known_host(host, &api.hosts) {
+                return bad(
+                    StatusCode::MISDIRECTED_REQUEST,
+                    format!(
+                        "this hub does not answer to the host name {host:?} (a page may have \
+                         rebound its name to this address); to use that name, start the hub \
+                         with --http-host NAME"
+                    ),
+                );
+            }
+        }
+    }
+    let changes = !matches!(
+        *request.method(),
+        axum::http::Method::GET | axum::http::Method::HEAD
+    );
+    if changes {
+        let origin = headers.get(header::ORIGIN).map(|o| o.as_bytes());
+        let same_origin = match (origin, &host) {
+            (None, _) => true,
+            (Some(origin), Some(host)) => {
+                origin.eq_ignore_ascii_case(format!("http://{host}").as_bytes())
+            }
+            (Some(_), None) => false,
+        };
+        let cross_site = headers
+            .get("sec-fetch-site")
+            .is_some_and(|v| v.as_bytes() == b"cross-site");
+        if !same_origin || cross_site {
+            return bad(
+                StatusCode::FORBIDDEN,
+                "a request from another web site is refused",
+            );
+        }
+    }
+    next.run(request).await
+}
+
+/// Whether a `Host` header (lower case, with its port) names this hub: an IP address,
+/// `localhost` (or a name under it), or one the operator gave.
+fn known_host(host: &str, hosts: &[String]) -> bool {
+    // "[::1]:8080", "127.0.0.1:8080", "name:8080", or without the port.
+    let name = match host.strip_prefix('[') {
+        Some(rest) => {
+            return rest
+                .split(']')
+                .next()
+                .is_some_and(|ip| ip.parse::<std::net::Ipv6Addr>().is_ok());
+        }
+        None => host.rsplit_once(':').map_or(host, |(name, _)| name),
+    };
+    name.parse::<std::net::Ipv4Addr>().is_ok()
+        || name == "localhost"
+        || name.ends_with(".localhost")
+        || hosts.iter().any(|h| h == name)
 }
 
 const DASHBOARD_HTML: &str = include_str!("dashboard/index.html");
@@ -956,6 +1039,34 @@ async fn ingest(
     headers: HeaderMap,
     body: axum::body::Body,
 ) -> Response {
+    if api.token.is_none() && !api.ingest_no_auth {
+        return bad(
+            StatusCode::FORBIDDEN,
+            "HTTP ingest needs a token: start the hub with --http-token, or with \
+             --http-ingest-no-auth to let any program that reaches this port write as any device",
+        );
+    }
+    // A form (which any web page can make a browser send) cannot have this type.
+    let json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| {
+            let v = v.trim();
+            [
+                "application/x-ndjson",
+                "application/jsonl",
+                "application/json",
+            ]
+            .iter()
+            .any(|t| v.eq_ignore_ascii_case(t))
+        });
+    if !json {
+        return bad(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "send the body as Content-Type: application/x-ndjson (JSON lines)",
+        );
+    }
     if !socketeer::keys::valid_device_name(&q.device) {
         return bad(StatusCode::BAD_REQUEST, "bad device name");
     }

@@ -311,7 +311,13 @@ pub(crate) struct InfluxHandler {
 impl Handler for InfluxHandler {
     async fn handle(&mut self, conn: &mut Connection) -> Result<()> {
         let peer = conn.peer_addr().clone();
+        let mut first = true;
         while let Some(line) = conn.read_line().await? {
+            if std::mem::take(&mut first) && super::model::http_request_line(&line) {
+                self.ingest.stats.reject(super::model::NOT_HTTP);
+                tracing::debug!(%peer, "influx: an HTTP request; closed");
+                return Ok(());
+            }
             take(&self.ingest, &line, self.precision, &peer, Delivery::Wait).await;
         }
         Ok(())

@@ -77,6 +77,7 @@ fn reason_of(why: &str) -> &'static str {
         ("name", "name"),
         ("authenticated as", "device"),
         ("storage", "storage"),
+        ("not HTTP", "http_request"),
         (
             "already stored in this session for a different record",
             "seq_reused",
@@ -258,6 +259,13 @@ impl Handler for IngestHandler {
                         eof = true;
                         continue;
                     };
+                    if line_no == 0 && super::model::http_request_line(&raw) {
+                        ingest.stats.reject(super::model::NOT_HTTP);
+                        tracing::debug!(peer = %conn.peer_addr(), "ingest: an HTTP request; closed");
+                        conn.write_all(&error_line(super::model::NOT_HTTP, 1)).await?;
+                        conn.flush().await?;
+                        return Ok(());
+                    }
                     // Every complete line already received goes into one job for the writer
                     // (up to BATCH): one queue operation and one wake-up for all of them.
                     let mut batch = Batch::default();

@@ -311,6 +311,12 @@ async fn serve_http(
         shutdown: runner.shutdown().clone(),
         access: crate::guard::access_list(&args.serve.guard)?,
         token_failures: http::TokenFailures::default(),
+        ingest_no_auth: args.http_ingest_no_auth,
+        hosts: args
+            .http_hosts
+            .iter()
+            .map(|h| h.to_ascii_lowercase())
+            .collect(),
         web: Arc::default(),
         queries: Arc::new(tokio::sync::Semaphore::new(http::QUERIES_AT_ONCE)),
         uploads: Arc::new(tokio::sync::Semaphore::new(http::UPLOADS_AT_ONCE)),

@@ -60,6 +60,25 @@ pub(crate) struct Record {
     pub(crate) session: Option<String>,
 }
 
+/// Whether a line (with or without its ending) is an HTTP request line, `POST / HTTP/1.1`: a
+/// web page has made a browser send to a port that is not HTTP, hoping the body's lines are
+/// taken. A connection that starts so is closed before anything of it is taken.
+pub(crate) fn http_request_line(line: &[u8]) -> bool {
+    let line = line.strip_suffix(b"\n").unwrap_or(line);
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let mut parts = line.split(|&b| b == b' ');
+    let (Some(method), Some(_target), Some(version), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return false;
+    };
+    !method.is_empty() && method.iter().all(u8::is_ascii_uppercase) && version.starts_with(b"HTTP/")
+}
+
+/// What a connection that starts like an HTTP request is told.
+pub(crate) const NOT_HTTP: &str =
+    "this is the hub's ingest port, not HTTP (the API and dashboard are on --http); closing";
+
 /// A parsed line.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Line {

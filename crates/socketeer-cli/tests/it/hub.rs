@@ -774,7 +774,10 @@ pub fn next_event(viewer: &mut BufReader<TcpStream>) -> Value {
 #[test]
 fn the_api_answers_from_stored_data() {
     let dir = TempDir::new("hub-api");
-    let (hub, ingest, web, _db) = start_hub_http(&dir, &["--no-auth", "--retention", "0"]);
+    let (hub, ingest, web, _db) = start_hub_http(
+        &dir,
+        &["--no-auth", "--retention", "0", "--http-ingest-no-auth"],
+    );
 
     // A live viewer first, so it sees what follows.
     let mut viewer = live_viewer(&web, "");
@@ -908,7 +911,7 @@ fn the_api_answers_from_stored_data() {
         &web,
         "POST",
         "/api/ingest?device=cart-1&session=s",
-        "",
+        "Content-Type: application/x-ndjson\r\n",
         "{\"stream\":\"bat\",\"seq\":1,\"values\":{\"v\":12.5}}\nnot json\n",
     );
     assert_eq!(status, 200);
@@ -1162,7 +1165,7 @@ fn demo_runs_robots_in_the_hub_and_cleans_up_its_database() {
     assert!(page.contains("<script src=\"/app.js\""), "{page}");
     let mut stream = TcpStream::connect(&web).expect("connect");
     stream
-        .write_all(b"GET /app.js HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .write_all(b"GET /app.js HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
         .expect("send");
     let mut response = String::new();
     std::io::Read::read_to_string(&mut stream, &mut response).expect("response");
@@ -1322,7 +1325,7 @@ fn ros_topic_names_booleans_nested_values_and_millisecond_times_are_stored() {
 #[test]
 fn series_buckets_span_the_data_times_take_rfc3339_errors_are_json_and_live_filters_by_device() {
     let dir = TempDir::new("hub-api-shapes");
-    let (hub, ingest, web, _db) = start_hub_http(&dir, &["--no-auth"]);
+    let (hub, ingest, web, _db) = start_hub_http(&dir, &["--no-auth", "--http-ingest-no-auth"]);
     // A live viewer of rover-b only.
     let mut viewer = live_viewer(&web, "?device=rover-b");
 
@@ -1407,7 +1410,7 @@ fn series_buckets_span_the_data_times_take_rfc3339_errors_are_json_and_live_filt
         &web,
         "POST",
         "/api/ingest?device=rover-c&session=run%E2%80%AE1",
-        "Content-Type: text/plain\r\n",
+        "Content-Type: application/x-ndjson\r\n",
         "{\"stream\":\"s\",\"values\":{\"v\":1}}\n",
     );
     assert_eq!(got, 400, "{body}");

@@ -93,7 +93,7 @@ fn half_sent(web: &str) -> TcpStream {
     let mut stream = TcpStream::connect(web).expect("connect");
     stream.set_read_timeout(Some(DEADLINE)).expect("timeout");
     stream
-        .write_all(b"GET /api/devices HTTP/1.1\r\nHost: x\r\n")
+        .write_all(b"GET /api/devices HTTP/1.1\r\nHost: 127.0.0.1\r\n")
         .expect("send");
     stream
 }
@@ -177,13 +177,21 @@ fn bad_http_limits_are_refused() {
 #[test]
 fn ingest_bodies_are_read_as_they_come_within_size_and_time() {
     let dir = TempDir::new("hub-http-bodies");
-    let (hub, _ingest, web, _db) = start_hub_http(&dir, &["--no-auth", "--http-timeout", "0.5"]);
+    let (hub, _ingest, web, _db) = start_hub_http(
+        &dir,
+        &[
+            "--no-auth",
+            "--http-ingest-no-auth",
+            "--http-timeout",
+            "0.5",
+        ],
+    );
     // Declared too large: refused before a byte of it is read.
     let mut stream = TcpStream::connect(&web).expect("connect");
     stream.set_read_timeout(Some(DEADLINE)).expect("timeout");
     stream
         .write_all(
-            b"POST /api/ingest?device=d1 HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-ndjson\r\n\
+            b"POST /api/ingest?device=d1 HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/x-ndjson\r\n\
               Content-Length: 999999999\r\n\r\n",
         )
         .expect("send");
@@ -196,7 +204,7 @@ fn ingest_bodies_are_read_as_they_come_within_size_and_time() {
     stream.set_read_timeout(Some(DEADLINE)).expect("timeout");
     stream
         .write_all(
-            b"POST /api/ingest?device=d1&session=a HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\
+            b"POST /api/ingest?device=d1&session=a HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\
               Content-Type: application/x-ndjson\r\nTransfer-Encoding: chunked\r\n\r\n",
         )
         .expect("send");
@@ -235,7 +243,7 @@ fn ingest_bodies_are_read_as_they_come_within_size_and_time() {
     stream.set_read_timeout(Some(DEADLINE)).expect("timeout");
     stream
         .write_all(
-            b"POST /api/ingest?device=d1&session=b HTTP/1.1\r\nHost: x\r\n\
+            b"POST /api/ingest?device=d1&session=b HTTP/1.1\r\nHost: 127.0.0.1\r\n\
               Content-Type: application/x-ndjson\r\nContent-Length: 1000\r\n\r\n\
               {\"stream\":\"s\",\"seq\":1,\"values\":{\"v\":1}}\n",
         )
@@ -277,5 +285,104 @@ fn a_detections_answer_is_capped_and_says_so() {
             .iter()
             .all(|f| f["detections"].as_array().map(Vec::len) == Some(256))
     );
+    hub.stop_ok();
+}
+
+#[test]
+fn web_pages_cannot_write_through_the_api_or_the_ingest_port() {
+    let dir = TempDir::new("hub-cross-site");
+    let (hub, _ingest, web, db) = start_hub_http(&dir, &["--no-auth", "--http-host", "hub.lab"]);
+    let port = web.rsplit_once(':').expect("port").1.to_owned();
+    let get = |host: &str| {
+        let mut stream = TcpStream::connect(&web).expect("connect");
+        stream.set_read_timeout(Some(DEADLINE)).expect("timeout");
+        stream
+            .write_all(
+                format!("GET /api/devices HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n")
+                    .as_bytes(),
+            )
+            .expect("send");
+        String::from_utf8_lossy(&read_until_closed(&mut stream).expect("answer")).into_owned()
+    };
+    // A name rebound to 127.0.0.1 by a web page's DNS is refused; addresses, localhost and
+    // names the operator gave are answered.
+    let rebound = get(&format!("evil.example:{port}"));
+    assert!(rebound.starts_with("HTTP/1.1 421"), "{rebound}");
+    assert!(rebound.contains("--http-host"), "{rebound}");
+    for host in [
+        format!("127.0.0.1:{port}"),
+        format!("localhost:{port}"),
+        format!("[::1]:{port}"),
+        format!("HUB.lab:{port}"),
+    ] {
+        let answer = get(&host);
+        assert!(answer.starts_with("HTTP/1.1 200"), "{host}: {answer}");
+    }
+
+    let post = |headers: &str| {
+        crate::hub::http(
+            &web,
+            "POST",
+            "/api/ingest?device=r1",
+            headers,
+            "{\"stream\":\"s\",\"values\":{\"v\":1}}\n",
+        )
+    };
+    // Without a token, HTTP ingest is off unless asked for.
+    let (status, body) = post("Content-Type: application/x-ndjson\r\n");
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("--http-ingest-no-auth"), "{body}");
+    hub.stop_ok();
+
+    let (hub, ingest, web, _) = start_hub_http(&dir, &["--no-auth", "--http-ingest-no-auth"]);
+    let post = |headers: &str| {
+        crate::hub::http(
+            &web,
+            "POST",
+            "/api/ingest?device=r1",
+            headers,
+            "{\"stream\":\"s\",\"values\":{\"v\":1}}\n",
+        )
+    };
+    // What a form or a "simple" cross-site request can send is refused...
+    for kind in [
+        "text/plain",
+        "application/x-www-form-urlencoded",
+        "multipart/form-data; boundary=x",
+    ] {
+        let (status, body) = post(&format!("Content-Type: {kind}\r\n"));
+        assert_eq!(status, 415, "{kind}: {body}");
+    }
+    // ...and so is any request from another origin.
+    let (status, body) =
+        post("Content-Type: application/x-ndjson\r\nOrigin: http://evil.example\r\n");
+    assert_eq!(status, 403, "{body}");
+    let (status, body) =
+        post("Content-Type: application/x-ndjson\r\nSec-Fetch-Site: cross-site\r\n");
+    assert_eq!(status, 403, "{body}");
+    // The page's own origin, or a program (no Origin), writes.
+    let (status, body) = post(&format!(
+        "Content-Type: application/x-ndjson\r\nOrigin: http://{web}\r\n"
+    ));
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(stored(&db), 1);
+
+    // A browser made to POST to the TCP ingest port: the request line closes the connection
+    // before the body's lines can be taken.
+    let mut stream = TcpStream::connect(&ingest).expect("connect");
+    stream.set_read_timeout(Some(DEADLINE)).expect("timeout");
+    stream
+        .write_all(
+            format!(
+                "POST / HTTP/1.1\r\nHost: {ingest}\r\nContent-Type: text/plain\r\n\
+                 Content-Length: 33\r\n\r\n{{\"stream\":\"x\",\"values\":{{\"v\":2}}}}\n"
+            )
+            .as_bytes(),
+        )
+        .expect("send");
+    let answer =
+        String::from_utf8_lossy(&read_until_closed(&mut stream).expect("closed")).into_owned();
+    assert!(answer.contains("not HTTP"), "{answer}");
+    assert_eq!(stored(&db), 1, "nothing of the request stored");
     hub.stop_ok();
 }
