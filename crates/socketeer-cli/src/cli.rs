@@ -599,6 +599,16 @@ pub(crate) struct HubArgs {
     /// receive time: a device's wrong clock neither deletes fresh data nor keeps old data.
     #[arg(long, value_name = "AGE", default_value = "30d", value_parser = parse_age)]
     pub(crate) retention: Duration,
+    /// Most devices kept; records of one more are refused (and counted).
+    #[arg(long, value_name = "N", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub(crate) max_devices: u32,
+    /// Most streams per device; records of one more are refused.
+    #[arg(long, value_name = "N", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
+    pub(crate) max_streams: u32,
+    /// Most fields per device (numbers and text states, over all its streams); records with
+    /// one more are refused.
+    #[arg(long, value_name = "N", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    pub(crate) max_fields: u32,
     /// Most records committed in one transaction.
     #[arg(long, value_name = "N", default_value_t = 8192, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub(crate) max_batch: u32,

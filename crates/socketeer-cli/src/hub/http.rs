@@ -1312,6 +1312,11 @@ impl Answers {
                     stats.reject(super::store::CONFLICT);
                     Some(super::store::CONFLICT.to_owned())
                 }
+                Ok(Stored::Refused(limit)) => {
+                    let why = api.ingest.store.refusal(limit);
+                    stats.reject(&why);
+                    Some(why)
+                }
                 Err(err) => Some(err.to_string()),
             };
             match (refusal, seq) {

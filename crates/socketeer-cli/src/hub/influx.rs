@@ -15,7 +15,7 @@ use socketeer::{Connection, Datagram, DatagramHandler, Handler, Result};
 
 use super::ingest::Ingest;
 use super::model::{self, Record};
-use super::store::{Item, now_secs};
+use super::store::{Item, Stored, now_secs};
 
 /// Timestamp units.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -282,10 +282,11 @@ async fn take(
     let count = items.len() as u64;
     let lane = lane_of(peer);
     // Nothing is acknowledged in this protocol, so nothing waits for the commit.
-    match delivery {
-        Delivery::Wait => drop(ingest.store.submit(&lane, items).await),
-        Delivery::OrDrop => {
-            if ingest.store.try_submit(&lane, items).is_none() {
+    let pending = match delivery {
+        Delivery::Wait => ingest.store.submit(&lane, items).await,
+        Delivery::OrDrop => match ingest.store.try_submit(&lane, items) {
+            Some(pending) => pending,
+            None => {
                 ingest
                     .stats
                     .influx_dropped
@@ -293,8 +294,29 @@ async fn take(
                 tracing::debug!(%peer, lines = count, "influx: writer queue full; datagram dropped");
                 return;
             }
+        },
+    };
+    // Lines past a limit are counted (and the first of each batch logged) when the writer
+    // answers, without holding the sender back.
+    let (stats, store, peer) = (
+        Arc::clone(&ingest.stats),
+        ingest.store.clone(),
+        peer.clone(),
+    );
+    tokio::spawn(async move {
+        let mut logged = false;
+        for outcome in pending.await {
+            let why = match outcome {
+                Ok(Stored::Refused(limit)) => store.refusal(limit),
+                Err(err) => err.to_string(),
+                Ok(_) => continue,
+            };
+            stats.reject(&why);
+            if !std::mem::replace(&mut logged, true) {
+                tracing::debug!(%peer, why, "influx: line not stored");
+            }
         }
-    }
+    });
     ingest
         .stats
         .influx_lines

@@ -69,6 +69,9 @@ impl Stats {
 /// The metric label for a refusal message.
 fn reason_of(why: &str) -> &'static str {
     const REASONS: &[(&str, &str)] = &[
+        ("--max-devices", "devices_limit"),
+        ("--max-streams", "streams_limit"),
+        ("--max-fields", "fields_limit"),
         ("not valid JSON", "json"),
         ("not UTF-8", "utf8"),
         ("longer than", "too_long"),
@@ -236,6 +239,12 @@ impl Handler for IngestHandler {
                                 // number already used.
                                 ingest.stats.reject(CONFLICT);
                                 out.extend_from_slice(&error_line(CONFLICT, *line));
+                                continue;
+                            }
+                            Ok(Stored::Refused(limit)) => {
+                                let why = ingest.store.refusal(*limit);
+                                ingest.stats.reject(&why);
+                                out.extend_from_slice(&error_line(&why, *line));
                                 continue;
                             }
                             Err(err) => {

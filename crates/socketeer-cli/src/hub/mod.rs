@@ -127,6 +127,11 @@ async fn serve_db(
         live: Some(live.clone()),
         activity: Arc::clone(&activity),
         queue: store::QueueLimits::default(),
+        cardinality: store::Cardinality {
+            devices: args.max_devices as usize,
+            streams: args.max_streams as usize,
+            fields: args.max_fields as usize,
+        },
     })
     .with_context(|| format!("hub: --db {}", db.display()))?;
     tracing::info!(db = %db.display(), sync = ?args.sync, retention = ?args.retention, "storage open");

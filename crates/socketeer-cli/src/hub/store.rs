@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
-use rusqlite::{Connection, params};
+use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 
 use super::model::Record;
@@ -153,6 +153,8 @@ pub(crate) struct StoreConfig {
     pub(crate) activity: Arc<Activity>,
     /// How much may wait for the writer.
     pub(crate) queue: QueueLimits,
+    /// How many devices, and streams and fields per device, are kept.
+    pub(crate) cardinality: Cardinality,
 }
 
 /// How much may wait for the writer at once (queued or being committed).
@@ -326,6 +328,59 @@ pub(crate) enum Stored {
     /// Its (device, session, seq) was committed before with *different* content: a reused
     /// number, not a resend. Nothing written; the sender is told to start a new session.
     Conflict,
+    /// It would pass one of the hub's cardinality limits. Nothing written.
+    Refused(Limit),
+}
+
+/// A cardinality limit: how many devices the hub keeps, and streams and fields per device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Limit {
+    Devices,
+    Streams,
+    Fields,
+}
+
+/// The cardinality limits (`--max-devices`, `--max-streams`, `--max-fields`).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Cardinality {
+    pub(crate) devices: usize,
+    /// Per device.
+    pub(crate) streams: usize,
+    /// Per device, over all its streams, numbers and text states together.
+    pub(crate) fields: usize,
+}
+
+impl Default for Cardinality {
+    fn default() -> Cardinality {
+        Cardinality {
+            devices: 10_000,
+            streams: 256,
+            fields: 1024,
+        }
+    }
+}
+
+impl Cardinality {
+    /// What a sender is told of a record refused for `limit`.
+    pub(crate) fn refusal(&self, limit: Limit) -> String {
+        match limit {
+            Limit::Devices => format!(
+                "the hub already keeps its most devices ({}, --max-devices): records of a new \
+                 device are refused",
+                self.devices
+            ),
+            Limit::Streams => format!(
+                "this device already has its most streams ({}, --max-streams): records of a \
+                 new stream are refused",
+                self.streams
+            ),
+            Limit::Fields => format!(
+                "this device already has its most fields ({}, --max-fields): records with new \
+                 fields are refused",
+                self.fields
+            ),
+        }
+    }
 }
 
 /// What a sender is told of a [`Stored::Conflict`].
@@ -482,6 +537,7 @@ impl Budget {
 pub(crate) struct Store {
     jobs: mpsc::UnboundedSender<Job>,
     budget: Arc<Budget>,
+    cardinality: Cardinality,
 }
 
 impl Store {
@@ -495,11 +551,24 @@ impl Store {
         // Unbounded as a channel, bounded by the budget: every job holds its room.
         let (jobs, queue) = mpsc::unbounded_channel();
         let budget = Arc::new(Budget::new(config.queue));
+        let cardinality = config.cardinality;
         let writer = std::thread::Builder::new()
             .name("hub-writer".into())
             .spawn(move || Writer::new(conn, config, checkpoints).run(queue))
             .context("cannot start the storage thread")?;
-        Ok((Store { jobs, budget }, writer))
+        Ok((
+            Store {
+                jobs,
+                budget,
+                cardinality,
+            },
+            writer,
+        ))
+    }
+
+    /// What a sender is told of a record refused for `limit`.
+    pub(crate) fn refusal(&self, limit: Limit) -> String {
+        self.cardinality.refusal(limit)
     }
 
     /// Hands one job to the writer; the answer to come (already failed if the writer is gone).
@@ -778,19 +847,211 @@ impl Lanes {
 
 struct KnownStream {
     id: i64,
+    /// Every field the stream has: numeric ones by name, text ones as `\0name`.
     fields: HashSet<String>,
+}
+
+/// How many streams and fields a device has, for the cardinality limits.
+#[derive(Debug, Clone, Copy)]
+struct DeviceLoad {
+    streams: usize,
+    fields: usize,
+}
+
+/// What the writer knows of the database, to spare lookups; forgotten after a failed commit
+/// (rolled back) and after a retention pass.
+#[derive(Default)]
+struct Known {
+    devices: HashMap<Arc<str>, i64>,
+    /// How many devices there are, once counted.
+    device_count: Option<usize>,
+    /// By device and stream name: the stream's id and all its fields.
+    streams: HashMap<i64, HashMap<String, KnownStream>>,
+    loads: HashMap<i64, DeviceLoad>,
+    sessions: HashMap<(i64, Arc<str>), i64>,
+}
+
+impl Known {
+    /// The device's id, adding it if the device limit allows; `None` if it does not.
+    fn device(
+        &mut self,
+        tx: &Connection,
+        name: &Arc<str>,
+        at: f64,
+        most: usize,
+    ) -> rusqlite::Result<Option<i64>> {
+        if let Some(&id) = self.devices.get(name) {
+            return Ok(Some(id));
+        }
+        let found = tx
+            .prepare_cached("SELECT id FROM devices WHERE name = ?1")?
+            .query_row(params![&**name], |row| row.get(0))
+            .optional()?;
+        let id = match found {
+            Some(id) => id,
+            None => {
+                let count = match self.device_count {
+                    Some(count) => count,
+                    None => tx.query_row("SELECT count(*) FROM devices", [], |row| {
+                        row.get::<_, i64>(0)
+                    })? as usize,
+                };
+                self.device_count = Some(count);
+                if count >= most {
+                    return Ok(None);
+                }
+                tx.prepare_cached(
+                    "INSERT INTO devices (name, first_seen, last_seen) VALUES (?1, ?2, ?2)",
+                )?
+                .execute(params![&**name, at])?;
+                self.device_count = Some(count + 1);
+                tx.last_insert_rowid()
+            }
+        };
+        self.devices.insert(Arc::clone(name), id);
+        Ok(Some(id))
+    }
+
+    fn load(&mut self, tx: &Connection, device: i64) -> rusqlite::Result<&mut DeviceLoad> {
+        match self.loads.entry(device) {
+            std::collections::hash_map::Entry::Occupied(load) => Ok(load.into_mut()),
+            std::collections::hash_map::Entry::Vacant(slot) => {
+                let count = |sql: &str| {
+                    tx.prepare_cached(sql)?
+                        .query_row(params![device], |row| row.get::<_, i64>(0))
+                        .map(|n| n as usize)
+                };
+                Ok(slot.insert(DeviceLoad {
+                    streams: count("SELECT count(*) FROM streams WHERE device_id = ?1")?,
+                    fields: count("SELECT count(*) FROM series WHERE device_id = ?1")?
+                        + count("SELECT count(*) FROM text_fields WHERE device_id = ?1")?,
+                }))
+            }
+        }
+    }
+
+    /// The stream, if it exists, with all its fields (looked up once).
+    fn stream(
+        &mut self,
+        tx: &Connection,
+        device: i64,
+        name: &str,
+    ) -> rusqlite::Result<Option<&mut KnownStream>> {
+        let streams = self.streams.entry(device).or_default();
+        if !streams.contains_key(name) {
+            let Some(id) = tx
+                .prepare_cached("SELECT id FROM streams WHERE device_id = ?1 AND name = ?2")?
+                .query_row(params![device, name], |row| row.get(0))
+                .optional()?
+            else {
+                return Ok(None);
+            };
+            let mut fields = HashSet::new();
+            for (sql, prefix) in [
+                (
+                    "SELECT field FROM series WHERE device_id = ?1 AND stream = ?2",
+                    "",
+                ),
+                (
+                    "SELECT field FROM text_fields WHERE device_id = ?1 AND stream = ?2",
+                    "\0",
+                ),
+            ] {
+                let mut stmt = tx.prepare_cached(sql)?;
+                for field in stmt.query_map(params![device, name], |row| row.get::<_, String>(0))? {
+                    fields.insert(format!("{prefix}{}", field?));
+                }
+            }
+            streams.insert(name.to_owned(), KnownStream { id, fields });
+        }
+        Ok(streams.get_mut(name))
+    }
+
+    /// The stream, added if it is new.
+    fn stream_or_add(
+        &mut self,
+        tx: &Connection,
+        device: i64,
+        name: &str,
+    ) -> rusqlite::Result<&mut KnownStream> {
+        if self.stream(tx, device, name)?.is_none() {
+            tx.prepare_cached("INSERT INTO streams (device_id, name) VALUES (?1, ?2)")?
+                .execute(params![device, name])?;
+            let id = tx.last_insert_rowid();
+            self.load(tx, device)?.streams += 1;
+            let known = KnownStream {
+                id,
+                fields: HashSet::new(),
+            };
+            self.streams
+                .entry(device)
+                .or_default()
+                .insert(name.to_owned(), known);
+        }
+        Ok(self
+            .streams
+            .get_mut(&device)
+            .and_then(|streams| streams.get_mut(name))
+            .expect("known just above"))
+    }
+
+    /// Which limit, if any, storing `record` would pass.
+    fn over(
+        &mut self,
+        tx: &Connection,
+        device: i64,
+        record: &Record,
+        most: &Cardinality,
+    ) -> rusqlite::Result<Option<Limit>> {
+        let fields = record.values.len() + record.texts.len();
+        if fields == 0 && record.frame.is_none() {
+            return Ok(None);
+        }
+        let (new_stream, new_fields) = match self.stream(tx, device, &record.stream)? {
+            None => (true, fields),
+            Some(known) => {
+                let numbers = record
+                    .values
+                    .iter()
+                    .filter(|(f, _)| !known.fields.contains(f.as_str()));
+                let texts = record
+                    .texts
+                    .iter()
+                    .filter(|(f, _)| !known.fields.contains(format!("\0{f}").as_str()));
+                (false, numbers.count() + texts.count())
+            }
+        };
+        if !new_stream && new_fields == 0 {
+            return Ok(None);
+        }
+        let load = *self.load(tx, device)?;
+        if new_stream && load.streams >= most.streams {
+            return Ok(Some(Limit::Streams));
+        }
+        if load.fields + new_fields > most.fields {
+            return Ok(Some(Limit::Fields));
+        }
+        Ok(None)
+    }
+
+    fn session(
+        &mut self,
+        tx: &Connection,
+        device: i64,
+        name: &Arc<str>,
+        at: f64,
+    ) -> rusqlite::Result<i64> {
+        cached_session(tx, &mut self.sessions, device, name, at)
+    }
 }
 
 struct Writer {
     conn: Connection,
     config: StoreConfig,
     checkpoints: Checkpointer,
-    devices: HashMap<Arc<str>, i64>,
-    /// Stream ids, and the fields known to the `series` table, by device and stream.
-    streams: HashMap<i64, HashMap<String, KnownStream>>,
+    known: Known,
     /// The JSON object of a sample's values, reused.
     vals: String,
-    sessions: HashMap<(i64, Arc<str>), i64>,
     last_retention: f64,
 }
 
@@ -800,10 +1061,8 @@ impl Writer {
             conn,
             config,
             checkpoints,
-            devices: HashMap::new(),
-            streams: HashMap::new(),
+            known: Known::default(),
             vals: String::new(),
-            sessions: HashMap::new(),
             last_retention: 0.0,
         }
     }
@@ -863,13 +1122,15 @@ impl Writer {
     }
 
     fn forget(&mut self) {
-        self.devices.clear();
-        self.streams.clear();
-        self.sessions.clear();
+        self.known = Known::default();
     }
 
     fn commit(&mut self, jobs: &[Job]) -> rusqlite::Result<Vec<Stored>> {
-        let tx = self.conn.transaction()?;
+        // The write lock from the start: a transaction that reads first and writes later cannot
+        // wait for a lock someone else holds (SQLite answers "busy" at once instead).
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let mut insert_received = tx.prepare_cached(
             "INSERT OR IGNORE INTO received (session_id, seq, hash) VALUES (?1, ?2, ?3)",
         )?;
@@ -885,24 +1146,31 @@ impl Writer {
         let mut seen_sessions: Vec<(i64, f64)> = Vec::new();
         let mut last_device: Option<(&Arc<str>, i64)> = None;
         let mut last_session: Option<(&Arc<str>, i64, i64)> = None;
+        let known = &mut self.known;
+        let most = &self.config.cardinality;
         for item in jobs.iter().flat_map(|job| &job.items) {
             let device = match last_device {
                 Some((name, id)) if *name == item.device => id,
-                _ => cached_device(&tx, &mut self.devices, &item.device, item.recv_ts)?,
+                _ => match known.device(&tx, &item.device, item.recv_ts, most.devices)? {
+                    Some(id) => id,
+                    None => {
+                        outcomes.push(Stored::Refused(Limit::Devices));
+                        continue;
+                    }
+                },
             };
             last_device = Some((&item.device, device));
-            seen(&mut seen_devices, device, item.recv_ts);
             let record = &item.record;
+            // Before its number is taken: a refused record may be sent again once there is room.
+            if let Some(limit) = known.over(&tx, device, record, most)? {
+                outcomes.push(Stored::Refused(limit));
+                continue;
+            }
+            seen(&mut seen_devices, device, item.recv_ts);
             if let Some(seq) = record.seq {
                 let session = match last_session {
                     Some((name, of, id)) if of == device && *name == item.session => id,
-                    _ => cached_session(
-                        &tx,
-                        &mut self.sessions,
-                        device,
-                        &item.session,
-                        item.recv_ts,
-                    )?,
+                    _ => known.session(&tx, device, &item.session, item.recv_ts)?,
                 };
                 last_session = Some((&item.session, device, session));
                 seen(&mut seen_sessions, session, item.recv_ts);
@@ -924,28 +1192,18 @@ impl Writer {
             }
             let ts = record.ts.unwrap_or(item.recv_ts);
             if !record.values.is_empty() || !record.texts.is_empty() {
-                // Looked up by reference: no allocation once a stream and its fields are known.
-                let streams = self.streams.entry(device).or_default();
-                if !streams.contains_key(record.stream.as_str()) {
-                    let id = stream_id(&tx, device, &record.stream)?;
-                    let known = KnownStream {
-                        id,
-                        fields: HashSet::new(),
-                    };
-                    streams.insert(record.stream.clone(), known);
-                }
-                let stream = streams
-                    .get_mut(record.stream.as_str())
-                    .expect("inserted just above");
+                let stream = known.stream_or_add(&tx, device, &record.stream)?;
+                let (stream_id, mut added) = (stream.id, 0);
                 for (field, _) in &record.values {
                     if !stream.fields.contains(field.as_str()) {
                         add_series(&tx, device, &record.stream, field)?;
                         stream.fields.insert(field.clone());
+                        added += 1;
                     }
                 }
                 for (field, _) in &record.texts {
-                    // Text fields are kept apart from numeric ones in the cache (a NUL never
-                    // starts a checked name, so the two cannot collide).
+                    // Text fields are kept apart from numeric ones (a NUL never starts a
+                    // checked name, so the two cannot collide).
                     let key = format!("\0{field}");
                     if !stream.fields.contains(key.as_str()) {
                         tx.prepare_cached(
@@ -954,12 +1212,16 @@ impl Writer {
                         )?
                         .execute(params![device, record.stream, field])?;
                         stream.fields.insert(key);
+                        added += 1;
                     }
                 }
+                known.load(&tx, device)?.fields += added;
                 values_json(&record.values, &record.texts, &mut self.vals);
-                insert_sample.execute(params![stream.id, ts, item.recv_ts, self.vals])?;
+                insert_sample.execute(params![stream_id, ts, item.recv_ts, self.vals])?;
             }
             if let Some(frame) = &record.frame {
+                // A frame's stream is one of the device's streams too.
+                known.stream_or_add(&tx, device, &record.stream)?;
                 tx.prepare_cached(
                     "INSERT INTO frames (device_id, stream, ts, recv_ts, width, height)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -1117,27 +1379,6 @@ fn latest(mut list: Vec<(i64, f64)>) -> Vec<(i64, f64)> {
     list
 }
 
-fn cached_device(
-    conn: &Connection,
-    cache: &mut HashMap<Arc<str>, i64>,
-    name: &Arc<str>,
-    at: f64,
-) -> rusqlite::Result<i64> {
-    if let Some(&id) = cache.get(name) {
-        return Ok(id);
-    }
-    conn.prepare_cached(
-        "INSERT INTO devices (name, first_seen, last_seen) VALUES (?1, ?2, ?2)
-         ON CONFLICT (name) DO NOTHING",
-    )?
-    .execute(params![&**name, at])?;
-    let id = conn
-        .prepare_cached("SELECT id FROM devices WHERE name = ?1")?
-        .query_row(params![&**name], |row| row.get(0))?;
-    cache.insert(Arc::clone(name), id);
-    Ok(id)
-}
-
 fn cached_session(
     conn: &Connection,
     cache: &mut HashMap<(i64, Arc<str>), i64>,
@@ -1158,16 +1399,6 @@ fn cached_session(
         .query_row(params![device, &**name], |row| row.get(0))?;
     cache.insert((device, Arc::clone(name)), id);
     Ok(id)
-}
-
-fn stream_id(conn: &Connection, device: i64, stream: &str) -> rusqlite::Result<i64> {
-    conn.prepare_cached(
-        "INSERT INTO streams (device_id, name) VALUES (?1, ?2)
-         ON CONFLICT (device_id, name) DO NOTHING",
-    )?
-    .execute(params![device, stream])?;
-    conn.prepare_cached("SELECT id FROM streams WHERE device_id = ?1 AND name = ?2")?
-        .query_row(params![device, stream], |row| row.get(0))
 }
 
 /// Records that `device`'s `stream` has `field` (what `/api/streams` lists).
@@ -1237,6 +1468,7 @@ mod tests {
                 live: None,
                 activity: Arc::default(),
                 queue: QueueLimits::default(),
+                cardinality: Cardinality::default(),
             }
         }
     }

@@ -386,3 +386,156 @@ fn web_pages_cannot_write_through_the_api_or_the_ingest_port() {
     assert_eq!(stored(&db), 1, "nothing of the request stored");
     hub.stop_ok();
 }
+
+/// The rejected-lines counter for one reason.
+fn rejected(web: &str, reason: &str) -> u64 {
+    let (_, text) = crate::hub::http(web, "GET", "/metrics", "", "");
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix(&format!(
+                "socketeer_hub_rejected_lines_total{{reason=\"{reason}\"}} "
+            ))
+        })
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn devices_streams_and_fields_are_limited_with_clear_refusals() {
+    let dir = TempDir::new("hub-cardinality");
+    let limits = [
+        "--max-devices",
+        "3",
+        "--max-streams",
+        "2",
+        "--max-fields",
+        "4",
+    ];
+    let mut args = vec!["--no-auth"];
+    args.extend_from_slice(&limits);
+    let (hub, ingest, web, db) = start_hub_http(&dir, &args);
+    let mut robot = Client::connect(&ingest);
+    let mut seq = 0;
+    let mut send = |robot: &mut Client, device: &str, record: &str| {
+        seq += 1;
+        robot.send(&format!("{{\"device\":\"{device}\"}}\n"));
+        robot.send(&format!("{{\"seq\":{seq},{record}}}\n"));
+        robot.answer()
+    };
+    for device in ["d1", "d2", "d3"] {
+        let answer = send(&mut robot, device, "\"stream\":\"s1\",\"values\":{\"a\":1}");
+        assert!(answer["ack"].is_u64(), "{device}: {answer}");
+    }
+    let answer = send(&mut robot, "d4", "\"stream\":\"s1\",\"values\":{\"a\":1}");
+    let why = answer["error"].as_str().unwrap_or_default();
+    assert!(why.contains("most devices (3, --max-devices)"), "{answer}");
+
+    // Streams: a second is taken, a third refused; the known ones go on.
+    assert!(send(&mut robot, "d1", "\"stream\":\"s2\",\"values\":{\"a\":1}")["ack"].is_u64());
+    let answer = send(&mut robot, "d1", "\"stream\":\"s3\",\"values\":{\"a\":1}");
+    assert!(
+        answer["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("most streams (2, --max-streams)"),
+        "{answer}"
+    );
+    let answer = send(
+        &mut robot,
+        "d1",
+        "\"stream\":\"s3\",\"frame\":{\"w\":1,\"h\":1},\"detections\":[]",
+    );
+    assert!(
+        answer["error"].is_string(),
+        "a frame's stream counts too: {answer}"
+    );
+    assert!(send(&mut robot, "d1", "\"stream\":\"s1\",\"values\":{\"a\":2}")["ack"].is_u64());
+
+    // Fields, numbers and texts together: d1 has a (s1) and a (s2); two more fit, not three.
+    let answer = send(
+        &mut robot,
+        "d1",
+        "\"stream\":\"s1\",\"values\":{\"b\":1,\"c\":2,\"e\":3}",
+    );
+    assert!(
+        answer["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("most fields (4, --max-fields)"),
+        "{answer}"
+    );
+    assert!(
+        send(
+            &mut robot,
+            "d1",
+            "\"stream\":\"s1\",\"values\":{\"b\":1,\"mode\":\"RTK\"}"
+        )["ack"]
+            .is_u64()
+    );
+    let answer = send(&mut robot, "d1", "\"stream\":\"s2\",\"values\":{\"z\":1}");
+    assert!(answer["error"].is_string(), "{answer}");
+    assert!(
+        send(
+            &mut robot,
+            "d1",
+            "\"stream\":\"s1\",\"values\":{\"a\":3,\"b\":4}"
+        )["ack"]
+            .is_u64()
+    );
+
+    assert_eq!(rejected(&web, "devices_limit"), 1);
+    assert_eq!(rejected(&web, "streams_limit"), 2);
+    assert_eq!(rejected(&web, "fields_limit"), 2);
+    drop(robot);
+    hub.stop_ok();
+    let stored_before = stored(&db);
+
+    // After a restart the limits count what is stored; Influx's invented devices are refused
+    // and counted too.
+    let db_arg = db.clone();
+    let mut args = vec![
+        "hub",
+        "--no-auth",
+        "--listen",
+        "127.0.0.1:0",
+        "--db",
+        &db_arg,
+        "--influx",
+        "tcp://127.0.0.1:0",
+        "--http",
+        "127.0.0.1:0",
+    ];
+    args.extend_from_slice(&limits);
+    let mut hub = Proc::spawn(&args);
+    hub.stdout.wait_for("three endpoints", |seen| {
+        crate::support::listening(seen).len() >= 3
+    });
+    let eps = crate::support::listening(&hub.stdout.seen);
+    let (ingest, influx, web) = (
+        addr(&eps[0]),
+        addr(&eps[1]),
+        addr(&eps[2]).trim_end_matches('/').to_owned(),
+    );
+    let mut robot = Client::connect(&ingest);
+    robot.send("{\"device\":\"d5\"}\n{\"seq\":1,\"stream\":\"s1\",\"values\":{\"a\":1}}\n");
+    assert!(
+        robot.answer()["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("--max-devices")
+    );
+    let mut telegraf = TcpStream::connect(&influx).expect("influx");
+    for k in 0..100 {
+        writeln!(telegraf, "cpu,host=invented-{k} usage=1").expect("send");
+    }
+    writeln!(telegraf, "cpu,host=d2 usage=1").expect("send");
+    drop(telegraf);
+    // d5 and the 100 invented ones.
+    wait_until("the invented devices refused", || {
+        rejected(&web, "devices_limit") == 101
+    });
+    wait_until("d2's line stored", || stored(&db) == stored_before + 1);
+    let devices = crate::hub::get_json(&web, "/api/devices");
+    assert_eq!(devices["devices"].as_array().map(Vec::len), Some(3));
+    hub.stop_ok();
+}
