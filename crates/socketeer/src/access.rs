@@ -1,10 +1,22 @@
 //! Who may connect at all, decided before a byte is read: [`AccessList`] (`--allow`/`--deny`
 //! CIDRs) and [`Admission`], which caps connections still in their handshake — in all and per
-//! source, like sshd's `MaxStartups` — and makes a source that fails authentication wait a
-//! growing penalty before it may try again, like sshd's `PerSourcePenalties`.
+//! source, like sshd's `MaxStartups` — and makes an identity that fails authentication from a
+//! source wait a growing penalty before it may try again, like sshd's `PerSourcePenalties`.
 //!
 //! A source is an IPv4 address, an IPv6 /64 (one host usually holds a whole /64), or "local"
 //! for every Unix-socket peer.
+//!
+//! **Under a flood the caps evict rather than refuse.** A source at its own cap makes room by
+//! ending its own oldest handshake; when all places are taken, a newcomer from a source with
+//! fewer handshakes in progress than the busiest source ends that source's oldest. So stalled
+//! handshakes from a few sources never lock out another source, which sshd's random early drop
+//! only makes less likely: there a newcomer is dropped as often as a flooder.
+//!
+//! **A penalty belongs to an identity at a source**, not to the whole source: the device a
+//! client claims when keys are per device, else the source's unnamed clients. A wrong answer
+//! from behind a NAT, on 127.0.0.1 or on a Unix socket makes the device it claimed wait, not
+//! every client there. (Each identity still gets one guess per penalty, and with one shared key
+//! every claim is one identity, so guessing stays throttled.)
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -78,27 +90,35 @@ impl Default for AdmissionLimits {
     }
 }
 
-/// Why a connection was not admitted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Why a connection was not admitted, or not let on to its answer being checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Refusal {
-    /// The source failed authentication recently; it may try again after this long.
-    Penalized(Duration),
-    /// The source already has `max_startups_per_source` handshakes in progress.
-    SourceBusy,
-    /// `max_startups` handshakes are in progress.
+    /// This identity failed authentication from this source recently; it may try again after
+    /// this long. The device named, if keys are per device.
+    Penalized(Duration, Option<String>),
+    /// Every place is taken, and this source has as many as the busiest: it is the flood.
     Busy,
 }
 
 impl std::fmt::Display for Refusal {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Self::Penalized(left) => write!(
-                f,
-                "this address failed authentication and is locked out; try again in {} s",
-                left.as_secs() + u64::from(left.subsec_nanos() > 0)
-            ),
-            Self::SourceBusy => f.write_str("too many handshakes in progress from this source"),
-            Self::Busy => f.write_str("too many handshakes in progress"),
+            Self::Penalized(left, device) => {
+                let secs = left.as_secs() + u64::from(left.subsec_nanos() > 0);
+                match device {
+                    Some(device) => write!(
+                        f,
+                        "device \"{device}\" failed authentication from this address and is \
+                         locked out; try again in {secs} s"
+                    ),
+                    None => write!(
+                        f,
+                        "this address failed authentication and is locked out; try again in \
+                         {secs} s"
+                    ),
+                }
+            }
+            Self::Busy => f.write_str("too many handshakes in progress from this source"),
         }
     }
 }
@@ -121,13 +141,30 @@ impl Source {
     }
 }
 
+/// One handshake's place, shared between its [`Startup`] and its source's list (for eviction).
+#[derive(Debug, Default)]
+struct Place {
+    /// Given back (by its end or by eviction): counted no more.
+    released: std::sync::atomic::AtomicBool,
+    evicted: tokio_util::sync::CancellationToken,
+}
+
 #[derive(Debug, Default)]
 struct SourceState {
-    startups: usize,
+    /// Handshakes in progress, oldest first.
+    places: std::collections::VecDeque<Arc<Place>>,
+}
+
+/// What an identity at a source owes for failing.
+#[derive(Debug, Default)]
+struct PenaltyState {
     strikes: u32,
-    penalty_until: Option<Instant>,
+    until: Option<Instant>,
     last_failure: Option<Instant>,
 }
+
+/// Whom a penalty is for: an identity at a source.
+type Culprit = (Source, Option<Box<str>>);
 
 /// The pre-authentication gate shared by a process's listeners.
 #[derive(Debug)]
@@ -135,6 +172,7 @@ pub struct Admission {
     limits: AdmissionLimits,
     startups: AtomicUsize,
     sources: Mutex<HashMap<Source, SourceState>>,
+    penalties: Mutex<HashMap<Culprit, PenaltyState>>,
 }
 
 /// A place in the handshake queue; dropping it (when the handshake ends, either way) frees it.
@@ -142,6 +180,21 @@ pub struct Admission {
 pub struct Startup {
     admission: Arc<Admission>,
     source: Option<Source>,
+    place: Arc<Place>,
+}
+
+impl Startup {
+    /// Completes when a newcomer has taken this place (the handshake should end at once).
+    ///
+    /// # Cancel safety
+    /// Cancel-safe.
+    pub async fn evicted(&self) {
+        self.place.evicted.cancelled().await;
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl Admission {
@@ -151,56 +204,98 @@ impl Admission {
             limits,
             startups: AtomicUsize::new(0),
             sources: Mutex::new(HashMap::new()),
+            penalties: Mutex::new(HashMap::new()),
         })
     }
 
-    fn table(&self) -> std::sync::MutexGuard<'_, HashMap<Source, SourceState>> {
-        self.sources
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    /// Gives a place back, once.
+    fn release(&self, place: &Place) -> bool {
+        let first = !place.released.swap(true, Ordering::AcqRel);
+        if first {
+            self.startups.fetch_sub(1, Ordering::Relaxed);
+        }
+        first
     }
 
-    /// Admits `peer` into its handshake, or says why not.
+    /// Ends a source's oldest handshake to make room.
+    fn evict_oldest(&self, state: &mut SourceState) {
+        if let Some(place) = state.places.pop_front() {
+            self.release(&place);
+            place.evicted.cancel();
+        }
+    }
+
+    /// Admits `peer` into its handshake, making room by eviction when it must (see the module
+    /// documentation), or says why not.
     ///
     /// # Errors
-    /// The [`Refusal`].
+    /// [`Refusal::Busy`] when every place is taken and `peer`'s source is among the busiest.
     pub fn admit(self: &Arc<Self>, peer: &PeerAddr) -> Result<Startup, Refusal> {
         let source = Source::of(peer);
-        let now = Instant::now();
-        let mut table = self.table();
-        if let Some(state) = table.get(&source) {
-            if let Some(until) = state.penalty_until.filter(|until| *until > now) {
-                return Err(Refusal::Penalized(until - now));
+        let mut table = lock(&self.sources);
+        let mine = table.get(&source).map_or(0, |s| s.places.len());
+        if mine >= self.limits.max_startups_per_source.max(1) {
+            if let Some(state) = table.get_mut(&source) {
+                self.evict_oldest(state);
             }
-            if state.startups >= self.limits.max_startups_per_source {
-                return Err(Refusal::SourceBusy);
+        } else if self.startups.load(Ordering::Relaxed) >= self.limits.max_startups {
+            // The busiest source gives up its oldest, if it is busier than this one would be.
+            let busiest = table
+                .iter_mut()
+                .max_by_key(|(_, state)| state.places.len())
+                .filter(|(_, state)| state.places.len() > mine + 1);
+            match busiest {
+                Some((_, state)) => self.evict_oldest(state),
+                None => return Err(Refusal::Busy),
             }
-        }
-        if self.startups.load(Ordering::Relaxed) >= self.limits.max_startups {
-            return Err(Refusal::Busy);
         }
         self.startups.fetch_add(1, Ordering::Relaxed);
-        let tracked = table.contains_key(&source) || self.make_room(&mut table, now);
+        let place = Arc::new(Place::default());
+        let tracked = table.contains_key(&source) || table.len() < self.limits.max_sources;
         if tracked {
-            table.entry(source).or_default().startups += 1;
+            table
+                .entry(source)
+                .or_default()
+                .places
+                .push_back(Arc::clone(&place));
         }
         Ok(Startup {
             admission: Arc::clone(self),
             source: tracked.then_some(source),
+            place,
         })
     }
 
-    /// Records a failed authentication from `peer`: its penalty starts, or doubles.
-    pub fn penalize(&self, peer: &PeerAddr) {
-        let source = Source::of(peer);
+    /// How long `identity` (a device name, or `None` for a source's unnamed clients) must still
+    /// wait at `peer`'s source after failing, if it must.
+    pub fn penalty(&self, peer: &PeerAddr, identity: Option<&str>) -> Option<Duration> {
         let now = Instant::now();
-        let mut table = self.table();
-        if !table.contains_key(&source) && !self.make_room(&mut table, now) {
-            tracing::warn!(peer = %peer, "penalty table full; not recording this failure");
-            return;
+        let key = (Source::of(peer), identity.map(Box::from));
+        let table = lock(&self.penalties);
+        let until = table.get(&key)?.until?;
+        (until > now).then(|| until - now)
+    }
+
+    /// Records a failed authentication of `identity` from `peer`: its penalty starts, or
+    /// doubles.
+    pub fn penalize(&self, peer: &PeerAddr, identity: Option<&str>) {
+        let now = Instant::now();
+        let key = (Source::of(peer), identity.map(Box::from));
+        let mut table = lock(&self.penalties);
+        if !table.contains_key(&key) && table.len() >= self.limits.max_sources {
+            // Forget identities whose strikes have decayed.
+            let keep_for = self.limits.max_penalty;
+            table.retain(|_, p| {
+                p.last_failure
+                    .is_some_and(|last| now.duration_since(last) <= keep_for)
+            });
+            if table.len() >= self.limits.max_sources {
+                tracing::warn!(peer = %peer, "penalty table full; not recording this failure");
+                return;
+            }
         }
-        let state = table.entry(source).or_default();
-        // A source quiet for longer than the longest penalty starts over.
+        let state = table.entry(key).or_default();
+        // An identity quiet for longer than the longest penalty starts over.
         if state
             .last_failure
             .is_some_and(|last| now.duration_since(last) > self.limits.max_penalty)
@@ -214,40 +309,27 @@ impl Admission {
             .penalty
             .saturating_mul(factor)
             .min(self.limits.max_penalty);
-        state.penalty_until = Some(now + penalty);
+        state.until = Some(now + penalty);
         state.last_failure = Some(now);
-        tracing::info!(peer = %peer, strikes = state.strikes, ?penalty, "authentication failed; source penalized");
+        tracing::info!(peer = %peer, device = identity, strikes = state.strikes, ?penalty, "authentication failed; penalized");
     }
 
     /// Handshakes in progress.
     pub fn in_progress(&self) -> usize {
         self.startups.load(Ordering::Relaxed)
     }
-
-    /// True if there is room for one more tracked source, after forgetting sources with nothing
-    /// in progress whose penalty has expired and whose strikes have decayed.
-    fn make_room(&self, table: &mut HashMap<Source, SourceState>, now: Instant) -> bool {
-        if table.len() < self.limits.max_sources {
-            return true;
-        }
-        let keep_for = self.limits.max_penalty;
-        table.retain(|_, s| {
-            s.startups > 0
-                || s.last_failure
-                    .is_some_and(|last| now.duration_since(last) <= keep_for)
-        });
-        table.len() < self.limits.max_sources
-    }
 }
 
 impl Drop for Startup {
     fn drop(&mut self) {
-        self.admission.startups.fetch_sub(1, Ordering::Relaxed);
+        if !self.admission.release(&self.place) {
+            return; // evicted: already taken off its source's list
+        }
         if let Some(source) = self.source {
-            let mut table = self.admission.table();
+            let mut table = lock(&self.admission.sources);
             if let Some(state) = table.get_mut(&source) {
-                state.startups = state.startups.saturating_sub(1);
-                if state.startups == 0 && state.last_failure.is_none() {
+                state.places.retain(|p| !Arc::ptr_eq(p, &self.place));
+                if state.places.is_empty() {
                     table.remove(&source);
                 }
             }
@@ -285,42 +367,71 @@ mod tests {
     }
 
     #[test]
-    fn per_source_and_global_caps() {
-        let limits = AdmissionLimits {
-            max_startups: 3,
+    fn a_source_at_its_cap_makes_room_by_ending_its_own_oldest() {
+        let gate = Admission::new(AdmissionLimits {
             max_startups_per_source: 2,
             ..AdmissionLimits::default()
-        };
-        let gate = Admission::new(limits);
+        });
         let a1 = gate.admit(&peer("127.0.0.1")).expect("a1");
-        let _a2 = gate.admit(&peer("127.0.0.1")).expect("a2");
-        assert_eq!(
-            gate.admit(&peer("127.0.0.1")).expect_err("refused"),
-            Refusal::SourceBusy
-        );
-        let _b1 = gate.admit(&peer("127.0.0.2")).expect("b1");
-        assert_eq!(
-            gate.admit(&peer("127.0.0.3")).expect_err("refused"),
-            Refusal::Busy
-        );
-        drop(a1);
-        assert!(gate.admit(&peer("127.0.0.3")).is_ok());
+        let a2 = gate.admit(&peer("127.0.0.1")).expect("a2");
+        let a3 = gate.admit(&peer("127.0.0.1")).expect("a3 evicts a1");
+        assert!(a1.place.evicted.is_cancelled());
+        assert!(!a2.place.evicted.is_cancelled());
+        assert_eq!(gate.in_progress(), 2);
+        drop(a1); // counted once
+        assert_eq!(gate.in_progress(), 2);
+        drop((a2, a3));
+        assert_eq!(gate.in_progress(), 0);
+        assert!(lock(&gate.sources).is_empty());
         // IPv6 sources are /64s.
         let v6 = |s: &str| PeerAddr::Inet(format!("[{s}]:1").parse().expect("v6"));
         let gate = Admission::new(AdmissionLimits {
             max_startups_per_source: 1,
             ..AdmissionLimits::default()
         });
-        let _x = gate.admit(&v6("2001:db8::1")).expect("first");
+        let x = gate.admit(&v6("2001:db8::1")).expect("first");
+        let _y = gate.admit(&v6("2001:db8::2")).expect("same /64: evicts");
+        assert!(x.place.evicted.is_cancelled());
+        let z = gate.admit(&v6("2001:db8:0:1::1")).expect("another /64");
+        assert!(!z.place.evicted.is_cancelled());
+    }
+
+    #[test]
+    fn when_all_places_are_taken_the_busiest_source_gives_way() {
+        let gate = Admission::new(AdmissionLimits {
+            max_startups: 4,
+            max_startups_per_source: 4,
+            ..AdmissionLimits::default()
+        });
+        let flood: Vec<Startup> = (0..4)
+            .map(|_| gate.admit(&peer("10.0.0.1")).expect("flood"))
+            .collect();
+        // Full: a newcomer from another source ends the flood's oldest...
+        let good = gate.admit(&peer("10.0.0.2")).expect("newcomer admitted");
+        assert!(flood[0].place.evicted.is_cancelled());
+        assert_eq!(gate.in_progress(), 4);
+        // ...but the flood, now the busiest, cannot evict the newcomer by pressing on.
         assert_eq!(
-            gate.admit(&v6("2001:db8::2")).expect_err("refused"),
-            Refusal::SourceBusy
+            gate.admit(&peer("10.0.0.1")).expect_err("busiest"),
+            Refusal::Busy
         );
-        assert!(gate.admit(&v6("2001:db8:0:1::1")).is_ok());
+        assert!(!good.place.evicted.is_cancelled());
+        // Two sources of two each: a third source takes from one of them; an equal one is refused.
+        let gate = Admission::new(AdmissionLimits {
+            max_startups: 2,
+            max_startups_per_source: 4,
+            ..AdmissionLimits::default()
+        });
+        let _a = gate.admit(&peer("10.0.0.1")).expect("a");
+        let _b = gate.admit(&peer("10.0.0.2")).expect("b");
+        assert_eq!(
+            gate.admit(&peer("10.0.0.3")).expect_err("even"),
+            Refusal::Busy
+        );
     }
 
     #[tokio::test(start_paused = true)]
-    async fn penalties_grow_cap_and_expire() {
+    async fn penalties_belong_to_an_identity_at_a_source_and_grow_cap_and_expire() {
         let limits = AdmissionLimits {
             penalty: Duration::from_secs(1),
             max_penalty: Duration::from_secs(4),
@@ -330,40 +441,41 @@ mod tests {
         let src = peer("127.0.0.1");
         let mut waits = Vec::new();
         for _ in 0..4 {
-            gate.penalize(&src);
-            let Err(Refusal::Penalized(left)) = gate.admit(&src) else {
-                panic!("penalized")
-            };
+            gate.penalize(&src, Some("r1"));
+            let left = gate.penalty(&src, Some("r1")).expect("penalized");
             waits.push(left.as_secs());
+            assert_eq!(
+                gate.penalty(&src, Some("r2")),
+                None,
+                "another device there is not"
+            );
+            assert_eq!(gate.penalty(&src, None), None, "nor are unnamed clients");
+            assert_eq!(gate.penalty(&peer("127.0.0.2"), Some("r1")), None);
             tokio::time::advance(left).await;
-            assert!(gate.admit(&src).is_ok(), "expired");
+            assert_eq!(gate.penalty(&src, Some("r1")), None, "expired");
         }
         assert_eq!(waits, vec![1, 2, 4, 4], "doubling, capped");
-        assert!(
-            gate.admit(&peer("127.0.0.2")).is_ok(),
-            "other sources unaffected"
-        );
         // A long quiet spell resets the strikes.
         tokio::time::advance(Duration::from_secs(10)).await;
-        gate.penalize(&src);
-        assert_eq!(
-            gate.admit(&src).expect_err("refused"),
-            Refusal::Penalized(Duration::from_secs(1))
-        );
+        gate.penalize(&src, Some("r1"));
+        assert_eq!(gate.penalty(&src, Some("r1")), Some(Duration::from_secs(1)));
     }
 
     #[test]
-    fn the_source_table_is_bounded() {
+    fn the_tables_are_bounded() {
         let gate = Admission::new(AdmissionLimits {
             max_sources: 4,
             ..AdmissionLimits::default()
         });
         for i in 0..100 {
-            gate.penalize(&peer(&format!("10.0.0.{i}")));
+            gate.penalize(&peer(&format!("10.0.0.{i}")), None);
         }
-        assert!(gate.table().len() <= 4);
+        assert!(lock(&gate.penalties).len() <= 4);
+        let held: Vec<Startup> = (0..10)
+            .map(|i| gate.admit(&peer(&format!("10.1.1.{i}"))).expect("admitted"))
+            .collect();
+        assert!(lock(&gate.sources).len() <= 4);
         // An untracked source is still admitted under the global cap.
-        let held = gate.admit(&peer("10.1.1.1")).expect("admitted untracked");
-        assert!(held.source.is_none());
+        assert!(held[9].source.is_none());
     }
 }

@@ -91,6 +91,29 @@ impl Authenticator {
     /// # Errors
     /// [`ErrorKind::Auth`] when the client is refused; I/O errors.
     pub async fn handshake(&self, conn: &mut Connection) -> Result<Identity> {
+        self.handshake_admitted(conn, |_| Ok(())).await
+    }
+
+    /// Whom a failed answer claiming `device` penalizes: that device when keys are per device
+    /// (its key is what was guessed), else nobody in particular (`None`: the one shared key).
+    pub fn penalty_identity<'a>(&self, device: Option<&'a str>) -> Option<&'a str> {
+        match self.keys.current() {
+            Ok(Keys::PerDevice(_)) => device,
+            _ => None,
+        }
+    }
+
+    /// [`handshake`](Self::handshake), asking `admitted` — with the answer's
+    /// [`penalty_identity`](Self::penalty_identity) — whether it may be checked at all; an
+    /// `Err` is sent to the client as a refusal line (`socketeer: refused: WHY`) and returned.
+    ///
+    /// # Errors
+    /// As [`handshake`](Self::handshake), and `admitted`'s.
+    pub async fn handshake_admitted(
+        &self,
+        conn: &mut Connection,
+        admitted: impl FnOnce(Option<&str>) -> Result<()>,
+    ) -> Result<Identity> {
         let mut challenge = [0u8; NONCE_LEN];
         random(&mut challenge)?;
         conn.send(&challenge).await?;
@@ -105,6 +128,17 @@ impl Authenticator {
                 )
             })?;
         let keys = self.keys.current()?;
+        let claimed = match &answer {
+            Answer::Socketeer { device, .. } if matches!(keys, Keys::PerDevice(_)) => {
+                Some(device.as_str())
+            }
+            _ => None,
+        };
+        if let Err(err) = admitted(claimed) {
+            let line = format!("{}{err}\n", crate::server::REFUSAL_PREFIX);
+            let _ = conn.send(line.as_bytes()).await;
+            return Err(err);
+        }
         match answer {
             Answer::Tutorial(mac) => {
                 if !self.allow_tutorial {
@@ -212,16 +246,7 @@ pub async fn client_handshake(
         })?;
     // Not a challenge but a refusal: its line, read to its end.
     if let Some(crate::client::Mismatch::Refused(_)) = crate::client::recognize(&challenge) {
-        let mut line = challenge.to_vec();
-        while !line.contains(&b'\n') && line.len() < 512 {
-            match conn.read_with(&mut Exact(1)).await {
-                Ok(Some(byte)) => line.extend_from_slice(&byte),
-                _ => break,
-            }
-        }
-        if let Some(mismatch) = crate::client::recognize(&line) {
-            return Err(mismatch.into_error(false));
-        }
+        return Err(refusal_line(conn, challenge.to_vec()).await);
     }
     // (A TLS server sends nothing first: it waits for us, and the deadline ends it.)
     match mode {
@@ -256,6 +281,9 @@ pub async fn client_handshake(
             let reply = conn.read_with(&mut Exact(MAGIC.len() + 1)).await?.ok_or_else(|| {
                 refused("the server closed the connection during authentication (wrong key, unknown device, or access denied)")
             })?;
+            if reply.starts_with(&crate::server::REFUSAL_PREFIX.as_bytes()[..MAGIC.len() + 1]) {
+                return Err(refusal_line(conn, reply.to_vec()).await);
+            }
             if &reply[..MAGIC.len()] != MAGIC {
                 return Err(refused(
                     "the server does not speak socketeer authentication",
@@ -284,6 +312,22 @@ pub async fn client_handshake(
                 ))
             }
         }
+    }
+}
+
+/// The error for a refusal line the server sent, `start` being its first bytes: the rest is
+/// read to its end (at most 512 bytes).
+async fn refusal_line(conn: &mut Connection, start: Vec<u8>) -> Error {
+    let mut line = start;
+    while !line.contains(&b'\n') && line.len() < 512 {
+        match conn.read_with(&mut Exact(1)).await {
+            Ok(Some(byte)) => line.extend_from_slice(&byte),
+            _ => break,
+        }
+    }
+    match crate::client::recognize(&line) {
+        Some(mismatch) => mismatch.into_error(false),
+        None => refused("the server refused the connection"),
     }
 }
 

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::access::{AccessList, Admission, AdmissionLimits, Startup};
+use crate::access::{AccessList, Admission, AdmissionLimits, Refusal, Startup};
 use crate::auth::Authenticator;
 use crate::connection::Connection;
 use crate::error::{Error, ErrorKind, Result};
@@ -173,7 +173,19 @@ impl Gate {
                 conn.set_tls_exporter(exporter);
             }
             if let Some(auth) = &self.auth {
-                match auth.handshake(&mut conn).await {
+                // A penalty is checked once the answer says whom it is for: an identity that
+                // failed here lately is refused, others at the same address are not.
+                let admitted = |identity: Option<&str>| match &self.admission {
+                    Some(admission) => match admission.penalty(&peer, identity) {
+                        Some(left) => Err(Error::new(
+                            ErrorKind::Refused,
+                            Refusal::Penalized(left, identity.map(str::to_owned)).to_string(),
+                        )),
+                        None => Ok(()),
+                    },
+                    None => Ok(()),
+                };
+                match auth.handshake_admitted(&mut conn, admitted).await {
                     Ok(identity) => {
                         tracing::debug!(%peer, device = identity.device.as_deref(), mode = ?identity.mode, "authenticated");
                         conn.set_identity(identity);
@@ -186,9 +198,14 @@ impl Gate {
         };
         tokio::pin!(handshake);
         let deadline = limits.handshake_timeout;
-        let result = tokio::time::timeout(deadline, &mut handshake)
-            .await
-            .unwrap_or_else(|_| {
+        let evicted = async {
+            match &startup {
+                Some(startup) => startup.evicted().await,
+                None => std::future::pending().await,
+            }
+        };
+        let result = tokio::select! {
+            result = tokio::time::timeout(deadline, &mut handshake) => result.unwrap_or_else(|_| {
                 Err((
                     Error::new(
                         ErrorKind::Timeout,
@@ -196,7 +213,16 @@ impl Gate {
                     ),
                     None,
                 ))
-            });
+            }),
+            () = evicted => Err((
+                Error::new(
+                    ErrorKind::Refused,
+                    "handshake ended to make room: too many in progress from this source, or \
+                     from the busiest one",
+                ),
+                None,
+            )),
+        };
         // Give the place back before the connection closes, so a client that reconnects at once
         // never finds its own finished handshake still counted.
         drop(startup);
@@ -206,8 +232,8 @@ impl Gate {
                 if err.kind() == ErrorKind::Auth
                     && !drain.is_some_and(CancellationToken::is_cancelled)
                 {
-                    if let Some(admission) = &self.admission {
-                        admission.penalize(&peer);
+                    if let (Some(admission), Some(auth)) = (&self.admission, &self.auth) {
+                        admission.penalize(&peer, auth.penalty_identity(err.device()));
                     }
                     if let Some(counter) = &self.auth_failures {
                         counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);

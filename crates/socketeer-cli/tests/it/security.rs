@@ -479,9 +479,16 @@ fn security_flags_on_datagram_endpoints_are_usage_errors() {
 }
 
 #[test]
-fn a_locked_out_address_is_told_for_how_long() {
+fn a_locked_out_device_is_told_for_how_long_and_others_at_its_address_are_not() {
     let dir = TempDir::new("auth-penalty");
-    let key = make_key(&dir, "fleet.key", Some("robot-1"));
+    let one = make_key(&dir, "one.key", Some("robot-1"));
+    let two = make_key(&dir, "two.key", Some("robot-2"));
+    let key = dir.0.join("fleet.key");
+    let fleet =
+        std::fs::read_to_string(&one).expect("one") + &std::fs::read_to_string(&two).expect("two");
+    std::fs::write(&key, fleet).expect("fleet");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let key = key.display().to_string();
     let other = make_key(&dir, "other.key", Some("robot-1"));
     let (_server, ep) = serve(&["--key-file", &key]);
     let (status, _, _) = run(
@@ -489,16 +496,24 @@ fn a_locked_out_address_is_told_for_how_long() {
         b"",
     );
     assert_eq!(status.code(), Some(1));
-    // Now even the right key is turned away, with the reason and the time left.
+    // Now even the right key is turned away for that device from that address (one guess per
+    // penalty), with the reason and the time left...
     let (status, _, err) = run(
         &["connect", "--key-file", &key, "--device", "robot-1", &ep],
         b"",
     );
     assert_eq!(status.code(), Some(1), "{err}");
     assert!(
-        err.contains("refused the connection: this address failed authentication and is locked out; try again in"),
+        err.contains("refused the connection: device \"robot-1\" failed authentication from this address and is locked out; try again in"),
         "{err}"
     );
+    // ...but another robot on the same address is not held back.
+    let (status, out, err) = run(
+        &["connect", "--key-file", &key, "--device", "robot-2", &ep],
+        b"hello\n",
+    );
+    assert_eq!(status.code(), Some(0), "{err}");
+    assert!(out.contains("HELLO"), "{out}");
 }
 
 #[test]

@@ -444,7 +444,7 @@ async fn replayed_and_reflected_socketeer_messages_fail() {
 }
 
 #[tokio::test]
-async fn stalled_clients_from_one_source_do_not_lock_out_another() {
+async fn stalled_clients_do_not_lock_out_another_source_nor_their_own() {
     let mut limits = AdmissionLimits::default();
     limits.max_startups_per_source = 16;
     let g = guarded(keys(KEY_A), Limits::default(), Some(limits)).await;
@@ -452,19 +452,20 @@ async fn stalled_clients_from_one_source_do_not_lock_out_another() {
     for _ in 0..1000 {
         stalled.push(connect_from("127.0.0.1", g.server.addr).await);
     }
-    // All but the first 16 are refused at once, without a challenge: told why (as many as the
-    // server tells at once), or just closed.
-    let mut dropped = 0;
-    for s in stalled.iter_mut().skip(16) {
+    // A source at its cap makes room by ending its own oldest handshake: the first 984 end
+    // (with their challenge sent, or before it), the last 16 wait for their answer.
+    for s in stalled.iter_mut().take(984) {
         let got = read_to_end(s).await;
-        if got.is_empty()
-            || got == b"socketeer: refused: too many handshakes in progress from this source\n"
-        {
-            dropped += 1;
-        }
+        assert!(got.is_empty() || got.len() == 32, "{got:?}");
     }
-    assert_eq!(dropped, 984);
-    // Meanwhile a real client from another source authenticates and is served.
+    // So a real client from that same source still gets in...
+    let mut s = connect_from("127.0.0.1", g.server.addr).await;
+    let c = challenge(&mut s).await;
+    s.write_all(format!("{}same source\n", tutorial_answer(KEY_A, &c)).as_bytes())
+        .await
+        .expect("send");
+    assert_eq!(line(&mut s).await, "- same source\n");
+    // ...and one from another source too.
     let mut s = connect_from("127.0.0.2", g.server.addr).await;
     let c = challenge(&mut s).await;
     s.write_all(format!("{}still served\n", tutorial_answer(KEY_A, &c)).as_bytes())
@@ -474,33 +475,130 @@ async fn stalled_clients_from_one_source_do_not_lock_out_another() {
 }
 
 #[tokio::test]
-async fn a_failed_attempt_penalizes_its_source_only() {
+async fn a_flood_from_many_sources_filling_every_place_does_not_lock_out_a_newcomer() {
+    let mut limits = AdmissionLimits::default();
+    limits.max_startups = 256;
+    limits.max_startups_per_source = 16;
+    let g = guarded(keys(KEY_A), Limits::default(), Some(limits)).await;
+    // 16 addresses x 16 stalled handshakes: every place taken, each with its challenge.
+    let mut stalled = Vec::with_capacity(256);
+    for source in 10..26 {
+        for _ in 0..16 {
+            let mut s = connect_from(&format!("127.0.0.{source}"), g.server.addr).await;
+            challenge(&mut s).await;
+            stalled.push(s);
+        }
+    }
+    // A newcomer takes the oldest place of a busiest source and is served.
+    let mut s = connect_from("127.0.0.50", g.server.addr).await;
+    let c = challenge(&mut s).await;
+    s.write_all(format!("{}got in\n", tutorial_answer(KEY_A, &c)).as_bytes())
+        .await
+        .expect("send");
+    assert_eq!(line(&mut s).await, "- got in\n");
+    assert_eq!(
+        read_to_end(&mut stalled[0]).await,
+        b"",
+        "the oldest place was given up"
+    );
+}
+
+#[tokio::test]
+async fn a_failed_attempt_penalizes_its_identity_at_its_source_only() {
     let mut admission = AdmissionLimits::default();
     admission.penalty = Duration::from_secs(60);
-    let g = guarded(keys(KEY_A), Limits::default(), Some(admission)).await;
+    let g = guarded(
+        keys(&format!("robot-1 {KEY_A}\nrobot-2 {KEY_B}\n")),
+        Limits::default(),
+        Some(admission),
+    )
+    .await;
+    let answer = |device: &str, key: &str, c: &[u8; 32]| {
+        let nonce = [7u8; 32];
+        socketeer_message(
+            device,
+            &nonce,
+            &proof(key, b"socketeer/1 client", device, c, &nonce),
+        )
+    };
+    // robot-1 with a wrong key, from 127.0.0.3.
     let mut s = connect_from("127.0.0.3", g.server.addr).await;
     let c = challenge(&mut s).await;
-    s.write_all(tutorial_answer(KEY_B, &c).as_bytes())
+    s.write_all(&answer("robot-1", KEY_B, &c))
         .await
         .expect("wrong");
-    assert!(read_to_end(&mut s).await.is_empty());
-    // The next attempt from that source is dropped before any challenge: one attempt per
-    // connection, and a penalty per failure.
+    assert_eq!(read_to_end(&mut s).await, b"SKT1\x01");
+    // robot-1 again from there is refused once its answer names it, and told for how long,
+    // even with the right key: one guess per penalty.
     let mut again = connect_from("127.0.0.3", g.server.addr).await;
+    let c = challenge(&mut again).await;
+    again
+        .write_all(&answer("robot-1", KEY_A, &c))
+        .await
+        .expect("send");
     let refusal = String::from_utf8(read_to_end(&mut again).await).expect("text");
     assert!(
         refusal.starts_with(
-            "socketeer: refused: this address failed authentication and is locked out; try again in"
+            "socketeer: refused: device \"robot-1\" failed authentication from this address and is locked out; try again in"
         ),
-        "penalized source gets no challenge, and is told for how long: {refusal}"
+        "{refusal}"
     );
-    let mut other = connect_from("127.0.0.4", g.server.addr).await;
+    // robot-2 behind the same address is not held back; nor are unnamed (tutorial) clients,
+    // nor robot-1 from elsewhere.
+    let mut other = connect_from("127.0.0.3", g.server.addr).await;
     let c = challenge(&mut other).await;
     other
-        .write_all(format!("{}ok\n", tutorial_answer(KEY_A, &c)).as_bytes())
+        .write_all(&answer("robot-2", KEY_B, &c))
         .await
         .expect("send");
-    assert_eq!(line(&mut other).await, "- ok\n");
+    let mut reply = [0u8; 5];
+    other.read_exact(&mut reply).await.expect("reply");
+    assert_eq!(&reply, b"SKT1\x00");
+    let mut tutorial = connect_from("127.0.0.3", g.server.addr).await;
+    let c = challenge(&mut tutorial).await;
+    tutorial
+        .write_all(format!("{}ok\n", tutorial_answer(KEY_B, &c)).as_bytes())
+        .await
+        .expect("send");
+    assert_eq!(line(&mut tutorial).await, "robot-2 ok\n");
+    let mut elsewhere = connect_from("127.0.0.4", g.server.addr).await;
+    let c = challenge(&mut elsewhere).await;
+    elsewhere
+        .write_all(&answer("robot-1", KEY_A, &c))
+        .await
+        .expect("send");
+    let mut reply = [0u8; 5];
+    elsewhere.read_exact(&mut reply).await.expect("reply");
+    assert_eq!(&reply, b"SKT1\x00");
+
+    // With one shared key every claim is one identity: a wrong answer under any name holds
+    // back the source's next guess under another name.
+    let g = guarded(
+        keys(KEY_A),
+        Limits::default(),
+        Some({
+            let mut a = AdmissionLimits::default();
+            a.penalty = Duration::from_secs(60);
+            a
+        }),
+    )
+    .await;
+    let mut s = connect_from("127.0.0.3", g.server.addr).await;
+    let c = challenge(&mut s).await;
+    s.write_all(&answer("name-1", KEY_B, &c))
+        .await
+        .expect("wrong");
+    assert_eq!(read_to_end(&mut s).await, b"SKT1\x01");
+    let mut s = connect_from("127.0.0.3", g.server.addr).await;
+    let c = challenge(&mut s).await;
+    s.write_all(&answer("name-2", KEY_B, &c))
+        .await
+        .expect("guess");
+    let refusal = String::from_utf8(read_to_end(&mut s).await).expect("text");
+    assert!(
+        refusal.contains("this address failed authentication"),
+        "{refusal}"
+    );
 }
 
 #[tokio::test]
