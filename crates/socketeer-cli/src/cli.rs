@@ -205,6 +205,14 @@ pub(crate) struct FilesArgs {
     /// The largest upload accepted.
     #[arg(long, value_name = "SIZE", default_value = "1GiB", value_parser = parse_size)]
     pub(crate) max_upload: u64,
+    /// The most that unfinished uploads may hold together (one in progress counts at its full
+    /// size); past it new uploads are refused until some finish or are removed.
+    #[arg(long, value_name = "SIZE", default_value = "4GiB", value_parser = parse_size)]
+    pub(crate) max_partial: u64,
+    /// Remove an unfinished upload this long after its last byte (until then it can be
+    /// resumed; 0 keeps them).
+    #[arg(long, value_name = "AGE", default_value = "24h", value_parser = parse_age)]
+    pub(crate) keep_partial: Duration,
 }
 
 /// What every files client takes.

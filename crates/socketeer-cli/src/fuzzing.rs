@@ -54,7 +54,7 @@ pub fn exec_frames(data: &[u8], cuts: &[usize]) {
 pub fn file_frames(data: &[u8], cuts: &[usize]) {
     for frame in frames(data, cuts, MAX_CONTROL) {
         if let Ok(request) = serde_json::from_slice::<Request>(&frame) {
-            let (Request::Ls { path } | Request::Put { path, .. } | Request::Get { path, .. }) =
+            let (Request::Ls { path, .. } | Request::Put { path, .. } | Request::Get { path, .. }) =
                 request;
             check_path(&path);
         }

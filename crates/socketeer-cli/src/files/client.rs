@@ -351,39 +351,68 @@ pub(crate) async fn get(args: GetArgs) -> anyhow::Result<i32> {
     Ok(0)
 }
 
+/// Most pages one `ls` asks for (10,000 entries each at most): past that it says it stopped.
+const MAX_PAGES: usize = 10_000;
+
 pub(crate) async fn ls(args: LsArgs) -> anyhow::Result<i32> {
     let path = args.dir.clone().unwrap_or_default();
     RelPath::parse(&path).map_err(|why| UsageError(format!("{path}: {why}")))?;
-    let mut session = Session::open(&args.conn).await?;
-    session.send(&Request::Ls { path: path.clone() }).await?;
-    let listing = session
-        .response(if path.is_empty() { "." } else { &path })
-        .await?;
-    let entries = listing.entries.unwrap_or_default();
+    let shown = if path.is_empty() { "." } else { &path };
+    // Page by page, each printed as it comes (a directory of any size lists in bounded memory).
+    let mut after: Option<String> = None;
+    let mut first = true;
     if args.conn.json {
-        outln!(
-            "{}",
-            serde_json::json!({ "path": path, "entries": entries, "truncated": listing.truncated })
-        )?;
-        return Ok(0);
+        out!("{{\"path\":{},\"entries\":[", serde_json::json!(path))?;
     }
-    let mut out = String::new();
-    for entry in &entries {
-        let mark = if entry.kind == "dir" { "/" } else { "" };
-        out.push_str(&format!(
-            "{:<7} {:>14}  {}{mark}\n",
-            printable(&entry.kind),
-            entry.size,
-            printable(&entry.name)
-        ));
+    for _ in 0..MAX_PAGES {
+        let mut session = Session::open(&args.conn).await?;
+        session
+            .send(&Request::Ls {
+                path: path.clone(),
+                after: after.clone(),
+            })
+            .await?;
+        let listing = session.response(shown).await?;
+        let mut out = String::new();
+        for entry in listing.entries.unwrap_or_default() {
+            if args.conn.json {
+                if !std::mem::take(&mut first) {
+                    out.push(',');
+                }
+                out.push_str(&serde_json::to_string(&entry)?);
+                continue;
+            }
+            let mark = if entry.kind == "dir" { "/" } else { "" };
+            out.push_str(&format!(
+                "{:<7} {:>14}  {}{mark}\n",
+                printable(&entry.kind),
+                entry.size,
+                printable(&entry.name)
+            ));
+        }
+        out!("{out}")?;
+        // An older server sends no `next`: its one page is all there is to have.
+        match listing.next {
+            Some(next) if Some(&next) != after.as_ref() => after = Some(next),
+            _ => {
+                if listing.truncated {
+                    if args.conn.json {
+                        outln!("],\"truncated\":true}}")?;
+                    }
+                    errln!("socketeer: the server cut the listing short");
+                    return Ok(0);
+                }
+                if args.conn.json {
+                    outln!("],\"truncated\":false}}")?;
+                }
+                return Ok(0);
+            }
+        }
     }
-    out!("{out}")?;
-    if listing.truncated {
-        errln!(
-            "socketeer: the listing was cut at {} entries",
-            entries.len()
-        );
+    if args.conn.json {
+        outln!("],\"truncated\":true}}")?;
     }
+    errln!("socketeer: the listing was cut after {MAX_PAGES} pages");
     Ok(0)
 }
 

@@ -24,7 +24,7 @@ const DIRECTORY: OFlags = OFlags::DIRECTORY
     .union(OFlags::CLOEXEC)
     .union(OFlags::NOFOLLOW);
 
-/// Most entries one listing returns.
+/// Most entries one listing page returns.
 pub(crate) const MAX_ENTRIES: usize = 10_000;
 
 /// One entry of a listing.
@@ -109,62 +109,117 @@ impl Root {
         Ok((File::from(fd), u64::try_from(stat.st_size).unwrap_or(0)))
     }
 
-    /// Lists a directory (or describes a single file), sorted by name, at most
-    /// [`MAX_ENTRIES`]; partial files are left out. Returns the entries and whether more
-    /// were left out.
-    pub(crate) fn list(&self, path: &RelPath) -> io::Result<(Vec<Entry>, bool)> {
+    /// Lists a directory (or describes a single file) one page at a time: the entries whose
+    /// names sort after `after` (a name's bytes in hex, as returned), in byte order, as many as
+    /// fit [`LIST_BYTES`] of answer (and at most [`MAX_ENTRIES`]). Returns them and, if more
+    /// follow, where to continue. A directory of any size is read with memory for one page.
+    ///
+    /// Partial uploads are listed as `partial`, under the name they will have, with the bytes
+    /// they hold.
+    pub(crate) fn list(
+        &self,
+        path: &RelPath,
+        after: Option<&str>,
+    ) -> io::Result<(Vec<Entry>, Option<String>)> {
+        let after = match after.map(unhex) {
+            Some(Some(after)) => Some(after),
+            Some(None) => return Err(refused("bad listing cursor")),
+            None => None,
+        };
         let dir = match self.dir(path) {
             Ok(dir) => dir,
             Err(e) if e.raw_os_error() == Some(Errno::NOTDIR.raw_os_error()) => {
                 let (_, size) = self.open_read(path)?;
                 let name = path.name().unwrap_or_default().to_owned();
-                return Ok((
-                    vec![Entry {
-                        name,
-                        kind: "file".into(),
-                        size,
-                    }],
-                    false,
-                ));
+                let entry = Entry {
+                    name,
+                    kind: "file".into(),
+                    size,
+                };
+                return Ok((vec![entry], None));
             }
             Err(e) => return Err(e),
         };
-        let mut entries = Vec::new();
+        // The page's names: the smallest after the cursor, kept in a bounded heap (its top is
+        // the largest kept, dropped when a smaller one comes).
+        let mut page: std::collections::BinaryHeap<Vec<u8>> = std::collections::BinaryHeap::new();
         let mut more = false;
         let mut reader = rustix::fs::Dir::read_from(&dir)?;
         while let Some(entry) = reader.read() {
-            let entry = entry?;
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if name == "." || name == ".." || name.contains(PART_MARK) {
+            let raw = entry?.file_name().to_bytes().to_vec();
+            if raw == b"." || raw == b".." || after.as_ref().is_some_and(|a| raw <= *a) {
                 continue;
             }
-            if entries.len() == MAX_ENTRIES {
+            if page.len() < MAX_ENTRIES {
+                page.push(raw);
+            } else if page.peek().is_some_and(|top| raw < *top) {
+                page.pop();
+                page.push(raw);
+                more = true;
+            } else {
+                more = true;
+            }
+        }
+        let mut entries = Vec::new();
+        let mut bytes = 0;
+        let mut last = None;
+        for raw in page.into_sorted_vec() {
+            let name = String::from_utf8_lossy(&raw).into_owned();
+            // What its JSON may take at worst (every byte escaped).
+            let cost = name.len() * 6 + 64;
+            if bytes + cost > LIST_BYTES {
                 more = true;
                 break;
             }
-            let stat = rustix::fs::statat(
-                &dir,
-                entry.file_name(),
-                rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
-            )
-            .ok();
+            bytes += cost;
+            let stat =
+                rustix::fs::statat(&dir, raw.as_slice(), rustix::fs::AtFlags::SYMLINK_NOFOLLOW)
+                    .ok();
+            let size = stat.map_or(0, |s| u64::try_from(s.st_size).unwrap_or(0));
             let kind = match stat.map(|s| FileType::from_raw_mode(s.st_mode)) {
+                Some(FileType::RegularFile) if name.contains(PART_MARK) => "partial",
                 Some(FileType::RegularFile) => "file",
                 Some(FileType::Directory) => "dir",
                 Some(FileType::Symlink) => "symlink",
                 _ => "other",
             };
-            let size = stat.map_or(0, |s| u64::try_from(s.st_size).unwrap_or(0));
+            let shown = match kind {
+                "partial" => part_target(&name).unwrap_or(&name).to_owned(),
+                _ => name.clone(),
+            };
             entries.push(Entry {
-                name,
+                name: shown,
                 kind: kind.into(),
                 size,
             });
+            last = Some(raw);
         }
-        entries.sort_by(|a, b| a.name.cmp(&b.name));
-        Ok((entries, more))
+        let next = last
+            .filter(|_| more)
+            .map(|raw| raw.iter().map(|b| format!("{b:02x}")).collect());
+        Ok((entries, next))
     }
 }
+
+/// Bytes from hex digits.
+fn unhex(text: &str) -> Option<Vec<u8>> {
+    if text.len() % 2 != 0 || text.len() > 2 * 1024 {
+        return None;
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+/// The name a partial upload will have once complete: `.NAME.socketeer-part-KEY` → `NAME`.
+pub(crate) fn part_target(part: &str) -> Option<&str> {
+    let (head, _) = part.rsplit_once(PART_MARK)?;
+    head.strip_prefix('.')
+}
+
+/// The most a listing page may take (the control frame is [`super::wire::MAX_CONTROL`]).
+pub(crate) const LIST_BYTES: usize = 3 << 20;
 
 fn refused(why: &str) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidInput, why.to_owned())
@@ -184,36 +239,63 @@ pub(crate) fn describe(err: &io::Error) -> String {
     }
 }
 
-/// Removes partial uploads older than `age` under `root` (at start; a younger one may still be
-/// resumed). Walks at most `budget` entries and never follows links. Returns how many went.
-pub(crate) fn clean_stale_parts(root: &Path, age: std::time::Duration, budget: usize) -> usize {
+/// Where a partial upload is: its directory (device, inode) and its name there.
+pub(crate) type PartKey = (u64, u64, String);
+
+/// Removes partial uploads untouched for longer than `age` under `root` (a younger one may
+/// still be resumed; one an upload holds locked is never removed). Walks at most `budget`
+/// entries and never follows links. Returns how many went, and the parts that remain with the
+/// bytes each holds.
+pub(crate) fn scan_parts(
+    root: &Path,
+    age: std::time::Duration,
+    budget: usize,
+) -> (usize, Vec<(PartKey, u64)>) {
+    use std::os::unix::fs::MetadataExt;
     let mut removed = 0;
+    let mut remain = Vec::new();
     let mut seen = 0;
     let mut stack = vec![root.to_owned()];
     while let Some(dir) = stack.pop() {
+        let Ok(dir_meta) = std::fs::symlink_metadata(&dir) else {
+            continue;
+        };
         let Ok(entries) = std::fs::read_dir(&dir) else {
             continue;
         };
         for entry in entries.flatten() {
             seen += 1;
             if seen > budget {
-                return removed;
+                return (removed, remain);
             }
             let Ok(meta) = entry.metadata() else { continue };
+            let name = entry.file_name().to_string_lossy().into_owned();
             if meta.is_dir() {
                 stack.push(entry.path());
-            } else if meta.is_file()
-                && entry.file_name().to_string_lossy().contains(PART_MARK)
-                && meta
-                    .modified()
-                    .ok()
-                    .and_then(|m| m.elapsed().ok())
-                    .is_some_and(|e| e > age)
-                && std::fs::remove_file(entry.path()).is_ok()
-            {
-                removed += 1;
+                continue;
             }
+            if !meta.is_file() || !name.contains(PART_MARK) {
+                continue;
+            }
+            let stale = meta
+                .modified()
+                .ok()
+                .and_then(|m| m.elapsed().ok())
+                .is_some_and(|e| e > age);
+            if stale && !locked(&entry.path()) && std::fs::remove_file(entry.path()).is_ok() {
+                removed += 1;
+                continue;
+            }
+            remain.push(((dir_meta.dev(), dir_meta.ino(), name), meta.len()));
         }
     }
-    removed
+    (removed, remain)
+}
+
+/// True when an upload holds the file locked (it is being written).
+fn locked(path: &Path) -> bool {
+    let Ok(file) = File::open(path) else {
+        return false;
+    };
+    rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockShared).is_err()
 }

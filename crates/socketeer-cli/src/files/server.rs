@@ -15,20 +15,115 @@ use socketeer::codec::FrameCodec;
 use socketeer::{Connection, Handler, Result};
 
 use super::path::{PART_MARK, RelPath};
-use super::root::{Root, clean_stale_parts, describe};
+use super::root::{PartKey, Root, describe, scan_parts};
 use super::transfer::{self, ReceiveError};
 use super::wire::{self, Request, Response, Resume, Trailer};
 use crate::cli::FilesArgs;
 use crate::serve::{NoDatagrams, Service, serve};
 
-/// Partial uploads older than this are removed at start.
-const STALE_PART: Duration = Duration::from_secs(24 * 3600);
+/// How often (at most) unfinished uploads past `--keep-partial` are looked for.
+const CLEAN_EVERY: Duration = Duration::from_secs(300);
+/// Most unfinished uploads kept at once, whatever their size.
+const MAX_PARTS: usize = 10_000;
+/// Entries one cleaning pass walks at most.
+const CLEAN_BUDGET: usize = 1_000_000;
 
 /// The service's settings.
 pub(crate) struct Files {
     root: Root,
     read_only: bool,
     max_upload: u64,
+    parts: Parts,
+}
+
+/// The unfinished uploads under the root and the bytes each holds — or, while one is being
+/// written, the size it is to have — so together they stay within `--max-partial`.
+struct Parts {
+    most: u64,
+    state: std::sync::Mutex<PartsState>,
+}
+
+#[derive(Default)]
+struct PartsState {
+    held: std::collections::HashMap<PartKey, u64>,
+    /// Being written now (not touched by a cleaning pass).
+    active: std::collections::HashSet<PartKey>,
+}
+
+impl Parts {
+    fn lock(&self) -> std::sync::MutexGuard<'_, PartsState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Reserves `size` bytes for the upload writing `key`, or says why not.
+    fn reserve(&self, key: &PartKey, size: u64) -> Result<(), String> {
+        let mut state = self.lock();
+        if state.active.contains(key) {
+            return Err("busy: another upload of this file is in progress".into());
+        }
+        let mine = state.held.get(key).copied().unwrap_or(0);
+        let others: u64 = state.held.values().sum::<u64>() - mine;
+        if others + size > self.most {
+            return Err(format!(
+                "unfinished uploads hold {others} bytes; with this one's {size} that is past \
+                 the {} this server keeps (--max-partial): finish or resume those first",
+                self.most
+            ));
+        }
+        if !state.held.contains_key(key) && state.held.len() >= MAX_PARTS {
+            return Err(format!(
+                "this server already keeps {MAX_PARTS} unfinished uploads; finish or resume those first"
+            ));
+        }
+        state.held.insert(key.clone(), size);
+        state.active.insert(key.clone());
+        Ok(())
+    }
+
+    /// The upload writing `key` ended: what its part holds now (`None`: none is left).
+    fn ended(&self, key: &PartKey, holds: Option<u64>) {
+        let mut state = self.lock();
+        state.active.remove(key);
+        match holds {
+            Some(bytes) => state.held.insert(key.clone(), bytes),
+            None => state.held.remove(key),
+        };
+    }
+
+    /// After a cleaning pass: the parts on disk (those being written keep their reservation).
+    fn found(&self, parts: Vec<(PartKey, u64)>) {
+        let mut state = self.lock();
+        let active = std::mem::take(&mut state.active);
+        state.held.retain(|key, _| active.contains(key));
+        for (key, bytes) in parts {
+            if !active.contains(&key) {
+                state.held.insert(key, bytes);
+            }
+        }
+        state.active = active;
+    }
+}
+
+/// Gives an upload's reservation back when it ends, whichever way, noting what its part holds.
+struct Reserved {
+    files: Arc<Files>,
+    key: PartKey,
+    dir: OwnedFd,
+    name: String,
+}
+
+impl Drop for Reserved {
+    fn drop(&mut self) {
+        let holds = rustix::fs::statat(
+            &self.dir,
+            self.name.as_str(),
+            rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+        )
+        .ok()
+        .filter(|stat| FileType::from_raw_mode(stat.st_mode) == FileType::RegularFile)
+        .map(|stat| u64::try_from(stat.st_size).unwrap_or(0));
+        self.files.parts.ended(&self.key, holds);
+    }
 }
 
 #[derive(Clone)]
@@ -46,7 +141,7 @@ impl Handler for FilesHandler {
         };
         let started = Instant::now();
         let answer = match &request {
-            Request::Ls { path } => self.ls(path).await,
+            Request::Ls { path, after } => self.ls(path, after.as_deref()).await,
             Request::Get {
                 path,
                 offset,
@@ -104,21 +199,25 @@ struct Part {
 }
 
 impl FilesHandler {
-    async fn ls(&self, path: &str) -> anyhow::Result<Response> {
+    async fn ls(&self, path: &str, after: Option<&str>) -> anyhow::Result<Response> {
         let rel = match RelPath::parse(path) {
             Ok(rel) => rel,
             Err(why) => return Ok(Response::error(why)),
         };
         let files = Arc::clone(&self.0);
-        Ok(match blocking(move || files.root.list(&rel)).await {
-            Ok((entries, truncated)) => Response {
-                ok: true,
-                entries: Some(entries),
-                truncated,
-                ..Response::default()
+        let after = after.map(str::to_owned);
+        Ok(
+            match blocking(move || files.root.list(&rel, after.as_deref())).await {
+                Ok((entries, next)) => Response {
+                    ok: true,
+                    entries: Some(entries),
+                    truncated: next.is_some(),
+                    next,
+                    ..Response::default()
+                },
+                Err(e) => Response::error(describe(&e)),
             },
-            Err(e) => Response::error(describe(&e)),
-        })
+        )
     }
 
     /// Answers with the size and where the data starts, sends the data, and returns the final
@@ -205,6 +304,22 @@ impl FilesHandler {
                 ));
             }
             Err(e) => return Ok(Response::error(describe(&e))),
+        };
+        // Counted among the unfinished uploads from now until it ends, at its full size.
+        let dir_stat = rustix::fs::fstat(&part.dir)?;
+        let key: PartKey = (
+            dir_stat.st_dev as u64,
+            dir_stat.st_ino as u64,
+            part.name.clone(),
+        );
+        if let Err(why) = self.0.parts.reserve(&key, size) {
+            return Ok(Response::error(why));
+        }
+        let _reserved = Reserved {
+            files: Arc::clone(&self.0),
+            key,
+            dir: part.dir.try_clone()?,
+            name: part.name.clone(),
         };
         reply(
             conn,
@@ -359,9 +474,14 @@ impl Files {
 
 pub(crate) async fn run(args: FilesArgs) -> anyhow::Result<i32> {
     let root = Root::open(&args.root)?;
-    let removed = clean_stale_parts(&args.root, STALE_PART, 1_000_000);
+    // 0 keeps them until they are finished.
+    let keep = match args.keep_partial {
+        Duration::ZERO => Duration::MAX,
+        keep => keep,
+    };
+    let (removed, remain) = scan_parts(&args.root, keep, CLEAN_BUDGET);
     if removed > 0 {
-        tracing::info!(removed, "removed partial uploads older than a day");
+        tracing::info!(removed, keep = ?args.keep_partial, "removed unfinished uploads past --keep-partial");
     }
     if args.serve.guard.key_file.is_none()
         && args
@@ -376,11 +496,44 @@ pub(crate) async fn run(args: FilesArgs) -> anyhow::Result<i32> {
         );
     }
     tracing::info!(root = %args.root.display(), read_only = args.read_only, max_upload = args.max_upload, "files");
-    let handler = FilesHandler(Arc::new(Files {
+    let files = Arc::new(Files {
         root,
         read_only: args.read_only,
         max_upload: args.max_upload,
-    }));
+        parts: Parts {
+            most: args.max_partial,
+            state: std::sync::Mutex::default(),
+        },
+    });
+    files.parts.found(remain);
+    // Unfinished uploads past --keep-partial go while the server runs, not only at its start.
+    // (The task ends with the process.)
+    let (cleaned, root_path) = (Arc::clone(&files), args.root.clone());
+    tokio::spawn(async move {
+        // Often enough that a part goes soon after its time.
+        let mut every =
+            tokio::time::interval((keep / 4).clamp(Duration::from_secs(1), CLEAN_EVERY));
+        every.tick().await;
+        loop {
+            every.tick().await;
+            let root_path = root_path.clone();
+            let Ok((removed, remain)) =
+                tokio::task::spawn_blocking(move || scan_parts(&root_path, keep, CLEAN_BUDGET))
+                    .await
+            else {
+                continue;
+            };
+            if removed > 0 {
+                tracing::info!(
+                    removed,
+                    ?keep,
+                    "removed unfinished uploads past --keep-partial"
+                );
+            }
+            cleaned.parts.found(remain);
+        }
+    });
+    let handler = FilesHandler(files);
     let service = Service {
         name: "files",
         default_endpoint: "127.0.0.1:8521",

@@ -6,15 +6,19 @@ use serde::{Deserialize, Serialize};
 
 use super::root::Entry;
 
-/// The largest control message either side accepts (a listing of 10 000 entries fits).
+/// The largest control message either side accepts (a listing page is kept well under it).
 pub(crate) const MAX_CONTROL: usize = 4 << 20;
 
 /// The first message of a connection, from the client.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "lowercase")]
 pub(crate) enum Request {
-    /// List a directory.
-    Ls { path: String },
+    /// List a directory, from after `after` (a previous answer's `next`).
+    Ls {
+        path: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        after: Option<String>,
+    },
     /// Upload `size` bytes to `path`.
     Put { path: String, size: u64 },
     /// Download `path`, resuming after `offset` bytes whose digest is `prefix`.
@@ -49,9 +53,12 @@ pub(crate) struct Response {
     /// ls: the entries.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) entries: Option<Vec<Entry>>,
-    /// ls: more entries were left out.
+    /// ls: more entries follow (ask again with `after` set to `next`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub(crate) truncated: bool,
+    /// ls: where the next page starts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) next: Option<String>,
 }
 
 impl Response {

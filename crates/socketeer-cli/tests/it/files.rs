@@ -578,3 +578,92 @@ fn transfers_work_over_tls_with_authentication() {
     let (status, _, _) = run(&["ls", ep, "--ca", &ca], b"");
     assert!(!status.success());
 }
+
+/// `ls --json` of `dir` on `ep`: the entries.
+fn ls_entries(ep: &str, dir: &str) -> Vec<Value> {
+    let (status, out, err) = run(&["ls", "--json", ep, dir], b"");
+    assert!(status.success(), "{err}");
+    let listing = json_out(&out);
+    assert_eq!(listing["truncated"], json!(false), "{out}");
+    listing["entries"].as_array().cloned().unwrap_or_default()
+}
+
+#[test]
+fn unfinished_uploads_are_listed_count_against_a_quota_and_are_removed_in_time() {
+    let s = Setup::new("files-partial");
+    let (_server, ep) = serve_files(
+        &s.root,
+        &["--max-partial", "1000", "--keep-partial", "600s"],
+    );
+    let data = noise(800, 9);
+    raw_put(&ep, "big.bin", &data, Some(300)).expect("cut");
+    // Listed, under the name it will have, with the bytes it holds (once the server has them).
+    crate::support::wait_until("the unfinished upload listed", || {
+        ls_entries(&ep, ".")
+            .iter()
+            .any(|e| e == &json!({"name": "big.bin", "kind": "partial", "size": 300}))
+    });
+    // 300 held + 800 for another is past the 1000 kept: refused, saying why...
+    let other = raw_put(&ep, "other.bin", &noise(800, 10), None).expect("answer");
+    assert_eq!(other["ok"], json!(false), "{other}");
+    assert!(
+        other["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("--max-partial"),
+        "{other}"
+    );
+    // ...while the unfinished one resumes and completes, giving its room back.
+    let (status, out, err) = run(
+        &[
+            "put",
+            "--json",
+            &ep,
+            &{
+                let local = s.local("big.bin");
+                std::fs::write(&local, &data).expect("local");
+                local
+            },
+            "big.bin",
+        ],
+        b"",
+    );
+    assert!(status.success(), "{err}");
+    assert_eq!(json_out(&out)["resumed_from"], json!(300), "{out}");
+    let done = raw_put(&ep, "other.bin", &noise(800, 10), None).expect("answer");
+    assert_eq!(done["ok"], json!(true), "{done}");
+
+    // With --keep-partial 1 an unfinished upload goes while the server runs.
+    let (_server, ep) = serve_files(&s.root, &["--keep-partial", "1s"]);
+    raw_put(&ep, "gone.bin", &data, Some(100)).expect("cut");
+    crate::support::wait_until("the stale upload removed", || {
+        !ls_entries(&ep, ".")
+            .iter()
+            .any(|e| e["kind"] == json!("partial"))
+    });
+    s.assert_canary_untouched();
+}
+
+#[test]
+fn a_directory_of_any_size_is_listed_page_by_page() {
+    let s = Setup::new("files-big-dir");
+    let many = s.root.join("many");
+    std::fs::create_dir_all(&many).expect("dir");
+    // 25,000 names of 190 bytes: about 5 MB of listing, past one 4 MiB control frame.
+    let stem = "n".repeat(180);
+    for k in 0..25_000 {
+        std::fs::write(many.join(format!("{stem}{k:06}")), b"").expect("file");
+    }
+    let (_server, ep) = serve_files(&s.root, &[]);
+    let entries = ls_entries(&ep, "many");
+    assert_eq!(entries.len(), 25_000);
+    let names: Vec<&str> = entries.iter().filter_map(|e| e["name"].as_str()).collect();
+    let mut sorted = names.clone();
+    sorted.sort_unstable();
+    assert_eq!(names, sorted, "in name order, each once");
+    sorted.dedup();
+    assert_eq!(sorted.len(), 25_000);
+    let (status, out, _) = run(&["ls", &ep, "many"], b"");
+    assert!(status.success());
+    assert_eq!(out.lines().count(), 25_000);
+}
