@@ -254,6 +254,16 @@ async fn take(
     peer: &socketeer::PeerAddr,
     delivery: Delivery,
 ) {
+    let lane = lane_of(peer);
+    if let Delivery::OrDrop = delivery {
+        // A datagram with no room for its lines is dropped unparsed: a flood costs its
+        // sender more than it costs the hub.
+        let lines = text.iter().filter(|&&b| b == b'\n').count().max(1);
+        if !ingest.store.has_room(&lane, lines) {
+            ingest.stats.influx_dropped.fetch_add(lines as u64, Ordering::Relaxed);
+            return;
+        }
+    }
     let Some(lines) = parse_text(text, precision) else {
         ingest.stats.reject("not UTF-8");
         tracing::debug!(%peer, "influx: not UTF-8");
@@ -280,7 +290,6 @@ async fn take(
         return;
     }
     let count = items.len() as u64;
-    let lane = lane_of(peer);
     // Nothing is acknowledged in this protocol, so nothing waits for the commit.
     let pending = match delivery {
         Delivery::Wait => ingest.store.submit(&lane, items).await,

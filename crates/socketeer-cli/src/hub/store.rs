@@ -176,6 +176,9 @@ impl Default for QueueLimits {
 
 /// Most records in one job: bigger submissions are cut, so the writer can take turns.
 pub(crate) const JOB_RECORDS: usize = 256;
+/// About the most one transaction carries, in KiB of records ([`Item::weight`]): a batch of
+/// large records is cut short, so a sender's wait stays a few milliseconds of writing.
+const BATCH_KIB: usize = 2048;
 
 /// Records committed by each device since the hub started, and over the last ten seconds (for
 /// the fleet view's rates); and failed authentications claiming each device's name.
@@ -441,40 +444,103 @@ struct Job {
     /// Whose turn it is in: a device's or a source's.
     lane: Arc<str>,
     items: Vec<Item>,
+    /// The items' weight, KiB.
+    kib: u32,
     done: oneshot::Sender<Result<Vec<Stored>, StoreError>>,
     /// Its room in the queue, given back once it is committed.
     _room: Room,
 }
 
-/// Room in the writer's queue: records and KiB.
+/// Room in the writer's queue, in records and KiB: the lane's share and the whole queue's.
 struct Room(
     #[allow(dead_code, reason = "held, not read: dropping it gives the room back")]
-    OwnedSemaphorePermit,
-    #[allow(dead_code, reason = "held, not read: dropping it gives the room back")]
-    OwnedSemaphorePermit,
+    Vec<OwnedSemaphorePermit>,
 );
 
-/// The writer's queue bound, as permits of records and of KiB.
-struct Budget {
+/// Records and KiB, as permits.
+struct Allowance {
     records: Arc<Semaphore>,
     kib: Arc<Semaphore>,
+}
+
+impl Allowance {
+    fn new(records: usize, kib: usize) -> Allowance {
+        Allowance {
+            records: Arc::new(Semaphore::new(records.max(1))),
+            kib: Arc::new(Semaphore::new(kib.max(1))),
+        }
+    }
+
+    async fn wait(&self, records: u32, kib: u32, room: &mut Vec<OwnedSemaphorePermit>) -> Result<(), StoreError> {
+        for (semaphore, n) in [(&self.records, records), (&self.kib, kib)] {
+            let permit = Arc::clone(semaphore)
+                .acquire_many_owned(n)
+                .await
+                .map_err(|_| stopped())?;
+            room.push(permit);
+        }
+        Ok(())
+    }
+
+    /// Permits now, if `keep` of each stays free after.
+    fn try_take(&self, records: u32, kib: u32, keep: (usize, usize), room: &mut Vec<OwnedSemaphorePermit>) -> bool {
+        for (semaphore, n, keep) in [(&self.records, records, keep.0), (&self.kib, kib, keep.1)] {
+            if semaphore.available_permits() < n as usize + keep {
+                return false;
+            }
+            match Arc::clone(semaphore).try_acquire_many_owned(n) {
+                Ok(permit) => room.push(permit),
+                Err(_) => return false,
+            }
+        }
+        true
+    }
+
+    /// Nobody holds or waits for any of it.
+    fn idle(&self) -> bool {
+        Arc::strong_count(&self.records) == 1 && Arc::strong_count(&self.kib) == 1
+    }
+}
+
+/// The writer's queue bound: the whole queue's, and each lane's share of it (a quarter), so
+/// that one busy device cannot take all the room and make every other wait to be let in.
+struct Budget {
+    all: Allowance,
+    lanes: std::sync::Mutex<HashMap<Arc<str>, Arc<Allowance>>>,
     limits: QueueLimits,
 }
 
 impl Budget {
     fn new(limits: QueueLimits) -> Budget {
         Budget {
-            records: Arc::new(Semaphore::new(limits.records)),
-            kib: Arc::new(Semaphore::new(limits.bytes.div_ceil(1024))),
+            all: Allowance::new(limits.records, limits.bytes.div_ceil(1024)),
+            lanes: std::sync::Mutex::default(),
             limits,
         }
     }
 
-    /// Cuts items into jobs that fit: at most [`JOB_RECORDS`] records and an eighth of the
-    /// byte bound each (a single record always fits: lines are far smaller).
+    /// `lane`'s share.
+    fn lane(&self, lane: &Arc<str>) -> Arc<Allowance> {
+        let mut lanes = self.lanes.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(share) = lanes.get(lane) {
+            return Arc::clone(share);
+        }
+        if lanes.len() >= 1024 {
+            lanes.retain(|_, share| !share.idle());
+        }
+        let share = Arc::new(Allowance::new(
+            self.limits.records / 4,
+            self.limits.bytes.div_ceil(1024) / 4,
+        ));
+        lanes.insert(Arc::clone(lane), Arc::clone(&share));
+        share
+    }
+
+    /// Cuts items into jobs that fit a lane's share: at most [`JOB_RECORDS`] records and an
+    /// eighth of the byte bound each (a single record always fits: lines are far smaller).
     fn cut(&self, items: Vec<Item>) -> Vec<(Vec<Item>, u32, u32)> {
         let most_kib = (self.limits.bytes / 8 / 1024).max(1);
-        let most_records = JOB_RECORDS.min(self.limits.records).max(1);
+        let most_records = JOB_RECORDS.min(self.limits.records / 4).max(1);
         let mut jobs = Vec::new();
         let mut job = Vec::new();
         let mut kib = 0;
@@ -497,37 +563,29 @@ impl Budget {
             .collect()
     }
 
-    async fn wait(&self, records: u32, kib: u32) -> Result<Room, StoreError> {
-        let records = Arc::clone(&self.records)
-            .acquire_many_owned(records)
-            .await
-            .map_err(|_| stopped())?;
-        let kib = Arc::clone(&self.kib)
-            .acquire_many_owned(kib)
-            .await
-            .map_err(|_| stopped())?;
-        Ok(Room(records, kib))
+    /// Waits for room in `lane`'s share, then in the queue.
+    async fn wait(&self, lane: &Arc<str>, records: u32, kib: u32) -> Result<Room, StoreError> {
+        let mut room = Vec::with_capacity(4);
+        self.lane(lane).wait(records, kib, &mut room).await?;
+        self.all.wait(records, kib, &mut room).await?;
+        Ok(Room(room))
     }
 
-    /// Room now, if taking it leaves at least half of the queue free.
-    fn try_take(
-        &self,
-        records: u32,
-        kib: u32,
-    ) -> Option<(OwnedSemaphorePermit, OwnedSemaphorePermit)> {
-        let fits = |semaphore: &Semaphore, n: u32, total: usize| {
-            semaphore.available_permits() >= n as usize + total / 2
-        };
-        if !fits(&self.records, records, self.limits.records)
-            || !fits(&self.kib, kib, self.limits.bytes.div_ceil(1024))
-        {
-            return None;
-        }
-        let records = Arc::clone(&self.records)
-            .try_acquire_many_owned(records)
-            .ok()?;
-        let kib = Arc::clone(&self.kib).try_acquire_many_owned(kib).ok()?;
-        Some((records, kib))
+    /// Whether `records` more could be taken now by [`try_take`](Self::try_take) (as far as
+    /// the record count tells): checked before a datagram is parsed.
+    fn could_take(&self, lane: &Arc<str>, records: usize) -> bool {
+        let free = |a: &Allowance| a.records.available_permits();
+        free(&self.lane(lane)) >= records && free(&self.all) >= records + self.limits.records / 2
+    }
+
+    /// Room now in `lane`'s share and in the queue, if taking it leaves at least half of the
+    /// queue free.
+    fn try_take(&self, lane: &Arc<str>, records: u32, kib: u32) -> Option<Vec<OwnedSemaphorePermit>> {
+        let mut room = Vec::with_capacity(4);
+        let half = (self.limits.records / 2, self.limits.bytes.div_ceil(1024) / 2);
+        (self.lane(lane).try_take(records, kib, (0, 0), &mut room)
+            && self.all.try_take(records, kib, half, &mut room))
+        .then_some(room)
     }
 }
 
@@ -572,12 +630,13 @@ impl Store {
     }
 
     /// Hands one job to the writer; the answer to come (already failed if the writer is gone).
-    fn send(&self, lane: &Arc<str>, items: Vec<Item>, room: Room) -> Part {
+    fn send(&self, lane: &Arc<str>, items: Vec<Item>, kib: u32, room: Room) -> Part {
         let count = items.len();
         let (done, answer) = oneshot::channel();
         let job = Job {
             lane: Arc::clone(lane),
             items,
+            kib,
             done,
             _room: room,
         };
@@ -592,8 +651,8 @@ impl Store {
     pub(crate) async fn submit(&self, lane: &Arc<str>, items: Vec<Item>) -> Pending {
         let mut parts = VecDeque::new();
         for (job, records, kib) in self.budget.cut(items) {
-            let part = match self.budget.wait(records, kib).await {
-                Ok(room) => self.send(lane, job, room),
+            let part = match self.budget.wait(lane, records, kib).await {
+                Ok(room) => self.send(lane, job, kib, room),
                 Err(err) => failed(job.len(), err),
             };
             parts.push_back(part);
@@ -611,19 +670,27 @@ impl Store {
         let jobs = self.budget.cut(items);
         let records = jobs.iter().map(|(_, r, _)| r).sum();
         let kib = jobs.iter().map(|(_, _, k)| k).sum();
-        let (mut all_records, mut all_kib) = self.budget.try_take(records, kib)?;
+        // Taken together, then shared out: the lane's share and the queue's, per job.
+        let mut all = self.budget.try_take(lane, records, kib)?;
         let mut parts = VecDeque::new();
         for (job, records, kib) in jobs {
-            let room = Room(
-                all_records.split(records as usize).expect("taken together"),
-                all_kib.split(kib as usize).expect("taken together"),
-            );
-            parts.push_back(self.send(lane, job, room));
+            let room = all
+                .iter_mut()
+                .zip([records, kib, records, kib])
+                .map(|(permit, n)| permit.split(n as usize).expect("taken together"))
+                .collect();
+            parts.push_back(self.send(lane, job, kib, Room(room)));
         }
         Some(Pending {
             parts,
             done: Vec::new(),
         })
+    }
+
+    /// Whether [`try_submit`](Self::try_submit) of `records` would find room now, as far as
+    /// their count tells: lets a datagram that would be dropped be dropped before parsing.
+    pub(crate) fn has_room(&self, lane: &Arc<str>, records: usize) -> bool {
+        self.budget.could_take(lane, records)
     }
 
     /// Stores records, returning once they are committed (or failed): one outcome each.
@@ -820,11 +887,13 @@ impl Lanes {
         lane.push_back(job);
     }
 
-    /// One job from each lane in turn until `most` records are taken (at least one job).
-    fn take(&mut self, most: usize) -> Vec<Job> {
+    /// One job from each lane in turn until `most` records or `most_kib` of them are taken
+    /// (at least one job).
+    fn take(&mut self, most: usize, most_kib: usize) -> Vec<Job> {
         let mut jobs = Vec::new();
         let mut count = 0;
-        while count < most {
+        let mut kib = 0;
+        while count < most && kib < most_kib {
             let Some(key) = self.turns.pop_front() else {
                 break;
             };
@@ -839,6 +908,7 @@ impl Lanes {
                 self.turns.push_back(key);
             }
             count += job.items.len();
+            kib += job.kib as usize;
             jobs.push(job);
         }
         jobs
@@ -1079,7 +1149,7 @@ impl Writer {
             while let Ok(job) = queue.try_recv() {
                 lanes.push(job);
             }
-            let jobs = lanes.take(self.config.max_batch);
+            let jobs = lanes.take(self.config.max_batch, BATCH_KIB);
             let count: usize = jobs.iter().map(|job| job.items.len()).sum();
             match self.commit(&jobs) {
                 Ok(mut outcomes) => {
@@ -1540,30 +1610,31 @@ mod tests {
         let db = Db::new("bounded");
         let mut config = db.config();
         config.queue = QueueLimits {
-            records: 8,
+            records: 32,
             bytes: 1024 * 1024,
         };
         let (store, writer) = Store::open(config).expect("open");
         let lock = WriteLock::take(&db);
         let udp: Arc<str> = "influx 127.0.0.1".into();
+        let other: Arc<str> = "influx 127.0.0.2".into();
+        // A datagram's records are queued while its lane has room (a quarter: 8)...
+        let first = store.try_submit(&udp, readings("u", 0, 8)).expect("room");
+        assert!(store.try_submit(&udp, readings("u", 8, 1)).is_none(), "its lane is full");
+        // ...and while the queue keeps half free: another source gets 8, not 9.
+        assert!(store.try_submit(&other, readings("v", 0, 9)).is_none(), "past half");
+        let second = store.try_submit(&other, readings("v", 0, 8)).expect("room for half");
+        // A sender that waits still finds room at once...
         let robot: Arc<str> = "r1".into();
-        // A datagram's records are queued while that leaves half the room...
-        let first = store
-            .try_submit(&udp, readings("u", 0, 4))
-            .expect("room for half");
-        // ...and dropped when it would not, whatever its size.
-        assert!(store.try_submit(&udp, readings("u", 4, 1)).is_none());
-        // A sender that waits still has the other half at once.
-        let acked = store.submit(&robot, readings("r1", 0, 4)).await;
-        // The queue is full now: the next waits for the writer.
-        let mut next = Box::pin(store.submit(&robot, readings("r1", 4, 1)));
+        let acked = store.submit(&robot, readings("r1", 0, 8)).await;
+        // ...until its lane's share is taken: then it waits for the writer.
+        let mut next = Box::pin(store.submit(&robot, readings("r1", 8, 1)));
         assert!(
             futures_util::poll!(&mut next).is_pending(),
             "no room while the writer is held"
         );
         drop(lock);
         let next = next.await;
-        for outcomes in [first.await, acked.await, next.await] {
+        for outcomes in [first.await, second.await, acked.await, next.await] {
             assert!(
                 outcomes
                     .iter()
