@@ -8,7 +8,8 @@
 #      send-to-ack p50/p99 from `publish --stats`;
 #   3. mosquitto (Debian package, persistence on) carrying the same lines with QoS 1 from 10
 #      `mosquitto_pub -l`, if it is installed or installable (skipped with a note otherwise).
-# Prints FIGURE lines. Usage: scripts/bench-hub.sh   (READINGS=, RATE=, SECS=, WINDOW=, DIR=)
+# Prints FIGURE lines. Usage: scripts/bench-hub.sh   (READINGS=, RATE=, SECS=, WINDOW=, DIR=;
+# SOCKETEER_BIN= another build to measure; MOSQUITTO=0 leaves part 3 out)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 READINGS=${READINGS:-1000000}
@@ -19,7 +20,7 @@ DIR=${DIR:-/var/tmp}
 PUBLISHERS=10
 
 cargo build --release -q
-socketeer=$PWD/target/release/socketeer
+socketeer=${SOCKETEER_BIN:-$PWD/target/release/socketeer}
 work=$(mktemp -d "$DIR/socketeer-bench-hub.XXXXXX")
 pids=()
 cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; rm -rf "$work"; }
@@ -120,6 +121,7 @@ echo "FIGURE hub_ack_p99=$p99 ms"
 kill "$hub"; wait "$hub" 2>/dev/null || true
 
 # 3. mosquitto, QoS 1, persistence on, the same lines.
+[ "${MOSQUITTO:-1}" = 0 ] && exit 0
 if ! command -v mosquitto >/dev/null; then
   apt-get install -y -q mosquitto mosquitto-clients >/dev/null 2>&1 || true
 fi

@@ -260,7 +260,10 @@ async fn take(
         // sender more than it costs the hub.
         let lines = text.iter().filter(|&&b| b == b'\n').count().max(1);
         if !ingest.store.has_room(&lane, lines) {
-            ingest.stats.influx_dropped.fetch_add(lines as u64, Ordering::Relaxed);
+            ingest
+                .stats
+                .influx_dropped
+                .fetch_add(lines as u64, Ordering::Relaxed);
             return;
         }
     }

@@ -179,6 +179,8 @@ pub(crate) const JOB_RECORDS: usize = 256;
 /// About the most one transaction carries, in KiB of records ([`Item::weight`]): a batch of
 /// large records is cut short, so a sender's wait stays a few milliseconds of writing.
 const BATCH_KIB: usize = 2048;
+/// A lane may hold at most this fraction of the queue (in records and in bytes).
+const LANE_SHARE: usize = 4;
 
 /// Records committed by each device since the hub started, and over the last ten seconds (for
 /// the fleet view's rates); and failed authentications claiming each device's name.
@@ -471,7 +473,12 @@ impl Allowance {
         }
     }
 
-    async fn wait(&self, records: u32, kib: u32, room: &mut Vec<OwnedSemaphorePermit>) -> Result<(), StoreError> {
+    async fn wait(
+        &self,
+        records: u32,
+        kib: u32,
+        room: &mut Vec<OwnedSemaphorePermit>,
+    ) -> Result<(), StoreError> {
         for (semaphore, n) in [(&self.records, records), (&self.kib, kib)] {
             let permit = Arc::clone(semaphore)
                 .acquire_many_owned(n)
@@ -483,7 +490,13 @@ impl Allowance {
     }
 
     /// Permits now, if `keep` of each stays free after.
-    fn try_take(&self, records: u32, kib: u32, keep: (usize, usize), room: &mut Vec<OwnedSemaphorePermit>) -> bool {
+    fn try_take(
+        &self,
+        records: u32,
+        kib: u32,
+        keep: (usize, usize),
+        room: &mut Vec<OwnedSemaphorePermit>,
+    ) -> bool {
         for (semaphore, n, keep) in [(&self.records, records, keep.0), (&self.kib, kib, keep.1)] {
             if semaphore.available_permits() < n as usize + keep {
                 return false;
@@ -529,8 +542,8 @@ impl Budget {
             lanes.retain(|_, share| !share.idle());
         }
         let share = Arc::new(Allowance::new(
-            self.limits.records / 4,
-            self.limits.bytes.div_ceil(1024) / 4,
+            self.limits.records / LANE_SHARE,
+            self.limits.bytes.div_ceil(1024) / LANE_SHARE,
         ));
         lanes.insert(Arc::clone(lane), Arc::clone(&share));
         share
@@ -540,7 +553,7 @@ impl Budget {
     /// eighth of the byte bound each (a single record always fits: lines are far smaller).
     fn cut(&self, items: Vec<Item>) -> Vec<(Vec<Item>, u32, u32)> {
         let most_kib = (self.limits.bytes / 8 / 1024).max(1);
-        let most_records = JOB_RECORDS.min(self.limits.records / 4).max(1);
+        let most_records = JOB_RECORDS.min(self.limits.records / LANE_SHARE).max(1);
         let mut jobs = Vec::new();
         let mut job = Vec::new();
         let mut kib = 0;
@@ -580,9 +593,17 @@ impl Budget {
 
     /// Room now in `lane`'s share and in the queue, if taking it leaves at least half of the
     /// queue free.
-    fn try_take(&self, lane: &Arc<str>, records: u32, kib: u32) -> Option<Vec<OwnedSemaphorePermit>> {
+    fn try_take(
+        &self,
+        lane: &Arc<str>,
+        records: u32,
+        kib: u32,
+    ) -> Option<Vec<OwnedSemaphorePermit>> {
         let mut room = Vec::with_capacity(4);
-        let half = (self.limits.records / 2, self.limits.bytes.div_ceil(1024) / 2);
+        let half = (
+            self.limits.records / 2,
+            self.limits.bytes.div_ceil(1024) / 2,
+        );
         (self.lane(lane).try_take(records, kib, (0, 0), &mut room)
             && self.all.try_take(records, kib, half, &mut room))
         .then_some(room)
@@ -1065,20 +1086,22 @@ impl Known {
             .expect("known just above"))
     }
 
-    /// Which limit, if any, storing `record` would pass.
-    fn over(
+    /// Which limit, if any, storing `record` would pass: `Err(limit)`; else `Ok(Some(id))`
+    /// when its stream and every field of it are known already (nothing to add: the id is all
+    /// the writer needs), `Ok(None)` when something is to be added.
+    fn admit(
         &mut self,
         tx: &Connection,
         device: i64,
         record: &Record,
         most: &Cardinality,
-    ) -> rusqlite::Result<Option<Limit>> {
+    ) -> rusqlite::Result<Result<Option<i64>, Limit>> {
         let fields = record.values.len() + record.texts.len();
         if fields == 0 && record.frame.is_none() {
-            return Ok(None);
+            return Ok(Ok(None));
         }
-        let (new_stream, new_fields) = match self.stream(tx, device, &record.stream)? {
-            None => (true, fields),
+        let (known_id, new_fields) = match self.stream(tx, device, &record.stream)? {
+            None => (None, fields),
             Some(known) => {
                 let numbers = record
                     .values
@@ -1088,20 +1111,20 @@ impl Known {
                     .texts
                     .iter()
                     .filter(|(f, _)| !known.fields.contains(format!("\0{f}").as_str()));
-                (false, numbers.count() + texts.count())
+                (Some(known.id), numbers.count() + texts.count())
             }
         };
-        if !new_stream && new_fields == 0 {
-            return Ok(None);
+        if new_fields == 0 && known_id.is_some() {
+            return Ok(Ok(known_id));
         }
         let load = *self.load(tx, device)?;
-        if new_stream && load.streams >= most.streams {
-            return Ok(Some(Limit::Streams));
+        if known_id.is_none() && load.streams >= most.streams {
+            return Ok(Err(Limit::Streams));
         }
         if load.fields + new_fields > most.fields {
-            return Ok(Some(Limit::Fields));
+            return Ok(Err(Limit::Fields));
         }
-        Ok(None)
+        Ok(Ok(None))
     }
 
     fn session(
@@ -1232,10 +1255,13 @@ impl Writer {
             last_device = Some((&item.device, device));
             let record = &item.record;
             // Before its number is taken: a refused record may be sent again once there is room.
-            if let Some(limit) = known.over(&tx, device, record, most)? {
-                outcomes.push(Stored::Refused(limit));
-                continue;
-            }
+            let ready = match known.admit(&tx, device, record, most)? {
+                Ok(ready) => ready,
+                Err(limit) => {
+                    outcomes.push(Stored::Refused(limit));
+                    continue;
+                }
+            };
             seen(&mut seen_devices, device, item.recv_ts);
             if let Some(seq) = record.seq {
                 let session = match last_session {
@@ -1261,7 +1287,13 @@ impl Writer {
                 }
             }
             let ts = record.ts.unwrap_or(item.recv_ts);
-            if !record.values.is_empty() || !record.texts.is_empty() {
+            if let (Some(stream_id), false) =
+                (ready, record.values.is_empty() && record.texts.is_empty())
+            {
+                // The usual case: a known stream with known fields.
+                values_json(&record.values, &record.texts, &mut self.vals);
+                insert_sample.execute(params![stream_id, ts, item.recv_ts, self.vals])?;
+            } else if !record.values.is_empty() || !record.texts.is_empty() {
                 let stream = known.stream_or_add(&tx, device, &record.stream)?;
                 let (stream_id, mut added) = (stream.id, 0);
                 for (field, _) in &record.values {
@@ -1285,7 +1317,9 @@ impl Writer {
                         added += 1;
                     }
                 }
-                known.load(&tx, device)?.fields += added;
+                if added > 0 {
+                    known.load(&tx, device)?.fields += added;
+                }
                 values_json(&record.values, &record.texts, &mut self.vals);
                 insert_sample.execute(params![stream_id, ts, item.recv_ts, self.vals])?;
             }
@@ -1619,10 +1653,18 @@ mod tests {
         let other: Arc<str> = "influx 127.0.0.2".into();
         // A datagram's records are queued while its lane has room (a quarter: 8)...
         let first = store.try_submit(&udp, readings("u", 0, 8)).expect("room");
-        assert!(store.try_submit(&udp, readings("u", 8, 1)).is_none(), "its lane is full");
+        assert!(
+            store.try_submit(&udp, readings("u", 8, 1)).is_none(),
+            "its lane is full"
+        );
         // ...and while the queue keeps half free: another source gets 8, not 9.
-        assert!(store.try_submit(&other, readings("v", 0, 9)).is_none(), "past half");
-        let second = store.try_submit(&other, readings("v", 0, 8)).expect("room for half");
+        assert!(
+            store.try_submit(&other, readings("v", 0, 9)).is_none(),
+            "past half"
+        );
+        let second = store
+            .try_submit(&other, readings("v", 0, 8))
+            .expect("room for half");
         // A sender that waits still finds room at once...
         let robot: Arc<str> = "r1".into();
         let acked = store.submit(&robot, readings("r1", 0, 8)).await;
