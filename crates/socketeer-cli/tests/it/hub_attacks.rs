@@ -288,6 +288,17 @@ fn a_detections_answer_is_capped_and_says_so() {
     hub.stop_ok();
 }
 
+/// `POST /api/ingest?device=r1` of one reading, with `headers`.
+fn post_reading(web: &str, headers: &str) -> (u16, String) {
+    crate::hub::http(
+        web,
+        "POST",
+        "/api/ingest?device=r1",
+        headers,
+        "{\"stream\":\"s\",\"values\":{\"v\":1}}\n",
+    )
+}
+
 #[test]
 fn web_pages_cannot_write_through_the_api_or_the_ingest_port() {
     let dir = TempDir::new("hub-cross-site");
@@ -319,15 +330,7 @@ fn web_pages_cannot_write_through_the_api_or_the_ingest_port() {
         assert!(answer.starts_with("HTTP/1.1 200"), "{host}: {answer}");
     }
 
-    let post = |headers: &str| {
-        crate::hub::http(
-            &web,
-            "POST",
-            "/api/ingest?device=r1",
-            headers,
-            "{\"stream\":\"s\",\"values\":{\"v\":1}}\n",
-        )
-    };
+    let post = |headers: &str| post_reading(&web, headers);
     // Without a token, HTTP ingest is off unless asked for.
     let (status, body) = post("Content-Type: application/x-ndjson\r\n");
     assert_eq!(status, 403, "{body}");
@@ -335,15 +338,7 @@ fn web_pages_cannot_write_through_the_api_or_the_ingest_port() {
     hub.stop_ok();
 
     let (hub, ingest, web, _) = start_hub_http(&dir, &["--no-auth", "--http-ingest-no-auth"]);
-    let post = |headers: &str| {
-        crate::hub::http(
-            &web,
-            "POST",
-            "/api/ingest?device=r1",
-            headers,
-            "{\"stream\":\"s\",\"values\":{\"v\":1}}\n",
-        )
-    };
+    let post = |headers: &str| post_reading(&web, headers);
     // What a form or a "simple" cross-site request can send is refused...
     for kind in [
         "text/plain",
