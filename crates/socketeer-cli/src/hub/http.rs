@@ -1377,6 +1377,12 @@ async fn metrics(State(api): Shared, _headers: HeaderMap) -> Response {
         load(&stats.influx_lines),
     );
     metric(
+        "writer_queued_records",
+        "gauge",
+        "Records waiting for the writer or being committed.",
+        api.ingest.store.queued() as u64,
+    );
+    metric(
         "influx_dropped_total",
         "counter",
         "InfluxDB lines of datagrams dropped because the writer's queue was full.",

@@ -708,6 +708,17 @@ impl Store {
         })
     }
 
+    /// Records waiting for the writer or being committed now.
+    pub(crate) fn queued(&self) -> usize {
+        self.budget.limits.records
+            - self
+                .budget
+                .all
+                .records
+                .available_permits()
+                .min(self.budget.limits.records)
+    }
+
     /// Whether [`try_submit`](Self::try_submit) of `records` would find room now, as far as
     /// their count tells: lets a datagram that would be dropped be dropped before parsing.
     pub(crate) fn has_room(&self, lane: &Arc<str>, records: usize) -> bool {

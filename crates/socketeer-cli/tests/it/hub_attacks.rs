@@ -534,3 +534,43 @@ fn devices_streams_and_fields_are_limited_with_clear_refusals() {
     assert_eq!(devices["devices"].as_array().map(Vec::len), Some(3));
     hub.stop_ok();
 }
+
+#[test]
+fn one_device_with_much_to_write_does_not_hold_another_behind_all_of_it() {
+    let dir = TempDir::new("hub-writer-turns");
+    let (hub, ingest, web, db) = start_hub_http(&dir, &["--no-auth", "--max-batch", "100"]);
+    let lock = WriteLock::take(&db);
+    // A device queues 3,000 records while the writer is held...
+    let mut hog = Client::connect(&ingest);
+    let mut lines = String::from("{\"device\":\"hog\"}\n");
+    for k in 0..3000 {
+        lines.push_str(&format!(
+            "{{\"stream\":\"s\",\"seq\":{k},\"values\":{{\"v\":{k}}}}}\n"
+        ));
+    }
+    hog.send(&lines);
+    wait_until("the hog's records queued", || {
+        get_metric(&web, "socketeer_hub_writer_queued_records") >= 3000
+    });
+    // ...then a robot sends one.
+    let mut robot = Client::connect(&ingest);
+    robot.send("{\"device\":\"robot\"}\n{\"stream\":\"s\",\"seq\":1,\"values\":{\"v\":1}}\n");
+    drop(lock);
+    assert_eq!(robot.answer(), serde_json::json!({"ack": 1}));
+    // Transactions of at most 100 records, senders in turn: the robot's went in within the
+    // first few, not after the hog's 3,000.
+    let conn = Connection::open(&db).expect("db");
+    let row: i64 = conn
+        .query_row(
+            "SELECT sa.rowid FROM samples sa JOIN streams st ON st.id = sa.stream_id
+             JOIN devices d ON d.id = st.device_id WHERE d.name = 'robot'",
+            [],
+            |r| r.get(0),
+        )
+        .expect("stored");
+    assert!(row <= 600, "the robot's record was row {row} of 3,001");
+    for _ in 0..3000 {
+        assert!(hog.answer()["ack"].is_u64());
+    }
+    hub.stop_ok();
+}
