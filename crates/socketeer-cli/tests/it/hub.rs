@@ -1110,17 +1110,10 @@ fn a_viewer_that_stops_reading_is_dropped_and_ingest_goes_on() {
         get_metric(&web, "socketeer_hub_live_viewers_dropped_total") >= 1
     });
     assert_eq!(get_metric(&web, "socketeer_hub_records_total"), 30_000);
-    // Dropped means disconnected, with what was queued for it: what it reads now ends.
-    viewer.set_read_timeout(Some(DEADLINE)).expect("timeout");
-    let mut rest = Vec::new();
-    match std::io::Read::read_to_end(&mut viewer, &mut rest) {
-        Ok(_) => {}
-        Err(err) => assert_eq!(
-            err.kind(),
-            std::io::ErrorKind::ConnectionReset,
-            "the dropped viewer's connection stays open"
-        ),
-    }
+    // Dropped means disconnected, with what was queued for it: the hub lets go of the
+    // connection (only the /metrics request asking is open). (Reading the viewer to its end
+    // cannot show it: with a 4 KiB receive buffer the kernel never reopens its window, and
+    // the hub's closed socket waits in FIN-WAIT-1 behind its unsent bytes.)
     wait_until("its connection gone", || {
         get_metric(&web, "socketeer_hub_http_connections") == 1
     });
