@@ -194,6 +194,15 @@ def threads(n, target):
     return ts
 
 
+def under_attack(hub, attackers):
+    """Runs the robot beside the attacker threads, all started now; returns it once all end."""
+    robot = Robot(hub, SECS)
+    robot.start()
+    for t in attackers + [robot]:
+        t.join()
+    return robot
+
+
 def baseline():
     hub = Hub()
     try:
@@ -215,11 +224,7 @@ def udp():
             s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
             for_secs(SECS, lambda: s.sendto(datagram, hub.influx_udp))
 
-        robot = Robot(hub, SECS)
-        ts = threads(4, flood) + [robot]
-        robot.start()
-        for t in ts:
-            t.join()
+        robot = under_attack(hub, threads(4, flood))
         robot.report("udp_flood", hub, f"influx lines taken {hub.metric('socketeer_hub_influx_lines_total')}, "
                      f"dropped {hub.metric('socketeer_hub_influx_dropped_total')}")
     finally:
@@ -272,11 +277,8 @@ def http():
                     done["busy" if e.code == 503 else "post"] += 1
             for_secs(SECS, once)
 
-        robot = Robot(hub, SECS)
-        ts = threads(8, get(dets, "get")) + threads(8, get(csv, "csv")) + threads(8, poster)
-        robot.start()
-        for t in ts + [robot]:
-            t.join()
+        attackers = threads(8, get(dets, "get")) + threads(8, get(csv, "csv")) + threads(8, poster)
+        robot = under_attack(hub, attackers)
         robot.report("http_load", hub, f"answered: {done['get']} detections, {done['csv']} exports, "
                      f"{done['post']} posts, {done['busy']} told 503")
     finally:
@@ -341,11 +343,7 @@ def cardinality():
                 sock.sendall(b"".join(b"cpu,host=inv%d usage=1\n" % i for i in range(k, k + 1000)))
             sock.close()
 
-        robot = Robot(hub, SECS)
-        ts = threads(1, inventor) + threads(1, influx)
-        robot.start()
-        for t in ts + [robot]:
-            t.join()
+        robot = under_attack(hub, threads(1, inventor) + threads(1, influx))
         devices = json.load(urllib.request.urlopen(hub.url("/api/devices"), timeout=30))["devices"]
         series = sum(d["series"] for d in devices)
         robot.report("cardinality", hub, f"{len(devices)} devices and {series} series kept; "
@@ -395,11 +393,7 @@ def viewers():
             for_secs(SECS, send)
             sock.close()
 
-        robot = Robot(hub, SECS)
-        ts = threads(1, publisher)
-        robot.start()
-        for t in ts + [robot]:
-            t.join()
+        robot = under_attack(hub, threads(1, publisher))
         robot.report("stalled_viewers", hub, f"viewers dropped {hub.metric('socketeer_hub_live_viewers_dropped_total')}, "
                      f"connections open at the end {open_sockets(hub)}")
     finally:
@@ -492,11 +486,7 @@ def hog():
             for_secs(SECS, lambda: sock.sendall(batch))
             sock.close()
 
-        robot = Robot(hub, SECS)
-        ts = threads(8, hogger)
-        robot.start()
-        for t in ts + [robot]:
-            t.join()
+        robot = under_attack(hub, threads(8, hogger))
         robot.report("writer_hog", hub, f"records stored {hub.metric('socketeer_hub_records_total')}")
     finally:
         hub.stop()

@@ -74,9 +74,15 @@ impl Hangup {
 }
 
 /// What one refused connection is told (written only if the socket takes it at once).
-const BUSY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n\
-Content-Length: 67\r\nConnection: close\r\nRetry-After: 1\r\n\r\n\
-{\"error\":\"too many HTTP connections at once; try again in a moment\"}";
+const BUSY: &str = "{\"error\":\"too many HTTP connections at once; try again in a moment\"}";
+
+fn busy_response() -> String {
+    format!(
+        "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\nRetry-After: 1\r\n\r\n{BUSY}",
+        BUSY.len()
+    )
+}
 
 /// Serves `router` on `listener` until `shutdown` is triggered; connections are drained with
 /// the shutdown's grace (they are its tasks).
@@ -113,7 +119,7 @@ pub(crate) async fn serve(
                     "http: connection cap reached; refusing more until some close"
                 );
             }
-            let _ = stream.try_write(BUSY);
+            let _ = stream.try_write(busy_response().as_bytes());
             continue;
         };
         let (router, shutdown2, counters) =

@@ -9,9 +9,9 @@ use rusqlite::Connection;
 use crate::hub::{Client, get_metric, start_hub_http, stored};
 use crate::support::{DEADLINE, Proc, TempDir, addr, wait_until};
 
-/// A hub with ingest, Influx over UDP and HTTP, each on a free port: the process, the three
-/// addresses and the database path.
-fn start_hub_udp(dir: &TempDir, extra: &[&str]) -> (Proc, [String; 3], String) {
+/// A hub with ingest, Influx at `influx` (`udp://127.0.0.1:0` or `tcp://...`) and HTTP, each on
+/// a free port: the process, the three addresses and the database path.
+fn start_hub_influx(dir: &TempDir, influx: &str, extra: &[&str]) -> (Proc, [String; 3], String) {
     let db = dir.0.join("hub.db").display().to_string();
     let mut args = vec![
         "hub",
@@ -21,7 +21,7 @@ fn start_hub_udp(dir: &TempDir, extra: &[&str]) -> (Proc, [String; 3], String) {
         "--db",
         &db,
         "--influx",
-        "udp://127.0.0.1:0",
+        influx,
         "--http",
         "127.0.0.1:0",
     ];
@@ -56,7 +56,7 @@ impl Drop for WriteLock {
 #[test]
 fn an_influx_udp_flood_is_dropped_when_the_writer_is_behind_and_robots_still_get_acks() {
     let dir = TempDir::new("hub-udp-flood");
-    let (hub, [ingest, udp, web], db) = start_hub_udp(&dir, &[]);
+    let (hub, [ingest, udp, web], db) = start_hub_influx(&dir, "udp://127.0.0.1:0", &[]);
     let lock = WriteLock::take(&db);
     let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("udp");
     // Datagrams of 1,000 readings each, from invented devices, until the hub says it drops
@@ -123,7 +123,20 @@ fn http_connections_are_capped_and_half_sent_requests_closed_while_ingest_goes_o
     let answer = read_until_closed(&mut fifth).expect("answered and closed");
     let answer = String::from_utf8_lossy(&answer);
     assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
-    assert!(answer.contains("too many HTTP connections"), "{answer}");
+    let (head, body) = answer.split_once("\r\n\r\n").expect("head and body");
+    let length: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("Content-Length: "))
+        .and_then(|n| n.parse().ok())
+        .expect("Content-Length");
+    assert_eq!(length, body.len(), "{answer}");
+    let body: serde_json::Value = serde_json::from_str(body).expect("a JSON body");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("too many HTTP connections")
+    );
     // Robots are not held back by a full HTTP listener.
     let mut robot = Client::connect(&ingest);
     robot.send("{\"stream\":\"imu\",\"seq\":1,\"values\":{\"ax\":1}}\n");
@@ -487,30 +500,7 @@ fn devices_streams_and_fields_are_limited_with_clear_refusals() {
 
     // After a restart the limits count what is stored; Influx's invented devices are refused
     // and counted too.
-    let db_arg = db.clone();
-    let mut args = vec![
-        "hub",
-        "--no-auth",
-        "--listen",
-        "127.0.0.1:0",
-        "--db",
-        &db_arg,
-        "--influx",
-        "tcp://127.0.0.1:0",
-        "--http",
-        "127.0.0.1:0",
-    ];
-    args.extend_from_slice(&limits);
-    let mut hub = Proc::spawn(&args);
-    hub.stdout.wait_for("three endpoints", |seen| {
-        crate::support::listening(seen).len() >= 3
-    });
-    let eps = crate::support::listening(&hub.stdout.seen);
-    let (ingest, influx, web) = (
-        addr(&eps[0]),
-        addr(&eps[1]),
-        addr(&eps[2]).trim_end_matches('/').to_owned(),
-    );
+    let (hub, [ingest, influx, web], _) = start_hub_influx(&dir, "tcp://127.0.0.1:0", &limits);
     let mut robot = Client::connect(&ingest);
     robot.send("{\"device\":\"d5\"}\n{\"seq\":1,\"stream\":\"s1\",\"values\":{\"a\":1}}\n");
     assert!(
