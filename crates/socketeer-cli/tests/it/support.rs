@@ -212,7 +212,10 @@ pub fn run(args: &[&str], stdin: &[u8]) -> (ExitStatus, String, String) {
     // A program may end without reading its input (a client the server refused at once):
     // what it exits with is the answer, not the pipe it left.
     let stdin_pipe = proc.stdin.as_mut().expect("stdin open");
-    match stdin_pipe.write_all(stdin).and_then(|()| stdin_pipe.flush()) {
+    match stdin_pipe
+        .write_all(stdin)
+        .and_then(|()| stdin_pipe.flush())
+    {
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
         other => other.expect("write stdin"),
     }
