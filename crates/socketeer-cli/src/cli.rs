@@ -584,7 +584,7 @@ pub(crate) struct HubArgs {
     pub(crate) http_hosts: Vec<String>,
     /// The unit of Influx timestamps.
     #[arg(long, value_name = "UNIT", value_enum, default_value = "ns")]
-    pub(crate) influx_precision: crate::hub::influx::Precision,
+    pub(crate) influx_precision: PrecisionArg,
     /// The SQLite database file (created if missing; default socketeer.db, or with --demo a
     /// temporary one removed at exit).
     #[arg(long, value_name = "PATH")]
@@ -602,7 +602,7 @@ pub(crate) struct HubArgs {
     /// full: a record is on disk before it is acknowledged; normal: survives the hub crashing,
     /// not the machine losing power.
     #[arg(long, value_name = "MODE", value_enum, default_value = "full")]
-    pub(crate) sync: crate::hub::store::Durability,
+    pub(crate) sync: SyncArg,
     /// Delete data received longer ago than this (30d, 12h, 90m; 0 keeps everything). By
     /// receive time: a device's wrong clock neither deletes fresh data nor keeps old data.
     #[arg(long, value_name = "AGE", default_value = "30d", value_parser = parse_age)]
@@ -620,6 +620,28 @@ pub(crate) struct HubArgs {
     /// Most records committed in one transaction.
     #[arg(long, value_name = "N", default_value_t = 8192, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub(crate) max_batch: u32,
+}
+
+/// `--sync`: how hard a commit waits for the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum SyncArg {
+    /// A commit is on disk before it is acknowledged (default).
+    Full,
+    /// Survives a crash of the hub, may lose the last commits if the machine loses power.
+    Normal,
+}
+
+/// `--influx-precision`: the unit of Influx timestamps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum PrecisionArg {
+    /// Nanoseconds (Telegraf's default).
+    Ns,
+    /// Microseconds.
+    Us,
+    /// Milliseconds.
+    Ms,
+    /// Seconds.
+    S,
 }
 
 /// An age such as `30d`, `12h`, `90m`, `45s`; `0` (zero) for none.
@@ -780,23 +802,10 @@ fn parse_allow(text: &str) -> Result<Allowed, String> {
         .or_else(|_| Ok(Allowed::Program(text.to_owned())))
 }
 
-/// Shortest HTTP token accepted.
-const MIN_TOKEN: usize = 16;
-
 /// An HTTP token: long enough not to be guessed, and safe in a URL as written. An empty one
 /// (an unset variable in a script) would open the API to anyone who sends `?token=`.
 fn parse_token(text: &str) -> Result<String, String> {
-    let url_safe = text
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b"._~-".contains(&b));
-    if text.len() < MIN_TOKEN || !url_safe {
-        return Err(format!(
-            "an HTTP token is at least {MIN_TOKEN} of A-Z a-z 0-9 . _ ~ - (this one is {} \
-             characters{}); make one with `socketeer keygen`",
-            text.len(),
-            if url_safe { "" } else { ", some not allowed" }
-        ));
-    }
+    socketeer_hub::config::check_token(text)?;
     Ok(text.to_owned())
 }
 

@@ -9,11 +9,10 @@ use tokio_util::codec::Decoder;
 
 use crate::files::path::{MAX_NAME, RelPath};
 use crate::files::wire::{MAX_CONTROL, Request, Response, Resume, Trailer};
-use crate::hub::influx::{self, Precision};
-use crate::hub::ingest::parse_raw_line;
-use crate::hub::model::MAX_LINE;
 use crate::services::chat::lines::LineBatch;
 use crate::services::exec::wire::{self, FromClient};
+use socketeer_hub::influx::{self, Precision};
+use socketeer_hub::record::{MAX_LINE, parse_raw_line};
 
 /// The hub's JSON lines: framing (split-invariant), then each line's parse.
 pub fn hub_lines(data: &[u8], cuts: &[usize]) {

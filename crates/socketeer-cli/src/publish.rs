@@ -24,7 +24,7 @@ use tokio::sync::{Notify, Semaphore};
 use crate::cli::PublishArgs;
 use crate::failure::{EXIT_INTERRUPTED, UsageError, parse_endpoint};
 use crate::guard::{client_options, default_device};
-use crate::hub::model::MAX_LINE;
+use socketeer_hub::record::MAX_LINE;
 
 /// Backoff between connection attempts: from the first to the most, doubling, with jitter.
 const BACKOFF_FIRST: Duration = Duration::from_millis(100);

@@ -196,7 +196,7 @@ impl World {
     /// Advances `dt` seconds and returns the lines to send.
     fn step(&mut self, dt: f64) -> String {
         self.t += dt;
-        let ts = crate::hub::store::now_secs();
+        let ts = socketeer_hub::now_secs();
         let t = self.t;
         let mut out = String::new();
         let noise = self.random() - 0.5;
@@ -266,7 +266,7 @@ impl World {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::hub::model::{Line, parse_line};
+    use socketeer_hub::record::{Line, parse_line};
 
     #[test]
     fn every_simulated_line_is_one_the_hub_accepts() {

@@ -1,29 +1,17 @@
-//! `socketeer hub`: the telemetry server (SPEC §7). Robots' records are parsed and checked in
-//! [`model`], read from connections in [`ingest`], and committed by one writer thread in
-//! [`store`] before they are acknowledged.
-
-pub(crate) mod http;
-pub(crate) mod influx;
-pub(crate) mod ingest;
-pub(crate) mod model;
-pub(crate) mod store;
-pub(crate) mod web;
-
-use std::sync::Arc;
+//! `socketeer hub`: the telemetry hub of the `socketeer-hub` crate, configured from the flags,
+//! served on the endpoints they name (printing each as bound), drained on SIGINT/SIGTERM. With
+//! `--demo`, simulated robots in the same process.
 
 use anyhow::Context;
+use socketeer_hub::config::{Cardinality, Durability, Precision};
+use socketeer_hub::{HttpConfig, Hub, HubConfig, record};
 
-use crate::cli::HubArgs;
+use crate::cli::{HubArgs, PrecisionArg, SyncArg};
 use crate::failure::{UsageError, parse_endpoint};
 use crate::serve::{NoDatagrams, Runner, Service};
-use influx::InfluxHandler;
-use ingest::{Ingest, IngestHandler, Stats};
-use store::{Store, StoreConfig};
 
 /// Default ingest endpoint.
 pub(crate) const DEFAULT_INGEST: &str = "127.0.0.1:7000";
-/// Live events buffered for viewers (a viewer further behind is dropped).
-const LIVE_CAPACITY: usize = 4096;
 /// Default InfluxDB line protocol endpoints (Telegraf's socket_listener port).
 pub(crate) const DEFAULT_INFLUX: [&str; 2] = ["tcp://127.0.0.1:8094", "udp://127.0.0.1:8094"];
 
@@ -58,32 +46,10 @@ pub(crate) async fn run(mut args: HubArgs) -> anyhow::Result<i32> {
     let served = std::sync::atomic::AtomicBool::new(false);
     let result = serve_db(args, &db, &served).await;
     let never_served = result.is_err() && !served.load(std::sync::atomic::Ordering::SeqCst);
-    if temporary || (never_served && !existed && holds_nothing(&db)) {
-        remove_database(&db);
+    if temporary || (never_served && !existed && socketeer_hub::holds_nothing(&db)) {
+        socketeer_hub::remove_database(&db);
     }
     result
-}
-
-/// True when the database has no device in it, so nothing was ever stored (ingest may have
-/// been accepting before a later endpoint failed to bind: then what it took is kept).
-fn holds_nothing(db: &std::path::Path) -> bool {
-    let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY;
-    rusqlite::Connection::open_with_flags(db, flags)
-        .and_then(|conn| {
-            conn.query_row("SELECT NOT EXISTS (SELECT 1 FROM devices)", [], |row| {
-                row.get::<_, bool>(0)
-            })
-        })
-        .unwrap_or(false)
-}
-
-/// Removes a SQLite database and its WAL files.
-fn remove_database(db: &std::path::Path) {
-    for suffix in ["", "-wal", "-shm"] {
-        let mut path = db.to_owned().into_os_string();
-        path.push(suffix);
-        let _ = std::fs::remove_file(path);
-    }
 }
 
 async fn serve_db(
@@ -116,49 +82,42 @@ async fn serve_db(
         }
     }
     // Records may be long (many detections): at least the model's limit.
-    args.serve.max_line = args.serve.max_line.max(model::MAX_LINE as u32);
-    let (live, _) = tokio::sync::broadcast::channel(LIVE_CAPACITY);
-    let activity = Arc::new(store::Activity::default());
-    let (store, writer) = Store::open(StoreConfig {
-        path: db.to_owned(),
-        durability: args.sync,
-        retention: (!args.retention.is_zero()).then_some(args.retention),
-        max_batch: args.max_batch as usize,
-        live: Some(live.clone()),
-        activity: Arc::clone(&activity),
-        queue: store::QueueLimits::default(),
-        cardinality: store::Cardinality {
-            devices: args.max_devices as usize,
-            streams: args.max_streams as usize,
-            fields: args.max_fields as usize,
-        },
-    })
-    .with_context(|| format!("hub: --db {}", db.display()))?;
-    tracing::info!(db = %db.display(), sync = ?args.sync, retention = ?args.retention, "storage open");
-    let ingest = Arc::new(Ingest {
-        store,
-        stats: Arc::new(Stats::default()),
-        presence: Arc::default(),
-    });
-    let status = serve_all(&args, db, &ingest, &activity, live, served).await;
-    // Every connection has finished: drop the last handles so the writer commits what is
-    // queued and stops, then wait for it.
-    drop(ingest);
-    tokio::task::spawn_blocking(move || writer.join())
-        .await
-        .context("hub: the storage thread")?
-        .map_err(|_| anyhow::anyhow!("hub: the storage thread panicked"))?;
-    tracing::info!("storage closed");
+    args.serve.max_line = args.serve.max_line.max(record::MAX_LINE as u32);
+    let hub =
+        Hub::open(config(&args, db)).with_context(|| format!("hub: --db {}", db.display()))?;
+    let status = serve_all(&args, &hub, served).await;
+    // Every connection has finished: the writer commits what is queued and stops.
+    hub.close().await?;
     status
+}
+
+/// The hub's configuration from the flags.
+fn config(args: &HubArgs, db: &std::path::Path) -> HubConfig {
+    let mut config = HubConfig::new(db);
+    config.durability = match args.sync {
+        SyncArg::Full => Durability::Full,
+        SyncArg::Normal => Durability::Normal,
+    };
+    config.retention = (!args.retention.is_zero()).then_some(args.retention);
+    config.max_batch = args.max_batch as usize;
+    config.cardinality = Cardinality {
+        devices: args.max_devices as usize,
+        streams: args.max_streams as usize,
+        fields: args.max_fields as usize,
+    };
+    config.influx_precision = match args.influx_precision {
+        PrecisionArg::Ns => Precision::Ns,
+        PrecisionArg::Us => Precision::Us,
+        PrecisionArg::Ms => Precision::Ms,
+        PrecisionArg::S => Precision::S,
+    };
+    config
 }
 
 /// Binds ingest and Influx endpoints, serves them until a signal, drains them together.
 async fn serve_all(
     args: &HubArgs,
-    db: &std::path::Path,
-    ingest: &Arc<Ingest>,
-    activity: &Arc<store::Activity>,
-    live: tokio::sync::broadcast::Sender<Arc<str>>,
+    hub: &Hub,
     served: &std::sync::atomic::AtomicBool,
 ) -> anyhow::Result<i32> {
     let mut runner = Runner::new()?;
@@ -168,23 +127,9 @@ async fn serve_all(
             Service {
                 name: "hub",
                 default_endpoint: DEFAULT_INGEST,
-                make_handler: {
-                    let ingest = Arc::clone(ingest);
-                    move || IngestHandler(Arc::clone(&ingest))
-                },
+                make_handler: hub.ingest_handler(),
                 datagram: None::<NoDatagrams>,
-                auth_failures: Some(socketeer::AuthFailureHook::new({
-                    let (total, activity) = (
-                        Arc::clone(&ingest.stats.auth_failures),
-                        Arc::clone(activity),
-                    );
-                    move |device| {
-                        total.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        if let Some(device) = device {
-                            activity.auth_failed(device);
-                        }
-                    }
-                })),
+                auth_failures: Some(hub.auth_failure_hook()),
             },
         )
         .await?;
@@ -210,10 +155,7 @@ async fn serve_all(
                 .into());
             }
         }
-        let handler = InfluxHandler {
-            ingest: Arc::clone(ingest),
-            precision: args.influx_precision,
-        };
+        let handler = hub.influx_handler();
         runner
             .add(
                 &influx,
@@ -233,7 +175,7 @@ async fn serve_all(
     let dashboard = if args.no_http {
         None
     } else {
-        Some(serve_http(args, db, ingest, activity, live, &mut runner).await?)
+        Some(serve_http(args, hub, &mut runner).await?)
     };
     if args.demo {
         let robots_to = ingest_at
@@ -262,14 +204,7 @@ async fn serve_all(
 
 /// Binds the HTTP endpoint (TCP only), decides on the token, and runs axum under the
 /// runner's shutdown.
-async fn serve_http(
-    args: &HubArgs,
-    db: &std::path::Path,
-    ingest: &Arc<Ingest>,
-    activity: &Arc<store::Activity>,
-    live: tokio::sync::broadcast::Sender<Arc<str>>,
-    runner: &mut Runner,
-) -> anyhow::Result<String> {
+async fn serve_http(args: &HubArgs, hub: &Hub, runner: &mut Runner) -> anyhow::Result<String> {
     let written = args
         .http
         .strip_prefix("http://")
@@ -307,33 +242,14 @@ async fn serve_http(
         Some(token) => format!("http://{bound}/?token={token}"),
         None => format!("http://{bound}/"),
     };
-    let api = Arc::new(http::Api {
-        db: db.to_owned(),
-        ingest: Arc::clone(ingest),
-        activity: Arc::clone(activity),
-        live,
+    let config = HttpConfig {
         token,
-        shutdown: runner.shutdown().clone(),
-        access: crate::guard::access_list(&args.serve.guard)?,
-        token_failures: http::TokenFailures::default(),
+        hosts: args.http_hosts.clone(),
         ingest_no_auth: args.http_ingest_no_auth,
-        hosts: args
-            .http_hosts
-            .iter()
-            .map(|h| h.to_ascii_lowercase())
-            .collect(),
-        web: Arc::default(),
-        queries: Arc::new(tokio::sync::Semaphore::new(http::QUERIES_AT_ONCE)),
-        uploads: Arc::new(tokio::sync::Semaphore::new(http::UPLOADS_AT_ONCE)),
-        body_deadline: args.http_timeout * 3,
-    });
-    let router = http::router(Arc::clone(&api));
-    runner.spawn(web::serve(
-        listener,
-        router,
-        runner.shutdown().clone(),
-        web::Limits::for_this_process(args.http_max_conns, args.http_timeout),
-        Arc::clone(&api.web),
-    ));
+        access: crate::guard::access_list(&args.serve.guard)?,
+        max_conns: args.http_max_conns.map(|n| n as usize),
+        timeout: args.http_timeout,
+    };
+    runner.spawn(hub.serve_http(listener, config, runner.shutdown().clone())?);
     Ok(url)
 }

@@ -38,13 +38,13 @@ impl Limits {
     /// The limits for `--http-max-conns` and `--http-timeout`. Without a cap given, at most 256
     /// connections and never more than a quarter of the descriptors the process may open (the
     /// rest are ingest's).
-    pub(crate) fn for_this_process(max_conns: Option<u32>, timeout: Duration) -> Limits {
+    pub(crate) fn for_this_process(max_conns: Option<usize>, timeout: Duration) -> Limits {
         let descriptors = rustix::process::getrlimit(rustix::process::Resource::Nofile)
             .current
             .unwrap_or(u64::MAX);
         let share = usize::try_from(descriptors / 4).unwrap_or(usize::MAX);
         Limits {
-            max_conns: max_conns.map_or(share.clamp(16, 256), |n| n as usize),
+            max_conns: max_conns.unwrap_or(share.clamp(16, 256)),
             header_timeout: timeout,
             stall_timeout: timeout * 6,
         }

@@ -24,9 +24,9 @@ use tokio::sync::{broadcast, mpsc};
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
 
-use super::ingest::Ingest;
-use super::model::{Line, parse_line};
-use super::store::{Item, Stored, now_secs};
+use crate::ingest::Ingest;
+use crate::record::{Line, parse_line};
+use crate::store::{Item, Stored, now_secs};
 
 /// A device is shown online this long after its last record, even without a connection (UDP
 /// and HTTP senders have none).
@@ -48,7 +48,7 @@ const MAX_BODY: usize = 16 * 1024 * 1024;
 pub(crate) struct Api {
     pub(crate) db: PathBuf,
     pub(crate) ingest: Arc<Ingest>,
-    pub(crate) activity: Arc<super::store::Activity>,
+    pub(crate) activity: Arc<crate::store::Activity>,
     pub(crate) live: broadcast::Sender<Arc<str>>,
     pub(crate) token: Option<String>,
     pub(crate) shutdown: socketeer::Shutdown,
@@ -57,7 +57,7 @@ pub(crate) struct Api {
     /// Wrong tokens by address (a few, then a wait).
     pub(crate) token_failures: TokenFailures,
     /// The listener's own counters.
-    pub(crate) web: Arc<super::web::Counters>,
+    pub(crate) web: Arc<crate::web::Counters>,
     /// `--http-ingest-no-auth`: `POST /api/ingest` without a token.
     pub(crate) ingest_no_auth: bool,
     /// `--http-host` names (lower case).
@@ -964,7 +964,7 @@ struct LiveQuery {
 
 async fn live(
     State(api): Shared,
-    hangup: Option<axum::Extension<super::web::Hangup>>,
+    hangup: Option<axum::Extension<crate::web::Hangup>>,
     Params(q): Params<LiveQuery>,
 ) -> Response {
     // Events are serde_json objects and device names need no escaping, so the device's key
@@ -1071,7 +1071,7 @@ async fn ingest(
         return bad(StatusCode::BAD_REQUEST, "bad device name");
     }
     // The session obeys the rule of a `{"session":..}` line (1-64 of A-Z a-z 0-9 _ . -).
-    let session = match q.session.map(|s| super::model::session_id(&s)).transpose() {
+    let session = match q.session.map(|s| crate::record::session_id(&s)).transpose() {
         Ok(session) => session.unwrap_or_default(),
         Err(why) => return bad(StatusCode::BAD_REQUEST, why),
     };
@@ -1096,7 +1096,7 @@ async fn ingest(
         batch: Vec::new(),
         batch_lines: Vec::new(),
     };
-    let mut lines = tokio_util::codec::LinesCodec::new_with_max_length(super::model::MAX_LINE);
+    let mut lines = tokio_util::codec::LinesCodec::new_with_max_length(crate::record::MAX_LINE);
     let mut buffer = bytes::BytesMut::new();
     let mut body = body.into_data_stream();
     let deadline = tokio::time::Instant::now() + api.body_deadline;
@@ -1147,9 +1147,10 @@ async fn ingest(
             let line = match decoded {
                 Ok(Some(line)) => Ok(line),
                 Ok(None) => break,
-                Err(tokio_util::codec::LinesCodecError::MaxLineLengthExceeded) => {
-                    Err(format!("line longer than {} bytes", super::model::MAX_LINE))
-                }
+                Err(tokio_util::codec::LinesCodecError::MaxLineLengthExceeded) => Err(format!(
+                    "line longer than {} bytes",
+                    crate::record::MAX_LINE
+                )),
                 Err(tokio_util::codec::LinesCodecError::Io(_)) => Err("not UTF-8".to_owned()),
             };
             line_no += 1;
@@ -1204,7 +1205,7 @@ impl IngestRun<'_> {
                 self.batch_lines.push((line_no, record.seq));
                 self.batch
                     .push(Item::new(&self.device, &self.session, record, now_secs()));
-                if self.batch.len() >= super::store::JOB_RECORDS {
+                if self.batch.len() >= crate::store::JOB_RECORDS {
                     self.submit(answers).await;
                 }
                 return;
@@ -1237,7 +1238,7 @@ struct Answers {
 
 enum Answer {
     Now(String),
-    Later(super::store::Pending, Vec<(u64, Option<u64>)>),
+    Later(crate::store::Pending, Vec<(u64, Option<u64>)>),
 }
 
 /// Most jobs of one body waiting for the writer at once.
@@ -1262,7 +1263,7 @@ impl Answers {
 
     async fn later(
         &mut self,
-        pending: super::store::Pending,
+        pending: crate::store::Pending,
         lines: Vec<(u64, Option<u64>)>,
         api: &Api,
     ) {
@@ -1295,7 +1296,7 @@ impl Answers {
         &mut self,
         api: &Api,
         lines: Vec<(u64, Option<u64>)>,
-        outcomes: Vec<super::store::Outcome>,
+        outcomes: Vec<crate::store::Outcome>,
     ) {
         let stats = &api.ingest.stats;
         for ((line, seq), outcome) in lines.into_iter().zip(outcomes) {
@@ -1309,8 +1310,8 @@ impl Answers {
                     None
                 }
                 Ok(Stored::Conflict) => {
-                    stats.reject(super::store::CONFLICT);
-                    Some(super::store::CONFLICT.to_owned())
+                    stats.reject(crate::store::CONFLICT);
+                    Some(crate::store::CONFLICT.to_owned())
                 }
                 Ok(Stored::Refused(limit)) => {
                     let why = api.ingest.store.refusal(limit);

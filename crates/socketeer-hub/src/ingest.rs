@@ -12,8 +12,8 @@ use std::sync::{Arc, Mutex};
 
 use socketeer::{Connection, Handler, Result};
 
-use super::model::{Line, parse_line};
-use super::store::{CONFLICT, Item, Pending, Store, Stored, now_secs};
+use crate::record::{Line, parse_raw_line};
+use crate::store::{CONFLICT, Item, Pending, Store, Stored, now_secs};
 
 /// Most lines of one connection waiting for their commit.
 pub(crate) const MAX_IN_FLIGHT: usize = 1024;
@@ -145,7 +145,7 @@ pub(crate) struct Ingest {
 
 /// The per-connection handler.
 #[derive(Clone)]
-pub(crate) struct IngestHandler(pub(crate) Arc<Ingest>);
+pub struct IngestHandler(pub(crate) Arc<Ingest>);
 
 enum Answer {
     /// Ready to send.
@@ -268,10 +268,10 @@ impl Handler for IngestHandler {
                         eof = true;
                         continue;
                     };
-                    if line_no == 0 && super::model::http_request_line(&raw) {
-                        ingest.stats.reject(super::model::NOT_HTTP);
+                    if line_no == 0 && crate::record::http_request_line(&raw) {
+                        ingest.stats.reject(crate::record::NOT_HTTP);
                         tracing::debug!(peer = %conn.peer_addr(), "ingest: an HTTP request; closed");
-                        conn.write_all(&error_line(super::model::NOT_HTTP, 1)).await?;
+                        conn.write_all(&error_line(crate::record::NOT_HTTP, 1)).await?;
                         conn.flush().await?;
                         return Ok(());
                     }
@@ -332,19 +332,4 @@ impl Handler for IngestHandler {
             }
         }
     }
-}
-
-/// One line as received (with its line ending, if any): `None` if blank, else the line or why
-/// it is refused.
-pub(crate) fn parse_raw_line(raw: &[u8]) -> Option<Result<Line, String>> {
-    let text = raw.strip_suffix(b"\n").unwrap_or(raw);
-    let text = text.strip_suffix(b"\r").unwrap_or(text);
-    if text.iter().all(u8::is_ascii_whitespace) {
-        return None;
-    }
-    Some(
-        std::str::from_utf8(text)
-            .map_err(|_| "not UTF-8".to_owned())
-            .and_then(parse_line),
-    )
 }

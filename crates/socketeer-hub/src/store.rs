@@ -26,7 +26,7 @@ use anyhow::Context;
 use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 
-use super::model::Record;
+use crate::record::Record;
 
 /// The schema, one migration per version (`PRAGMA user_version` counts those applied). Never
 /// edit one that has shipped: add the next.
@@ -129,8 +129,8 @@ const MIGRATIONS: &[&str] = &[
 ];
 
 /// How hard a commit waits for the disk.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub(crate) enum Durability {
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
     /// `synchronous=FULL`: a commit is on disk before it is acknowledged (default).
     Full,
     /// `synchronous=NORMAL`: survives a crash of the hub, may lose the last commits if the
@@ -159,10 +159,11 @@ pub(crate) struct StoreConfig {
 
 /// How much may wait for the writer at once (queued or being committed).
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct QueueLimits {
-    pub(crate) records: usize,
-    /// Estimated memory of the waiting records ([`Item::weight`]).
-    pub(crate) bytes: usize,
+pub struct QueueLimits {
+    /// Most records waiting.
+    pub records: usize,
+    /// Estimated memory of the waiting records, in bytes.
+    pub bytes: usize,
 }
 
 impl Default for QueueLimits {
@@ -347,12 +348,13 @@ pub(crate) enum Limit {
 
 /// The cardinality limits (`--max-devices`, `--max-streams`, `--max-fields`).
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct Cardinality {
-    pub(crate) devices: usize,
-    /// Per device.
-    pub(crate) streams: usize,
-    /// Per device, over all its streams, numbers and text states together.
-    pub(crate) fields: usize,
+pub struct Cardinality {
+    /// Most devices kept.
+    pub devices: usize,
+    /// Most streams per device.
+    pub streams: usize,
+    /// Most fields per device, over all its streams, numbers and text states together.
+    pub fields: usize,
 }
 
 impl Default for Cardinality {
@@ -1552,7 +1554,30 @@ fn values_json(values: &[(String, f64)], texts: &[(String, String)], out: &mut S
 }
 
 /// The time now, Unix seconds.
-pub(crate) fn now_secs() -> f64 {
+/// True when the database at `db` has no device in it, so nothing was ever stored there (a
+/// hub that failed to start may remove a database it created).
+pub fn holds_nothing(db: &std::path::Path) -> bool {
+    let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY;
+    Connection::open_with_flags(db, flags)
+        .and_then(|conn| {
+            conn.query_row("SELECT NOT EXISTS (SELECT 1 FROM devices)", [], |row| {
+                row.get::<_, bool>(0)
+            })
+        })
+        .unwrap_or(false)
+}
+
+/// Removes a SQLite database and its WAL files (what is missing is skipped).
+pub fn remove_database(db: &std::path::Path) {
+    for suffix in ["", "-wal", "-shm"] {
+        let mut path = db.to_owned().into_os_string();
+        path.push(suffix);
+        let _ = std::fs::remove_file(path);
+    }
+}
+
+/// The time now, in Unix seconds.
+pub fn now_secs() -> f64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0.0, |d| d.as_secs_f64())
@@ -1561,7 +1586,7 @@ pub(crate) fn now_secs() -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::hub::model::{Line, parse_line};
+    use crate::record::{Line, parse_line};
 
     struct Db(PathBuf);
 

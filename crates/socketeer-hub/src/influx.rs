@@ -13,13 +13,13 @@ use std::sync::atomic::Ordering;
 
 use socketeer::{Connection, Datagram, DatagramHandler, Handler, Result};
 
-use super::ingest::Ingest;
-use super::model::{self, Record};
-use super::store::{Item, Stored, now_secs};
+use crate::ingest::Ingest;
+use crate::record::{self, Record};
+use crate::store::{Item, Stored, now_secs};
 
 /// Timestamp units.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub(crate) enum Precision {
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Precision {
     /// Nanoseconds (Telegraf's default).
     Ns,
     /// Microseconds.
@@ -44,9 +44,11 @@ impl Precision {
 
 /// One parsed line: the device and the record.
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) struct Point {
-    pub(crate) device: String,
-    pub(crate) record: Record,
+pub struct Point {
+    /// The device: the `device` tag, else Telegraf's `host` tag.
+    pub device: String,
+    /// The record: measurement as stream, fields as values.
+    pub record: Record,
 }
 
 /// Splits at unescaped `sep` (outside double quotes when `quotes`), keeping escapes.
@@ -118,16 +120,13 @@ fn field_value(text: &str) -> std::result::Result<Option<f64>, String> {
 }
 
 /// Parses one line; `Ok(None)` for blank lines and `#` comments.
-pub(crate) fn parse_line(
-    line: &str,
-    precision: Precision,
-) -> std::result::Result<Option<Point>, String> {
+pub fn parse_line(line: &str, precision: Precision) -> std::result::Result<Option<Point>, String> {
     let line = line.trim_end_matches(['\r', '\n']);
     if line.trim().is_empty() || line.starts_with('#') {
         return Ok(None);
     }
-    if line.len() > model::MAX_LINE {
-        return Err(format!("line longer than {} bytes", model::MAX_LINE));
+    if line.len() > record::MAX_LINE {
+        return Err(format!("line longer than {} bytes", record::MAX_LINE));
     }
     let sections = split_unescaped(line, b' ', true);
     let sections: Vec<&str> = sections.into_iter().filter(|s| !s.is_empty()).collect();
@@ -164,14 +163,14 @@ pub(crate) fn parse_line(
         stream.push('/');
         stream.push_str(value);
     }
-    let stream = model::name(&stream, "stream")?;
+    let stream = record::name(&stream, "stream")?;
     let mut values = Vec::new();
     for field in split_unescaped(fields, b',', true) {
         let [key, value] = split_unescaped(field, b'=', true)[..] else {
             return Err(format!("bad field {field:.40}"));
         };
         if let Some(number) = field_value(value)? {
-            let key = model::name(&unescape(key), "field")?;
+            let key = record::name(&unescape(key), "field")?;
             // A field given twice keeps its last value, as InfluxDB does.
             match values.iter_mut().find(|(known, _)| *known == key) {
                 Some((_, slot)) => *slot = number,
@@ -182,8 +181,8 @@ pub(crate) fn parse_line(
     if values.is_empty() {
         return Err("no numeric or boolean field".into());
     }
-    if values.len() > model::MAX_VALUES {
-        return Err(format!("more than {} fields", model::MAX_VALUES));
+    if values.len() > record::MAX_VALUES {
+        return Err(format!("more than {} fields", record::MAX_VALUES));
     }
     let ts = match stamp {
         None => None,
@@ -215,7 +214,7 @@ pub(crate) fn parse_line(
 }
 
 /// The lines of a batch, parsed; `None` if the batch is not UTF-8.
-pub(crate) fn parse_text(
+pub fn parse_text(
     text: &[u8],
     precision: Precision,
 ) -> Option<impl Iterator<Item = std::result::Result<Option<Point>, String>>> {
@@ -337,7 +336,7 @@ async fn take(
 
 /// Influx over TCP: lines, no answers.
 #[derive(Clone)]
-pub(crate) struct InfluxHandler {
+pub struct InfluxHandler {
     pub(crate) ingest: Arc<Ingest>,
     pub(crate) precision: Precision,
 }
@@ -347,8 +346,8 @@ impl Handler for InfluxHandler {
         let peer = conn.peer_addr().clone();
         let mut first = true;
         while let Some(line) = conn.read_line().await? {
-            if std::mem::take(&mut first) && super::model::http_request_line(&line) {
-                self.ingest.stats.reject(super::model::NOT_HTTP);
+            if std::mem::take(&mut first) && crate::record::http_request_line(&line) {
+                self.ingest.stats.reject(crate::record::NOT_HTTP);
                 tracing::debug!(%peer, "influx: an HTTP request; closed");
                 return Ok(());
             }
@@ -474,9 +473,9 @@ mod tests {
 
         #[test]
         fn telegraf_style_lines_round_trip(
-            measurement in crate::hub::model::tests::name_strategy(),
-            device in proptest::strategy::Strategy::prop_map(crate::hub::model::tests::name_strategy(), |n| n.replace([':', '/'], "-")),
-            fields in proptest::collection::btree_map(crate::hub::model::tests::name_strategy(), -1e9f64..1e9, 1..10),
+            measurement in crate::record::tests::name_strategy(),
+            device in proptest::strategy::Strategy::prop_map(crate::record::tests::name_strategy(), |n| n.replace([':', '/'], "-")),
+            fields in proptest::collection::btree_map(crate::record::tests::name_strategy(), -1e9f64..1e9, 1..10),
             stamp in proptest::option::of(946_684_800_000_000_000i64..4_000_000_000_000_000_000),
         ) {
             let fields_text: Vec<String> = fields.iter().map(|(k, v)| format!("{k}={v:?}")).collect();

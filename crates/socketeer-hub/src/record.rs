@@ -7,63 +7,72 @@
 use serde_json::{Map, Value};
 
 /// The longest JSON line accepted, in bytes.
-pub(crate) const MAX_LINE: usize = 64 * 1024;
+pub const MAX_LINE: usize = 64 * 1024;
 /// Most values in one reading.
-pub(crate) const MAX_VALUES: usize = 64;
+pub const MAX_VALUES: usize = 64;
 /// Most detections in one frame.
-pub(crate) const MAX_DETECTIONS: usize = 256;
+pub const MAX_DETECTIONS: usize = 256;
 /// Longest stream or field name, in bytes (a nested field's whole dotted path included).
-pub(crate) const MAX_NAME: usize = 128;
+pub const MAX_NAME: usize = 128;
 /// Longest text state (`"mode":"RTK"`), in bytes.
-pub(crate) const MAX_TEXT: usize = 256;
+pub const MAX_TEXT: usize = 256;
 /// Deepest nesting of objects in `values` (`pose.position.x` is 3).
-pub(crate) const MAX_DEPTH: usize = 8;
+pub const MAX_DEPTH: usize = 8;
 /// Longest detection label, in bytes.
-pub(crate) const MAX_LABEL: usize = 128;
+pub const MAX_LABEL: usize = 128;
 /// Longest session id, in bytes.
-pub(crate) const MAX_SESSION: usize = 64;
+pub const MAX_SESSION: usize = 64;
 /// Largest frame side, in pixels.
-pub(crate) const MAX_FRAME_SIDE: u64 = 65_536;
+pub const MAX_FRAME_SIDE: u64 = 65_536;
 /// Timestamps must fall in [2000-01-01, 2100-01-01) in Unix seconds.
 const TS_RANGE: std::ops::Range<f64> = 946_684_800.0..4_102_444_800.0;
 
 /// One detected object: a label, a score in [0, 1], a box `[x, y, w, h]` in frame pixels.
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) struct Detection {
-    pub(crate) label: String,
-    pub(crate) score: f64,
-    pub(crate) bbox: [f64; 4],
+pub struct Detection {
+    /// What was detected (free text, shown escaped).
+    pub label: String,
+    /// How sure the detector is, 0 to 1.
+    pub score: f64,
+    /// `[x, y, w, h]` in frame pixels.
+    pub bbox: [f64; 4],
 }
 
 /// A camera frame's detection results.
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) struct Frame {
-    pub(crate) width: u32,
-    pub(crate) height: u32,
-    pub(crate) detections: Vec<Detection>,
+pub struct Frame {
+    /// Width in pixels.
+    pub width: u32,
+    /// Height in pixels.
+    pub height: u32,
+    /// What was found on it.
+    pub detections: Vec<Detection>,
 }
 
 /// One record from a device: readings (`values`), detection results (`frame` and
 /// `detections`), or both, for one stream at one time.
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) struct Record {
-    pub(crate) stream: String,
+pub struct Record {
+    /// The stream (`imu`, `/robot/imu`).
+    pub stream: String,
     /// The device's own time (Unix seconds), if it sent one.
-    pub(crate) ts: Option<f64>,
-    pub(crate) values: Vec<(String, f64)>,
+    pub ts: Option<f64>,
+    /// Numbers by field name (booleans as 1 and 0).
+    pub values: Vec<(String, f64)>,
     /// Text states (`"mode":"RTK"`), by field name; never a field of `values` too.
-    pub(crate) texts: Vec<(String, String)>,
-    pub(crate) frame: Option<Frame>,
+    pub texts: Vec<(String, String)>,
+    /// A camera frame's detection results.
+    pub frame: Option<Frame>,
     /// The number the device wants acknowledged; makes the record idempotent.
-    pub(crate) seq: Option<u64>,
+    pub seq: Option<u64>,
     /// The session the sequence number belongs to (else the connection's).
-    pub(crate) session: Option<String>,
+    pub session: Option<String>,
 }
 
 /// Whether a line (with or without its ending) is an HTTP request line, `POST / HTTP/1.1`: a
 /// web page has made a browser send to a port that is not HTTP, hoping the body's lines are
 /// taken. A connection that starts so is closed before anything of it is taken.
-pub(crate) fn http_request_line(line: &[u8]) -> bool {
+pub fn http_request_line(line: &[u8]) -> bool {
     let line = line.strip_suffix(b"\n").unwrap_or(line);
     let line = line.strip_suffix(b"\r").unwrap_or(line);
     let mut parts = line.split(|&b| b == b' ');
@@ -76,12 +85,12 @@ pub(crate) fn http_request_line(line: &[u8]) -> bool {
 }
 
 /// What a connection that starts like an HTTP request is told.
-pub(crate) const NOT_HTTP: &str =
+pub const NOT_HTTP: &str =
     "this is the hub's ingest port, not HTTP (the API and dashboard are on --http); closing";
 
 /// A parsed line.
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) enum Line {
+pub enum Line {
     /// A record to store.
     Record(Record),
     /// `{"session":"..."}` alone: the session for the connection's following records.
@@ -93,7 +102,7 @@ pub(crate) enum Line {
 
 /// Parses and checks one line (without its line ending). The error says what is wrong, for
 /// `{"error":...,"line":N}`.
-pub(crate) fn parse_line(text: &str) -> Result<Line, String> {
+pub fn parse_line(text: &str) -> Result<Line, String> {
     if text.len() > MAX_LINE {
         return Err(format!("line longer than {MAX_LINE} bytes"));
     }
@@ -337,7 +346,7 @@ fn detection(value: &Value) -> Result<Detection, String> {
 /// A timestamp as Unix seconds. Numbers may be seconds, milliseconds, microseconds or
 /// nanoseconds since 1970: between 2000 and 2100 the four ranges do not overlap, so the unit
 /// is known from the size. Text is RFC 3339 (`2026-12-04T15:00:00.250Z`).
-pub(crate) fn timestamp(value: &Value) -> Result<f64, String> {
+pub fn timestamp(value: &Value) -> Result<f64, String> {
     const WHY: &str = "\"ts\" must be a time between 2000 and 2100: Unix seconds, \
                        milliseconds, microseconds or nanoseconds, or RFC 3339 text \
                        (or left out: the hub stamps receive time)";
@@ -352,7 +361,7 @@ pub(crate) fn timestamp(value: &Value) -> Result<f64, String> {
 }
 
 /// Unix seconds from a number in seconds, ms, µs or ns (told apart by size), if in range.
-pub(crate) fn unix_seconds(number: f64) -> Option<f64> {
+pub fn unix_seconds(number: f64) -> Option<f64> {
     [1.0, 1e3, 1e6, 1e9]
         .into_iter()
         .map(|per_second| number / per_second)
@@ -360,7 +369,7 @@ pub(crate) fn unix_seconds(number: f64) -> Option<f64> {
 }
 
 /// Unix seconds from RFC 3339 text, if in range.
-pub(crate) fn rfc3339(text: &str) -> Option<f64> {
+pub fn rfc3339(text: &str) -> Option<f64> {
     let at =
         time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).ok()?;
     let seconds = at.unix_timestamp_nanos() as f64 / 1e9;
@@ -369,7 +378,7 @@ pub(crate) fn rfc3339(text: &str) -> Option<f64> {
 
 /// A stream or field name: 1-128 bytes of letters, digits and `_ . : / -`, starting with a
 /// letter, digit, `_`, or — as ROS topic names do (`/robot/imu`) — one `/`.
-pub(crate) fn name(text: &str, what: &str) -> Result<String, String> {
+pub fn name(text: &str, what: &str) -> Result<String, String> {
     let body = text.strip_prefix('/').unwrap_or(text);
     let ok = !body.is_empty()
         && text.len() <= MAX_NAME
@@ -406,7 +415,7 @@ fn label(text: &str) -> Result<String, String> {
 /// Characters that do not show as themselves: controls, and the invisible and direction-
 /// changing ones that make text read other than it is (bidi embeddings, overrides and isolates,
 /// zero-width characters and marks, line and paragraph separators, the byte-order mark).
-pub(crate) fn unshowable(c: char) -> bool {
+pub fn unshowable(c: char) -> bool {
     c.is_control()
         || matches!(
             c,
@@ -427,7 +436,11 @@ fn device_name(text: &str) -> Result<String, String> {
     }
 }
 
-pub(crate) fn session_id(text: &str) -> Result<String, String> {
+/// A session id: 1-64 of `A-Z a-z 0-9 _ . -`.
+///
+/// # Errors
+/// Why the text is not one.
+pub fn session_id(text: &str) -> Result<String, String> {
     let ok = !text.is_empty()
         && text.len() <= MAX_SESSION
         && text
@@ -446,6 +459,21 @@ pub(crate) fn session_id(text: &str) -> Result<String, String> {
 /// A peer's text, shortened for an error message.
 fn clip(text: &str) -> String {
     text.chars().take(40).collect()
+}
+
+/// One line as received (with its line ending, if any): `None` if blank, else the line or why
+/// it is refused.
+pub fn parse_raw_line(raw: &[u8]) -> Option<Result<Line, String>> {
+    let text = raw.strip_suffix(b"\n").unwrap_or(raw);
+    let text = text.strip_suffix(b"\r").unwrap_or(text);
+    if text.iter().all(u8::is_ascii_whitespace) {
+        return None;
+    }
+    Some(
+        std::str::from_utf8(text)
+            .map_err(|_| "not UTF-8".to_owned())
+            .and_then(parse_line),
+    )
 }
 
 #[cfg(test)]

@@ -1,0 +1,169 @@
+//! How a hub is configured: plain values, checked by [`HubConfig::validate`] and
+//! [`HttpConfig::validate`] before anything is opened. The program maps its flags onto these;
+//! a Rust program embedding the hub fills them in directly.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub use crate::influx::Precision;
+pub use crate::store::{Cardinality, Durability, QueueLimits};
+
+/// The shortest HTTP token accepted.
+pub const MIN_TOKEN: usize = 16;
+
+/// What a hub stores and how (everything but its network endpoints, which the caller binds).
+///
+/// ```
+/// let mut config = socketeer_hub::HubConfig::new("fleet.db");
+/// config.retention = Some(std::time::Duration::from_secs(7 * 86_400));
+/// config.validate().unwrap();
+/// ```
+#[derive(Debug, Clone)]
+pub struct HubConfig {
+    /// The SQLite database file (created if missing).
+    pub db: PathBuf,
+    /// How hard a commit waits for the disk.
+    pub durability: Durability,
+    /// Data received longer ago than this is deleted; `None` keeps everything.
+    pub retention: Option<Duration>,
+    /// Most records committed in one transaction (1 to 1,000,000).
+    pub max_batch: usize,
+    /// How many devices, and streams and fields per device, are kept.
+    pub cardinality: Cardinality,
+    /// How much may wait for the writer at once.
+    pub queue: QueueLimits,
+    /// The unit of InfluxDB line protocol timestamps.
+    pub influx_precision: Precision,
+}
+
+/// A configuration value that cannot work, with why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{what}: {why}")]
+pub struct ConfigError {
+    /// The setting.
+    pub what: &'static str,
+    /// Why it is refused.
+    pub why: String,
+}
+
+fn refuse(what: &'static str, why: impl Into<String>) -> ConfigError {
+    ConfigError {
+        what,
+        why: why.into(),
+    }
+}
+
+impl HubConfig {
+    /// The defaults (full durability, 30 days' retention, the default limits) for a database
+    /// at `db`.
+    pub fn new(db: impl Into<PathBuf>) -> HubConfig {
+        HubConfig {
+            db: db.into(),
+            durability: Durability::Full,
+            retention: Some(Duration::from_secs(30 * 86_400)),
+            max_batch: 8192,
+            cardinality: Cardinality::default(),
+            queue: QueueLimits::default(),
+            influx_precision: Precision::Ns,
+        }
+    }
+
+    /// Checks every value.
+    ///
+    /// # Errors
+    /// The first value that cannot work, and why.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.db.as_os_str().is_empty() {
+            return Err(refuse("db", "give a file name"));
+        }
+        if !(1..=1_000_000).contains(&self.max_batch) {
+            return Err(refuse("max_batch", "must be 1 to 1000000"));
+        }
+        if self.retention.is_some_and(|r| r.is_zero()) {
+            return Err(refuse(
+                "retention",
+                "zero would delete everything; use None",
+            ));
+        }
+        let c = &self.cardinality;
+        if c.devices == 0 || c.streams == 0 || c.fields == 0 {
+            return Err(refuse("cardinality", "every limit must be at least 1"));
+        }
+        if self.queue.records == 0 || self.queue.bytes == 0 {
+            return Err(refuse("queue", "must hold at least one record"));
+        }
+        Ok(())
+    }
+}
+
+/// How the HTTP API and dashboard are served.
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
+    /// The token clients must give (`Authorization: Bearer TOKEN` or `?token=TOKEN`). Required
+    /// on a listener beyond loopback.
+    pub token: Option<String>,
+    /// Host names the API answers to besides IP addresses and `localhost` (checked while no
+    /// token is required, against DNS rebinding).
+    pub hosts: Vec<String>,
+    /// Let `POST /api/ingest` write without a token.
+    pub ingest_no_auth: bool,
+    /// Who may connect.
+    pub access: socketeer::AccessList,
+    /// Most connections at once; `None`: 256, or a quarter of the descriptors the process may
+    /// open, whichever is less.
+    pub max_conns: Option<usize>,
+    /// How long a client has to send a request's head (a body gets three times this; a
+    /// connection that moves no byte for six times this is closed).
+    pub timeout: Duration,
+}
+
+impl Default for HttpConfig {
+    fn default() -> HttpConfig {
+        HttpConfig {
+            token: None,
+            hosts: Vec::new(),
+            ingest_no_auth: false,
+            access: socketeer::AccessList::default(),
+            max_conns: None,
+            timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+impl HttpConfig {
+    /// Checks every value.
+    ///
+    /// # Errors
+    /// The first value that cannot work, and why.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(token) = &self.token {
+            check_token(token).map_err(|why| refuse("token", why))?;
+        }
+        if self.timeout.is_zero() {
+            return Err(refuse("timeout", "must be above zero"));
+        }
+        if self.max_conns == Some(0) {
+            return Err(refuse("max_conns", "must be at least 1"));
+        }
+        Ok(())
+    }
+}
+
+/// Checks an HTTP token: at least [`MIN_TOKEN`] of `A-Z a-z 0-9 . _ ~ -` (it goes in URLs).
+///
+/// # Errors
+/// Why the token is refused.
+pub fn check_token(text: &str) -> Result<(), String> {
+    let url_safe = text
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"._~-".contains(&b));
+    if text.len() < MIN_TOKEN || !url_safe {
+        return Err(format!(
+            "an HTTP token is at least {MIN_TOKEN} of A-Z a-z 0-9 . _ ~ - (this one is {} \
+             characters{}); make one with `socketeer keygen`",
+            text.len(),
+            if url_safe { "" } else { ", some not allowed" }
+        ));
+    }
+    Ok(())
+}
