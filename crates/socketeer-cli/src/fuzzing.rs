@@ -18,7 +18,7 @@ use socketeer_hub::record::{MAX_LINE, parse_raw_line};
 pub fn hub_lines(data: &[u8], cuts: &[usize]) {
     for line in lines(data, cuts, MAX_LINE) {
         if let Some(Err(why)) = parse_raw_line(&line) {
-            assert!(!why.is_empty());
+            assert!(!why.why.is_empty());
         }
     }
 }

@@ -25,6 +25,7 @@ use crate::cli::PublishArgs;
 use crate::failure::{EXIT_INTERRUPTED, UsageError, parse_endpoint};
 use crate::guard::{client_options, default_device};
 use socketeer_hub::record::MAX_LINE;
+use socketeer_hub::wire::Answer;
 
 /// Backoff between connection attempts: from the first to the most, doubling, with jitter.
 const BACKOFF_FIRST: Duration = Duration::from_millis(100);
@@ -463,48 +464,58 @@ async fn receive(
         let Some(line) = line else {
             return Ok(());
         };
-        let answer: Value = match serde_json::from_slice(&line) {
+        let answer = match Answer::parse(&line) {
             Ok(answer) => answer,
             Err(err) => {
                 if let Some(mismatch) = socketeer::client::recognize(&line) {
                     return Err(mismatch.into_error(false).into());
                 }
-                return Err(err)
-                    .with_context(|| format!("the hub sent {:?}", String::from_utf8_lossy(&line)));
+                anyhow::bail!("the hub sent {:?}: {err}", String::from_utf8_lossy(&line));
             }
         };
-        if let Some(seq) = answer.get("ack").and_then(Value::as_u64) {
-            let mut sent = sent.lock().unwrap_or_else(|e| e.into_inner());
-            while sent.front().is_some_and(|&(_, s)| s <= seq) {
-                sent.pop_front();
-            }
-            drop(sent);
-            acknowledge(shared, seq, Settled::Stored)?;
-        } else if let (Some(why), Some(line_no)) = (
-            answer.get("error").and_then(Value::as_str),
-            answer.get("line").and_then(Value::as_u64),
-        ) {
-            let seq = {
+        match answer {
+            Answer::Ack(seq) => {
                 let mut sent = sent.lock().unwrap_or_else(|e| e.into_inner());
-                while sent.front().is_some_and(|&(l, _)| l < line_no) {
+                while sent.front().is_some_and(|&(_, s)| s <= seq) {
                     sent.pop_front();
                 }
-                sent.front()
-                    .filter(|&&(l, _)| l == line_no)
-                    .map(|&(_, s)| s)
-            };
-            let Some(seq) = seq else {
-                anyhow::bail!("the hub refused a line we did not send ({line_no}): {why}");
-            };
-            if why.starts_with("storage:") {
-                // The hub could not commit: not the line's fault. Reconnect and send it again.
-                anyhow::bail!("the hub could not store line {seq}: {why}");
+                drop(sent);
+                acknowledge(shared, seq, Settled::Stored)?;
             }
-            let input_line = shared.lock().unacked.get(&seq).map_or(0, |e| e.input_line);
-            errln!("socketeer: publish: input line {input_line}: refused by the hub: {why}");
-            acknowledge(shared, seq, Settled::Refused)?; // it will never be stored
-        } else {
-            anyhow::bail!("the hub sent an answer publish does not know: {answer}");
+            Answer::Refused {
+                line: line_no,
+                ref why,
+            }
+            | Answer::Retry {
+                line: line_no,
+                ref why,
+            } => {
+                let retry = matches!(answer, Answer::Retry { .. });
+                let seq = {
+                    let mut sent = sent.lock().unwrap_or_else(|e| e.into_inner());
+                    while sent.front().is_some_and(|&(l, _)| l < line_no) {
+                        sent.pop_front();
+                    }
+                    sent.front()
+                        .filter(|&&(l, _)| l == line_no)
+                        .map(|&(_, s)| s)
+                };
+                let Some(seq) = seq else {
+                    anyhow::bail!("the hub refused a line we did not send ({line_no}): {why}");
+                };
+                if retry {
+                    // The hub could not commit: not the line's fault. Reconnect and send it again.
+                    anyhow::bail!("the hub could not store line {seq}: {why}");
+                }
+                let input_line = shared.lock().unacked.get(&seq).map_or(0, |e| e.input_line);
+                errln!("socketeer: publish: input line {input_line}: refused by the hub: {why}");
+                acknowledge(shared, seq, Settled::Refused)?; // it will never be stored
+            }
+            Answer::Ended { why } => {
+                anyhow::bail!(
+                    "the hub sent an answer publish does not know: {{\"error\":{why:?}}}"
+                );
+            }
         }
     }
 }

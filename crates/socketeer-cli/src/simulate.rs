@@ -107,8 +107,12 @@ async fn robot(
                 // Answers are read and dropped (acknowledgements, or errors worth a log line).
                 let drain = tokio::spawn(async move {
                     while let Ok(Some(line)) = reader.read_line().await {
-                        if line.starts_with(b"{\"error\"") {
-                            tracing::warn!(answer = %String::from_utf8_lossy(&line).trim_end(), "hub refused a line");
+                        match socketeer_hub::wire::Answer::parse(&line) {
+                            Ok(socketeer_hub::wire::Answer::Ack(_)) => {}
+                            Ok(answer) => {
+                                tracing::warn!(answer = %answer.to_line().trim_end(), "hub refused a line");
+                            }
+                            Err(err) => tracing::warn!(%err, "hub sent something else"),
                         }
                     }
                 });

@@ -25,8 +25,10 @@ use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
 
 use crate::ingest::Ingest;
-use crate::record::{Line, parse_line};
-use crate::store::{Item, Stored, now_secs};
+use crate::ingest::session::{Answers, BATCH, Session, Who};
+use crate::record::MAX_LINE;
+use crate::store::now_secs;
+use crate::wire::{Answer, Reason, Refusal};
 
 /// A device is shown online this long after its last record, even without a connection (UDP
 /// and HTTP senders have none).
@@ -1073,7 +1075,7 @@ async fn ingest(
     // The session obeys the rule of a `{"session":..}` line (1-64 of A-Z a-z 0-9 _ . -).
     let session = match q.session.map(|s| crate::record::session_id(&s)).transpose() {
         Ok(session) => session.unwrap_or_default(),
-        Err(why) => return bad(StatusCode::BAD_REQUEST, why),
+        Err(refusal) => return bad(StatusCode::BAD_REQUEST, refusal.why),
     };
     let declared = headers
         .get(header::CONTENT_LENGTH)
@@ -1088,20 +1090,15 @@ async fn ingest(
     let Some(_turn) = wait_turn(&api.uploads).await else {
         return busy("uploads");
     };
-    let mut answers = Answers::default();
-    let mut run = IngestRun {
-        api: &api,
-        device: q.device.into(),
-        session: session.into(),
-        batch: Vec::new(),
-        batch_lines: Vec::new(),
-    };
-    let mut lines = tokio_util::codec::LinesCodec::new_with_max_length(crate::record::MAX_LINE);
+    let ingest = Arc::clone(&api.ingest);
+    let mut answers = Answers::new(Arc::clone(&ingest));
+    let mut run = Session::new(ingest, Who::Request(q.device.into()), &session, false);
+    let mut out = Vec::new();
+    let mut lines = tokio_util::codec::LinesCodec::new_with_max_length(MAX_LINE);
     let mut buffer = bytes::BytesMut::new();
     let mut body = body.into_data_stream();
     let deadline = tokio::time::Instant::now() + api.body_deadline;
     let mut read = 0usize;
-    let mut line_no = 0u64;
     // Why the body was not read to its end, if it was not.
     let mut cut: Option<(StatusCode, String)> = None;
     loop {
@@ -1147,14 +1144,28 @@ async fn ingest(
             let line = match decoded {
                 Ok(Some(line)) => Ok(line),
                 Ok(None) => break,
-                Err(tokio_util::codec::LinesCodecError::MaxLineLengthExceeded) => Err(format!(
-                    "line longer than {} bytes",
-                    crate::record::MAX_LINE
-                )),
-                Err(tokio_util::codec::LinesCodecError::Io(_)) => Err("not UTF-8".to_owned()),
+                Err(tokio_util::codec::LinesCodecError::MaxLineLengthExceeded) => {
+                    Err(Refusal::new(
+                        Reason::TooLong,
+                        format!("line longer than {MAX_LINE} bytes"),
+                    ))
+                }
+                Err(tokio_util::codec::LinesCodecError::Io(_)) => {
+                    Err(Refusal::new(Reason::Utf8, "not UTF-8"))
+                }
             };
-            line_no += 1;
-            run.line(line_no, line, &mut answers).await;
+            match &line {
+                Ok(text) => run.line(Ok(text.as_bytes()), &mut answers).await,
+                Err(refusal) => run.line(Err(refusal.clone()), &mut answers).await,
+            }
+            if run.batched() >= BATCH {
+                run.submit(&mut answers).await;
+            }
+            // A body's answers are held until it ends: a few jobs in flight, then wait.
+            while answers.jobs_waiting() > BODY_JOBS_IN_FLIGHT {
+                answers.ready(&mut out);
+                answers.settle(&mut out).await;
+            }
         }
         if done {
             break;
@@ -1164,9 +1175,9 @@ async fn ingest(
     let mut status = StatusCode::OK;
     if let Some((why_status, why)) = cut {
         status = why_status;
-        answers.end(why);
+        answers.now(Answer::Ended { why });
     }
-    let out = answers.finish(&api).await;
+    answers.finish(&mut out).await;
     (
         status,
         [(header::CONTENT_TYPE, "application/x-ndjson")],
@@ -1175,268 +1186,21 @@ async fn ingest(
         .into_response()
 }
 
-/// One `POST /api/ingest` in progress: the records read and not yet handed to the writer.
-struct IngestRun<'a> {
-    api: &'a Api,
-    device: Arc<str>,
-    session: Arc<str>,
-    batch: Vec<Item>,
-    /// (line number, seq) of each record of `batch`.
-    batch_lines: Vec<(u64, Option<u64>)>,
-}
-
-impl IngestRun<'_> {
-    async fn line(&mut self, line_no: u64, line: Result<String, String>, answers: &mut Answers) {
-        let parsed = line.and_then(|text| {
-            if text.trim().is_empty() {
-                return Ok(None);
-            }
-            parse_line(&text).map(Some)
-        });
-        let refusal = match parsed {
-            Ok(None) => return,
-            Err(why) => why,
-            Ok(Some(Line::Session(name))) => {
-                self.session = name.into();
-                return;
-            }
-            Ok(Some(Line::Device(_))) => "the device is named in the URL (?device=NAME)".into(),
-            Ok(Some(Line::Record(record))) => {
-                self.batch_lines.push((line_no, record.seq));
-                self.batch
-                    .push(Item::new(&self.device, &self.session, record, now_secs()));
-                if self.batch.len() >= crate::store::JOB_RECORDS {
-                    self.submit(answers).await;
-                }
-                return;
-            }
-        };
-        // Answers keep line order: what came before is queued first.
-        self.submit(answers).await;
-        self.api.ingest.stats.reject(&refusal);
-        answers.error(line_no, &refusal);
-    }
-
-    async fn submit(&mut self, answers: &mut Answers) {
-        if self.batch.is_empty() {
-            return;
-        }
-        let items = std::mem::take(&mut self.batch);
-        let lines = std::mem::take(&mut self.batch_lines);
-        let pending = self.api.ingest.store.submit(&self.device, items).await;
-        answers.later(pending, lines, self.api).await;
-    }
-}
-
-/// The answer to an ingest body, built in line order as outcomes arrive.
-#[derive(Default)]
-struct Answers {
-    out: String,
-    /// Answers not yet final, in line order.
-    queue: std::collections::VecDeque<Answer>,
-}
-
-enum Answer {
-    Now(String),
-    Later(crate::store::Pending, Vec<(u64, Option<u64>)>),
-}
-
 /// Most jobs of one body waiting for the writer at once.
 const BODY_JOBS_IN_FLIGHT: usize = 8;
 
-impl Answers {
-    fn error(&mut self, line: u64, why: &str) {
-        let mut text = json!({ "error": why, "line": line }).to_string();
-        text.push('\n');
-        match self.queue.is_empty() {
-            true => self.out.push_str(&text),
-            false => self.queue.push_back(Answer::Now(text)),
-        }
-    }
-
-    /// An error about the body as a whole, last.
-    fn end(&mut self, why: String) {
-        let mut text = json!({ "error": why }).to_string();
-        text.push('\n');
-        self.queue.push_back(Answer::Now(text));
-    }
-
-    async fn later(
-        &mut self,
-        pending: crate::store::Pending,
-        lines: Vec<(u64, Option<u64>)>,
-        api: &Api,
-    ) {
-        self.queue.push_back(Answer::Later(pending, lines));
-        let waiting = self
-            .queue
-            .iter()
-            .filter(|a| matches!(a, Answer::Later(..)))
-            .count();
-        if waiting > BODY_JOBS_IN_FLIGHT {
-            self.settle_first(api).await;
-        }
-    }
-
-    /// Waits for the first job still waiting and writes every answer up to it.
-    async fn settle_first(&mut self, api: &Api) {
-        while let Some(answer) = self.queue.pop_front() {
-            match answer {
-                Answer::Now(text) => self.out.push_str(&text),
-                Answer::Later(pending, lines) => {
-                    let outcomes = pending.await;
-                    self.outcomes(api, lines, outcomes);
-                    return;
-                }
-            }
-        }
-    }
-
-    fn outcomes(
-        &mut self,
-        api: &Api,
-        lines: Vec<(u64, Option<u64>)>,
-        outcomes: Vec<crate::store::Outcome>,
-    ) {
-        let stats = &api.ingest.stats;
-        for ((line, seq), outcome) in lines.into_iter().zip(outcomes) {
-            let refusal = match outcome {
-                Ok(Stored::New) => {
-                    stats.records.fetch_add(1, Ordering::Relaxed);
-                    None
-                }
-                Ok(Stored::Duplicate) => {
-                    stats.duplicates.fetch_add(1, Ordering::Relaxed);
-                    None
-                }
-                Ok(Stored::Conflict) => {
-                    stats.reject(crate::store::CONFLICT);
-                    Some(crate::store::CONFLICT.to_owned())
-                }
-                Ok(Stored::Refused(limit)) => {
-                    let why = api.ingest.store.refusal(limit);
-                    stats.reject(&why);
-                    Some(why)
-                }
-                Err(err) => Some(err.to_string()),
-            };
-            match (refusal, seq) {
-                (Some(why), _) => {
-                    self.out
-                        .push_str(&json!({ "error": why, "line": line }).to_string());
-                    self.out.push('\n');
-                }
-                (None, Some(seq)) => {
-                    stats.acks.fetch_add(1, Ordering::Relaxed);
-                    self.out.push_str(&format!("{{\"ack\":{seq}}}\n"));
-                }
-                (None, None) => {}
-            }
-        }
-    }
-
-    async fn finish(mut self, api: &Api) -> String {
-        while !self.queue.is_empty() {
-            self.settle_first(api).await;
-        }
-        self.out
-    }
-}
-
 /// Prometheus text format.
 async fn metrics(State(api): Shared, _headers: HeaderMap) -> Response {
-    let stats = &api.ingest.stats;
-    let mut out = String::new();
-    let mut metric = |name: &str, kind: &str, help: &str, value: u64| {
-        out.push_str(&format!(
-            "# HELP socketeer_hub_{name} {help}\n# TYPE socketeer_hub_{name} {kind}\nsocketeer_hub_{name} {value}\n"
-        ));
-    };
     let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
-    metric(
-        "records_total",
-        "counter",
-        "Records committed.",
-        load(&stats.records),
-    );
-    metric(
-        "acks_total",
-        "counter",
-        "Acknowledgements sent.",
-        load(&stats.acks),
-    );
-    metric(
-        "duplicates_total",
-        "counter",
-        "Resent records found committed before.",
-        load(&stats.duplicates),
-    );
-    metric(
-        "influx_lines_total",
-        "counter",
-        "InfluxDB lines taken.",
-        load(&stats.influx_lines),
-    );
-    metric(
-        "writer_queued_records",
-        "gauge",
-        "Records waiting for the writer or being committed.",
-        api.ingest.store.queued() as u64,
-    );
-    metric(
-        "influx_dropped_total",
-        "counter",
-        "InfluxDB lines of datagrams dropped because the writer's queue was full.",
-        load(&stats.influx_dropped),
-    );
-    metric(
-        "connected_devices",
-        "gauge",
-        "Devices with an open ingest connection.",
-        api.ingest.presence.snapshot().len() as u64,
-    );
-    metric(
-        "auth_failures_total",
-        "counter",
-        "Connections that failed authentication.",
-        load(&stats.auth_failures),
-    );
-    metric(
-        "live_viewers",
-        "gauge",
-        "Live feed viewers.",
-        load(&stats.viewers),
-    );
-    metric(
-        "live_viewers_dropped_total",
-        "counter",
-        "Live viewers dropped for falling behind.",
-        load(&stats.viewers_dropped),
-    );
-    metric(
-        "http_connections",
-        "gauge",
-        "HTTP connections open.",
-        load(&api.web.open),
-    );
-    metric(
-        "http_connections_refused_total",
-        "counter",
-        "HTTP connections refused at the connection cap.",
-        load(&api.web.refused),
-    );
-    metric(
-        "http_connections_stalled_total",
-        "counter",
-        "HTTP connections closed for not sending a request head in time or moving no byte.",
-        load(&api.web.stalled),
-    );
-    out.push_str("# HELP socketeer_hub_rejected_lines_total Lines refused, by reason.\n");
-    out.push_str("# TYPE socketeer_hub_rejected_lines_total counter\n");
-    for (reason, count) in stats.rejected_by_reason() {
-        out.push_str(&format!(
-            "socketeer_hub_rejected_lines_total{{reason=\"{reason}\"}} {count}\n"
-        ));
-    }
+    let gauges = crate::metrics::Gauges {
+        queued: api.ingest.store.queued() as u64,
+        connected: api.ingest.presence.snapshot().len() as u64,
+        http: [
+            load(&api.web.open),
+            load(&api.web.refused),
+            load(&api.web.stalled),
+        ],
+    };
+    let out = crate::metrics::prometheus(&api.ingest.stats, &gauges);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
 }

@@ -15,7 +15,8 @@ use socketeer::{Connection, Datagram, DatagramHandler, Handler, Result};
 
 use crate::ingest::Ingest;
 use crate::record::{self, Record};
-use crate::store::{Item, Stored, now_secs};
+use crate::store::{Item, StoreError, now_secs};
+use crate::wire::{Reason, Refusal};
 
 /// Timestamp units.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,6 +41,10 @@ impl Precision {
         };
         stamp as f64 / divisor
     }
+}
+
+fn value_error(why: impl Into<String>) -> Refusal {
+    Refusal::new(Reason::Value, why)
 }
 
 /// One parsed line: the device and the record.
@@ -93,12 +98,12 @@ fn unescape(text: &str) -> String {
 }
 
 /// A field value: numbers and booleans give a value, strings `None`.
-fn field_value(text: &str) -> std::result::Result<Option<f64>, String> {
+fn field_value(text: &str) -> std::result::Result<Option<f64>, Refusal> {
     if text.starts_with('"') {
         return if text.len() >= 2 && text.ends_with('"') {
             Ok(None)
         } else {
-            Err(format!("unterminated string value {text:.40}"))
+            Err(value_error(format!("unterminated string value {text:.40}")))
         };
     }
     match text {
@@ -116,24 +121,34 @@ fn field_value(text: &str) -> std::result::Result<Option<f64>, String> {
     number
         .filter(|n| n.is_finite())
         .map(Some)
-        .ok_or_else(|| format!("bad field value {text:.40}"))
+        .ok_or_else(|| value_error(format!("bad field value {text:.40}")))
 }
 
 /// Parses one line; `Ok(None)` for blank lines and `#` comments.
-pub fn parse_line(line: &str, precision: Precision) -> std::result::Result<Option<Point>, String> {
+///
+/// # Errors
+/// Why the line is refused, and the kind of fault.
+pub fn parse_line(line: &str, precision: Precision) -> std::result::Result<Option<Point>, Refusal> {
     let line = line.trim_end_matches(['\r', '\n']);
     if line.trim().is_empty() || line.starts_with('#') {
         return Ok(None);
     }
     if line.len() > record::MAX_LINE {
-        return Err(format!("line longer than {} bytes", record::MAX_LINE));
+        return Err(Refusal::new(
+            Reason::TooLong,
+            format!("line longer than {} bytes", record::MAX_LINE),
+        ));
     }
     let sections = split_unescaped(line, b' ', true);
     let sections: Vec<&str> = sections.into_iter().filter(|s| !s.is_empty()).collect();
     let (series, fields, stamp) = match sections.as_slice() {
         [series, fields] => (*series, *fields, None),
         [series, fields, stamp] => (*series, *fields, Some(*stamp)),
-        _ => return Err("expected: measurement[,tags] fields [timestamp]".into()),
+        _ => {
+            return Err(value_error(
+                "expected: measurement[,tags] fields [timestamp]",
+            ));
+        }
     };
     let mut key_parts = split_unescaped(series, b',', false).into_iter();
     let measurement = unescape(key_parts.next().unwrap_or_default());
@@ -142,7 +157,7 @@ pub fn parse_line(line: &str, precision: Precision) -> std::result::Result<Optio
     let mut extra_tags = Vec::new();
     for tag in key_parts {
         let [key, value] = split_unescaped(tag, b'=', false)[..] else {
-            return Err(format!("bad tag {tag:.40}"));
+            return Err(value_error(format!("bad tag {tag:.40}")));
         };
         let (key, value) = (unescape(key), unescape(value));
         match key.as_str() {
@@ -153,9 +168,12 @@ pub fn parse_line(line: &str, precision: Precision) -> std::result::Result<Optio
     }
     let device = device
         .or(host)
-        .ok_or("needs a device tag (or Telegraf's host tag)")?;
+        .ok_or_else(|| value_error("needs a device tag (or Telegraf's host tag)"))?;
     if !socketeer::keys::valid_device_name(&device) {
-        return Err(format!("bad device name {device:.40}"));
+        return Err(Refusal::new(
+            Reason::Name,
+            format!("bad device name {device:.40}"),
+        ));
     }
     extra_tags.sort();
     let mut stream = measurement;
@@ -167,7 +185,7 @@ pub fn parse_line(line: &str, precision: Precision) -> std::result::Result<Optio
     let mut values = Vec::new();
     for field in split_unescaped(fields, b',', true) {
         let [key, value] = split_unescaped(field, b'=', true)[..] else {
-            return Err(format!("bad field {field:.40}"));
+            return Err(value_error(format!("bad field {field:.40}")));
         };
         if let Some(number) = field_value(value)? {
             let key = record::name(&unescape(key), "field")?;
@@ -179,22 +197,25 @@ pub fn parse_line(line: &str, precision: Precision) -> std::result::Result<Optio
         }
     }
     if values.is_empty() {
-        return Err("no numeric or boolean field".into());
+        return Err(value_error("no numeric or boolean field"));
     }
     if values.len() > record::MAX_VALUES {
-        return Err(format!("more than {} fields", record::MAX_VALUES));
+        return Err(Refusal::new(
+            Reason::TooMany,
+            format!("more than {} fields", record::MAX_VALUES),
+        ));
     }
     let ts = match stamp {
         None => None,
         Some(text) => {
             let stamp: i64 = text
                 .parse()
-                .map_err(|_| format!("bad timestamp {text:.40}"))?;
+                .map_err(|_| value_error(format!("bad timestamp {text:.40}")))?;
             let secs = precision.seconds(stamp);
             if !(946_684_800.0..4_102_444_800.0).contains(&secs) {
-                return Err(format!(
+                return Err(value_error(format!(
                     "timestamp {text} is not between 2000 and 2100 in {precision:?} (see --influx-precision)"
-                ));
+                )));
             }
             Some(secs)
         }
@@ -217,7 +238,7 @@ pub fn parse_line(line: &str, precision: Precision) -> std::result::Result<Optio
 pub fn parse_text(
     text: &[u8],
     precision: Precision,
-) -> Option<impl Iterator<Item = std::result::Result<Option<Point>, String>>> {
+) -> Option<impl Iterator<Item = std::result::Result<Option<Point>, Refusal>>> {
     let text = std::str::from_utf8(text).ok()?;
     Some(
         text.split('\n')
@@ -267,7 +288,7 @@ async fn take(
         }
     }
     let Some(lines) = parse_text(text, precision) else {
-        ingest.stats.reject("not UTF-8");
+        ingest.stats.reject(Reason::Utf8);
         tracing::debug!(%peer, "influx: not UTF-8");
         return;
     };
@@ -282,9 +303,9 @@ async fn take(
                 recv_ts,
             }),
             Ok(None) => {}
-            Err(why) => {
-                ingest.stats.reject(&why);
-                tracing::debug!(%peer, line = n + 1, why, "influx: line refused");
+            Err(refusal) => {
+                ingest.stats.reject(refusal.reason);
+                tracing::debug!(%peer, line = n + 1, why = refusal.why, "influx: line refused");
             }
         }
     }
@@ -309,20 +330,17 @@ async fn take(
     };
     // Lines past a limit are counted (and the first of each batch logged) when the writer
     // answers, without holding the sender back.
-    let (stats, store, peer) = (
-        Arc::clone(&ingest.stats),
-        ingest.store.clone(),
-        peer.clone(),
-    );
+    let (stats, peer) = (Arc::clone(&ingest.stats), peer.clone());
     tokio::spawn(async move {
         let mut logged = false;
         for outcome in pending.await {
-            let why = match outcome {
-                Ok(Stored::Refused(limit)) => store.refusal(limit),
-                Err(err) => err.to_string(),
-                Ok(_) => continue,
+            let Err(err) = outcome else { continue };
+            let reason = match &err {
+                StoreError::Rejected(refusal) => refusal.reason,
+                StoreError::Unavailable(_) => Reason::Storage,
             };
-            stats.reject(&why);
+            let why = err.to_string();
+            stats.reject(reason);
             if !std::mem::replace(&mut logged, true) {
                 tracing::debug!(%peer, why, "influx: line not stored");
             }
@@ -346,8 +364,8 @@ impl Handler for InfluxHandler {
         let peer = conn.peer_addr().clone();
         let mut first = true;
         while let Some(line) = conn.read_line().await? {
-            if std::mem::take(&mut first) && crate::record::http_request_line(&line) {
-                self.ingest.stats.reject(crate::record::NOT_HTTP);
+            if std::mem::take(&mut first) && crate::wire::http_request_line(&line) {
+                self.ingest.stats.reject(Reason::HttpRequest);
                 tracing::debug!(%peer, "influx: an HTTP request; closed");
                 return Ok(());
             }
@@ -418,7 +436,7 @@ mod tests {
         let p = point(r#"rover.temp,device=r1,site=lab-2 motor=40.5"#);
         assert_eq!(p.record.stream, "rover.temp/lab-2");
         let err = parse_line(r#"motor\=1,device=r1 v=1"#, Precision::Ns).expect_err("=");
-        assert!(err.contains("bad stream name \"motor=1\""), "{err}");
+        assert!(err.why.contains("bad stream name \"motor=1\""), "{err}");
     }
 
     #[test]
@@ -435,7 +453,7 @@ mod tests {
             assert_eq!(p.record.ts, Some(1_800_000_000.0), "{precision:?}");
         }
         let err = parse_line("m,device=r v=1 1800000000", Precision::Ns).expect_err("1970");
-        assert!(err.contains("--influx-precision"), "{err}");
+        assert!(err.why.contains("--influx-precision"), "{err}");
     }
 
     #[test]
@@ -459,7 +477,7 @@ mod tests {
             ("m,device=r v", "bad field"),
         ] {
             let err = parse_line(line, Precision::Ns).expect_err(line);
-            assert!(err.contains(why), "{line}: {err}");
+            assert!(err.why.contains(why), "{line}: {err}");
         }
     }
 

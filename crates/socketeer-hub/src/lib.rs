@@ -12,6 +12,7 @@
 //! | [`config`] | [`HubConfig`], [`HttpConfig`]: plain values, validated |
 //! | `hub` | [`Hub`]: opening, the handlers, closing (writer last) |
 //! | [`record`] | what a robot sends, parsed and checked: [`record::Record`], limits |
+//! | [`wire`] | the ingest protocol's answers and refusal reasons, as types |
 //! | `ingest` | the ingest connection: lines in, answers out in order |
 //! | [`influx`] | InfluxDB line protocol in (Telegraf) |
 //! | `store` | the SQLite store: one writer thread, group commit, reads |
@@ -22,9 +23,11 @@ mod http;
 mod hub;
 pub mod influx;
 mod ingest;
+mod metrics;
 pub mod record;
 mod store;
 mod web;
+pub mod wire;
 
 pub use config::{ConfigError, HttpConfig, HubConfig};
 pub use hub::Hub;

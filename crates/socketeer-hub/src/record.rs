@@ -6,6 +6,8 @@
 
 use serde_json::{Map, Value};
 
+use crate::wire::{Reason, Refusal};
+
 /// The longest JSON line accepted, in bytes.
 pub const MAX_LINE: usize = 64 * 1024;
 /// Most values in one reading.
@@ -69,25 +71,6 @@ pub struct Record {
     pub session: Option<String>,
 }
 
-/// Whether a line (with or without its ending) is an HTTP request line, `POST / HTTP/1.1`: a
-/// web page has made a browser send to a port that is not HTTP, hoping the body's lines are
-/// taken. A connection that starts so is closed before anything of it is taken.
-pub fn http_request_line(line: &[u8]) -> bool {
-    let line = line.strip_suffix(b"\n").unwrap_or(line);
-    let line = line.strip_suffix(b"\r").unwrap_or(line);
-    let mut parts = line.split(|&b| b == b' ');
-    let (Some(method), Some(_target), Some(version), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return false;
-    };
-    !method.is_empty() && method.iter().all(u8::is_ascii_uppercase) && version.starts_with(b"HTTP/")
-}
-
-/// What a connection that starts like an HTTP request is told.
-pub const NOT_HTTP: &str =
-    "this is the hub's ingest port, not HTTP (the API and dashboard are on --http); closing";
-
 /// A parsed line.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Line {
@@ -100,45 +83,55 @@ pub enum Line {
     Device(String),
 }
 
-/// Parses and checks one line (without its line ending). The error says what is wrong, for
-/// `{"error":...,"line":N}`.
-pub fn parse_line(text: &str) -> Result<Line, String> {
+/// Parses and checks one line (without its line ending).
+///
+/// # Errors
+/// What is wrong with it, for `{"error":...,"line":N}`, and the kind of fault.
+pub fn parse_line(text: &str) -> Result<Line, Refusal> {
     if text.len() > MAX_LINE {
-        return Err(format!("line longer than {MAX_LINE} bytes"));
+        return Err(too_long(format!("line longer than {MAX_LINE} bytes")));
     }
     let value: Value = serde_json::from_str(text).map_err(|e| {
-        if text.contains("NaN") || text.contains("Infinity") {
-            format!("not valid JSON (NaN and Infinity are not numbers in JSON): {e}")
-        } else {
-            format!("not valid JSON: {e}")
-        }
+        Refusal::new(
+            Reason::Json,
+            if text.contains("NaN") || text.contains("Infinity") {
+                format!("not valid JSON (NaN and Infinity are not numbers in JSON): {e}")
+            } else {
+                format!("not valid JSON: {e}")
+            },
+        )
     })?;
     let Value::Object(object) = value else {
-        return Err("a line must be one JSON object".into());
+        return Err(Refusal::new(Reason::Json, "a line must be one JSON object"));
     };
     for key in object.keys() {
         if !matches!(
             key.as_str(),
             "stream" | "ts" | "values" | "frame" | "detections" | "seq" | "session" | "device"
         ) {
-            return Err(format!(
-                "unknown key {:?} (known: stream, ts, values, frame, detections, seq, session)",
-                clip(key)
+            return Err(Refusal::new(
+                Reason::UnknownKey,
+                format!(
+                    "unknown key {:?} (known: stream, ts, values, frame, detections, seq, session)",
+                    clip(key)
+                ),
             ));
         }
     }
     let session = match object.get("session") {
         None => None,
         Some(Value::String(s)) => Some(session_id(s)?),
-        Some(_) => return Err("\"session\" must be a string".into()),
+        Some(_) => return Err(value_error("\"session\" must be a string")),
     };
     if let Some(device) = object.get("device") {
         if object.len() > 1 {
-            return Err("\"device\" goes on a line of its own, before the records".into());
+            return Err(value_error(
+                "\"device\" goes on a line of its own, before the records",
+            ));
         }
         return match device {
             Value::String(s) => device_name(s).map(Line::Device),
-            _ => Err("\"device\" must be a string".into()),
+            _ => Err(value_error("\"device\" must be a string")),
         };
     }
     if object.len() == 1 {
@@ -148,8 +141,8 @@ pub fn parse_line(text: &str) -> Result<Line, String> {
     }
     let stream = match object.get("stream") {
         Some(Value::String(s)) => name(s, "stream")?,
-        Some(_) => return Err("\"stream\" must be a string".into()),
-        None => return Err("missing \"stream\"".into()),
+        Some(_) => return Err(value_error("\"stream\" must be a string")),
+        None => return Err(value_error("missing \"stream\"")),
     };
     let ts = match object.get("ts") {
         None | Some(Value::Null) => None,
@@ -160,23 +153,27 @@ pub fn parse_line(text: &str) -> Result<Line, String> {
         Some(v) => Some(
             v.as_u64()
                 .filter(|&n| n <= i64::MAX as u64)
-                .ok_or("\"seq\" must be a whole number from 0 to 2^63-1")?,
+                .ok_or_else(|| value_error("\"seq\" must be a whole number from 0 to 2^63-1"))?,
         ),
     };
     let (values, texts) = match object.get("values") {
         None => (Vec::new(), Vec::new()),
         Some(Value::Object(map)) => values(map)?,
-        Some(_) => return Err("\"values\" must be an object of numbers".into()),
+        Some(_) => return Err(value_error("\"values\" must be an object of numbers")),
     };
     let frame = match (object.get("frame"), object.get("detections")) {
         (None, None) => None,
         (Some(frame), detections) => Some(parse_frame(frame, detections)?),
         (None, Some(_)) => {
-            return Err("\"detections\" need \"frame\":{\"w\":W,\"h\":H}".into());
+            return Err(value_error(
+                "\"detections\" need \"frame\":{\"w\":W,\"h\":H}",
+            ));
         }
     };
     if values.is_empty() && texts.is_empty() && frame.is_none() {
-        return Err("a record needs \"values\" or \"frame\" with \"detections\"".into());
+        return Err(value_error(
+            "a record needs \"values\" or \"frame\" with \"detections\"",
+        ));
     }
     Ok(Line::Record(Record {
         stream,
@@ -195,9 +192,9 @@ type Readings = (Vec<(String, f64)>, Vec<(String, String)>);
 /// The readings of `values`: numbers as they are, booleans as 1 and 0 (as the Influx path
 /// stores them), short text as a text state, nested objects flattened to dotted names
 /// (`{"pose":{"x":1}}` is `pose.x`).
-fn values(map: &Map<String, Value>) -> Result<Readings, String> {
+fn values(map: &Map<String, Value>) -> Result<Readings, Refusal> {
     if map.is_empty() {
-        return Err("\"values\" is empty".into());
+        return Err(value_error("\"values\" is empty"));
     }
     let mut out = (Vec::new(), Vec::new());
     flatten(map, "", 1, &mut out)?;
@@ -209,7 +206,7 @@ fn flatten(
     prefix: &str,
     depth: usize,
     out: &mut Readings,
-) -> Result<(), String> {
+) -> Result<(), Refusal> {
     for (key, value) in map {
         let field = if prefix.is_empty() {
             name(key, "field")?
@@ -220,12 +217,12 @@ fn flatten(
         };
         let number = match value {
             Value::Object(inner) if depth >= MAX_DEPTH => {
-                return Err(format!(
+                return Err(value_error(format!(
                     "value {field:?} nests objects deeper than {MAX_DEPTH} levels"
-                ));
+                )));
             }
             Value::Object(inner) if inner.is_empty() => {
-                return Err(format!("value {field:?} is an empty object"));
+                return Err(value_error(format!("value {field:?} is an empty object")));
             }
             Value::Object(inner) => {
                 flatten(inner, &field, depth + 1, out)?;
@@ -235,69 +232,72 @@ fn flatten(
             Value::Number(n) => n
                 .as_f64()
                 .filter(|n| n.is_finite())
-                .ok_or_else(|| format!("value {field:?} must be a finite number"))?,
+                .ok_or_else(|| value_error(format!("value {field:?} must be a finite number")))?,
             Value::Array(_) => {
-                return Err(format!(
+                return Err(value_error(format!(
                     "value {field:?} is a list; send each element as a field of its own \
                      ({{\"{field}\":{{\"0\":..,\"1\":..}}}})"
-                ));
+                )));
             }
             Value::String(text) => {
                 if text.len() > MAX_TEXT || text.chars().any(unshowable) {
-                    return Err(format!(
+                    return Err(value_error(format!(
                         "value {field:?}: text states are at most {MAX_TEXT} bytes, without \
                          control, invisible or direction-changing characters"
-                    ));
+                    )));
                 }
                 if out.0.len() + out.1.len() == MAX_VALUES {
-                    return Err(format!("more than {MAX_VALUES} values in one record"));
+                    return Err(too_many_values());
                 }
                 out.1.push((field, text.clone()));
                 continue;
             }
             Value::Null => {
-                return Err(format!(
+                return Err(value_error(format!(
                     "value {field:?} must be a number, true or false, text, or an object of them"
-                ));
+                )));
             }
         };
         if out.0.len() + out.1.len() == MAX_VALUES {
-            return Err(format!("more than {MAX_VALUES} values in one record"));
+            return Err(too_many_values());
         }
         out.0.push((field, number));
     }
     Ok(())
 }
 
-fn parse_frame(frame: &Value, detections: Option<&Value>) -> Result<Frame, String> {
-    let side = |key: &str| -> Result<u32, String> {
+fn parse_frame(frame: &Value, detections: Option<&Value>) -> Result<Frame, Refusal> {
+    let side = |key: &str| -> Result<u32, Refusal> {
         frame
             .get(key)
             .and_then(Value::as_u64)
             .filter(|&n| (1..=MAX_FRAME_SIDE).contains(&n))
             .map(|n| n as u32)
             .ok_or_else(|| {
-                format!("\"frame\".{key} must be a whole number from 1 to {MAX_FRAME_SIDE}")
+                value_error(format!(
+                    "\"frame\".{key} must be a whole number from 1 to {MAX_FRAME_SIDE}"
+                ))
             })
     };
     if !frame.is_object() {
-        return Err("\"frame\" must be {\"w\":W,\"h\":H}".into());
+        return Err(value_error("\"frame\" must be {\"w\":W,\"h\":H}"));
     }
     let (width, height) = (side("w")?, side("h")?);
     let list = match detections {
         None => Vec::new(),
         Some(Value::Array(list)) => list.clone(),
-        Some(_) => return Err("\"detections\" must be a list".into()),
+        Some(_) => return Err(value_error("\"detections\" must be a list")),
     };
     if list.len() > MAX_DETECTIONS {
-        return Err(format!(
-            "more than {MAX_DETECTIONS} detections in one frame"
+        return Err(Refusal::new(
+            Reason::TooMany,
+            format!("more than {MAX_DETECTIONS} detections in one frame"),
         ));
     }
     let detections = list
         .iter()
         .enumerate()
-        .map(|(i, d)| detection(d).map_err(|why| format!("detection {i}: {why}")))
+        .map(|(i, d)| detection(d).map_err(|why| why.within(format_args!("detection {i}"))))
         .collect::<Result<Vec<_>, _>>()?;
     Ok(Frame {
         width,
@@ -306,39 +306,44 @@ fn parse_frame(frame: &Value, detections: Option<&Value>) -> Result<Frame, Strin
     })
 }
 
-fn detection(value: &Value) -> Result<Detection, String> {
+fn detection(value: &Value) -> Result<Detection, Refusal> {
     let Value::Object(object) = value else {
-        return Err("must be {\"label\":..,\"score\":..,\"box\":[x,y,w,h]}".into());
+        return Err(value_error(
+            "must be {\"label\":..,\"score\":..,\"box\":[x,y,w,h]}",
+        ));
     };
     if let Some(key) = object
         .keys()
         .find(|k| !matches!(k.as_str(), "label" | "score" | "box"))
     {
-        return Err(format!("unknown key {:?}", clip(key)));
+        return Err(Refusal::new(
+            Reason::UnknownKey,
+            format!("unknown key {:?}", clip(key)),
+        ));
     }
     let label = match object.get("label") {
         Some(Value::String(s)) => label(s)?,
-        _ => return Err("\"label\" must be a string".into()),
+        _ => return Err(value_error("\"label\" must be a string")),
     };
     let score = object
         .get("score")
         .and_then(Value::as_f64)
         .filter(|s| (0.0..=1.0).contains(s))
-        .ok_or("\"score\" must be a number from 0 to 1")?;
+        .ok_or_else(|| value_error("\"score\" must be a number from 0 to 1"))?;
     let numbers = object
         .get("box")
         .and_then(Value::as_array)
         .filter(|b| b.len() == 4)
-        .ok_or("\"box\" must be [x, y, w, h]")?;
+        .ok_or_else(|| value_error("\"box\" must be [x, y, w, h]"))?;
     let mut bbox = [0.0; 4];
     for (slot, number) in bbox.iter_mut().zip(numbers) {
         *slot = number
             .as_f64()
             .filter(|n| n.is_finite())
-            .ok_or("\"box\" must hold four finite numbers")?;
+            .ok_or_else(|| value_error("\"box\" must hold four finite numbers"))?;
     }
     if bbox[2] < 0.0 || bbox[3] < 0.0 {
-        return Err("a box's width and height cannot be negative".into());
+        return Err(value_error("a box's width and height cannot be negative"));
     }
     Ok(Detection { label, score, bbox })
 }
@@ -346,16 +351,19 @@ fn detection(value: &Value) -> Result<Detection, String> {
 /// A timestamp as Unix seconds. Numbers may be seconds, milliseconds, microseconds or
 /// nanoseconds since 1970: between 2000 and 2100 the four ranges do not overlap, so the unit
 /// is known from the size. Text is RFC 3339 (`2026-12-04T15:00:00.250Z`).
-pub fn timestamp(value: &Value) -> Result<f64, String> {
+///
+/// # Errors
+/// A value that is none of these, or out of range.
+pub fn timestamp(value: &Value) -> Result<f64, Refusal> {
     const WHY: &str = "\"ts\" must be a time between 2000 and 2100: Unix seconds, \
                        milliseconds, microseconds or nanoseconds, or RFC 3339 text \
                        (or left out: the hub stamps receive time)";
     let seconds = match value {
-        Value::String(text) => rfc3339(text).ok_or(WHY)?,
-        other => {
-            let number = other.as_f64().ok_or(WHY)?;
-            unix_seconds(number).ok_or(WHY)?
-        }
+        Value::String(text) => rfc3339(text).ok_or_else(|| value_error(WHY))?,
+        other => other
+            .as_f64()
+            .and_then(unix_seconds)
+            .ok_or_else(|| value_error(WHY))?,
     };
     Ok(seconds)
 }
@@ -378,7 +386,10 @@ pub fn rfc3339(text: &str) -> Option<f64> {
 
 /// A stream or field name: 1-128 bytes of letters, digits and `_ . : / -`, starting with a
 /// letter, digit, `_`, or — as ROS topic names do (`/robot/imu`) — one `/`.
-pub fn name(text: &str, what: &str) -> Result<String, String> {
+///
+/// # Errors
+/// Why the text is not a name.
+pub fn name(text: &str, what: &str) -> Result<String, Refusal> {
     let body = text.strip_prefix('/').unwrap_or(text);
     let ok = !body.is_empty()
         && text.len() <= MAX_NAME
@@ -392,22 +403,27 @@ pub fn name(text: &str, what: &str) -> Result<String, String> {
     if ok {
         Ok(text.to_owned())
     } else {
-        Err(format!(
-            "bad {what} name {:?}: 1-{MAX_NAME} letters, digits, '_', '.', ':', '/', '-', \
-             starting with a letter, digit, '_' or '/' (ROS topics: /robot/imu)",
-            clip(text)
+        Err(Refusal::new(
+            Reason::Name,
+            format!(
+                "bad {what} name {:?}: 1-{MAX_NAME} letters, digits, '_', '.', ':', '/', '-', \
+                 starting with a letter, digit, '_' or '/' (ROS topics: /robot/imu)",
+                clip(text)
+            ),
         ))
     }
 }
 
-fn label(text: &str) -> Result<String, String> {
+fn label(text: &str) -> Result<String, Refusal> {
     if text.is_empty() || text.len() > MAX_LABEL {
-        return Err(format!("\"label\" must be 1-{MAX_LABEL} bytes"));
+        return Err(value_error(format!(
+            "\"label\" must be 1-{MAX_LABEL} bytes"
+        )));
     }
     if text.chars().any(unshowable) {
-        return Err(
-            "\"label\" cannot hold control, invisible or direction-changing characters".into(),
-        );
+        return Err(value_error(
+            "\"label\" cannot hold control, invisible or direction-changing characters",
+        ));
     }
     Ok(text.to_owned())
 }
@@ -428,11 +444,14 @@ pub fn unshowable(c: char) -> bool {
 }
 
 /// A device name, by the rules of key files (`socketeer keygen --device`).
-fn device_name(text: &str) -> Result<String, String> {
+fn device_name(text: &str) -> Result<String, Refusal> {
     if socketeer::keys::valid_device_name(text) {
         Ok(text.to_owned())
     } else {
-        Err(format!("bad device name {:?}", clip(text)))
+        Err(Refusal::new(
+            Reason::Name,
+            format!("bad device name {:?}", clip(text)),
+        ))
     }
 }
 
@@ -440,7 +459,7 @@ fn device_name(text: &str) -> Result<String, String> {
 ///
 /// # Errors
 /// Why the text is not one.
-pub fn session_id(text: &str) -> Result<String, String> {
+pub fn session_id(text: &str) -> Result<String, Refusal> {
     let ok = !text.is_empty()
         && text.len() <= MAX_SESSION
         && text
@@ -449,11 +468,29 @@ pub fn session_id(text: &str) -> Result<String, String> {
     if ok {
         Ok(text.to_owned())
     } else {
-        Err(format!(
-            "bad session {:?}: 1-{MAX_SESSION} letters, digits, '_', '.', '-'",
-            clip(text)
+        Err(Refusal::new(
+            Reason::Name,
+            format!(
+                "bad session {:?}: 1-{MAX_SESSION} letters, digits, '_', '.', '-'",
+                clip(text)
+            ),
         ))
     }
+}
+
+fn value_error(why: impl Into<String>) -> Refusal {
+    Refusal::new(Reason::Value, why)
+}
+
+fn too_long(why: String) -> Refusal {
+    Refusal::new(Reason::TooLong, why)
+}
+
+fn too_many_values() -> Refusal {
+    Refusal::new(
+        Reason::TooMany,
+        format!("more than {MAX_VALUES} values in one record"),
+    )
 }
 
 /// A peer's text, shortened for an error message.
@@ -463,7 +500,7 @@ fn clip(text: &str) -> String {
 
 /// One line as received (with its line ending, if any): `None` if blank, else the line or why
 /// it is refused.
-pub fn parse_raw_line(raw: &[u8]) -> Option<Result<Line, String>> {
+pub fn parse_raw_line(raw: &[u8]) -> Option<Result<Line, Refusal>> {
     let text = raw.strip_suffix(b"\n").unwrap_or(raw);
     let text = text.strip_suffix(b"\r").unwrap_or(text);
     if text.iter().all(u8::is_ascii_whitespace) {
@@ -471,7 +508,7 @@ pub fn parse_raw_line(raw: &[u8]) -> Option<Result<Line, String>> {
     }
     Some(
         std::str::from_utf8(text)
-            .map_err(|_| "not UTF-8".to_owned())
+            .map_err(|_| Refusal::new(Reason::Utf8, "not UTF-8"))
             .and_then(parse_line),
     )
 }
@@ -488,7 +525,7 @@ pub(crate) mod tests {
     }
 
     fn error(text: &str) -> String {
-        parse_line(text).expect_err(text)
+        parse_line(text).expect_err(text).why
     }
 
     #[test]

@@ -27,6 +27,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 
 use crate::record::Record;
+use crate::wire::{Reason, Refusal};
 
 /// The schema, one migration per version (`PRAGMA user_version` counts those applied). Never
 /// edit one that has shipped: add the next.
@@ -323,7 +324,7 @@ impl Item {
     }
 }
 
-/// What became of a record.
+/// What became of a record that is stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Stored {
     /// Committed now.
@@ -331,11 +332,34 @@ pub(crate) enum Stored {
     /// Its (device, session, seq) was committed before, with the same content; nothing
     /// written (a resend).
     Duplicate,
+}
+
+/// What the writer did with a record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Written {
+    /// Committed now.
+    New,
+    /// Committed before with the same content.
+    Duplicate,
     /// Its (device, session, seq) was committed before with *different* content: a reused
     /// number, not a resend. Nothing written; the sender is told to start a new session.
     Conflict,
     /// It would pass one of the hub's cardinality limits. Nothing written.
     Refused(Limit),
+}
+
+impl Written {
+    fn outcome(self, cardinality: &Cardinality) -> Outcome {
+        match self {
+            Written::New => Ok(Stored::New),
+            Written::Duplicate => Ok(Stored::Duplicate),
+            Written::Conflict => Err(StoreError::Rejected(Refusal::new(
+                Reason::SeqReused,
+                CONFLICT,
+            ))),
+            Written::Refused(limit) => Err(StoreError::Rejected(cardinality.refusal(limit))),
+        }
+    }
 }
 
 /// A cardinality limit: how many devices the hub keeps, and streams and fields per device.
@@ -369,8 +393,13 @@ impl Default for Cardinality {
 
 impl Cardinality {
     /// What a sender is told of a record refused for `limit`.
-    pub(crate) fn refusal(&self, limit: Limit) -> String {
-        match limit {
+    fn refusal(&self, limit: Limit) -> Refusal {
+        let reason = match limit {
+            Limit::Devices => Reason::DevicesLimit,
+            Limit::Streams => Reason::StreamsLimit,
+            Limit::Fields => Reason::FieldsLimit,
+        };
+        let why = match limit {
             Limit::Devices => format!(
                 "the hub already keeps its most devices ({}, --max-devices): records of a new \
                  device are refused",
@@ -386,11 +415,12 @@ impl Cardinality {
                  fields are refused",
                 self.fields
             ),
-        }
+        };
+        Refusal::new(reason, why)
     }
 }
 
-/// What a sender is told of a [`Stored::Conflict`].
+/// What a sender is told of a record under a number already used for another.
 pub(crate) const CONFLICT: &str = "this seq was already stored in this session for a different \
     record: numbers are never reused within a session; start a new session";
 
@@ -439,10 +469,18 @@ pub(crate) fn fingerprint(record: &Record) -> i64 {
     i64::from_le_bytes(first)
 }
 
-/// Why a write failed (the records were not stored; the caller may try again later).
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("storage: {0}")]
-pub(crate) struct StoreError(pub(crate) String);
+/// Why a record was not stored: for now (resend it later) or for good (do not).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum StoreError {
+    /// The store cannot take records now (the disk, the database, shutting down): nothing of
+    /// the record was stored; resend it.
+    #[error("storage: {0}")]
+    Unavailable(String),
+    /// The store will never take this record (a number reused, a cardinality limit): do not
+    /// resend it.
+    #[error("{0}")]
+    Rejected(Refusal),
+}
 
 struct Job {
     /// Whose turn it is in: a device's or a source's.
@@ -450,7 +488,7 @@ struct Job {
     items: Vec<Item>,
     /// The items' weight, KiB.
     kib: u32,
-    done: oneshot::Sender<Result<Vec<Stored>, StoreError>>,
+    done: oneshot::Sender<Result<Vec<Written>, StoreError>>,
     /// Its room in the queue, given back once it is committed.
     _room: Room,
 }
@@ -647,11 +685,6 @@ impl Store {
         ))
     }
 
-    /// What a sender is told of a record refused for `limit`.
-    pub(crate) fn refusal(&self, limit: Limit) -> String {
-        self.cardinality.refusal(limit)
-    }
-
     /// Hands one job to the writer; the answer to come (already failed if the writer is gone).
     fn send(&self, lane: &Arc<str>, items: Vec<Item>, kib: u32, room: Room) -> Part {
         let count = items.len();
@@ -683,6 +716,7 @@ impl Store {
         Pending {
             parts,
             done: Vec::new(),
+            cardinality: self.cardinality,
         }
     }
 
@@ -707,6 +741,7 @@ impl Store {
         Some(Pending {
             parts,
             done: Vec::new(),
+            cardinality: self.cardinality,
         })
     }
 
@@ -738,7 +773,7 @@ impl Store {
 pub(crate) type Outcome = Result<Stored, StoreError>;
 
 /// One job's answer to come, with how many records it holds.
-type Part = (usize, oneshot::Receiver<Result<Vec<Stored>, StoreError>>);
+type Part = (usize, oneshot::Receiver<Result<Vec<Written>, StoreError>>);
 
 fn failed(count: usize, err: StoreError) -> Part {
     let (done, answer) = oneshot::channel();
@@ -751,6 +786,7 @@ fn failed(count: usize, err: StoreError) -> Part {
 pub(crate) struct Pending {
     parts: VecDeque<Part>,
     done: Vec<Outcome>,
+    cardinality: Cardinality,
 }
 
 impl std::future::Future for Pending {
@@ -768,7 +804,11 @@ impl std::future::Future for Pending {
             };
             this.parts.pop_front();
             match answer.unwrap_or_else(|_| Err(stopped())) {
-                Ok(stored) => this.done.extend(stored.into_iter().map(Ok)),
+                Ok(written) => {
+                    let cardinality = this.cardinality;
+                    this.done
+                        .extend(written.into_iter().map(|w| w.outcome(&cardinality)));
+                }
                 Err(err) => this.done.extend(std::iter::repeat_n(Err(err), count)),
             }
         }
@@ -777,7 +817,7 @@ impl std::future::Future for Pending {
 }
 
 fn stopped() -> StoreError {
-    StoreError("the storage thread has stopped".into())
+    StoreError::Unavailable("the storage thread has stopped".into())
 }
 
 fn open_writer(config: &StoreConfig) -> anyhow::Result<Connection> {
@@ -1200,7 +1240,7 @@ impl Writer {
                     // Ids cached during the failed transaction were rolled back with it.
                     self.forget();
                     tracing::error!(error = %err, records = count, "commit failed");
-                    let err = StoreError(err.to_string());
+                    let err = StoreError::Unavailable(err.to_string());
                     for job in jobs {
                         let _ = job.done.send(Err(err.clone()));
                     }
@@ -1212,7 +1252,7 @@ impl Writer {
     }
 
     /// Tells live viewers about what was just committed (nothing is built if none listen).
-    fn announce(&self, jobs: &[Job], outcomes: &[Stored]) {
+    fn announce(&self, jobs: &[Job], outcomes: &[Written]) {
         let Some(live) = &self.config.live else {
             return;
         };
@@ -1221,7 +1261,7 @@ impl Writer {
         }
         let items = jobs.iter().flat_map(|job| &job.items);
         for (item, outcome) in items.zip(outcomes) {
-            if *outcome == Stored::New {
+            if *outcome == Written::New {
                 let _ = live.send(event(item).into());
             }
         }
@@ -1231,7 +1271,7 @@ impl Writer {
         self.known = Known::default();
     }
 
-    fn commit(&mut self, jobs: &[Job]) -> rusqlite::Result<Vec<Stored>> {
+    fn commit(&mut self, jobs: &[Job]) -> rusqlite::Result<Vec<Written>> {
         // The write lock from the start: a transaction that reads first and writes later cannot
         // wait for a lock someone else holds (SQLite answers "busy" at once instead).
         let tx = self
@@ -1260,7 +1300,7 @@ impl Writer {
                 _ => match known.device(&tx, &item.device, item.recv_ts, most.devices)? {
                     Some(id) => id,
                     None => {
-                        outcomes.push(Stored::Refused(Limit::Devices));
+                        outcomes.push(Written::Refused(Limit::Devices));
                         continue;
                     }
                 },
@@ -1271,7 +1311,7 @@ impl Writer {
             let ready = match known.admit(&tx, device, record, most)? {
                 Ok(ready) => ready,
                 Err(limit) => {
-                    outcomes.push(Stored::Refused(limit));
+                    outcomes.push(Written::Refused(limit));
                     continue;
                 }
             };
@@ -1292,9 +1332,9 @@ impl Writer {
                         )?
                         .query_row(params![session, seq as i64], |row| row.get(0))?;
                     outcomes.push(if stored.is_none_or(|stored| stored == hash) {
-                        Stored::Duplicate
+                        Written::Duplicate
                     } else {
-                        Stored::Conflict
+                        Written::Conflict
                     });
                     continue;
                 }
@@ -1361,7 +1401,7 @@ impl Writer {
                     insert.execute(params![frame_id, d.label, d.score, x, y, w, h])?;
                 }
             }
-            outcomes.push(Stored::New);
+            outcomes.push(Written::New);
             match committed.last_mut() {
                 Some((last, n)) if Arc::ptr_eq(last, &item.device) => *n += 1,
                 _ => committed.push((&item.device, 1)),

@@ -564,3 +564,46 @@ fn one_device_with_much_to_write_does_not_hold_another_behind_all_of_it() {
     }
     hub.stop_ok();
 }
+
+#[test]
+fn a_record_the_store_cannot_take_now_is_answered_retry_and_publish_sends_it_again() {
+    let dir = TempDir::new("hub-retry");
+    let (hub, [ingest, _, web], db) = start_hub_influx(&dir, "udp://127.0.0.1:0", &[]);
+    // The writer cannot commit while another holds the lock (its busy timeout is 5 s): the
+    // answer says so, and that the line may be sent again — it was not refused.
+    let lock = WriteLock::take(&db);
+    let mut robot = Client::connect(&ingest);
+    robot.send("{\"stream\":\"imu\",\"seq\":1,\"values\":{\"ax\":1}}\n");
+    let answer = robot.answer();
+    assert_eq!(answer["line"], 1, "{answer}");
+    assert_eq!(answer["retry"], true, "{answer}");
+    assert!(
+        answer["error"]
+            .as_str()
+            .is_some_and(|e| e.starts_with("storage: ")),
+        "{answer}"
+    );
+    assert_eq!(
+        get_metric(
+            &web,
+            "socketeer_hub_rejected_lines_total{reason=\"storage\"}"
+        ),
+        1
+    );
+    // publish resends such a line (reconnecting) until it is stored, and succeeds.
+    let mut publish = Proc::spawn(&["publish", &ingest]);
+    publish.write_stdin(b"{\"stream\":\"imu\",\"values\":{\"ax\":2}}\n");
+    wait_until("publish told to retry", || {
+        get_metric(
+            &web,
+            "socketeer_hub_rejected_lines_total{reason=\"storage\"}",
+        ) >= 2
+    });
+    drop(lock);
+    publish.close_stdin();
+    let (status, _, err) = publish.wait();
+    assert!(status.success(), "{err}");
+    assert!(err.contains("could not store line"), "{err}");
+    assert_eq!(stored(&db), 1);
+    hub.stop_ok();
+}
