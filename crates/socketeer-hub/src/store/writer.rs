@@ -1,0 +1,668 @@
+//! The writer thread: takes queued jobs in turn, commits them in one transaction (group
+//! commit), answers each, announces what was committed to the live feed, and runs retention.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use rusqlite::{Connection, OptionalExtension, params};
+use tokio::sync::mpsc;
+
+use super::checkpoint::Checkpointer;
+use super::queue::{Job, Lanes};
+use super::{BATCH_KIB, Cardinality, Item, Limit, StoreConfig, StoreError, Written, now_secs};
+use crate::record::Record;
+
+/// A fingerprint of what a record says (not of how its JSON was written), so a resend is told
+/// from a different record under the same number. Stable across runs and versions: BLAKE3 of a
+/// fixed encoding, 64 bits of it.
+pub(crate) fn fingerprint(record: &Record) -> i64 {
+    let mut h = blake3::Hasher::new();
+    let text = |h: &mut blake3::Hasher, t: &str| {
+        h.update(&(t.len() as u64).to_le_bytes());
+        h.update(t.as_bytes());
+    };
+    text(&mut h, &record.stream);
+    match record.ts {
+        Some(ts) => h.update(&[1]).update(&ts.to_bits().to_le_bytes()),
+        None => h.update(&[0]),
+    };
+    h.update(&(record.values.len() as u64).to_le_bytes());
+    for (field, value) in &record.values {
+        text(&mut h, field);
+        h.update(&value.to_bits().to_le_bytes());
+    }
+    h.update(&(record.texts.len() as u64).to_le_bytes());
+    for (field, value) in &record.texts {
+        text(&mut h, field);
+        text(&mut h, value);
+    }
+    if let Some(frame) = &record.frame {
+        h.update(&[1]);
+        h.update(&frame.width.to_le_bytes())
+            .update(&frame.height.to_le_bytes());
+        h.update(&(frame.detections.len() as u64).to_le_bytes());
+        for d in &frame.detections {
+            text(&mut h, &d.label);
+            h.update(&d.score.to_bits().to_le_bytes());
+            for v in d.bbox {
+                h.update(&v.to_bits().to_le_bytes());
+            }
+        }
+    } else {
+        h.update(&[0]);
+    }
+    let bytes = h.finalize();
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&bytes.as_bytes()[..8]);
+    i64::from_le_bytes(first)
+}
+
+/// A stream the writer has seen: its id, and the fields already in `series`.
+
+struct KnownStream {
+    id: i64,
+    /// Every field the stream has: numeric ones by name, text ones as `\0name`.
+    fields: HashSet<String>,
+}
+
+/// How many streams and fields a device has, for the cardinality limits.
+#[derive(Debug, Clone, Copy)]
+struct DeviceLoad {
+    streams: usize,
+    fields: usize,
+}
+
+/// What the writer knows of the database, to spare lookups; forgotten after a failed commit
+/// (rolled back) and after a retention pass.
+#[derive(Default)]
+struct Known {
+    devices: HashMap<Arc<str>, i64>,
+    /// How many devices there are, once counted.
+    device_count: Option<usize>,
+    /// By device and stream name: the stream's id and all its fields.
+    streams: HashMap<i64, HashMap<String, KnownStream>>,
+    loads: HashMap<i64, DeviceLoad>,
+    sessions: HashMap<(i64, Arc<str>), i64>,
+}
+
+impl Known {
+    /// The device's id, adding it if the device limit allows; `None` if it does not.
+    pub(super) fn device(
+        &mut self,
+        tx: &Connection,
+        name: &Arc<str>,
+        at: f64,
+        most: usize,
+    ) -> rusqlite::Result<Option<i64>> {
+        if let Some(&id) = self.devices.get(name) {
+            return Ok(Some(id));
+        }
+        let found = tx
+            .prepare_cached("SELECT id FROM devices WHERE name = ?1")?
+            .query_row(params![&**name], |row| row.get(0))
+            .optional()?;
+        let id = match found {
+            Some(id) => id,
+            None => {
+                let count = match self.device_count {
+                    Some(count) => count,
+                    None => tx.query_row("SELECT count(*) FROM devices", [], |row| {
+                        row.get::<_, i64>(0)
+                    })? as usize,
+                };
+                self.device_count = Some(count);
+                if count >= most {
+                    return Ok(None);
+                }
+                tx.prepare_cached(
+                    "INSERT INTO devices (name, first_seen, last_seen) VALUES (?1, ?2, ?2)",
+                )?
+                .execute(params![&**name, at])?;
+                self.device_count = Some(count + 1);
+                tx.last_insert_rowid()
+            }
+        };
+        self.devices.insert(Arc::clone(name), id);
+        Ok(Some(id))
+    }
+
+    pub(super) fn load(
+        &mut self,
+        tx: &Connection,
+        device: i64,
+    ) -> rusqlite::Result<&mut DeviceLoad> {
+        match self.loads.entry(device) {
+            std::collections::hash_map::Entry::Occupied(load) => Ok(load.into_mut()),
+            std::collections::hash_map::Entry::Vacant(slot) => {
+                let count = |sql: &str| {
+                    tx.prepare_cached(sql)?
+                        .query_row(params![device], |row| row.get::<_, i64>(0))
+                        .map(|n| n as usize)
+                };
+                Ok(slot.insert(DeviceLoad {
+                    streams: count("SELECT count(*) FROM streams WHERE device_id = ?1")?,
+                    fields: count("SELECT count(*) FROM series WHERE device_id = ?1")?
+                        + count("SELECT count(*) FROM text_fields WHERE device_id = ?1")?,
+                }))
+            }
+        }
+    }
+
+    /// The stream, if it exists, with all its fields (looked up once).
+    pub(super) fn stream(
+        &mut self,
+        tx: &Connection,
+        device: i64,
+        name: &str,
+    ) -> rusqlite::Result<Option<&mut KnownStream>> {
+        let streams = self.streams.entry(device).or_default();
+        if !streams.contains_key(name) {
+            let Some(id) = tx
+                .prepare_cached("SELECT id FROM streams WHERE device_id = ?1 AND name = ?2")?
+                .query_row(params![device, name], |row| row.get(0))
+                .optional()?
+            else {
+                return Ok(None);
+            };
+            let mut fields = HashSet::new();
+            for (sql, prefix) in [
+                (
+                    "SELECT field FROM series WHERE device_id = ?1 AND stream = ?2",
+                    "",
+                ),
+                (
+                    "SELECT field FROM text_fields WHERE device_id = ?1 AND stream = ?2",
+                    "\0",
+                ),
+            ] {
+                let mut stmt = tx.prepare_cached(sql)?;
+                for field in stmt.query_map(params![device, name], |row| row.get::<_, String>(0))? {
+                    fields.insert(format!("{prefix}{}", field?));
+                }
+            }
+            streams.insert(name.to_owned(), KnownStream { id, fields });
+        }
+        Ok(streams.get_mut(name))
+    }
+
+    /// The stream, added if it is new.
+    pub(super) fn stream_or_add(
+        &mut self,
+        tx: &Connection,
+        device: i64,
+        name: &str,
+    ) -> rusqlite::Result<&mut KnownStream> {
+        if self.stream(tx, device, name)?.is_none() {
+            tx.prepare_cached("INSERT INTO streams (device_id, name) VALUES (?1, ?2)")?
+                .execute(params![device, name])?;
+            let id = tx.last_insert_rowid();
+            self.load(tx, device)?.streams += 1;
+            let known = KnownStream {
+                id,
+                fields: HashSet::new(),
+            };
+            self.streams
+                .entry(device)
+                .or_default()
+                .insert(name.to_owned(), known);
+        }
+        Ok(self
+            .streams
+            .get_mut(&device)
+            .and_then(|streams| streams.get_mut(name))
+            .expect("known just above"))
+    }
+
+    /// Which limit, if any, storing `record` would pass: `Err(limit)`; else `Ok(Some(id))`
+    /// when its stream and every field of it are known already (nothing to add: the id is all
+    /// the writer needs), `Ok(None)` when something is to be added.
+    pub(super) fn admit(
+        &mut self,
+        tx: &Connection,
+        device: i64,
+        record: &Record,
+        most: &Cardinality,
+    ) -> rusqlite::Result<Result<Option<i64>, Limit>> {
+        let fields = record.values.len() + record.texts.len();
+        if fields == 0 && record.frame.is_none() {
+            return Ok(Ok(None));
+        }
+        let (known_id, new_fields) = match self.stream(tx, device, &record.stream)? {
+            None => (None, fields),
+            Some(known) => {
+                let numbers = record
+                    .values
+                    .iter()
+                    .filter(|(f, _)| !known.fields.contains(f.as_str()));
+                let texts = record
+                    .texts
+                    .iter()
+                    .filter(|(f, _)| !known.fields.contains(format!("\0{f}").as_str()));
+                (Some(known.id), numbers.count() + texts.count())
+            }
+        };
+        if new_fields == 0 && known_id.is_some() {
+            return Ok(Ok(known_id));
+        }
+        let load = *self.load(tx, device)?;
+        if known_id.is_none() && load.streams >= most.streams {
+            return Ok(Err(Limit::Streams));
+        }
+        if load.fields + new_fields > most.fields {
+            return Ok(Err(Limit::Fields));
+        }
+        Ok(Ok(None))
+    }
+
+    pub(super) fn session(
+        &mut self,
+        tx: &Connection,
+        device: i64,
+        name: &Arc<str>,
+        at: f64,
+    ) -> rusqlite::Result<i64> {
+        cached_session(tx, &mut self.sessions, device, name, at)
+    }
+}
+
+pub(super) struct Writer {
+    conn: Connection,
+    config: StoreConfig,
+    checkpoints: Checkpointer,
+    known: Known,
+    /// The JSON object of a sample's values, reused.
+    vals: String,
+    last_retention: f64,
+}
+
+impl Writer {
+    pub(super) fn new(conn: Connection, config: StoreConfig, checkpoints: Checkpointer) -> Writer {
+        Writer {
+            conn,
+            config,
+            checkpoints,
+            known: Known::default(),
+            vals: String::new(),
+            last_retention: 0.0,
+        }
+    }
+
+    pub(super) fn run(mut self, mut queue: mpsc::UnboundedReceiver<Job>) {
+        let mut lanes = Lanes::default();
+        loop {
+            if lanes.is_empty() {
+                match queue.blocking_recv() {
+                    Some(job) => lanes.push(job),
+                    None => break,
+                }
+            }
+            while let Ok(job) = queue.try_recv() {
+                lanes.push(job);
+            }
+            let jobs = lanes.take(self.config.max_batch, BATCH_KIB);
+            let count: usize = jobs.iter().map(|job| job.items.len()).sum();
+            match self.commit(&jobs) {
+                Ok(mut outcomes) => {
+                    self.announce(&jobs, &outcomes);
+                    for job in jobs.into_iter().rev() {
+                        let mine = outcomes.split_off(outcomes.len() - job.items.len());
+                        let _ = job.done.send(Ok(mine));
+                    }
+                    self.checkpoints.committed(&self.conn);
+                }
+                Err(err) => {
+                    // Ids cached during the failed transaction were rolled back with it.
+                    self.forget();
+                    tracing::error!(error = %err, records = count, "commit failed");
+                    let err = StoreError::Unavailable(err.to_string());
+                    for job in jobs {
+                        let _ = job.done.send(Err(err.clone()));
+                    }
+                }
+            }
+            self.retention();
+        }
+        self.checkpoints.finish();
+    }
+
+    /// Tells live viewers about what was just committed (nothing is built if none listen).
+    pub(super) fn announce(&self, jobs: &[Job], outcomes: &[Written]) {
+        let Some(live) = &self.config.live else {
+            return;
+        };
+        if live.receiver_count() == 0 {
+            return;
+        }
+        let items = jobs.iter().flat_map(|job| &job.items);
+        for (item, outcome) in items.zip(outcomes) {
+            if *outcome == Written::New {
+                let _ = live.send(event(item).into());
+            }
+        }
+    }
+
+    pub(super) fn forget(&mut self) {
+        self.known = Known::default();
+    }
+
+    pub(super) fn commit(&mut self, jobs: &[Job]) -> rusqlite::Result<Vec<Written>> {
+        // The write lock from the start: a transaction that reads first and writes later cannot
+        // wait for a lock someone else holds (SQLite answers "busy" at once instead).
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let mut insert_received = tx.prepare_cached(
+            "INSERT OR IGNORE INTO received (session_id, seq, hash) VALUES (?1, ?2, ?3)",
+        )?;
+        let mut insert_sample = tx.prepare_cached(
+            "INSERT INTO samples (stream_id, ts, recv_ts, vals) VALUES (?1, ?2, ?3, ?4)",
+        )?;
+        let mut outcomes = Vec::new();
+        // New records by device, consecutive ones folded together.
+        let mut committed: Vec<(&Arc<str>, u64)> = Vec::new();
+        // (id, latest receive time) of the devices and sessions written to. A job is one
+        // connection's, so consecutive items mostly share both: those are looked up once.
+        let mut seen_devices: Vec<(i64, f64)> = Vec::new();
+        let mut seen_sessions: Vec<(i64, f64)> = Vec::new();
+        let mut last_device: Option<(&Arc<str>, i64)> = None;
+        let mut last_session: Option<(&Arc<str>, i64, i64)> = None;
+        let known = &mut self.known;
+        let most = &self.config.cardinality;
+        for item in jobs.iter().flat_map(|job| &job.items) {
+            let device = match last_device {
+                Some((name, id)) if *name == item.device => id,
+                _ => match known.device(&tx, &item.device, item.recv_ts, most.devices)? {
+                    Some(id) => id,
+                    None => {
+                        outcomes.push(Written::Refused(Limit::Devices));
+                        continue;
+                    }
+                },
+            };
+            last_device = Some((&item.device, device));
+            let record = &item.record;
+            // Before its number is taken: a refused record may be sent again once there is room.
+            let ready = match known.admit(&tx, device, record, most)? {
+                Ok(ready) => ready,
+                Err(limit) => {
+                    outcomes.push(Written::Refused(limit));
+                    continue;
+                }
+            };
+            seen(&mut seen_devices, device, item.recv_ts);
+            if let Some(seq) = record.seq {
+                let session = match last_session {
+                    Some((name, of, id)) if of == device && *name == item.session => id,
+                    _ => known.session(&tx, device, &item.session, item.recv_ts)?,
+                };
+                last_session = Some((&item.session, device, session));
+                seen(&mut seen_sessions, session, item.recv_ts);
+                let hash = fingerprint(record);
+                let inserted = insert_received.execute(params![session, seq as i64, hash])?;
+                if inserted == 0 {
+                    let stored: Option<i64> = tx
+                        .prepare_cached(
+                            "SELECT hash FROM received WHERE session_id = ?1 AND seq = ?2",
+                        )?
+                        .query_row(params![session, seq as i64], |row| row.get(0))?;
+                    outcomes.push(if stored.is_none_or(|stored| stored == hash) {
+                        Written::Duplicate
+                    } else {
+                        Written::Conflict
+                    });
+                    continue;
+                }
+            }
+            let ts = record.ts.unwrap_or(item.recv_ts);
+            if let (Some(stream_id), false) =
+                (ready, record.values.is_empty() && record.texts.is_empty())
+            {
+                // The usual case: a known stream with known fields.
+                values_json(&record.values, &record.texts, &mut self.vals);
+                insert_sample.execute(params![stream_id, ts, item.recv_ts, self.vals])?;
+            } else if !record.values.is_empty() || !record.texts.is_empty() {
+                let stream = known.stream_or_add(&tx, device, &record.stream)?;
+                let (stream_id, mut added) = (stream.id, 0);
+                for (field, _) in &record.values {
+                    if !stream.fields.contains(field.as_str()) {
+                        add_series(&tx, device, &record.stream, field)?;
+                        stream.fields.insert(field.clone());
+                        added += 1;
+                    }
+                }
+                for (field, _) in &record.texts {
+                    // Text fields are kept apart from numeric ones (a NUL never starts a
+                    // checked name, so the two cannot collide).
+                    let key = format!("\0{field}");
+                    if !stream.fields.contains(key.as_str()) {
+                        tx.prepare_cached(
+                            "INSERT OR IGNORE INTO text_fields (device_id, stream, field)
+                             VALUES (?1, ?2, ?3)",
+                        )?
+                        .execute(params![device, record.stream, field])?;
+                        stream.fields.insert(key);
+                        added += 1;
+                    }
+                }
+                if added > 0 {
+                    known.load(&tx, device)?.fields += added;
+                }
+                values_json(&record.values, &record.texts, &mut self.vals);
+                insert_sample.execute(params![stream_id, ts, item.recv_ts, self.vals])?;
+            }
+            if let Some(frame) = &record.frame {
+                // A frame's stream is one of the device's streams too.
+                known.stream_or_add(&tx, device, &record.stream)?;
+                tx.prepare_cached(
+                    "INSERT INTO frames (device_id, stream, ts, recv_ts, width, height)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                )?
+                .execute(params![
+                    device,
+                    record.stream,
+                    ts,
+                    item.recv_ts,
+                    frame.width,
+                    frame.height
+                ])?;
+                let frame_id = tx.last_insert_rowid();
+                let mut insert = tx.prepare_cached(
+                    "INSERT INTO detections (frame_id, label, score, x, y, w, h)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                )?;
+                for d in &frame.detections {
+                    let [x, y, w, h] = d.bbox;
+                    insert.execute(params![frame_id, d.label, d.score, x, y, w, h])?;
+                }
+            }
+            outcomes.push(Written::New);
+            match committed.last_mut() {
+                Some((last, n)) if Arc::ptr_eq(last, &item.device) => *n += 1,
+                _ => committed.push((&item.device, 1)),
+            }
+        }
+        drop((insert_received, insert_sample));
+        for (device, at) in latest(seen_devices) {
+            tx.prepare_cached("UPDATE devices SET last_seen = max(last_seen, ?2) WHERE id = ?1")?
+                .execute(params![device, at])?;
+        }
+        for (session, at) in latest(seen_sessions) {
+            tx.prepare_cached("UPDATE sessions SET last_recv = max(last_recv, ?2) WHERE id = ?1")?
+                .execute(params![session, at])?;
+        }
+        tx.commit()?;
+        let now = now_secs() as u64;
+        for (device, n) in committed {
+            self.config.activity.committed(device, n, now);
+        }
+        Ok(outcomes)
+    }
+
+    /// Deletes data older than the retention period, at most once a minute.
+    pub(super) fn retention(&mut self) {
+        let Some(keep) = self.config.retention else {
+            return;
+        };
+        let now = now_secs();
+        if now - self.last_retention < 60.0 {
+            return;
+        }
+        self.last_retention = now;
+        let cutoff = now - keep.as_secs_f64();
+        if let Err(err) = delete_older(&mut self.conn, cutoff, now) {
+            tracing::warn!(error = %err, "retention pass failed; will try again");
+        }
+        self.forget();
+    }
+}
+
+/// A committed record as the live feed and the dashboard see it.
+pub(crate) fn event(item: &Item) -> String {
+    let record = &item.record;
+    let mut event = serde_json::json!({
+        "device": &*item.device,
+        "stream": record.stream,
+        "ts": record.ts.unwrap_or(item.recv_ts),
+        "recv_ts": item.recv_ts,
+    });
+    if !record.values.is_empty() {
+        let values: serde_json::Map<String, serde_json::Value> = record
+            .values
+            .iter()
+            .map(|(field, value)| (field.clone(), (*value).into()))
+            .collect();
+        event["values"] = values.into();
+    }
+    if !record.texts.is_empty() {
+        let texts: serde_json::Map<String, serde_json::Value> = record
+            .texts
+            .iter()
+            .map(|(field, text)| (field.clone(), text.as_str().into()))
+            .collect();
+        event["texts"] = texts.into();
+    }
+    if let Some(frame) = &record.frame {
+        event["frame"] = serde_json::json!({ "w": frame.width, "h": frame.height });
+        event["detections"] = frame
+            .detections
+            .iter()
+            .map(|d| serde_json::json!({ "label": d.label, "score": d.score, "box": d.bbox }))
+            .collect();
+    }
+    event.to_string()
+}
+
+/// One retention pass (Unix seconds): what was *received* before `cutoff` goes, so the
+/// device's clock decides nothing — a record dated 2000 is kept for the whole period after it
+/// arrived, one dated 2099 goes when its period is over. Deleted: received before `cutoff` and
+/// dated before `cutoff` or after `now` (both ends of the time index, which is what makes the
+/// pass cheap); a record dated inside the period but received before it (a clock that ran
+/// ahead) goes once its date leaves the period.
+pub(super) fn delete_older(conn: &mut Connection, cutoff: f64, now: f64) -> rusqlite::Result<()> {
+    let tx = conn.transaction()?;
+    // Through the (stream, time) and (device, time) indexes, one stream or device at a time
+    // (CROSS JOIN keeps that order: two range searches per stream, never a scan of the table).
+    tx.execute(
+        "DELETE FROM samples WHERE rowid IN (
+             SELECT sa.rowid FROM streams st CROSS JOIN samples sa ON sa.stream_id = st.id
+                 AND (sa.ts < ?1 OR sa.ts > ?2) AND sa.recv_ts < ?1)",
+        params![cutoff, now],
+    )?;
+    tx.execute(
+        "DELETE FROM detections WHERE frame_id IN (
+             SELECT f.id FROM devices d CROSS JOIN frames f ON f.device_id = d.id
+                 AND (f.ts < ?1 OR f.ts > ?2) AND f.recv_ts < ?1)",
+        params![cutoff, now],
+    )?;
+    tx.execute(
+        "DELETE FROM frames WHERE id IN (
+             SELECT f.id FROM devices d CROSS JOIN frames f ON f.device_id = d.id
+                 AND (f.ts < ?1 OR f.ts > ?2) AND f.recv_ts < ?1)",
+        params![cutoff, now],
+    )?;
+    // Idempotency keys of sessions silent since the cutoff: a resend that late is new data.
+    tx.execute(
+        "DELETE FROM received WHERE session_id IN (SELECT id FROM sessions WHERE last_recv < ?1)",
+        params![cutoff],
+    )?;
+    tx.execute("DELETE FROM sessions WHERE last_recv < ?1", params![cutoff])?;
+    tx.commit()
+}
+
+/// Notes that `id` was written to at `at` (consecutive repeats folded into one entry).
+pub(super) fn seen(list: &mut Vec<(i64, f64)>, id: i64, at: f64) {
+    match list.last_mut() {
+        Some((last, when)) if *last == id => *when = when.max(at),
+        _ => list.push((id, at)),
+    }
+}
+
+/// Each id once, with its latest time.
+pub(super) fn latest(mut list: Vec<(i64, f64)>) -> Vec<(i64, f64)> {
+    list.sort_unstable_by_key(|&(id, _)| id);
+    list.dedup_by(|later, kept| {
+        if later.0 != kept.0 {
+            return false;
+        }
+        kept.1 = kept.1.max(later.1);
+        true
+    });
+    list
+}
+
+fn cached_session(
+    conn: &Connection,
+    cache: &mut HashMap<(i64, Arc<str>), i64>,
+    device: i64,
+    name: &Arc<str>,
+    at: f64,
+) -> rusqlite::Result<i64> {
+    if let Some(&id) = cache.get(&(device, Arc::clone(name))) {
+        return Ok(id);
+    }
+    conn.prepare_cached(
+        "INSERT INTO sessions (device_id, name, last_recv) VALUES (?1, ?2, ?3)
+         ON CONFLICT (device_id, name) DO NOTHING",
+    )?
+    .execute(params![device, &**name, at])?;
+    let id = conn
+        .prepare_cached("SELECT id FROM sessions WHERE device_id = ?1 AND name = ?2")?
+        .query_row(params![device, &**name], |row| row.get(0))?;
+    cache.insert((device, Arc::clone(name)), id);
+    Ok(id)
+}
+
+/// Records that `device`'s `stream` has `field` (what `/api/streams` lists).
+fn add_series(conn: &Connection, device: i64, stream: &str, field: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO series (device_id, stream, field) VALUES (?1, ?2, ?3)
+         ON CONFLICT (device_id, stream, field) DO NOTHING",
+    )?
+    .execute(params![device, stream, field])?;
+    Ok(())
+}
+
+/// Writes `values` as one JSON object into `out`. Field names are checked names (letters,
+/// digits and `_.:/-`), so they need no escaping; values are finite, and Rust's shortest
+/// round-trip form of a finite `f64` (`1.0`, `0.1`, `1e300`) is a JSON number.
+pub(super) fn values_json(values: &[(String, f64)], texts: &[(String, String)], out: &mut String) {
+    use std::fmt::Write as _;
+    out.clear();
+    out.push('{');
+    for (i, (field, value)) in values.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        debug_assert!(!field.contains(['"', '\\']) && value.is_finite());
+        let _ = write!(out, "\"{field}\":{value:?}");
+    }
+    for (i, (field, text)) in texts.iter().enumerate() {
+        if i > 0 || !values.is_empty() {
+            out.push(',');
+        }
+        // Text is the device's: serde_json escapes it.
+        let text = serde_json::Value::from(text.as_str());
+        let _ = write!(out, "\"{field}\":{text}");
+    }
+    out.push('}');
+}
