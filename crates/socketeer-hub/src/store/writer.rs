@@ -58,7 +58,6 @@ pub(crate) fn fingerprint(record: &Record) -> i64 {
 }
 
 /// A stream the writer has seen: its id, and the fields already in `series`.
-
 struct KnownStream {
     id: i64,
     /// Every field the stream has: numeric ones by name, text ones as `\0name`.
