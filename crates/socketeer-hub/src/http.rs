@@ -1,13 +1,11 @@
 //! The hub's HTTP side (axum): the JSON API, CSV export, `/metrics`, the live feed (SSE) and
-//! `POST /api/ingest`. Queries run on their own read-only SQLite connections in blocking
-//! threads; WAL lets them read while the writer writes.
+//! `POST /api/ingest`. Every answer is a store read (typed, see `store::reads`) serialised
+//! here: no SQL in this file. Reads take turns, a few at once.
 //!
 //! Beyond loopback every request needs the token (`Authorization: Bearer TOKEN` or
 //! `?token=TOKEN`); on loopback it is needed only when one was given.
 
-use std::collections::BTreeMap;
 use std::convert::Infallible;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -17,7 +15,6 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::sync::{broadcast, mpsc};
@@ -27,7 +24,9 @@ use tokio_stream::wrappers::ReceiverStream;
 use crate::ingest::Ingest;
 use crate::ingest::session::{Answers, BATCH, Session, Who};
 use crate::record::MAX_LINE;
-use crate::store::now_secs;
+use crate::store::{
+    Cell, DetectionQuery, ExportQuery, ExportRow, SeriesPoints, SeriesQuery, StoreError, now_secs,
+};
 use crate::wire::{Answer, Reason, Refusal};
 
 /// A device is shown online this long after its last record, even without a connection (UDP
@@ -48,7 +47,6 @@ const MAX_BODY: usize = 16 * 1024 * 1024;
 
 /// What the handlers share.
 pub(crate) struct Api {
-    pub(crate) db: PathBuf,
     pub(crate) ingest: Arc<Ingest>,
     pub(crate) activity: Arc<crate::store::Activity>,
     pub(crate) live: broadcast::Sender<Arc<str>>,
@@ -445,11 +443,11 @@ impl IntoResponse for Fail {
     }
 }
 
-/// Runs a query on a fresh read-only connection in a blocking thread, in its turn (a few at
-/// once: more wait up to [`TURN_WAIT`], then are told 503).
+/// Runs a store read in its turn (a few at once: more wait up to [`TURN_WAIT`], then are told
+/// 503). The turn is held until the read is done, even if its request is gone.
 async fn query<T: Send + 'static>(
     api: &Api,
-    work: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+    read: impl std::future::Future<Output = Result<T, StoreError>> + Send + 'static,
 ) -> Result<T, Fail> {
     let Some(turn) = wait_turn(&api.queries).await else {
         return Err(Fail(
@@ -457,10 +455,9 @@ async fn query<T: Send + 'static>(
             "too many queries at once; try again in a moment".into(),
         ));
     };
-    let db = api.db.clone();
-    tokio::task::spawn_blocking(move || {
-        let _turn = turn; // held until the query is done, even if its request is gone
-        work(&open_read(&db)?)
+    tokio::spawn(async move {
+        let _turn = turn;
+        read.await
     })
     .await
     .map_err(|_| {
@@ -469,39 +466,13 @@ async fn query<T: Send + 'static>(
             "the query stopped".into(),
         )
     })?
-    .map_err(|e| Fail(StatusCode::INTERNAL_SERVER_ERROR, format!("storage: {e}")))
-}
-
-/// A read-only connection to the database.
-fn open_read(db: &std::path::Path) -> rusqlite::Result<Connection> {
-    let conn = Connection::open_with_flags(
-        db,
-        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )?;
-    conn.busy_timeout(std::time::Duration::from_secs(5))?;
-    Ok(conn)
+    .map_err(|e| Fail(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
 }
 
 async fn devices(State(api): Shared) -> Response {
     let connected = api.ingest.presence.snapshot();
-    let rows = query(&api, |conn| {
-        let mut stmt = conn.prepare(
-            "SELECT name, first_seen, last_seen,
-                    (SELECT count(*) FROM series s WHERE s.device_id = d.id)
-             FROM devices d ORDER BY name",
-        )?;
-        stmt.query_map([], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, f64>(1)?,
-                r.get::<_, f64>(2)?,
-                r.get::<_, i64>(3)?,
-            ))
-        })?
-        .collect::<rusqlite::Result<Vec<_>>>()
-    })
-    .await;
-    let rows = match rows {
+    let store = api.ingest.store.clone();
+    let rows = match query(&api, async move { store.devices().await }).await {
         Ok(rows) => rows,
         Err(fail) => return fail.into_response(),
     };
@@ -509,16 +480,19 @@ async fn devices(State(api): Shared) -> Response {
     let activity = api.activity.snapshot();
     let list: Vec<Value> = rows
         .into_iter()
-        .map(|(name, first, last, series)| {
-            let connections = connected.get(&name).copied().unwrap_or(0);
-            let counts = activity.get(name.as_str()).cloned().unwrap_or_default();
+        .map(|device| {
+            let connections = connected.get(&device.name).copied().unwrap_or(0);
+            let counts = activity
+                .get(device.name.as_str())
+                .cloned()
+                .unwrap_or_default();
             json!({
-                "name": name,
-                "online": connections > 0 || now - last < ONLINE_WINDOW,
+                "name": device.name,
+                "online": connections > 0 || now - device.last_seen < ONLINE_WINDOW,
                 "connections": connections,
-                "first_seen": first,
-                "last_seen": last,
-                "series": series,
+                "first_seen": device.first_seen,
+                "last_seen": device.last_seen,
+                "series": device.series,
                 "rate": counts.rate(now as u64),
                 "records": counts.records,
                 "auth_failures": counts.auth_failures,
@@ -534,77 +508,16 @@ struct DeviceQuery {
 }
 
 async fn streams(State(api): Shared, Params(q): Params<DeviceQuery>) -> Response {
-    let result = query(&api, move |conn| {
-        let Some(device) = device_id(conn, &q.device)? else {
-            return Ok(None);
-        };
-        let mut values: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        let mut stmt = conn.prepare(
-            "SELECT stream, field FROM series WHERE device_id = ?1 ORDER BY stream, field",
-        )?;
-        for row in stmt.query_map(params![device], |r| Ok((r.get(0)?, r.get(1)?)))? {
-            let (stream, field): (String, String) = row?;
-            values.entry(stream).or_default().push(field);
-        }
-        let mut stmt = conn.prepare(
-            "SELECT stream, count(*), max(ts) FROM frames WHERE device_id = ?1 GROUP BY stream",
-        )?;
-        let frames = stmt
-            .query_map(params![device], |r| {
-                Ok(json!({ "stream": r.get::<_, String>(0)?, "frames": r.get::<_, i64>(1)?, "last_ts": r.get::<_, f64>(2)? }))
-            })?
-            .collect::<rusqlite::Result<Vec<_>>>()?;
-        let values: Vec<Value> = values
-            .into_iter()
-            .map(|(stream, fields)| json!({ "stream": stream, "fields": fields }))
-            .collect();
-        // Text states: each field's latest text (the newest sample that holds it).
-        let mut stmt = conn.prepare(
-            "SELECT tf.stream, tf.field,
-                    (SELECT json_array(sa.ts, sa.vals ->> ('$.\"' || tf.field || '\"'))
-                     FROM samples sa
-                     WHERE sa.stream_id = st.id
-                       AND json_type(sa.vals, '$.\"' || tf.field || '\"') = 'text'
-                     ORDER BY sa.ts DESC LIMIT 1)
-             FROM text_fields tf
-             JOIN streams st ON st.device_id = tf.device_id AND st.name = tf.stream
-             WHERE tf.device_id = ?1 ORDER BY tf.stream, tf.field",
-        )?;
-        let texts = stmt
-            .query_map(params![device], |r| {
-                let latest: Option<String> = r.get(2)?;
-                let latest: Value = latest
-                    .and_then(|l| serde_json::from_str(&l).ok())
-                    .unwrap_or(Value::Null);
-                Ok(json!({
-                    "stream": r.get::<_, String>(0)?,
-                    "field": r.get::<_, String>(1)?,
-                    "ts": latest[0],
-                    "text": latest[1],
-                }))
-            })?
-            .collect::<rusqlite::Result<Vec<_>>>()?;
-        Ok(Some(json!({ "values": values, "texts": texts, "frames": frames })))
-    })
-    .await;
-    match result {
-        Ok(Some(body)) => axum::Json(body).into_response(),
+    let store = api.ingest.store.clone();
+    match query(&api, async move { store.streams(q.device).await }).await {
+        Ok(Some(streams)) => axum::Json(streams).into_response(),
         Ok(None) => bad(StatusCode::NOT_FOUND, "no such device"),
         Err(fail) => fail.into_response(),
     }
 }
 
-fn device_id(conn: &Connection, name: &str) -> rusqlite::Result<Option<i64>> {
-    conn.query_row(
-        "SELECT id FROM devices WHERE name = ?1",
-        params![name],
-        |r| r.get(0),
-    )
-    .optional()
-}
-
 #[derive(Deserialize)]
-struct SeriesQuery {
+struct SeriesParams {
     device: String,
     stream: String,
     field: String,
@@ -627,107 +540,52 @@ fn range(from: Option<Time>, to: Option<Time>) -> Result<(f64, f64), Fail> {
 }
 
 /// A series over a time range: the points themselves when there are at most `points`
-/// (default 1000), else that many equal buckets with min, max, mean and count each — so a
-/// plot keeps every spike however far it is zoomed out.
-async fn series(State(api): Shared, Params(q): Params<SeriesQuery>) -> Response {
+/// (default 1000), else that many equal buckets with min, max, mean and count each.
+async fn series(State(api): Shared, Params(q): Params<SeriesParams>) -> Response {
     let (from, to) = match range(q.from, q.to) {
         Ok(range) => range,
         Err(fail) => return fail.into_response(),
     };
-    let points = q.points.unwrap_or(1000).clamp(1, MAX_POINTS);
-    let (device, stream, field) = (q.device.clone(), q.stream.clone(), q.field.clone());
-    let result = query(&api, move |conn| {
-        // The field must be one the stream has: then it is a checked name, safe in a path.
-        let Some(stream) = conn
-            .query_row(
-                "SELECT st.id FROM streams st JOIN devices d ON d.id = st.device_id
-                 JOIN series s ON s.device_id = d.id AND s.stream = st.name AND s.field = ?3
-                 WHERE d.name = ?1 AND st.name = ?2",
-                params![device, stream, field],
-                |r| r.get::<_, i64>(0),
-            )
-            .optional()?
-        else {
-            return Ok(None);
-        };
-        let path = format!("$.\"{field}\"");
-        // How many points, and the span they really cover: buckets divide that span, not the
-        // asked-for window (the last minute's data over the default hour is still `points`
-        // buckets, not seven).
-        let (count, first, last): (usize, Option<f64>, Option<f64>) = conn.query_row(
-            "SELECT count(v), min(ts), max(ts) FROM (
-                 SELECT ts, vals ->> ?4 AS v FROM samples
-                 WHERE stream_id = ?1 AND ts BETWEEN ?2 AND ?3)
-             WHERE typeof(v) IN ('integer', 'real')",
-            params![stream, from, to, path],
-            |r| Ok((r.get::<_, i64>(0)? as usize, r.get(1)?, r.get(2)?)),
-        )?;
-        if count <= points {
-            let mut stmt = conn.prepare(
-                "SELECT ts, v FROM (
-                     SELECT ts, vals ->> ?4 AS v FROM samples
-                     WHERE stream_id = ?1 AND ts BETWEEN ?2 AND ?3)
-                 WHERE typeof(v) IN ('integer', 'real') ORDER BY ts",
-            )?;
-            let rows = stmt
-                .query_map(params![stream, from, to, path], |r| {
-                    Ok(json!([r.get::<_, f64>(0)?, r.get::<_, f64>(1)?]))
-                })?
-                .collect::<rusqlite::Result<Vec<_>>>()?;
-            return Ok(Some(json!({ "raw": true, "count": count, "points": rows })));
+    let asked = SeriesQuery {
+        device: q.device,
+        stream: q.stream,
+        field: q.field,
+        from,
+        to,
+        points: q.points.unwrap_or(1000).clamp(1, MAX_POINTS),
+    };
+    let store = api.ingest.store.clone();
+    let read = {
+        let asked = asked.clone();
+        async move { store.series(asked).await }
+    };
+    let series = match query(&api, read).await {
+        Ok(Some(series)) => series,
+        Ok(None) => return bad(StatusCode::NOT_FOUND, "no such series"),
+        Err(fail) => return fail.into_response(),
+    };
+    let mut body = match series.points {
+        SeriesPoints::Raw(points) => {
+            json!({ "raw": true, "count": series.count, "points": points })
         }
-        let (start, end) = (first.unwrap_or(from), last.unwrap_or(to));
-        // The last point's bucket is closed at `end` (the min() below); a span of one instant
-        // is one bucket.
-        let width = ((end - start) / points as f64).max(f64::MIN_POSITIVE);
-        let mut stmt = conn.prepare(
-            "SELECT min(CAST((ts - ?2) / ?4 AS INTEGER), ?5 - 1) AS b,
-                    min(v), max(v), avg(v), count(*)
-             FROM (SELECT ts, vals ->> ?6 AS v FROM samples
-                   WHERE stream_id = ?1 AND ts BETWEEN ?2 AND ?3)
-             WHERE typeof(v) IN ('integer', 'real')
-             GROUP BY b ORDER BY b",
-        )?;
-        let rows = stmt
-            .query_map(
-                params![stream, start, end, width, points as i64, path],
-                |r| {
-                    let bucket: i64 = r.get(0)?;
-                    Ok(json!([
-                        start + bucket as f64 * width,
-                        r.get::<_, f64>(1)?,
-                        r.get::<_, f64>(2)?,
-                        r.get::<_, f64>(3)?,
-                        r.get::<_, i64>(4)?,
-                    ]))
-                },
-            )?
-            .collect::<rusqlite::Result<Vec<_>>>()?;
-        Ok(Some(json!({
+        SeriesPoints::Buckets { width, rows } => json!({
             "raw": false,
-            "count": count,
+            "count": series.count,
             "bucket_secs": width,
             "columns": ["start", "min", "max", "mean", "count"],
             "points": rows,
-        })))
-    })
-    .await;
-    match result {
-        Ok(Some(mut body)) => {
-            body["device"] = q.device.into();
-            body["stream"] = q.stream.into();
-            body["field"] = q.field.into();
-            body["from"] = from.into();
-            body["to"] = to.into();
-            axum::Json(body).into_response()
-        }
-        Ok(None) => bad(StatusCode::NOT_FOUND, "no such series"),
-        Err(fail) => fail.into_response(),
-    }
+        }),
+    };
+    body["device"] = asked.device.into();
+    body["stream"] = asked.stream.into();
+    body["field"] = asked.field.into();
+    body["from"] = from.into();
+    body["to"] = to.into();
+    axum::Json(body).into_response()
 }
 
 #[derive(Deserialize)]
-struct DetectionQuery {
+struct DetectionParams {
     device: Option<String>,
     stream: Option<String>,
     label: Option<String>,
@@ -738,100 +596,30 @@ struct DetectionQuery {
 }
 
 /// Frames with the detections that match, newest first.
-async fn detections(State(api): Shared, Params(q): Params<DetectionQuery>) -> Response {
+async fn detections(State(api): Shared, Params(q): Params<DetectionParams>) -> Response {
     let (from, to) = match range(q.from, q.to) {
         Ok(range) => range,
         Err(fail) => return fail.into_response(),
     };
-    let limit = q.limit.unwrap_or(100).clamp(1, MAX_FRAMES) as i64;
-    let min_score = q.min_score.unwrap_or(0.0);
-    let result = query(&api, move |conn| {
-        let mut stmt = conn.prepare(
-            "SELECT f.id, dv.name, f.stream, f.ts, f.width, f.height,
-                    d.label, d.score, d.x, d.y, d.w, d.h
-             FROM frames f JOIN devices dv ON dv.id = f.device_id
-             JOIN detections d ON d.frame_id = f.id
-             WHERE f.id IN (
-                 SELECT f2.id FROM frames f2 JOIN devices dv2 ON dv2.id = f2.device_id
-                 WHERE f2.ts BETWEEN ?1 AND ?2
-                   AND (?3 IS NULL OR dv2.name = ?3) AND (?4 IS NULL OR f2.stream = ?4)
-                   AND EXISTS (SELECT 1 FROM detections d2 WHERE d2.frame_id = f2.id
-                               AND (?5 IS NULL OR d2.label = ?5) AND d2.score >= ?6)
-                 ORDER BY f2.ts DESC LIMIT ?7)
-               AND (?5 IS NULL OR d.label = ?5) AND d.score >= ?6
-             ORDER BY f.ts DESC, f.id DESC, d.rowid
-             LIMIT ?8",
-        )?;
-        let mut frames: Vec<Value> = Vec::new();
-        let mut last_id = None;
-        let rows = stmt.query_map(
-            params![
-                from,
-                to,
-                q.device,
-                q.stream,
-                q.label,
-                min_score,
-                limit,
-                MAX_DETECTIONS as i64 + 1
-            ],
-            |r| {
-                Ok((
-                    r.get::<_, i64>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, String>(2)?,
-                    r.get::<_, f64>(3)?,
-                    r.get::<_, i64>(4)?,
-                    r.get::<_, i64>(5)?,
-                    json!({
-                        "label": r.get::<_, String>(6)?,
-                        "score": r.get::<_, f64>(7)?,
-                        "box": [r.get::<_, f64>(8)?, r.get::<_, f64>(9)?, r.get::<_, f64>(10)?, r.get::<_, f64>(11)?],
-                    }),
-                ))
-            },
-        )?;
-        let mut taken = 0;
-        let mut truncated = false;
-        for row in rows {
-            taken += 1;
-            if taken > MAX_DETECTIONS {
-                // The last frame may lack some of its detections: leave it out (unless it is
-                // the only one) and say the answer is cut.
-                truncated = true;
-                if frames.len() > 1 {
-                    frames.pop();
-                }
-                break;
-            }
-            let (id, device, stream, ts, w, h, detection) = row?;
-            if last_id != Some(id) {
-                frames.push(json!({
-                    "device": device, "stream": stream, "ts": ts,
-                    "frame": { "w": w, "h": h }, "detections": [],
-                }));
-                last_id = Some(id);
-            }
-            if let Some(list) = frames
-                .last_mut()
-                .and_then(|f| f["detections"].as_array_mut())
-            {
-                list.push(detection);
-            }
-        }
-        Ok((frames, truncated))
-    })
-    .await;
-    match result {
-        Ok((frames, truncated)) => {
-            axum::Json(json!({ "frames": frames, "truncated": truncated })).into_response()
-        }
+    let asked = DetectionQuery {
+        device: q.device,
+        stream: q.stream,
+        label: q.label,
+        min_score: q.min_score.unwrap_or(0.0),
+        from,
+        to,
+        limit: q.limit.unwrap_or(100).clamp(1, MAX_FRAMES),
+        max_detections: MAX_DETECTIONS,
+    };
+    let store = api.ingest.store.clone();
+    match query(&api, async move { store.detections(asked).await }).await {
+        Ok(detections) => axum::Json(detections).into_response(),
         Err(fail) => fail.into_response(),
     }
 }
 
 #[derive(Deserialize)]
-struct ExportQuery {
+struct ExportParams {
     device: String,
     stream: Option<String>,
     field: Option<String>,
@@ -856,7 +644,7 @@ fn csv_cell(text: &str) -> String {
 /// The points of one device (optionally one stream and field) in a range, as CSV, streamed:
 /// rows are read as the client takes them, a few chunks ahead, so an export of any size holds
 /// little memory (and stops when the client goes).
-async fn export_csv(State(api): Shared, Params(q): Params<ExportQuery>) -> Response {
+async fn export_csv(State(api): Shared, Params(q): Params<ExportParams>) -> Response {
     let (from, to) = match range(q.from, q.to) {
         Ok(range) => range,
         Err(fail) => return fail.into_response(),
@@ -864,32 +652,39 @@ async fn export_csv(State(api): Shared, Params(q): Params<ExportQuery>) -> Respo
     let Some(turn) = wait_turn(&api.queries).await else {
         return busy("queries");
     };
-    let (chunks, body) = mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(4);
-    let (started, start) = tokio::sync::oneshot::channel::<Result<(), String>>();
-    let db = api.db.clone();
-    tokio::task::spawn_blocking(move || {
-        let _turn = turn; // held until the export is done
-        let mut started = Some(started);
-        let result = export_rows(&db, &q, from, to, |chunk| {
-            if let Some(started) = started.take() {
-                let _ = started.send(Ok(()));
+    let device = csv_cell(&q.device);
+    let mut chunks = api.ingest.store.export(
+        ExportQuery {
+            device: q.device,
+            stream: q.stream,
+            field: q.field,
+            from,
+            to,
+            max_rows: MAX_CSV_ROWS,
+        },
+        CSV_ROWS_PER_CHUNK,
+    );
+    // The first chunk decides the status: an error before any row is a 500.
+    let first = match chunks.recv().await {
+        Some(Err(err)) => return bad(StatusCode::INTERNAL_SERVER_ERROR, err.to_string()),
+        Some(Ok(rows)) => rows,
+        None => Vec::new(),
+    };
+    let mut out = String::from("ts,recv_ts,device,stream,field,value\n");
+    csv_rows(&mut out, &device, &first);
+    let head = tokio_stream::once(Ok(bytes::Bytes::from(out)));
+    let rest = ReceiverStream::new(chunks).map(move |chunk| {
+        let _turn = &turn; // held until the export is done (or its client gone)
+        match chunk {
+            Ok(rows) => {
+                let mut out = String::new();
+                csv_rows(&mut out, &device, &rows);
+                Ok(bytes::Bytes::from(out))
             }
-            // False once the client has gone: stop reading.
-            chunks.blocking_send(Ok(chunk.into())).is_ok()
-        });
-        if let Err(err) = result {
-            match started.take() {
-                Some(started) => drop(started.send(Err(format!("storage: {err}")))),
-                // Mid-way: the response is cut short, which the client sees as an error.
-                None => drop(chunks.blocking_send(Err(std::io::Error::other(err.to_string())))),
-            }
+            // Mid-way: the response is cut short, which the client sees as an error.
+            Err(err) => Err(std::io::Error::other(err.to_string())),
         }
     });
-    match start.await {
-        Ok(Ok(())) => {}
-        Ok(Err(why)) => return bad(StatusCode::INTERNAL_SERVER_ERROR, why),
-        Err(_) => return bad(StatusCode::INTERNAL_SERVER_ERROR, "the export stopped"),
-    }
     (
         [
             (header::CONTENT_TYPE, "text/csv; charset=utf-8"),
@@ -898,62 +693,31 @@ async fn export_csv(State(api): Shared, Params(q): Params<ExportQuery>) -> Respo
                 "attachment; filename=\"socketeer-export.csv\"",
             ),
         ],
-        axum::body::Body::from_stream(ReceiverStream::new(body)),
+        axum::body::Body::from_stream(head.chain(rest)),
     )
         .into_response()
 }
 
-/// Bytes of CSV handed on at a time.
-const CSV_CHUNK: usize = 64 * 1024;
+/// Rows of CSV read at a time (about 64 KiB of text).
+const CSV_ROWS_PER_CHUNK: usize = 1024;
 
-/// Reads the export's rows, handing CSV on in chunks (the header line first, once the query
-/// has started) until `send` says to stop.
-fn export_rows(
-    db: &std::path::Path,
-    q: &ExportQuery,
-    from: f64,
-    to: f64,
-    mut send: impl FnMut(String) -> bool,
-) -> rusqlite::Result<()> {
-    let conn = open_read(db)?;
-    let mut stmt = conn.prepare(
-        "SELECT sa.ts, sa.recv_ts, st.name, j.key, j.value
-         FROM devices d JOIN streams st ON st.device_id = d.id
-         JOIN samples sa ON sa.stream_id = st.id JOIN json_each(sa.vals) j
-         WHERE d.name = ?1 AND (?2 IS NULL OR st.name = ?2) AND (?3 IS NULL OR j.key = ?3)
-           AND sa.ts BETWEEN ?4 AND ?5
-         ORDER BY sa.ts LIMIT ?6",
-    )?;
-    let device = csv_cell(&q.device);
-    let mut rows = stmt.query(params![
-        q.device,
-        q.stream,
-        q.field,
-        from,
-        to,
-        MAX_CSV_ROWS as i64
-    ])?;
-    let mut out = String::from("ts,recv_ts,device,stream,field,value\n");
-    while let Some(row) = rows.next()? {
-        let (ts, recv_ts): (f64, f64) = (row.get(0)?, row.get(1)?);
-        let (stream, field): (String, String) = (row.get(2)?, row.get(3)?);
-        let value = match row.get::<_, rusqlite::types::Value>(4)? {
-            rusqlite::types::Value::Real(n) => n.to_string(),
-            rusqlite::types::Value::Integer(n) => n.to_string(),
-            rusqlite::types::Value::Text(text) => csv_cell(&text),
-            _ => String::new(),
+/// Appends `rows` as CSV lines of `device` (already a CSV cell).
+fn csv_rows(out: &mut String, device: &str, rows: &[ExportRow]) {
+    for row in rows {
+        let value = match &row.value {
+            Cell::Real(n) => n.to_string(),
+            Cell::Integer(n) => n.to_string(),
+            Cell::Text(text) => csv_cell(text),
+            Cell::Empty => String::new(),
         };
         out.push_str(&format!(
-            "{ts:.6},{recv_ts:.6},{device},{},{},{value}\n",
-            csv_cell(&stream),
-            csv_cell(&field)
+            "{:.6},{:.6},{device},{},{},{value}\n",
+            row.ts,
+            row.recv_ts,
+            csv_cell(&row.stream),
+            csv_cell(&row.field)
         ));
-        if out.len() >= CSV_CHUNK && !send(std::mem::take(&mut out)) {
-            return Ok(());
-        }
     }
-    send(out);
-    Ok(())
 }
 
 /// Server-sent events: one `data:` JSON object per committed record. A viewer that falls

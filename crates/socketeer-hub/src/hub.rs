@@ -127,7 +127,6 @@ impl Hub {
             anyhow::bail!("http {bound}: beyond loopback the API needs a token");
         }
         let api = Arc::new(crate::http::Api {
-            db: self.config.db.clone(),
             ingest: Arc::clone(&self.ingest),
             activity: Arc::clone(&self.activity),
             live: self.live.clone(),

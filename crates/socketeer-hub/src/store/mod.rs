@@ -38,6 +38,11 @@ use crate::wire::{Reason, Refusal};
 pub(crate) use activity::Activity;
 use checkpoint::Checkpointer;
 use queue::{Budget, Job, Room};
+use reads::Reader;
+pub(crate) use reads::{
+    Cell, DetectionQuery, Detections, DeviceRow, ExportQuery, ExportRow, Series, SeriesPoints,
+    SeriesQuery, Streams,
+};
 use schema::open_writer;
 use writer::Writer;
 
@@ -265,6 +270,7 @@ pub(crate) struct Store {
     jobs: mpsc::UnboundedSender<Job>,
     budget: Arc<Budget>,
     cardinality: Cardinality,
+    reader: Arc<Reader>,
 }
 
 impl Store {
@@ -274,6 +280,7 @@ impl Store {
         config: StoreConfig,
     ) -> anyhow::Result<(Store, std::thread::JoinHandle<()>)> {
         let conn = open_writer(&config)?;
+        let reader = Arc::new(Reader::new(config.path.clone()));
         let checkpoints = Checkpointer::start(&config)?;
         // Unbounded as a channel, bounded by the budget: every job holds its room.
         let (jobs, queue) = mpsc::unbounded_channel();
@@ -288,6 +295,7 @@ impl Store {
                 jobs,
                 budget,
                 cardinality,
+                reader,
             },
             writer,
         ))
@@ -376,6 +384,66 @@ impl Store {
         self.submit(lane, items).await.await
     }
 }
+
+/// The reads: each runs on a blocking thread with a pooled read-only connection.
+impl Store {
+    async fn read<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&Reader) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let reader = Arc::clone(&self.reader);
+        tokio::task::spawn_blocking(move || work(&reader))
+            .await
+            .unwrap_or_else(|_| Err(StoreError::Unavailable("the query stopped".into())))
+    }
+
+    /// Every device, by name.
+    pub(crate) async fn devices(&self) -> Result<Vec<DeviceRow>, StoreError> {
+        self.read(Reader::devices).await
+    }
+
+    /// What `device` has sent; `None` if there is no such device.
+    pub(crate) async fn streams(&self, device: String) -> Result<Option<Streams>, StoreError> {
+        self.read(move |r| r.streams(&device)).await
+    }
+
+    /// A series over a time range, raw or in buckets; `None` if there is no such series.
+    pub(crate) async fn series(&self, query: SeriesQuery) -> Result<Option<Series>, StoreError> {
+        self.read(move |r| r.series(&query)).await
+    }
+
+    /// Frames with their matching detections, newest first.
+    pub(crate) async fn detections(&self, query: DetectionQuery) -> Result<Detections, StoreError> {
+        self.read(move |r| r.detections(&query)).await
+    }
+
+    /// An export's rows in chunks of up to `chunk`, read as the receiver takes them (a few
+    /// chunks ahead) and no further once it is dropped; an error ends it.
+    pub(crate) fn export(
+        &self,
+        query: ExportQuery,
+        chunk: usize,
+    ) -> mpsc::Receiver<Result<Vec<ExportRow>, StoreError>> {
+        let (tx, rx) = mpsc::channel(EXPORT_CHUNKS_AHEAD);
+        let reader = Arc::clone(&self.reader);
+        let chunk = chunk.max(1);
+        tokio::task::spawn_blocking(move || {
+            let mut rows = Vec::with_capacity(chunk);
+            let result = reader.export(&query, |row| {
+                rows.push(row);
+                rows.len() < chunk
+                    || tx
+                        .blocking_send(Ok(std::mem::replace(&mut rows, Vec::with_capacity(chunk))))
+                        .is_ok()
+            });
+            let _ = tx.blocking_send(result.map(|()| rows));
+        });
+        rx
+    }
+}
+
+/// Chunks of an export read ahead of its receiver.
+const EXPORT_CHUNKS_AHEAD: usize = 4;
 
 /// What became of one submitted record: stored (or found stored), or why it could not be.
 pub(crate) type Outcome = Result<Stored, StoreError>;

@@ -1,1 +1,518 @@
+//! Every read the API serves, as typed answers: the devices, a device's streams, a series over
+//! time (raw or bucketed), frames with their detections, and an export's rows.
+//!
+//! Reads run on read-only connections kept in a small pool (WAL lets them read while the writer
+//! writes); each method blocks, so [`Store`](super::Store) runs them on blocking threads.
 
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Mutex;
+
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+use serde::Serialize;
+
+use super::StoreError;
+
+/// Read connections kept open between reads.
+const IDLE_CONNECTIONS: usize = 4;
+
+/// A device as stored.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub(crate) struct DeviceRow {
+    pub(crate) name: String,
+    pub(crate) first_seen: f64,
+    pub(crate) last_seen: f64,
+    /// Numeric series (stream and field) it has.
+    pub(crate) series: i64,
+}
+
+/// What a device has sent: its streams' numeric fields, text states, and frame streams.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub(crate) struct Streams {
+    pub(crate) values: Vec<StreamFields>,
+    pub(crate) texts: Vec<TextState>,
+    pub(crate) frames: Vec<FrameStream>,
+}
+
+/// A stream's numeric fields, in name order.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub(crate) struct StreamFields {
+    pub(crate) stream: String,
+    pub(crate) fields: Vec<String>,
+}
+
+/// A text field and its latest text.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub(crate) struct TextState {
+    pub(crate) stream: String,
+    pub(crate) field: String,
+    pub(crate) ts: Option<f64>,
+    pub(crate) text: Option<String>,
+}
+
+/// A stream of frames: how many, and the newest's time.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub(crate) struct FrameStream {
+    pub(crate) stream: String,
+    pub(crate) frames: i64,
+    pub(crate) last_ts: f64,
+}
+
+/// Which series, over which time, at most how many points.
+#[derive(Debug, Clone)]
+pub(crate) struct SeriesQuery {
+    pub(crate) device: String,
+    pub(crate) stream: String,
+    pub(crate) field: String,
+    pub(crate) from: f64,
+    pub(crate) to: f64,
+    pub(crate) points: usize,
+}
+
+/// A series' points in a range: the points themselves, or equal buckets of them.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Series {
+    /// Points in the range.
+    pub(crate) count: usize,
+    pub(crate) points: SeriesPoints,
+}
+
+/// The points of a [`Series`].
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum SeriesPoints {
+    /// `(ts, value)`, in time order.
+    Raw(Vec<(f64, f64)>),
+    /// Buckets of `width` seconds: `(start, min, max, mean, count)`, in time order (empty
+    /// buckets left out).
+    Buckets {
+        width: f64,
+        rows: Vec<(f64, f64, f64, f64, i64)>,
+    },
+}
+
+/// Which frames: all filters optional but the time range.
+#[derive(Debug, Clone)]
+pub(crate) struct DetectionQuery {
+    pub(crate) device: Option<String>,
+    pub(crate) stream: Option<String>,
+    pub(crate) label: Option<String>,
+    pub(crate) min_score: f64,
+    pub(crate) from: f64,
+    pub(crate) to: f64,
+    /// Most frames.
+    pub(crate) limit: usize,
+    /// Most detections over all frames (past it the answer is truncated).
+    pub(crate) max_detections: usize,
+}
+
+/// Frames with the detections that matched, newest first.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub(crate) struct Detections {
+    pub(crate) frames: Vec<FrameDetections>,
+    /// The detection cap cut the answer short.
+    pub(crate) truncated: bool,
+}
+
+/// One frame and its matching detections.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub(crate) struct FrameDetections {
+    pub(crate) device: String,
+    pub(crate) stream: String,
+    pub(crate) ts: f64,
+    pub(crate) frame: FrameSize,
+    pub(crate) detections: Vec<DetectionRow>,
+}
+
+/// A frame's size in pixels.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub(crate) struct FrameSize {
+    pub(crate) w: i64,
+    pub(crate) h: i64,
+}
+
+/// One detection.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub(crate) struct DetectionRow {
+    pub(crate) label: String,
+    pub(crate) score: f64,
+    #[serde(rename = "box")]
+    pub(crate) bbox: [f64; 4],
+}
+
+/// What an export holds.
+#[derive(Debug, Clone)]
+pub(crate) struct ExportQuery {
+    pub(crate) device: String,
+    pub(crate) stream: Option<String>,
+    pub(crate) field: Option<String>,
+    pub(crate) from: f64,
+    pub(crate) to: f64,
+    /// Most rows.
+    pub(crate) max_rows: usize,
+}
+
+/// One value of one sample.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct ExportRow {
+    pub(crate) ts: f64,
+    pub(crate) recv_ts: f64,
+    pub(crate) stream: String,
+    pub(crate) field: String,
+    pub(crate) value: Cell,
+}
+
+/// A stored value: a number or a text state.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Cell {
+    Integer(i64),
+    Real(f64),
+    Text(String),
+    /// Anything else (not written by this hub).
+    Empty,
+}
+
+/// The read side of the store.
+pub(crate) struct Reader {
+    db: PathBuf,
+    idle: Mutex<Vec<Connection>>,
+}
+
+fn unavailable(err: &rusqlite::Error) -> StoreError {
+    StoreError::Unavailable(err.to_string())
+}
+
+impl Reader {
+    pub(crate) fn new(db: PathBuf) -> Reader {
+        Reader {
+            db,
+            idle: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Runs `work` on a pooled read-only connection.
+    fn with<T>(
+        &self,
+        work: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+    ) -> Result<T, StoreError> {
+        let pooled = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        let conn = match pooled {
+            Some(conn) => conn,
+            None => open_read(&self.db).map_err(|e| unavailable(&e))?,
+        };
+        let result = work(&conn).map_err(|e| unavailable(&e));
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        if result.is_ok() && idle.len() < IDLE_CONNECTIONS {
+            idle.push(conn);
+        }
+        result
+    }
+
+    /// Every device, by name.
+    pub(crate) fn devices(&self) -> Result<Vec<DeviceRow>, StoreError> {
+        self.with(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT name, first_seen, last_seen,
+                        (SELECT count(*) FROM series s WHERE s.device_id = d.id)
+                 FROM devices d ORDER BY name",
+            )?;
+            stmt.query_map([], |r| {
+                Ok(DeviceRow {
+                    name: r.get(0)?,
+                    first_seen: r.get(1)?,
+                    last_seen: r.get(2)?,
+                    series: r.get(3)?,
+                })
+            })?
+            .collect()
+        })
+    }
+
+    /// What `device` has sent; `None` if there is no such device.
+    pub(crate) fn streams(&self, device: &str) -> Result<Option<Streams>, StoreError> {
+        self.with(|conn| {
+            let Some(device) = device_id(conn, device)? else {
+                return Ok(None);
+            };
+            let mut values: BTreeMap<String, Vec<String>> = BTreeMap::new();
+            let mut stmt = conn.prepare_cached(
+                "SELECT stream, field FROM series WHERE device_id = ?1 ORDER BY stream, field",
+            )?;
+            for row in stmt.query_map(params![device], |r| Ok((r.get(0)?, r.get(1)?)))? {
+                let (stream, field): (String, String) = row?;
+                values.entry(stream).or_default().push(field);
+            }
+            let mut stmt = conn.prepare_cached(
+                "SELECT stream, count(*), max(ts) FROM frames WHERE device_id = ?1 GROUP BY stream",
+            )?;
+            let frames = stmt
+                .query_map(params![device], |r| {
+                    Ok(FrameStream {
+                        stream: r.get(0)?,
+                        frames: r.get(1)?,
+                        last_ts: r.get(2)?,
+                    })
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            // Text states: each field's latest text (the newest sample that holds it).
+            let mut stmt = conn.prepare_cached(
+                "SELECT tf.stream, tf.field,
+                        (SELECT json_array(sa.ts, sa.vals ->> ('$.\"' || tf.field || '\"'))
+                         FROM samples sa
+                         WHERE sa.stream_id = st.id
+                           AND json_type(sa.vals, '$.\"' || tf.field || '\"') = 'text'
+                         ORDER BY sa.ts DESC LIMIT 1)
+                 FROM text_fields tf
+                 JOIN streams st ON st.device_id = tf.device_id AND st.name = tf.stream
+                 WHERE tf.device_id = ?1 ORDER BY tf.stream, tf.field",
+            )?;
+            let texts = stmt
+                .query_map(params![device], |r| {
+                    let latest: Option<String> = r.get(2)?;
+                    let latest: Option<(f64, String)> =
+                        latest.and_then(|l| serde_json::from_str(&l).ok());
+                    Ok(TextState {
+                        stream: r.get(0)?,
+                        field: r.get(1)?,
+                        ts: latest.as_ref().map(|l| l.0),
+                        text: latest.map(|l| l.1),
+                    })
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            let values = values
+                .into_iter()
+                .map(|(stream, fields)| StreamFields { stream, fields })
+                .collect();
+            Ok(Some(Streams {
+                values,
+                texts,
+                frames,
+            }))
+        })
+    }
+
+    /// A series over a time range: the points themselves when there are at most `points`,
+    /// else that many equal buckets with min, max, mean and count each — so a plot keeps every
+    /// spike however far it is zoomed out. `None` if the device, stream or field is unknown.
+    pub(crate) fn series(&self, q: &SeriesQuery) -> Result<Option<Series>, StoreError> {
+        self.with(|conn| {
+            // The field must be one the stream has: then it is a checked name, safe in a path.
+            let Some(stream) = conn
+                .query_row(
+                    "SELECT st.id FROM streams st JOIN devices d ON d.id = st.device_id
+                     JOIN series s ON s.device_id = d.id AND s.stream = st.name AND s.field = ?3
+                     WHERE d.name = ?1 AND st.name = ?2",
+                    params![q.device, q.stream, q.field],
+                    |r| r.get::<_, i64>(0),
+                )
+                .optional()?
+            else {
+                return Ok(None);
+            };
+            let (from, to, points) = (q.from, q.to, q.points.max(1));
+            let path = format!("$.\"{}\"", q.field);
+            // How many points, and the span they really cover: buckets divide that span, not
+            // the asked-for window (the last minute's data over the default hour is still
+            // `points` buckets, not seven).
+            let (count, first, last): (usize, Option<f64>, Option<f64>) = conn.query_row(
+                "SELECT count(v), min(ts), max(ts) FROM (
+                     SELECT ts, vals ->> ?4 AS v FROM samples
+                     WHERE stream_id = ?1 AND ts BETWEEN ?2 AND ?3)
+                 WHERE typeof(v) IN ('integer', 'real')",
+                params![stream, from, to, path],
+                |r| Ok((r.get::<_, i64>(0)? as usize, r.get(1)?, r.get(2)?)),
+            )?;
+            if count <= points {
+                let mut stmt = conn.prepare_cached(
+                    "SELECT ts, v FROM (
+                         SELECT ts, vals ->> ?4 AS v FROM samples
+                         WHERE stream_id = ?1 AND ts BETWEEN ?2 AND ?3)
+                     WHERE typeof(v) IN ('integer', 'real') ORDER BY ts",
+                )?;
+                let rows = stmt
+                    .query_map(params![stream, from, to, path], |r| {
+                        Ok((r.get::<_, f64>(0)?, r.get::<_, f64>(1)?))
+                    })?
+                    .collect::<rusqlite::Result<Vec<_>>>()?;
+                return Ok(Some(Series {
+                    count,
+                    points: SeriesPoints::Raw(rows),
+                }));
+            }
+            let (start, end) = (first.unwrap_or(from), last.unwrap_or(to));
+            // The last point's bucket is closed at `end` (the min() below); a span of one
+            // instant is one bucket.
+            let width = ((end - start) / points as f64).max(f64::MIN_POSITIVE);
+            let mut stmt = conn.prepare_cached(
+                "SELECT min(CAST((ts - ?2) / ?4 AS INTEGER), ?5 - 1) AS b,
+                        min(v), max(v), avg(v), count(*)
+                 FROM (SELECT ts, vals ->> ?6 AS v FROM samples
+                       WHERE stream_id = ?1 AND ts BETWEEN ?2 AND ?3)
+                 WHERE typeof(v) IN ('integer', 'real')
+                 GROUP BY b ORDER BY b",
+            )?;
+            let rows = stmt
+                .query_map(
+                    params![stream, start, end, width, points as i64, path],
+                    |r| {
+                        let bucket: i64 = r.get(0)?;
+                        Ok((
+                            start + bucket as f64 * width,
+                            r.get::<_, f64>(1)?,
+                            r.get::<_, f64>(2)?,
+                            r.get::<_, f64>(3)?,
+                            r.get::<_, i64>(4)?,
+                        ))
+                    },
+                )?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(Some(Series {
+                count,
+                points: SeriesPoints::Buckets { width, rows },
+            }))
+        })
+    }
+
+    /// Frames with the detections that match, newest first.
+    pub(crate) fn detections(&self, q: &DetectionQuery) -> Result<Detections, StoreError> {
+        self.with(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT f.id, dv.name, f.stream, f.ts, f.width, f.height,
+                        d.label, d.score, d.x, d.y, d.w, d.h
+                 FROM frames f JOIN devices dv ON dv.id = f.device_id
+                 JOIN detections d ON d.frame_id = f.id
+                 WHERE f.id IN (
+                     SELECT f2.id FROM frames f2 JOIN devices dv2 ON dv2.id = f2.device_id
+                     WHERE f2.ts BETWEEN ?1 AND ?2
+                       AND (?3 IS NULL OR dv2.name = ?3) AND (?4 IS NULL OR f2.stream = ?4)
+                       AND EXISTS (SELECT 1 FROM detections d2 WHERE d2.frame_id = f2.id
+                                   AND (?5 IS NULL OR d2.label = ?5) AND d2.score >= ?6)
+                     ORDER BY f2.ts DESC LIMIT ?7)
+                   AND (?5 IS NULL OR d.label = ?5) AND d.score >= ?6
+                 ORDER BY f.ts DESC, f.id DESC, d.rowid
+                 LIMIT ?8",
+            )?;
+            let rows = stmt.query_map(
+                params![
+                    q.from,
+                    q.to,
+                    q.device,
+                    q.stream,
+                    q.label,
+                    q.min_score,
+                    q.limit as i64,
+                    q.max_detections as i64 + 1
+                ],
+                |r| {
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        FrameDetections {
+                            device: r.get(1)?,
+                            stream: r.get(2)?,
+                            ts: r.get(3)?,
+                            frame: FrameSize {
+                                w: r.get(4)?,
+                                h: r.get(5)?,
+                            },
+                            detections: Vec::new(),
+                        },
+                        DetectionRow {
+                            label: r.get(6)?,
+                            score: r.get(7)?,
+                            bbox: [r.get(8)?, r.get(9)?, r.get(10)?, r.get(11)?],
+                        },
+                    ))
+                },
+            )?;
+            let mut frames: Vec<FrameDetections> = Vec::new();
+            let mut last_id = None;
+            let mut taken = 0;
+            let mut truncated = false;
+            for row in rows {
+                taken += 1;
+                if taken > q.max_detections {
+                    // The last frame may lack some of its detections: leave it out (unless it
+                    // is the only one) and say the answer is cut.
+                    truncated = true;
+                    if frames.len() > 1 {
+                        frames.pop();
+                    }
+                    break;
+                }
+                let (id, frame, detection) = row?;
+                if last_id != Some(id) {
+                    frames.push(frame);
+                    last_id = Some(id);
+                }
+                if let Some(frame) = frames.last_mut() {
+                    frame.detections.push(detection);
+                }
+            }
+            Ok(Detections { frames, truncated })
+        })
+    }
+
+    /// The values of one device (optionally one stream and field) in a range, in time order,
+    /// handed to `each` until it returns false.
+    pub(crate) fn export(
+        &self,
+        q: &ExportQuery,
+        mut each: impl FnMut(ExportRow) -> bool,
+    ) -> Result<(), StoreError> {
+        self.with(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT sa.ts, sa.recv_ts, st.name, j.key, j.value
+                 FROM devices d JOIN streams st ON st.device_id = d.id
+                 JOIN samples sa ON sa.stream_id = st.id JOIN json_each(sa.vals) j
+                 WHERE d.name = ?1 AND (?2 IS NULL OR st.name = ?2) AND (?3 IS NULL OR j.key = ?3)
+                   AND sa.ts BETWEEN ?4 AND ?5
+                 ORDER BY sa.ts LIMIT ?6",
+            )?;
+            let mut rows = stmt.query(params![
+                q.device,
+                q.stream,
+                q.field,
+                q.from,
+                q.to,
+                q.max_rows as i64
+            ])?;
+            while let Some(row) = rows.next()? {
+                let value = match row.get::<_, rusqlite::types::Value>(4)? {
+                    rusqlite::types::Value::Real(n) => Cell::Real(n),
+                    rusqlite::types::Value::Integer(n) => Cell::Integer(n),
+                    rusqlite::types::Value::Text(text) => Cell::Text(text),
+                    _ => Cell::Empty,
+                };
+                let row = ExportRow {
+                    ts: row.get(0)?,
+                    recv_ts: row.get(1)?,
+                    stream: row.get(2)?,
+                    field: row.get(3)?,
+                    value,
+                };
+                if !each(row) {
+                    break;
+                }
+            }
+            Ok(())
+        })
+    }
+}
+
+/// A read-only connection to the database.
+fn open_read(db: &std::path::Path) -> rusqlite::Result<Connection> {
+    let conn = Connection::open_with_flags(
+        db,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    Ok(conn)
+}
+
+fn device_id(conn: &Connection, name: &str) -> rusqlite::Result<Option<i64>> {
+    conn.query_row(
+        "SELECT id FROM devices WHERE name = ?1",
+        params![name],
+        |r| r.get(0),
+    )
+    .optional()
+}
