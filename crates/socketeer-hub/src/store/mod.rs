@@ -527,3 +527,9 @@ pub fn now_secs() -> f64 {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+#[macro_use]
+mod conformance;
+#[cfg(test)]
+conformance!(sqlite);
