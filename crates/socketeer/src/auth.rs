@@ -17,15 +17,14 @@ use tokio_util::codec::Decoder;
 
 use crate::connection::Connection;
 use crate::error::{Error, ErrorKind, Result};
+pub use crate::greeting::NONCE_LEN;
+pub use crate::identity::{AuthMode, Identity};
 use crate::keys::{ClientKey, KeyStore, Keys, MAX_DEVICE_LEN, to_hex, valid_device_name};
+pub use crate::tls::EXPORTER_LABEL;
 
-/// Length of the server's challenge and of the client's nonce.
-pub const NONCE_LEN: usize = 32;
 /// First bytes of a socketeer-mode message (`S` is not a hex digit, so it cannot start a
 /// tutorial answer).
 pub const MAGIC: &[u8; 4] = b"SKT1";
-/// The TLS exporter label that binds authentication to the TLS session.
-pub const EXPORTER_LABEL: &[u8] = b"EXPORTER-socketeer-auth-v1";
 /// No authentication message is longer than this.
 pub const MAX_AUTH_MESSAGE: usize = 256;
 
@@ -37,25 +36,6 @@ const STATUS_OK: u8 = 0;
 const STATUS_REFUSED: u8 = 1;
 
 type HmacSha256 = Hmac<Sha256>;
-
-/// Which answer a client gave.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum AuthMode {
-    /// 64 hex characters: the Python tutorials' client.
-    Tutorial,
-    /// Device name, nonce and mutual proof: socketeer's own clients.
-    Socketeer,
-}
-
-/// Who a connection authenticated as.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Identity {
-    /// The device: named by a socketeer-mode client, or found by its key in a per-device file
-    /// for a tutorial client. `None` for a tutorial client under a single shared key.
-    pub device: Option<String>,
-    /// How it authenticated.
-    pub mode: AuthMode,
-}
 
 /// The server side of the handshake: the keys, and whether tutorial answers are accepted.
 #[derive(Debug, Clone)]
@@ -135,7 +115,7 @@ impl Authenticator {
             _ => None,
         };
         if let Err(err) = admitted(claimed) {
-            let line = format!("{}{err}\n", crate::server::REFUSAL_PREFIX);
+            let line = format!("{}{err}\n", crate::greeting::REFUSAL_PREFIX);
             let _ = conn.send(line.as_bytes()).await;
             return Err(err);
         }
@@ -245,7 +225,7 @@ pub async fn client_handshake(
             )
         })?;
     // Not a challenge but a refusal: its line, read to its end.
-    if let Some(crate::client::Mismatch::Refused(_)) = crate::client::recognize(&challenge) {
+    if let Some(crate::greeting::Mismatch::Refused(_)) = crate::greeting::recognize(&challenge) {
         return Err(refusal_line(conn, challenge.to_vec()).await);
     }
     // (A TLS server sends nothing first: it waits for us, and the deadline ends it.)
@@ -281,7 +261,7 @@ pub async fn client_handshake(
             let reply = conn.read_with(&mut Exact(MAGIC.len() + 1)).await?.ok_or_else(|| {
                 refused("the server closed the connection during authentication (wrong key, unknown device, or access denied)")
             })?;
-            if reply.starts_with(&crate::server::REFUSAL_PREFIX.as_bytes()[..MAGIC.len() + 1]) {
+            if reply.starts_with(&crate::greeting::REFUSAL_PREFIX.as_bytes()[..MAGIC.len() + 1]) {
                 return Err(refusal_line(conn, reply.to_vec()).await);
             }
             if &reply[..MAGIC.len()] != MAGIC {
@@ -325,7 +305,7 @@ async fn refusal_line(conn: &mut Connection, start: Vec<u8>) -> Error {
             _ => break,
         }
     }
-    match crate::client::recognize(&line) {
+    match crate::greeting::recognize(&line) {
         Some(mismatch) => mismatch.into_error(false),
         None => refused("the server refused the connection"),
     }

@@ -18,12 +18,30 @@ use tokio::net::{UdpSocket, UnixDatagram};
 use crate::access::AccessList;
 use crate::endpoint::Endpoint;
 use crate::error::{Error, ErrorKind, Result};
-use crate::handler::DatagramHandler;
+use crate::limits::ConnectionLimit;
 use crate::limits::Limits;
 use crate::listener::{BindOptions, UnixPathGuard, bind_inet, bind_unix_path, prepare_unix_path};
-use crate::server::ConnectionLimit;
 use crate::shutdown::Shutdown;
 use crate::stream::PeerAddr;
+
+/// Answers datagrams, as Python's `DatagramRequestHandler` does. One value serves every
+/// datagram, each in its own task, so it takes `&self`; keep shared state behind a lock.
+///
+/// ```
+/// use socketeer::{Datagram, DatagramHandler, Result};
+///
+/// struct Echo;
+///
+/// impl DatagramHandler for Echo {
+///     async fn handle(&self, datagram: Datagram) -> Result<()> {
+///         datagram.reply(datagram.data()).await
+///     }
+/// }
+/// ```
+pub trait DatagramHandler: Send + Sync + 'static {
+    /// Handles one datagram.
+    fn handle(&self, datagram: Datagram) -> impl Future<Output = Result<()>> + Send;
+}
 
 /// A UDP or Unix datagram socket.
 #[derive(Debug)]

@@ -1,8 +1,8 @@
 //! The [`Handler`] trait: Python's `BaseRequestHandler` with `setup`, `handle` and `finish`, one
-//! value per connection, and the [`DatagramHandler`] trait for datagram servers.
+//! value per connection. (The [`DatagramHandler`] trait for datagram servers lives with them,
+//! in [`crate::datagram`], and is named here too.)
 
 use crate::connection::Connection;
-use crate::datagram::Datagram;
 use crate::error::Result;
 
 /// Serves one connection, as a Python `socketserver.BaseRequestHandler` does.
@@ -46,21 +46,4 @@ pub trait Handler: Send + 'static {
     }
 }
 
-/// Answers datagrams, as Python's `DatagramRequestHandler` does. One value serves every
-/// datagram, each in its own task, so it takes `&self`; keep shared state behind a lock.
-///
-/// ```
-/// use socketeer::{Datagram, DatagramHandler, Result};
-///
-/// struct Echo;
-///
-/// impl DatagramHandler for Echo {
-///     async fn handle(&self, datagram: Datagram) -> Result<()> {
-///         datagram.reply(datagram.data()).await
-///     }
-/// }
-/// ```
-pub trait DatagramHandler: Send + Sync + 'static {
-    /// Handles one datagram.
-    fn handle(&self, datagram: Datagram) -> impl Future<Output = Result<()>> + Send;
-}
+pub use crate::datagram::DatagramHandler;

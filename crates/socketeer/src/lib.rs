@@ -62,7 +62,9 @@ pub mod error;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod gate;
+mod greeting;
 pub mod handler;
+mod identity;
 mod idle;
 pub mod keys;
 pub mod limits;

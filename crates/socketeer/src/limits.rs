@@ -1,6 +1,9 @@
 //! [`Limits`]: every size and wait a peer controls, bounded, with the defaults SPEC §3 gives.
 
+use std::sync::Arc;
 use std::time::Duration;
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// The bounds a server puts on its peers. Every field has a safe default; change what you need:
 ///
@@ -48,5 +51,45 @@ impl Default for Limits {
             grace: Duration::from_secs(5),
             min_reply_port: 1024,
         }
+    }
+}
+
+/// A cap on concurrent connections that several servers can share. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct ConnectionLimit(Arc<Semaphore>);
+
+impl ConnectionLimit {
+    /// Allows `max` connections at once.
+    pub fn new(max: usize) -> Self {
+        Self(Arc::new(Semaphore::new(max.min(Semaphore::MAX_PERMITS))))
+    }
+
+    /// Free places right now.
+    pub fn available(&self) -> usize {
+        self.0.available_permits()
+    }
+
+    pub(crate) async fn acquire(&self) -> OwnedSemaphorePermit {
+        if let Ok(permit) = Arc::clone(&self.0).try_acquire_owned() {
+            return permit;
+        }
+        // Full: say so (once a minute at most), since clients now wait unseen in the backlog.
+        static LAST: std::sync::Mutex<Option<std::time::Instant>> = std::sync::Mutex::new(None);
+        {
+            let mut last = LAST.lock().unwrap_or_else(|e| e.into_inner());
+            let now = std::time::Instant::now();
+            if last.is_none_or(|at| now.duration_since(at) >= Duration::from_secs(60)) {
+                *last = Some(now);
+                tracing::warn!(
+                    "connection cap reached: new clients wait in the listen backlog until one leaves"
+                );
+            }
+        }
+        // The semaphore is never closed, so acquiring cannot fail.
+        #[allow(clippy::expect_used)]
+        Arc::clone(&self.0)
+            .acquire_owned()
+            .await
+            .expect("connection semaphore is never closed")
     }
 }

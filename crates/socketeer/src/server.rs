@@ -12,14 +12,16 @@ use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::OwnedSemaphorePermit;
 
 use crate::access::{AccessList, Admission, Startup};
 use crate::auth::Authenticator;
 use crate::endpoint::Endpoint;
 use crate::error::{Error, ErrorKind, Result};
 use crate::gate::Gate;
+pub use crate::greeting::REFUSAL_PREFIX;
 use crate::handler::Handler;
+pub use crate::limits::ConnectionLimit;
 use crate::limits::Limits;
 use crate::listener::Listener;
 use crate::shutdown::{Drained, FINISH_TIMEOUT, Shutdown};
@@ -28,46 +30,6 @@ use crate::tls::TlsAcceptor;
 
 const BACKOFF_START: Duration = Duration::from_millis(5);
 const BACKOFF_MAX: Duration = Duration::from_secs(1);
-
-/// A cap on concurrent connections that several servers can share. Cheap to clone.
-#[derive(Debug, Clone)]
-pub struct ConnectionLimit(Arc<Semaphore>);
-
-impl ConnectionLimit {
-    /// Allows `max` connections at once.
-    pub fn new(max: usize) -> Self {
-        Self(Arc::new(Semaphore::new(max.min(Semaphore::MAX_PERMITS))))
-    }
-
-    /// Free places right now.
-    pub fn available(&self) -> usize {
-        self.0.available_permits()
-    }
-
-    pub(crate) async fn acquire(&self) -> OwnedSemaphorePermit {
-        if let Ok(permit) = Arc::clone(&self.0).try_acquire_owned() {
-            return permit;
-        }
-        // Full: say so (once a minute at most), since clients now wait unseen in the backlog.
-        static LAST: std::sync::Mutex<Option<std::time::Instant>> = std::sync::Mutex::new(None);
-        {
-            let mut last = LAST.lock().unwrap_or_else(|e| e.into_inner());
-            let now = std::time::Instant::now();
-            if last.is_none_or(|at| now.duration_since(at) >= Duration::from_secs(60)) {
-                *last = Some(now);
-                tracing::warn!(
-                    "connection cap reached (--max-conns): new clients wait in the listen backlog until one leaves"
-                );
-            }
-        }
-        // The semaphore is never closed, so acquiring cannot fail.
-        #[allow(clippy::expect_used)]
-        Arc::clone(&self.0)
-            .acquire_owned()
-            .await
-            .expect("connection semaphore is never closed")
-    }
-}
 
 /// A stream server: Python's `ThreadingTCPServer` / `ThreadingUnixStreamServer`, on tokio.
 ///
@@ -466,10 +428,6 @@ async fn accept_with_permit(
     let (stream, peer) = listener.accept().await?;
     Ok((stream, peer, permit))
 }
-
-/// The line a refused connection is sent before it is closed (`socketeer: refused: WHY`), in
-/// plain text so that nc shows it and socketeer's clients recognise it ([`crate::client::recognize`]).
-pub const REFUSAL_PREFIX: &str = "socketeer: refused: ";
 
 /// Most refused connections given their refusal line at once; past that they are just closed.
 const MAX_REFUSING: usize = 256;

@@ -14,9 +14,11 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
 use sha2::{Digest, Sha256};
 
-use crate::auth::EXPORTER_LABEL;
 use crate::error::{Error, ErrorKind, Result};
 use crate::stream::Stream;
+
+/// The TLS exporter label that binds authentication to the TLS session.
+pub const EXPORTER_LABEL: &[u8] = b"EXPORTER-socketeer-auth-v1";
 
 /// Length of the exporter value bound into socketeer-mode authentication.
 pub const EXPORTER_LEN: usize = 32;

@@ -6,6 +6,7 @@
 mod auth;
 mod codecs;
 mod datagram_server;
+mod layering;
 mod limits;
 mod shutdown;
 mod stream_server;
