@@ -1,7 +1,7 @@
 //! How failures become exit statuses: a [`UsageError`] (bad flag value, bad endpoint) exits 2,
 //! anything else 1.
 
-use socketeer::{Endpoint, ErrorKind};
+use socketeer::{Endpoint, ErrorKind, Remedy};
 
 /// Exit status for a runtime failure.
 pub(crate) const EXIT_FAILURE: i32 = 1;
@@ -24,6 +24,33 @@ pub(crate) fn exit_code(err: &anyhow::Error) -> i32 {
     } else {
         EXIT_FAILURE
     }
+}
+
+/// What the library says would help, in this program's terms: its flags.
+fn hint(remedy: Remedy) -> &'static str {
+    match remedy {
+        Remedy::UseTls => ": connect with --ca FILE or --pin FINGERPRINT",
+        Remedy::MaybeUseTls => " (if the server speaks TLS, connect with --ca or --pin)",
+        Remedy::NoTlsUseKey => " (leave out --ca/--pin/--tls; give --key-file)",
+        Remedy::UseKey => ": give --key-file FILE (and --device NAME)",
+        Remedy::NameDevice => " (use --device)",
+        _ => "",
+    }
+}
+
+/// A failure as the program prints it: the whole chain, then the flags that would help when
+/// the library can tell.
+pub(crate) fn describe(err: &anyhow::Error) -> String {
+    let remedy = err
+        .chain()
+        .find_map(|e| e.downcast_ref::<socketeer::Error>())
+        .and_then(socketeer::Error::remedy);
+    format!("{err:#}{}", remedy.map_or("", hint))
+}
+
+/// A library error as the program prints it, with the flags that would help.
+pub(crate) fn describe_error(err: &socketeer::Error) -> String {
+    format!("{err}{}", err.remedy().map_or("", hint))
 }
 
 /// Parses an endpoint written on the command line; a bad one is a usage error.

@@ -75,6 +75,7 @@ impl ServerGuard {
     /// endpoints, elsewhere only with --allow-plaintext-auth.
     pub(crate) fn gate_for(&self, endpoint: &Endpoint) -> Gate {
         let mut gate = Gate::new()
+            .not_allowed_message("this address is not allowed here (--allow/--deny)")
             .access(self.access.clone())
             .admission(Arc::clone(&self.admission));
         if let Some(tls) = &self.tls {

@@ -70,7 +70,7 @@ pub fn main() -> ! {
     let code = match runtime.block_on(run(cli.command)) {
         Ok(code) => code,
         Err(err) => {
-            errln!("socketeer: {err:#}");
+            errln!("socketeer: {}", failure::describe(&err));
             exit_code(&err)
         }
     };

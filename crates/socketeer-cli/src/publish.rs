@@ -1,5 +1,5 @@
 //! `socketeer publish`: JSON lines to a hub, each numbered and kept until the hub has committed
-//! it (SPEC §7).
+//! it (the ingest protocol: `docs/protocol.md`).
 //!
 //! Lines are numbered (`"seq"`) within a session (random per run, or the spool's). Every line
 //! stays in `unacked` — and, with `--spool DIR`, in an fsynced file — until its `{"ack":N}`.
@@ -349,7 +349,8 @@ async fn deliver(
                 }
                 let wait = jitter(backoff);
                 errln!(
-                    "socketeer: publish: {endpoint}: {err}; {} lines unacknowledged; retrying in {} ms",
+                    "socketeer: publish: {endpoint}: {}; {} lines unacknowledged; retrying in {} ms",
+                    crate::failure::describe_error(&err),
                     shared.lock().unacked.len(),
                     wait.as_millis()
                 );

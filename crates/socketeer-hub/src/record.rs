@@ -1,4 +1,4 @@
-//! What devices send the hub, checked: one JSON object per line (SPEC §7, docs/protocol.md).
+//! What devices send the hub, checked: one JSON object per line (`docs/protocol.md`).
 //!
 //! Every size a device controls has a limit here, every number must be finite, every name is
 //! checked against a small alphabet, and labels (free text) may not hold control characters —

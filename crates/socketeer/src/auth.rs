@@ -1,4 +1,4 @@
-//! HMAC challenge-response authentication, both sides (SPEC §4; bytes in `docs/protocol.md`).
+//! HMAC challenge-response authentication, both sides (the bytes are in `docs/protocol.md`).
 //!
 //! The server speaks first: 32 random bytes. A **tutorial** client answers with
 //! HMAC-SHA256(key, challenge) as 64 lowercase hex characters. A **socketeer** client answers
@@ -16,7 +16,7 @@ use sha2::Sha256;
 use tokio_util::codec::Decoder;
 
 use crate::connection::Connection;
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{Error, ErrorKind, Remedy, Result};
 pub use crate::greeting::NONCE_LEN;
 pub use crate::identity::{AuthMode, Identity};
 use crate::keys::{ClientKey, KeyStore, Keys, MAX_DEVICE_LEN, to_hex, valid_device_name};
@@ -36,6 +36,43 @@ const STATUS_OK: u8 = 0;
 const STATUS_REFUSED: u8 = 1;
 
 type HmacSha256 = Hmac<Sha256>;
+
+/// A handshake that failed: why, and the device the peer claimed if it got that far (whom a
+/// penalty or a failure count is for).
+#[derive(Debug)]
+pub struct AuthFailure {
+    /// Why it failed.
+    pub error: Error,
+    /// The device name the peer's answer claimed, if it got that far.
+    pub claimed: Option<String>,
+}
+
+impl From<Error> for AuthFailure {
+    fn from(error: Error) -> Self {
+        Self {
+            error,
+            claimed: None,
+        }
+    }
+}
+
+impl From<AuthFailure> for Error {
+    fn from(failure: AuthFailure) -> Self {
+        failure.error
+    }
+}
+
+impl std::fmt::Display for AuthFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.error.fmt(f)
+    }
+}
+
+impl std::error::Error for AuthFailure {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.error)
+    }
+}
 
 /// The server side of the handshake: the keys, and whether tutorial answers are accepted.
 #[derive(Debug, Clone)]
@@ -69,8 +106,9 @@ impl Authenticator {
     /// buffered for the service.
     ///
     /// # Errors
-    /// [`ErrorKind::Auth`] when the client is refused; I/O errors.
-    pub async fn handshake(&self, conn: &mut Connection) -> Result<Identity> {
+    /// [`ErrorKind::Auth`] when the client is refused (with the device it claimed, if any);
+    /// I/O errors.
+    pub async fn handshake(&self, conn: &mut Connection) -> Result<Identity, AuthFailure> {
         self.handshake_admitted(conn, |_| Ok(())).await
     }
 
@@ -93,7 +131,7 @@ impl Authenticator {
         &self,
         conn: &mut Connection,
         admitted: impl FnOnce(Option<&str>) -> Result<()>,
-    ) -> Result<Identity> {
+    ) -> Result<Identity, AuthFailure> {
         let mut challenge = [0u8; NONCE_LEN];
         random(&mut challenge)?;
         conn.send(&challenge).await?;
@@ -117,15 +155,16 @@ impl Authenticator {
         if let Err(err) = admitted(claimed) {
             let line = format!("{}{err}\n", crate::greeting::REFUSAL_PREFIX);
             let _ = conn.send(line.as_bytes()).await;
-            return Err(err);
+            return Err(err.into());
         }
         match answer {
             Answer::Tutorial(mac) => {
                 if !self.allow_tutorial {
                     return Err(refused(
                         "tutorial-mode answer refused on a plaintext non-loopback endpoint \
-                         (use TLS, or --allow-plaintext-auth)",
-                    ));
+                         (serve it over TLS, or allow plaintext answers there)",
+                    )
+                    .into());
                 }
                 let device = verify_tutorial(&keys, &challenge, &mac)?;
                 Ok(Identity {
@@ -156,10 +195,10 @@ impl Authenticator {
                     .is_ok();
                 let Some(key) = key.filter(|_| verified) else {
                     let _ = conn.send(&[&MAGIC[..], &[STATUS_REFUSED]].concat()).await;
-                    return Err(
-                        refused(format!("device \"{device}\" failed to prove its key"))
-                            .with_device(device),
-                    );
+                    return Err(AuthFailure {
+                        error: refused(format!("device \"{device}\" failed to prove its key")),
+                        claimed: Some(device),
+                    });
                 };
                 let server_proof = transcript.mac(key, SERVER_LABEL)?.finalize().into_bytes();
                 let mut reply = Vec::with_capacity(MAGIC.len() + 2 + MAC_LEN);
@@ -221,8 +260,9 @@ pub async fn client_handshake(
             Error::new(
                 ErrorKind::UnexpectedEof,
                 "the server closed the connection before sending its challenge (restarting? \
-                 or it speaks TLS: connect with --ca or --pin)",
+                 or it speaks TLS)",
             )
+            .with_remedy(Remedy::MaybeUseTls)
         })?;
     // Not a challenge but a refusal: its line, read to its end.
     if let Some(crate::greeting::Mismatch::Refused(_)) = crate::greeting::recognize(&challenge) {

@@ -10,7 +10,7 @@ use tokio::net::{TcpStream, UnixStream};
 use crate::auth::{AuthMode, client_handshake};
 use crate::connection::Connection;
 use crate::endpoint::Endpoint;
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{Error, ErrorKind, Remedy, Result};
 use crate::keys::ClientKey;
 use crate::limits::Limits;
 use crate::listener::{BindOptions, configure_tcp};
@@ -119,18 +119,18 @@ pub async fn connect_with(endpoint: &Endpoint, options: &ClientOptions) -> Resul
     };
     let left = options.timeout.saturating_sub(started.elapsed());
     tokio::time::timeout(left, rest).await.map_err(|_| {
-        // A TLS server waits for a TLS client, as a keyed one waits for our answer: say so.
-        let hint = match (&options.tls, &options.key) {
-            (None, Some(_)) => " (if the server speaks TLS, connect with --ca or --pin)",
-            _ => "",
-        };
-        Error::new(
+        let err = Error::new(
             ErrorKind::Timeout,
             format!(
-                "{endpoint}: handshake not finished within {:?}{hint}",
+                "{endpoint}: handshake not finished within {:?}",
                 options.timeout
             ),
-        )
+        );
+        // A TLS server waits for a TLS client, as a keyed one waits for our answer: say so.
+        match (&options.tls, &options.key) {
+            (None, Some(_)) => err.with_remedy(Remedy::MaybeUseTls),
+            _ => err,
+        }
     })?
 }
 

@@ -63,6 +63,23 @@ impl fmt::Display for ErrorKind {
     }
 }
 
+/// What the caller could change for the operation to succeed, when the library can tell: for
+/// programs to say it in their own terms (a flag, a setting, a button).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Remedy {
+    /// Connect with TLS: the server speaks it.
+    UseTls,
+    /// The server may speak TLS (it sent nothing while waiting for the client): try TLS.
+    MaybeUseTls,
+    /// Connect without TLS, with a key: the server does not speak TLS and asks for a key.
+    NoTlsUseKey,
+    /// Authenticate with a key: the server asks for one.
+    UseKey,
+    /// Say which device of a per-device key file this is.
+    NameDevice,
+}
+
 /// The error type of every fallible operation in this crate.
 ///
 /// `Display` gives a one-line message (without the cause); walk `source()` for the cause, or
@@ -72,7 +89,7 @@ pub struct Error {
     kind: ErrorKind,
     message: String,
     source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
-    device: Option<String>,
+    remedy: Option<Remedy>,
 }
 
 /// `Result<T, socketeer::Error>`.
@@ -85,21 +102,20 @@ impl Error {
             kind,
             message: message.into(),
             source: None,
-            device: None,
+            remedy: None,
         }
     }
 
-    /// Notes the device name a failed authentication claimed.
+    /// Notes what the caller could change to succeed.
     #[must_use]
-    pub fn with_device(mut self, device: impl Into<String>) -> Self {
-        self.device = Some(device.into());
+    pub fn with_remedy(mut self, remedy: Remedy) -> Self {
+        self.remedy = Some(remedy);
         self
     }
 
-    /// For an [`ErrorKind::Auth`] error: the device name the peer claimed, if it got that far.
-    /// Only a claim — the peer failed to prove it.
-    pub fn device(&self) -> Option<&str> {
-        self.device.as_deref()
+    /// What the caller could change to succeed, if the library can tell.
+    pub fn remedy(&self) -> Option<Remedy> {
+        self.remedy
     }
 
     /// Attaches the underlying cause.
@@ -164,7 +180,7 @@ impl From<io::Error> for Error {
             kind,
             message: kind.as_str().to_owned(),
             source: Some(Box::new(err)),
-            device: None,
+            remedy: None,
         }
     }
 }

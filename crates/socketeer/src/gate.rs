@@ -8,7 +8,7 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 use crate::access::{AccessList, Admission, AdmissionLimits, Refusal, Startup};
-use crate::auth::Authenticator;
+use crate::auth::{AuthFailure, Authenticator};
 use crate::connection::Connection;
 use crate::error::{Error, ErrorKind, Result};
 use crate::limits::Limits;
@@ -33,9 +33,13 @@ pub struct Gate {
     admission: Option<Arc<Admission>>,
     tls: Option<TlsAcceptor>,
     auth: Option<Authenticator>,
-    auth_failures: Option<Arc<std::sync::atomic::AtomicU64>>,
     on_auth_failure: Option<AuthFailureHook>,
+    /// What a peer the access list refuses is told, if not the default.
+    not_allowed: Option<Arc<str>>,
 }
+
+/// What a peer the access list refuses is told by default.
+const NOT_ALLOWED: &str = "this address is not allowed here";
 
 /// Called with the device name a failed authentication claimed (`None` when the peer did not
 /// get as far as naming one, or answered tutorial-style).
@@ -77,10 +81,12 @@ impl Gate {
         self.with_default_admission()
     }
 
-    /// Counts failed authentications (a wrong or malformed answer) in `counter`, for metrics.
+    /// What a peer the access list refuses is told (in its refusal line, after
+    /// `socketeer: refused: `), instead of "this address is not allowed here": say where the
+    /// list is set, in the program's own terms.
     #[must_use]
-    pub fn count_auth_failures(mut self, counter: Arc<std::sync::atomic::AtomicU64>) -> Self {
-        self.auth_failures = Some(counter);
+    pub fn not_allowed_message(mut self, why: impl Into<Arc<str>>) -> Self {
+        self.not_allowed = Some(why.into());
         self
     }
 
@@ -127,10 +133,8 @@ impl Gate {
     /// [`ErrorKind::Refused`] with the reason.
     pub fn admit(&self, peer: &PeerAddr) -> Result<Option<Startup>> {
         if !self.access.permits(peer) {
-            return Err(Error::new(
-                ErrorKind::Refused,
-                "this address is not allowed here (--allow/--deny)",
-            ));
+            let why = self.not_allowed.as_deref().unwrap_or(NOT_ALLOWED);
+            return Err(Error::new(ErrorKind::Refused, why));
         }
         match (&self.admission, self.has_handshake()) {
             (Some(admission), true) => admission
@@ -160,7 +164,8 @@ impl Gate {
         let handshake = async {
             let (stream, exporter) = match &self.tls {
                 Some(tls) => {
-                    let (stream, exporter) = tls.accept(stream).await.map_err(|e| (e, None))?;
+                    let (stream, exporter) =
+                        tls.accept(stream).await.map_err(|e| (e.into(), None))?;
                     (stream, Some(exporter))
                 }
                 None => (stream, None),
@@ -210,7 +215,8 @@ impl Gate {
                     Error::new(
                         ErrorKind::Timeout,
                         format!("handshake not finished within {deadline:?}"),
-                    ),
+                    )
+                    .into(),
                     None,
                 ))
             }),
@@ -219,7 +225,8 @@ impl Gate {
                     ErrorKind::Refused,
                     "handshake ended to make room: too many in progress from this source, or \
                      from the busiest one",
-                ),
+                )
+                .into(),
                 None,
             )),
         };
@@ -228,18 +235,21 @@ impl Gate {
         drop(startup);
         match result {
             Ok(conn) => Ok(conn),
-            Err((err, conn)) => {
+            Err((
+                AuthFailure {
+                    error: err,
+                    claimed,
+                },
+                conn,
+            )) => {
                 if err.kind() == ErrorKind::Auth
                     && !drain.is_some_and(CancellationToken::is_cancelled)
                 {
                     if let (Some(admission), Some(auth)) = (&self.admission, &self.auth) {
-                        admission.penalize(&peer, auth.penalty_identity(err.device()));
-                    }
-                    if let Some(counter) = &self.auth_failures {
-                        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        admission.penalize(&peer, auth.penalty_identity(claimed.as_deref()));
                     }
                     if let Some(hook) = &self.on_auth_failure {
-                        (hook.0)(err.device());
+                        (hook.0)(claimed.as_deref());
                     }
                 }
                 drop(conn); // only now: the place was given back first

@@ -1,7 +1,7 @@
 //! What a socketeer server may send before any protocol starts, and recognising it in a
 //! client: the refusal line, the authentication challenge, a TLS record.
 
-use crate::error::{Error, ErrorKind};
+use crate::error::{Error, ErrorKind, Remedy};
 
 /// The line a refused connection is sent before it is closed (`socketeer: refused: WHY`), in
 /// plain text so that nc shows it and socketeer's clients recognise it ([`recognize`]).
@@ -32,16 +32,14 @@ impl Mismatch {
             ),
             Self::AsksForKey if over_tls => Error::new(
                 ErrorKind::Tls,
-                "this server does not speak TLS (leave out --ca/--pin/--tls); it asks for a key (--key-file)",
-            ),
-            Self::AsksForKey => Error::new(
-                ErrorKind::Auth,
-                "this server asks for a key: give --key-file FILE (and --device NAME)",
-            ),
-            Self::SpeaksTls => Error::new(
-                ErrorKind::Tls,
-                "this server speaks TLS: connect with --ca FILE or --pin FINGERPRINT",
-            ),
+                "this server does not speak TLS; it asks for a key",
+            )
+            .with_remedy(Remedy::NoTlsUseKey),
+            Self::AsksForKey => Error::new(ErrorKind::Auth, "this server asks for a key")
+                .with_remedy(Remedy::UseKey),
+            Self::SpeaksTls => {
+                Error::new(ErrorKind::Tls, "this server speaks TLS").with_remedy(Remedy::UseTls)
+            }
         }
     }
 }

@@ -13,7 +13,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{Error, ErrorKind, Remedy, Result};
 
 /// The shortest key accepted, in hex characters (32 bytes).
 pub const MIN_KEY_HEX: usize = 64;
@@ -178,7 +178,7 @@ pub fn parse_keys(text: &str) -> Result<Keys, String> {
                     if *other != *device {
                         return Err(format!(
                             "line {line}: device \"{device}\" has the same key as \"{other}\"; \
-                             each device needs its own (`socketeer keygen --device {device}`)"
+                             each device needs its own (`socketeer keygen` makes one)"
                         ));
                     }
                 }
@@ -320,10 +320,8 @@ impl ClientKey {
         let key = match read_key_file(path)? {
             Keys::Single(key) => key,
             Keys::PerDevice(mut devices) => devices.remove(device).ok_or_else(|| {
-                key_error(
-                    path,
-                    format!("has no line for device \"{device}\" (use --device)"),
-                )
+                key_error(path, format!("has no line for device \"{device}\""))
+                    .with_remedy(Remedy::NameDevice)
             })?,
         };
         Ok(Self {

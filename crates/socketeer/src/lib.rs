@@ -75,12 +75,12 @@ pub mod stream;
 pub mod tls;
 
 pub use access::{AccessList, Admission, AdmissionLimits, Refusal, Startup};
-pub use auth::{AuthMode, Authenticator, Identity};
+pub use auth::{AuthFailure, AuthMode, Authenticator, Identity};
 pub use client::ClientOptions;
 pub use connection::{Connection, ConnectionReader, ConnectionWriter};
 pub use datagram::{Datagram, DatagramServer, DatagramSocket};
 pub use endpoint::{Endpoint, HostPort};
-pub use error::{Error, ErrorKind, Result};
+pub use error::{Error, ErrorKind, Remedy, Result};
 pub use gate::{AuthFailureHook, Gate};
 pub use handler::{DatagramHandler, Handler};
 pub use keys::{ClientKey, KeyStore, Keys};

@@ -1,4 +1,4 @@
-//! [`Limits`]: every size and wait a peer controls, bounded, with the defaults SPEC §3 gives.
+//! [`Limits`]: every size and wait a peer controls, bounded, with safe defaults (each field says its own).
 
 use std::sync::Arc;
 use std::time::Duration;

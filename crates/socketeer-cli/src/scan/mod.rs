@@ -1,4 +1,4 @@
-//! `socketeer scan`: a TCP connect scan (SPEC §6).
+//! `socketeer scan`: a TCP connect scan (`docs/scan.md`).
 //!
 //! [`targets`] and [`ports`] turn the command line into hosts and ports, [`engine`] probes
 //! them, [`report`] prints what it found as a table, JSON or nmap's greppable lines.

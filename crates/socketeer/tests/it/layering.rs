@@ -22,7 +22,11 @@ fn graph() -> BTreeMap<String, BTreeSet<String>> {
     let module_of = |path: &Path| -> String {
         let rel = path.strip_prefix(&src).expect("under src");
         let first = rel.components().next().expect("a component");
-        first.as_os_str().to_string_lossy().trim_end_matches(".rs").to_owned()
+        first
+            .as_os_str()
+            .to_string_lossy()
+            .trim_end_matches(".rs")
+            .to_owned()
     };
     let modules: BTreeSet<String> = files.iter().map(|f| module_of(f)).collect();
     // `pub use module::{Type, ..}` in lib.rs: which module a root name comes from.
@@ -38,13 +42,19 @@ fn graph() -> BTreeMap<String, BTreeSet<String>> {
         }
     }
     let mut graph: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    for file in files.iter().filter(|f| f.extension().is_some_and(|e| e == "rs")) {
+    for file in files
+        .iter()
+        .filter(|f| f.extension().is_some_and(|e| e == "rs"))
+    {
         if file.file_name().is_some_and(|n| n == "tests.rs") {
             continue;
         }
         let me = module_of(file);
         let text = std::fs::read_to_string(file).expect("source");
-        let code = text.split("#[cfg(test)]\nmod tests").next().unwrap_or_default();
+        let code = text
+            .split("#[cfg(test)]\nmod tests")
+            .next()
+            .unwrap_or_default();
         let deps = graph.entry(me.clone()).or_default();
         for line in code.lines().filter(|l| !l.trim_start().starts_with("//")) {
             for (at, _) in line.match_indices("crate::") {
