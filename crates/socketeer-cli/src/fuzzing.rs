@@ -7,10 +7,10 @@ use socketeer::codec::{FrameCodec, LineCodec};
 use socketeer::fuzzing::{assert_split_invariant, decode_in_pieces};
 use tokio_util::codec::Decoder;
 
+use crate::chat::lines::LineBatch;
+use crate::exec::wire::{self, FromClient};
 use crate::files::path::{MAX_NAME, RelPath};
 use crate::files::wire::{MAX_CONTROL, Request, Response, Resume, Trailer};
-use crate::services::chat::lines::LineBatch;
-use crate::services::exec::wire::{self, FromClient};
 use socketeer_hub::influx::{self, Precision};
 use socketeer_hub::record::{MAX_LINE, parse_raw_line};
 

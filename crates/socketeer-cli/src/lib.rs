@@ -10,8 +10,10 @@ mod out;
 
 mod bench;
 mod cert;
+mod chat;
 mod cli;
 mod connect;
+mod echo;
 mod exec;
 mod failure;
 mod files;
@@ -23,7 +25,6 @@ mod pipe;
 mod publish;
 mod scan;
 mod serve;
-mod services;
 mod simulate;
 mod terminal;
 
@@ -82,10 +83,10 @@ pub fn main() -> ! {
 
 async fn run(command: Command) -> anyhow::Result<i32> {
     match command {
-        Command::Serve(Service::Echo(args)) => services::echo::run(args).await,
-        Command::Serve(Service::Chat(args)) => services::chat::run(args).await,
-        Command::Serve(Service::Exec(args)) => services::exec::run(args).await,
-        Command::Exec(args) => exec::run(args).await,
+        Command::Serve(Service::Echo(args)) => echo::run(args).await,
+        Command::Serve(Service::Chat(args)) => chat::run(args).await,
+        Command::Serve(Service::Exec(args)) => exec::server::run(args).await,
+        Command::Exec(args) => exec::client::run(args).await,
         Command::Serve(Service::Files(args)) => files::server::run(args).await,
         Command::Put(args) => files::client::put(args).await,
         Command::Get(args) => files::client::get(args).await,

@@ -11,7 +11,7 @@ use bytes::Bytes;
 use socketeer::{Connection, Handler, Result};
 
 use super::process::Output;
-use super::{Exec, log_outcome};
+use super::server::{Exec, log_outcome};
 
 /// What the tutorial's server sends for empty output.
 pub(crate) const NO_OUTPUT: &[u8] = b"cmd has no output...";

@@ -4,12 +4,6 @@
 //! and their output capped. Two protocols: socketeer's native one (stdout, stderr and stdin
 //! streamed in frames, then the exit status) and the tutorial's size-header exchange.
 
-pub(crate) mod policy;
-pub(crate) mod process;
-mod sessions;
-mod size_header;
-pub(crate) mod wire;
-
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,10 +14,11 @@ use socketeer::{Connection, Handler, Result};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 
-use self::policy::{Policy, Prepared, Rule};
-use self::process::{Ending, Outcome, Output, Running};
-use self::sessions::Sessions;
-use self::wire::{FromClient, Report};
+use super::policy::{Policy, Prepared, Rule};
+use super::process::{Ending, Outcome, Output, Running};
+use super::sessions::Sessions;
+use super::wire::{self, FromClient, Report};
+use super::{sessions, size_header};
 use crate::cli::{Allowed, ExecArgs, ExecProtocol};
 use crate::failure::UsageError;
 use crate::serve::{NoDatagrams, Service, serve};
@@ -38,7 +33,7 @@ pub(crate) struct Exec {
 
 impl Exec {
     /// Checks a request against the policy and the session caps, logging refusals.
-    fn admit(
+    pub(super) fn admit(
         &self,
         conn: &Connection,
         text: &str,
@@ -64,13 +59,13 @@ impl Exec {
         Ok((prepared, ticket))
     }
 
-    fn spawn(&self, prepared: &Prepared, with_stdin: bool) -> std::io::Result<Running> {
+    pub(super) fn spawn(&self, prepared: &Prepared, with_stdin: bool) -> std::io::Result<Running> {
         Running::spawn(prepared, with_stdin, self.timeout, self.max_output)
     }
 }
 
 /// Logs a finished request: peer, device, argv, status, duration.
-fn log_outcome(conn: &Connection, prepared: &Prepared, outcome: &Outcome) {
+pub(super) fn log_outcome(conn: &Connection, prepared: &Prepared, outcome: &Outcome) {
     let status = match outcome.ending {
         Ending::Exited(code) => format!("exit {code}"),
         Ending::Signaled(signal) => format!("signal {signal}"),

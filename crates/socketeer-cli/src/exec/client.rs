@@ -10,12 +10,12 @@ use socketeer::codec::FrameCodec;
 use socketeer::{Connection, ConnectionReader, ConnectionWriter, client};
 use tokio::io::AsyncReadExt;
 
+use super::policy::MAX_COMMAND;
+use super::wire::{self, FromServer, Report};
 use crate::cli::{ExecClientArgs, ExecProtocol};
 use crate::failure::{EXIT_OUTPUT_CUT, UsageError, parse_endpoint};
 use crate::guard::FirstLook;
 use crate::guard::client_options;
-use crate::services::exec::policy::MAX_COMMAND;
-use crate::services::exec::wire::{self, FromServer, Report};
 
 /// The acknowledgement we send in the size-header exchange (the tutorial's client sends a
 /// sentence; any message will do).
