@@ -1,81 +1,29 @@
 //! `socketeer publish`: JSON lines to a hub, each numbered and kept until the hub has committed
 //! it (the ingest protocol: `docs/protocol.md`).
 //!
-//! Lines are numbered (`"seq"`) within a session (random per run, or the spool's). Every line
-//! stays in `unacked` — and, with `--spool DIR`, in an fsynced file — until its `{"ack":N}`.
-//! When the link drops the client reconnects with exponential backoff and jitter and sends
-//! every unacknowledged line again; the hub stores each (device, session, seq) once, so a
-//! resend never duplicates. The program exits 0 once the input has ended and every line is
-//! acknowledged; lines the hub refuses are reported and make the exit status 1.
+//! Delivery is the hub crate's [`Publisher`]: each line numbered (`"seq"`) within a session
+//! (random per run, or the spool's), kept until its `{"ack":N}`, resent after a reconnect; the
+//! hub stores each (device, session, seq) once, so a resend never duplicates. This file reads
+//! the input (resuming a file where an earlier run stopped), keeps the spool (`--spool DIR`,
+//! the publisher's journal: a line is on disk before it is sent), and reports. The program
+//! exits 0 once the input has ended and every line is acknowledged; lines the hub refuses are
+//! reported and make the exit status 1.
 
-use std::collections::{BTreeMap, VecDeque};
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::Context;
 use bytes::Bytes;
 use serde_json::Value;
-use socketeer::{ConnectionReader, ConnectionWriter, Endpoint, client};
+use socketeer_hub::publisher::{Event, Journal, PublishError, Publisher, PublisherConfig};
 use tokio::io::AsyncBufReadExt;
-use tokio::sync::{Notify, Semaphore};
 
 use crate::cli::PublishArgs;
 use crate::failure::{EXIT_INTERRUPTED, UsageError, parse_endpoint};
 use crate::guard::{client_options, default_device};
 use socketeer_hub::record::MAX_LINE;
-use socketeer_hub::wire::Answer;
-
-/// Backoff between connection attempts: from the first to the most, doubling, with jitter.
-const BACKOFF_FIRST: Duration = Duration::from_millis(100);
-const BACKOFF_MOST: Duration = Duration::from_secs(10);
-
-/// A line waiting for its acknowledgement.
-struct Entry {
-    /// Its line number in the input (for messages).
-    input_line: u64,
-    /// The line as sent, `\n` included.
-    bytes: Bytes,
-    /// When it was first sent (for `--stats`).
-    sent: Option<std::time::Instant>,
-}
-
-/// Most acknowledgement latencies kept for `--stats`.
-const MAX_SAMPLES: usize = 10_000_000;
-
-#[derive(Default)]
-struct State {
-    /// Send-to-acknowledgement times, microseconds.
-    latencies_us: Vec<u32>,
-    unacked: BTreeMap<u64, Entry>,
-    input_done: bool,
-    rejected: u64,
-    acked: u64,
-    resent: u64,
-}
-
-struct Shared {
-    state: Mutex<State>,
-    /// New lines to send, or everything acknowledged.
-    changed: Notify,
-    /// The input has ended (the receiver may be waiting for answers that will not come).
-    input_ended: Notify,
-    /// Room for more unacknowledged lines.
-    room: Semaphore,
-    spool: Option<Mutex<Spool>>,
-}
-
-impl Shared {
-    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn finished(&self) -> bool {
-        let state = self.lock();
-        state.input_done && state.unacked.is_empty()
-    }
-}
 
 /// Runs `socketeer publish`.
 pub(crate) async fn run(args: PublishArgs) -> anyhow::Result<i32> {
@@ -92,27 +40,10 @@ pub(crate) async fn run(args: PublishArgs) -> anyhow::Result<i32> {
         }
         None => (None, Recovered::fresh()?),
     };
-    let session = recovered.session.clone();
-    let shared = Arc::new(Shared {
-        state: Mutex::new(State::default()),
-        changed: Notify::new(),
-        input_ended: Notify::new(),
-        room: Semaphore::new(args.max_unacked as usize),
-        spool: spool.map(Mutex::new),
-    });
-    {
-        let mut state = shared.lock();
-        for (seq, entry) in recovered.unacked {
-            if let Ok(permit) = shared.room.try_acquire() {
-                permit.forget();
-            }
-            state.unacked.insert(seq, entry);
-        }
-    }
-    if !shared.lock().unacked.is_empty() {
+    if !recovered.unacked.is_empty() {
         errln!(
             "socketeer: publish: {} unacknowledged lines from the spool will be sent first",
-            shared.lock().unacked.len()
+            recovered.unacked.len()
         );
     }
     if recovered.resume.offset > 0 {
@@ -123,76 +54,97 @@ pub(crate) async fn run(args: PublishArgs) -> anyhow::Result<i32> {
             recovered.resume.offset
         );
     }
+    let mut config = PublisherConfig::new(endpoint.clone(), recovered.session.clone());
+    config.options = options;
+    config.max_unacked = args.max_unacked as usize;
+    // The device line is for hubs without authentication; with a key the hub knows it.
+    if args.guard.key_file.is_none() {
+        config.device = Some(default_device());
+    }
+    let kept = if spool.is_some() {
+        "kept in the spool"
+    } else {
+        "lost"
+    };
+    let journal = spool.map(|spool| Box::new(spool) as Box<dyn Journal<Position>>);
+    let (publisher, delivery) = Publisher::start(
+        config,
+        journal,
+        socketeer_hub::publisher::Recovered {
+            next_seq: recovered.next_seq,
+            unacked: recovered.unacked,
+        },
+        move |event| match event {
+            Event::Refused { tag, why, .. } => {
+                errln!(
+                    "socketeer: publish: input line {}: refused by the hub: {why}",
+                    tag.lines
+                );
+            }
+            Event::Unreachable {
+                error,
+                unacked,
+                retry_in,
+            } => errln!(
+                "socketeer: publish: {endpoint}: {}; {unacked} lines unacknowledged; retrying in {} ms",
+                crate::failure::describe_error(error),
+                retry_in.as_millis()
+            ),
+            event => errln!("socketeer: publish: {event}"),
+        },
+    );
+    let refused_here = Arc::new(AtomicU64::new(0));
     let reader = tokio::spawn(read_input(
         input,
-        recovered.next_seq,
         recovered.resume,
-        Arc::clone(&shared),
+        publisher.clone(),
+        Arc::clone(&refused_here),
     ));
-    // The device line is for hubs without authentication; with a key the hub knows it.
-    let hello = {
-        let mut hello = String::new();
-        if args.guard.key_file.is_none() {
-            hello.push_str(&serde_json::json!({ "device": default_device() }).to_string());
-            hello.push('\n');
-        }
-        hello.push_str(&serde_json::json!({ "session": session }).to_string());
-        hello.push('\n');
-        Bytes::from(hello)
-    };
     let started = std::time::Instant::now();
-    let deliver = deliver(endpoint, options, hello, Arc::clone(&shared));
-    tokio::select! {
-        result = deliver => result?,
+    let report = tokio::select! {
+        report = delivery => report.context("publish")?,
         _ = tokio::signal::ctrl_c() => {
-            let left = shared.lock().unacked.len();
-            let kept = if shared.spool.is_some() { "kept in the spool" } else { "lost" };
+            let left = publisher.unacked();
             errln!("socketeer: publish: interrupted with {left} lines unacknowledged ({kept})");
             return Ok(EXIT_INTERRUPTED);
         }
-    }
+    };
     reader.await.context("publish: the input reader")??;
-    let mut state = shared.lock();
+    let refused = report.refused + refused_here.load(Ordering::Relaxed);
     if args.stats {
         let seconds = started.elapsed().as_secs_f64();
-        state.latencies_us.sort_unstable();
-        let percentile = |p: f64| -> f64 {
-            let samples = &state.latencies_us;
-            if samples.is_empty() {
-                return 0.0;
-            }
-            let at = ((samples.len() as f64 - 1.0) * p).round() as usize;
-            f64::from(samples[at]) / 1000.0
-        };
-        let report = serde_json::json!({
-            "acknowledged": state.acked,
-            "refused": state.rejected,
-            "resent": state.resent,
+        let stats = serde_json::json!({
+            "acknowledged": report.acknowledged,
+            "refused": refused,
+            "resent": report.resent,
             "seconds": seconds,
-            "lines_per_sec": state.acked as f64 / seconds.max(1e-9),
-            "ack_ms": { "p50": percentile(0.5), "p99": percentile(0.99), "max": percentile(1.0) },
+            "lines_per_sec": report.acknowledged as f64 / seconds.max(1e-9),
+            "ack_ms": {
+                "p50": report.latency_ms(0.5),
+                "p99": report.latency_ms(0.99),
+                "max": report.latency_ms(1.0),
+            },
         });
-        outln!("{report}")?;
+        outln!("{stats}")?;
     }
     if std::io::stderr().is_terminal() {
         errln!(
             "socketeer: publish: {} lines acknowledged ({} resent after reconnecting), {} refused",
-            state.acked,
-            state.resent,
-            state.rejected
+            report.acknowledged,
+            report.resent,
+            refused
         );
     }
-    Ok(if state.rejected > 0 { 1 } else { 0 })
+    Ok(if refused > 0 { 1 } else { 0 })
 }
 
 /// Reads the input from `start` (a regular file an earlier run took lines of is picked up
-/// there; anything else is read from its beginning), numbers each line, keeps it (spool
-/// first), and wakes the sender.
+/// there; anything else is read from its beginning) and publishes each line.
 async fn read_input(
     input: Input,
-    mut next_seq: u64,
     start: Position,
-    shared: Arc<Shared>,
+    publisher: Publisher<Position>,
+    refused: Arc<AtomicU64>,
 ) -> anyhow::Result<()> {
     use tokio::io::AsyncSeekExt;
     let reader: Box<dyn tokio::io::AsyncRead + Unpin + Send> = match input.source {
@@ -219,57 +171,23 @@ async fn read_input(
         }
         at.offset += n as u64;
         at.lines += 1;
-        let input_line = at.lines;
-        let line = raw.strip_suffix(b"\n").unwrap_or(&raw);
-        let numbered = match number(line, next_seq) {
-            Ok(Some(line)) => line,
-            Ok(None) => {
-                passed(&shared, at);
-                continue;
+        match publisher.publish(&raw, at).await {
+            Ok(Some(_)) => {}
+            Ok(None) => publisher.skipped(&at),
+            Err(PublishError::Invalid(why)) => {
+                errln!(
+                    "socketeer: publish: input line {}: {why}; not sent",
+                    at.lines
+                );
+                refused.fetch_add(1, Ordering::Relaxed);
+                publisher.skipped(&at);
             }
-            Err(why) => {
-                errln!("socketeer: publish: input line {input_line}: {why}; not sent");
-                shared.lock().rejected += 1;
-                passed(&shared, at);
-                continue;
-            }
-        };
-        let permit = shared
-            .room
-            .acquire()
-            .await
-            .context("publish: the unacknowledged-line limit")?;
-        permit.forget();
-        // Spool and memory change together (under the spool's lock), so emptying the spool
-        // when nothing is unacknowledged can never drop a line just taken.
-        let mut spool = shared
-            .spool
-            .as_ref()
-            .map(|spool| spool.lock().unwrap_or_else(|e| e.into_inner()));
-        if let Some(spool) = spool.as_mut() {
-            spool.append(&numbered, next_seq, at)?;
-        }
-        let entry = Entry {
-            input_line,
-            bytes: numbered,
-            sent: None,
-        };
-        shared.lock().unacked.insert(next_seq, entry);
-        drop(spool); // only now: the line is in memory too
-        next_seq += 1;
-        shared.changed.notify_one();
-    }
-    if let Some(spool) = shared.spool.as_ref() {
-        // Lines passed over at the end are recorded too, if nothing waits to empty the logs.
-        let mut spool = spool.lock().unwrap_or_else(|e| e.into_inner());
-        if shared.lock().unacked.is_empty() {
-            spool.settled()?;
+            // Delivery has stopped: it says why.
+            Err(PublishError::Stopped) => return Ok(()),
+            Err(err) => return Err(err).context("publish"),
         }
     }
-    shared.lock().input_done = true;
-    shared.changed.notify_one();
-    shared.input_ended.notify_waiters();
-    Ok(())
+    publisher.end()
 }
 
 /// Reads one line (to `\n` or the end) into `raw`, keeping at most a little over
@@ -300,266 +218,6 @@ async fn read_line_bounded(
             return Ok(taken);
         }
     }
-}
-
-/// Records input taken that has nothing to send, so a resumed run does not read it again.
-fn passed(shared: &Shared, at: Position) {
-    if let Some(spool) = shared.spool.as_ref() {
-        spool.lock().unwrap_or_else(|e| e.into_inner()).passed(at);
-    }
-}
-
-/// Adds `"seq"` to one input line; `None` for a blank line.
-fn number(raw: &[u8], seq: u64) -> Result<Option<Bytes>, String> {
-    let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
-    if raw.iter().all(u8::is_ascii_whitespace) {
-        return Ok(None);
-    }
-    if raw.len() > MAX_LINE {
-        return Err(format!("longer than {MAX_LINE} bytes"));
-    }
-    let mut object: serde_json::Map<String, Value> =
-        serde_json::from_slice(raw).map_err(|e| format!("not a JSON object: {e}"))?;
-    for key in ["seq", "session", "device"] {
-        if object.contains_key(key) {
-            return Err(format!("publish sets {key:?} itself; leave it out"));
-        }
-    }
-    object.insert("seq".into(), seq.into());
-    let mut line = serde_json::to_vec(&object).map_err(|e| e.to_string())?;
-    line.push(b'\n');
-    Ok(Some(Bytes::from(line)))
-}
-
-/// Connects, sends, reads acknowledgements; reconnects until everything is acknowledged.
-async fn deliver(
-    endpoint: Endpoint,
-    options: socketeer::ClientOptions,
-    hello: Bytes,
-    shared: Arc<Shared>,
-) -> anyhow::Result<()> {
-    let mut backoff = BACKOFF_FIRST;
-    let mut first = true;
-    while !shared.finished() {
-        let conn = match client::connect_with(&endpoint, &options).await {
-            Ok(conn) => conn,
-            Err(err) => {
-                if err.kind() == socketeer::ErrorKind::Auth {
-                    anyhow::bail!("publish: {endpoint}: {err}");
-                }
-                let wait = jitter(backoff);
-                errln!(
-                    "socketeer: publish: {endpoint}: {}; {} lines unacknowledged; retrying in {} ms",
-                    crate::failure::describe_error(&err),
-                    shared.lock().unacked.len(),
-                    wait.as_millis()
-                );
-                tokio::time::sleep(wait).await;
-                backoff = (backoff * 2).min(BACKOFF_MOST);
-                continue;
-            }
-        };
-        let (reader, writer) = conn.into_split();
-        let sent = Arc::new(Mutex::new(VecDeque::new()));
-        let resend = !first;
-        first = false;
-        let sending = tokio::spawn(send(
-            writer,
-            hello.clone(),
-            Arc::clone(&shared),
-            Arc::clone(&sent),
-            resend,
-        ));
-        let outcome = receive(reader, &shared, &sent).await;
-        sending.abort();
-        match outcome {
-            Ok(()) if shared.finished() => return Ok(()),
-            Ok(()) => errln!("socketeer: publish: the hub closed the connection; reconnecting"),
-            Err(err) => errln!(
-                "socketeer: publish: link lost ({err}); {} lines unacknowledged; reconnecting",
-                shared.lock().unacked.len()
-            ),
-        }
-        // A connection that got somewhere resets the backoff; a flapping one keeps growing it.
-        backoff = BACKOFF_FIRST;
-        tokio::time::sleep(jitter(backoff)).await;
-    }
-    Ok(())
-}
-
-/// Between half and all of `base`, so many robots do not reconnect in step.
-fn jitter(base: Duration) -> Duration {
-    let random = getrandom::u32().unwrap_or(u32::MAX / 2);
-    base / 2 + base.mul_f64(f64::from(random) / f64::from(u32::MAX) / 2.0)
-}
-
-/// Sends the hello lines, every unacknowledged line in order, then new lines as they come.
-async fn send(
-    mut writer: ConnectionWriter,
-    hello: Bytes,
-    shared: Arc<Shared>,
-    sent: Arc<Mutex<VecDeque<(u64, u64)>>>,
-    resend: bool,
-) -> anyhow::Result<()> {
-    let hello_lines = hello.iter().filter(|&&b| b == b'\n').count() as u64;
-    writer.write_all(&hello).await?;
-    let mut line_no = hello_lines;
-    let mut next = 0u64; // the lowest seq not yet sent on this connection
-    loop {
-        let notified = shared.changed.notified();
-        let batch: Vec<(u64, Bytes)> = {
-            let mut state = shared.lock();
-            let now = std::time::Instant::now();
-            let batch: Vec<(u64, Bytes)> = state
-                .unacked
-                .range_mut(next..)
-                .take(1024)
-                .map(|(&seq, entry)| {
-                    entry.sent.get_or_insert(now);
-                    (seq, entry.bytes.clone())
-                })
-                .collect();
-            if resend && next == 0 {
-                state.resent += state.unacked.len() as u64;
-            }
-            batch
-        };
-        if batch.is_empty() {
-            writer.flush().await?;
-            if shared.finished() {
-                return Ok(());
-            }
-            notified.await;
-            continue;
-        }
-        for (seq, bytes) in batch {
-            line_no += 1;
-            sent.lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push_back((line_no, seq));
-            writer.write_all(&bytes).await?;
-            next = seq + 1;
-        }
-    }
-}
-
-/// Reads the hub's answers until everything is acknowledged or the connection ends.
-async fn receive(
-    mut reader: ConnectionReader,
-    shared: &Shared,
-    sent: &Mutex<VecDeque<(u64, u64)>>,
-) -> anyhow::Result<()> {
-    loop {
-        // If the last line was acknowledged before the input ended, no answer is coming:
-        // the end of the input is what finishes.
-        let input_ended = shared.input_ended.notified();
-        tokio::pin!(input_ended);
-        input_ended.as_mut().enable();
-        if shared.finished() {
-            return Ok(());
-        }
-        let line = tokio::select! {
-            line = reader.read_line() => line?,
-            () = &mut input_ended => continue,
-        };
-        let Some(line) = line else {
-            return Ok(());
-        };
-        let answer = match Answer::parse(&line) {
-            Ok(answer) => answer,
-            Err(err) => {
-                if let Some(mismatch) = socketeer::client::recognize(&line) {
-                    return Err(mismatch.into_error(false).into());
-                }
-                anyhow::bail!("the hub sent {:?}: {err}", String::from_utf8_lossy(&line));
-            }
-        };
-        match answer {
-            Answer::Ack(seq) => {
-                let mut sent = sent.lock().unwrap_or_else(|e| e.into_inner());
-                while sent.front().is_some_and(|&(_, s)| s <= seq) {
-                    sent.pop_front();
-                }
-                drop(sent);
-                acknowledge(shared, seq, Settled::Stored)?;
-            }
-            Answer::Refused {
-                line: line_no,
-                ref why,
-            }
-            | Answer::Retry {
-                line: line_no,
-                ref why,
-            } => {
-                let retry = matches!(answer, Answer::Retry { .. });
-                let seq = {
-                    let mut sent = sent.lock().unwrap_or_else(|e| e.into_inner());
-                    while sent.front().is_some_and(|&(l, _)| l < line_no) {
-                        sent.pop_front();
-                    }
-                    sent.front()
-                        .filter(|&&(l, _)| l == line_no)
-                        .map(|&(_, s)| s)
-                };
-                let Some(seq) = seq else {
-                    anyhow::bail!("the hub refused a line we did not send ({line_no}): {why}");
-                };
-                if retry {
-                    // The hub could not commit: not the line's fault. Reconnect and send it again.
-                    anyhow::bail!("the hub could not store line {seq}: {why}");
-                }
-                let input_line = shared.lock().unacked.get(&seq).map_or(0, |e| e.input_line);
-                errln!("socketeer: publish: input line {input_line}: refused by the hub: {why}");
-                acknowledge(shared, seq, Settled::Refused)?; // it will never be stored
-            }
-            Answer::Ended { why } => {
-                anyhow::bail!(
-                    "the hub sent an answer publish does not know: {{\"error\":{why:?}}}"
-                );
-            }
-        }
-    }
-}
-
-/// How the hub settled a line.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Settled {
-    Stored,
-    Refused,
-}
-
-/// Forgets a settled line, counts it as acknowledged or refused, and makes room for another.
-fn acknowledge(shared: &Shared, seq: u64, how: Settled) -> anyhow::Result<()> {
-    let mut spool = shared
-        .spool
-        .as_ref()
-        .map(|spool| spool.lock().unwrap_or_else(|e| e.into_inner()));
-    let (removed, empty) = {
-        let mut state = shared.lock();
-        let removed = state.unacked.remove(&seq);
-        if let Some(sent) = removed.as_ref().and_then(|e| e.sent) {
-            if how == Settled::Stored && state.latencies_us.len() < MAX_SAMPLES {
-                let micros = sent.elapsed().as_micros().min(u128::from(u32::MAX)) as u32;
-                state.latencies_us.push(micros);
-            }
-        }
-        let removed = removed.is_some();
-        match how {
-            _ if !removed => {}
-            Settled::Stored => state.acked += 1,
-            Settled::Refused => state.rejected += 1,
-        }
-        (removed, state.unacked.is_empty())
-    };
-    if removed {
-        if let Some(spool) = spool.as_mut() {
-            spool.acked(seq, empty)?;
-        }
-        drop(spool);
-        shared.room.add_permits(1);
-        shared.changed.notify_one();
-    }
-    Ok(())
 }
 
 /// The input, opened: a regular file (from `--file`, or redirected to stdin) can be picked up
@@ -646,7 +304,7 @@ struct Recovered {
     next_seq: u64,
     /// Where an earlier run left this same input (zero for a new input or a pipe).
     resume: Position,
-    unacked: Vec<(u64, Entry)>,
+    unacked: Vec<(u64, Bytes, Position)>,
 }
 
 impl Recovered {
@@ -786,14 +444,11 @@ impl Spool {
             if !acked.contains(&seq) {
                 let mut line = record.json.to_vec();
                 line.push(b'\n');
-                unacked.push((
-                    seq,
-                    Entry {
-                        input_line: record.input_line,
-                        bytes: Bytes::from(line),
-                        sent: None,
-                    },
-                ));
+                let tag = Position {
+                    offset: 0,
+                    lines: record.input_line,
+                };
+                unacked.push((seq, Bytes::from(line), tag));
             }
         }
         let mut resume = Position::default();
@@ -824,9 +479,9 @@ impl Spool {
         let rewrite = !log.is_empty() && resume == Position::default();
         if rewrite {
             let mut records = Vec::new();
-            for (_, entry) in &unacked {
-                records.extend_from_slice(format!("{} - ", entry.input_line).as_bytes());
-                records.extend_from_slice(&entry.bytes);
+            for (_, bytes, at) in &unacked {
+                records.extend_from_slice(format!("{} - ", at.lines).as_bytes());
+                records.extend_from_slice(bytes);
             }
             let tmp = dir.join("lines.tmp");
             std::fs::write(&tmp, &records).with_context(what)?;
@@ -903,5 +558,24 @@ impl Spool {
         std::fs::File::open(&tmp)?.sync_all()?;
         std::fs::rename(&tmp, self.dir.join("state.json"))?;
         Ok(())
+    }
+}
+
+/// The spool is the publisher's journal: a line is on disk before it is sent.
+impl Journal<Position> for Spool {
+    fn kept(&mut self, seq: u64, line: &[u8], at: &Position) -> anyhow::Result<()> {
+        self.append(line, seq, *at)
+    }
+
+    fn settled(&mut self, seq: u64, nothing_left: bool) -> anyhow::Result<()> {
+        self.acked(seq, nothing_left)
+    }
+
+    fn skipped(&mut self, at: &Position) {
+        self.passed(*at);
+    }
+
+    fn drained(&mut self) -> anyhow::Result<()> {
+        self.settled()
     }
 }

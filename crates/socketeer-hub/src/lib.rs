@@ -13,6 +13,7 @@
 //! | `hub` | [`Hub`]: opening, the handlers, closing (writer last) |
 //! | [`record`] | what a robot sends, parsed and checked: [`record::Record`], limits |
 //! | [`wire`] | the ingest protocol's answers and refusal reasons, as types |
+//! | [`publisher`] | [`Publisher`]: a robot's side — numbering, window, reconnect, resend |
 //! | `ingest` | the ingest connection: lines in, answers out in order |
 //! | [`influx`] | InfluxDB line protocol in (Telegraf) |
 //! | `store` | the SQLite store: one writer thread, group commit, reads |
@@ -24,6 +25,7 @@ mod hub;
 pub mod influx;
 mod ingest;
 mod metrics;
+pub mod publisher;
 pub mod record;
 mod store;
 mod web;
@@ -33,4 +35,5 @@ pub use config::{ConfigError, HttpConfig, HubConfig};
 pub use hub::Hub;
 pub use influx::InfluxHandler;
 pub use ingest::IngestHandler;
+pub use publisher::{Publisher, PublisherConfig};
 pub use store::{holds_nothing, now_secs, remove_database};

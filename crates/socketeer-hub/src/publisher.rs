@@ -1,0 +1,763 @@
+//! [`Publisher`]: the robot's side of the ingest protocol — every record numbered within a
+//! session and kept until the hub has committed it.
+//!
+//! Records are numbered (`"seq"`) and sent over one connection, at most `max_unacked` waiting
+//! for their acknowledgement. When the link drops (or the hub answers *retry*), the publisher
+//! reconnects with exponential backoff and jitter and sends every unacknowledged record again;
+//! the hub stores each (device, session, seq) once, so a resend never duplicates. A record the
+//! hub refuses is reported (an [`Event`]) and forgotten. With a [`Journal`] every record is
+//! written down before it is sent and crossed off when settled, so a program that restarts can
+//! hand the unsettled ones back ([`Recovered`]).
+//!
+//! ```no_run
+//! # async fn robot() -> anyhow::Result<()> {
+//! use socketeer_hub::publisher::{Publisher, PublisherConfig, Recovered};
+//!
+//! let endpoint = "127.0.0.1:7000".parse()?;
+//! let config = PublisherConfig::new(endpoint, "run-42");
+//! let (publisher, delivery) =
+//!     Publisher::start(config, None, Recovered::<()>::default(), |event| eprintln!("{event}"));
+//! publisher.publish(br#"{"stream":"imu","values":{"ax":0.1,"az":9.8}}"#, ()).await?;
+//! publisher.end()?;
+//! let report = delivery.await?; // once every record is settled
+//! assert_eq!(report.acknowledged, 1);
+//! # Ok(()) }
+//! ```
+
+use std::collections::{BTreeMap, VecDeque};
+use std::fmt;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use serde_json::Value;
+use socketeer::{ClientOptions, ConnectionReader, ConnectionWriter, Endpoint, client};
+use tokio::sync::{Notify, Semaphore};
+
+use crate::record::MAX_LINE;
+use crate::wire::Answer;
+
+/// Backoff between connection attempts: from the first to the most, doubling, with jitter.
+const BACKOFF_FIRST: Duration = Duration::from_millis(100);
+const BACKOFF_MOST: Duration = Duration::from_secs(10);
+/// Most acknowledgement latencies kept for the report.
+const MAX_SAMPLES: usize = 10_000_000;
+/// Records taken from the window per send batch.
+const SEND_BATCH: usize = 1024;
+
+/// Where and how to deliver.
+#[derive(Debug, Clone)]
+pub struct PublisherConfig {
+    /// The hub's ingest endpoint.
+    pub endpoint: Endpoint,
+    /// TLS and key, and the connect/handshake timeout.
+    pub options: ClientOptions,
+    /// Sent as `{"device":NAME}` first on each connection, for hubs without authentication
+    /// (with a key the hub knows the device already: leave it `None`).
+    pub device: Option<String>,
+    /// The session the numbers belong to: new numbering needs a new session.
+    pub session: String,
+    /// Most records sent and not yet settled; [`Publisher::publish`] waits for room.
+    pub max_unacked: usize,
+}
+
+impl PublisherConfig {
+    /// Delivery to `endpoint` in `session`, plain TCP, no key, 10,000 records in flight.
+    pub fn new(endpoint: Endpoint, session: impl Into<String>) -> PublisherConfig {
+        PublisherConfig {
+            endpoint,
+            options: ClientOptions::default(),
+            device: None,
+            session: session.into(),
+            max_unacked: 10_000,
+        }
+    }
+}
+
+/// Where records are written down before they are sent, and crossed off once settled, so a
+/// restarted program loses none (`socketeer publish --spool` keeps one on disk). Called with
+/// the publisher's books locked: a record is in both or in neither.
+pub trait Journal<T>: Send + 'static {
+    /// `line` (numbered `seq`, with its `\n`) is about to be kept for delivery.
+    ///
+    /// # Errors
+    /// The record could not be written down: it is not published.
+    fn kept(&mut self, seq: u64, line: &[u8], tag: &T) -> anyhow::Result<()>;
+
+    /// Record `seq` was settled (acknowledged or refused); `nothing_left` when no record
+    /// waits any more.
+    ///
+    /// # Errors
+    /// The journal could not be updated: delivery stops.
+    fn settled(&mut self, seq: u64, nothing_left: bool) -> anyhow::Result<()>;
+
+    /// Input that holds no record was taken (a blank line, a line refused before sending):
+    /// `tag` says where the input stands.
+    fn skipped(&mut self, tag: &T) {
+        let _ = tag;
+    }
+
+    /// No more records will come, and none is unsettled.
+    ///
+    /// # Errors
+    /// The journal could not be updated.
+    fn drained(&mut self) -> anyhow::Result<()> {
+        Ok(())
+    }
+}
+
+/// Records a previous run left unsettled, to send first, and where its numbering stopped.
+#[derive(Debug)]
+pub struct Recovered<T> {
+    /// The next number to give.
+    pub next_seq: u64,
+    /// Numbered records (each line with its `\n`), with their tags.
+    pub unacked: Vec<(u64, Bytes, T)>,
+}
+
+impl<T> Default for Recovered<T> {
+    fn default() -> Self {
+        Recovered {
+            next_seq: 1,
+            unacked: Vec::new(),
+        }
+    }
+}
+
+/// Something a program may want to tell its user.
+#[derive(Debug)]
+pub enum Event<'a, T> {
+    /// The hub refused a record for good: it is forgotten.
+    Refused {
+        /// Its number.
+        seq: u64,
+        /// Its tag.
+        tag: &'a T,
+        /// Why.
+        why: &'a str,
+    },
+    /// The hub could not be reached; trying again.
+    Unreachable {
+        /// Why.
+        error: &'a socketeer::Error,
+        /// Records waiting.
+        unacked: usize,
+        /// When the next try is.
+        retry_in: Duration,
+    },
+    /// The link was lost (or the hub asked for a resend); reconnecting.
+    Lost {
+        /// Why.
+        why: String,
+        /// Records waiting.
+        unacked: usize,
+    },
+    /// The hub closed the connection; reconnecting.
+    Closed,
+}
+
+impl<T> fmt::Display for Event<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Event::Refused { seq, why, .. } => write!(f, "record {seq} refused by the hub: {why}"),
+            Event::Unreachable {
+                error,
+                unacked,
+                retry_in,
+            } => write!(
+                f,
+                "{error}; {unacked} lines unacknowledged; retrying in {} ms",
+                retry_in.as_millis()
+            ),
+            Event::Lost { why, unacked } => {
+                write!(
+                    f,
+                    "link lost ({why}); {unacked} lines unacknowledged; reconnecting"
+                )
+            }
+            Event::Closed => f.write_str("the hub closed the connection; reconnecting"),
+        }
+    }
+}
+
+/// How delivery went.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Report {
+    /// Records the hub acknowledged.
+    pub acknowledged: u64,
+    /// Records the hub refused.
+    pub refused: u64,
+    /// Records sent again after reconnecting.
+    pub resent: u64,
+    /// Send-to-acknowledgement times, microseconds, sorted (at most ten million).
+    pub latencies_us: Vec<u32>,
+}
+
+impl Report {
+    /// The `p`-quantile (0 to 1) of the acknowledgement latencies, in milliseconds.
+    pub fn latency_ms(&self, p: f64) -> f64 {
+        let samples = &self.latencies_us;
+        if samples.is_empty() {
+            return 0.0;
+        }
+        let at = ((samples.len() as f64 - 1.0) * p.clamp(0.0, 1.0)).round() as usize;
+        f64::from(samples[at]) / 1000.0
+    }
+}
+
+/// Why a record was not published.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    /// The line is not a record the publisher can number: not a JSON object, too long, or it
+    /// sets `seq`, `session` or `device` itself.
+    #[error("{0}")]
+    Invalid(String),
+    /// The journal could not write it down.
+    #[error("the journal: {0:#}")]
+    Journal(anyhow::Error),
+    /// Delivery has stopped (it failed, or the publisher was ended).
+    #[error("delivery has stopped")]
+    Stopped,
+}
+
+/// A record waiting for its acknowledgement.
+struct Entry<T> {
+    bytes: Bytes,
+    tag: T,
+    /// When it was first sent (for the latencies).
+    sent: Option<Instant>,
+}
+
+struct Books<T> {
+    unacked: BTreeMap<u64, Entry<T>>,
+    next_seq: u64,
+    ended: bool,
+    report: Report,
+}
+
+/// Who hears of [`Event`]s.
+type Listener<T> = dyn Fn(Event<'_, T>) + Send + Sync;
+
+struct Shared<T> {
+    books: Mutex<Books<T>>,
+    journal: Option<Mutex<Box<dyn Journal<T>>>>,
+    /// New records to send, or everything settled.
+    changed: Notify,
+    /// The input has ended (the receiver may be waiting for answers that will not come).
+    ended: Notify,
+    /// Room for more unsettled records.
+    room: Semaphore,
+    events: Box<Listener<T>>,
+    /// Delivery has ended (done or failed): nothing more is taken.
+    stopped: std::sync::atomic::AtomicBool,
+}
+
+impl<T> Shared<T> {
+    fn books(&self) -> std::sync::MutexGuard<'_, Books<T>> {
+        self.books.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn journal(&self) -> Option<std::sync::MutexGuard<'_, Box<dyn Journal<T>>>> {
+        self.journal
+            .as_ref()
+            .map(|j| j.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    fn finished(&self) -> bool {
+        let books = self.books();
+        books.ended && books.unacked.is_empty()
+    }
+}
+
+/// Hands records to delivery; clone it freely. See the [module docs](self).
+pub struct Publisher<T> {
+    shared: Arc<Shared<T>>,
+}
+
+impl<T> Clone for Publisher<T> {
+    fn clone(&self) -> Self {
+        Publisher {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
+/// The delivery task, to await: it ends once [`Publisher::end`] was called and every record is
+/// settled, with a [`Report`], or fails for good (the hub refused the key, the journal
+/// failed). Dropping it stops delivery.
+pub struct Delivery<T> {
+    shared: Arc<Shared<T>>,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl<T> std::future::Future for Delivery<T> {
+    type Output = anyhow::Result<Report>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        let done = std::task::ready!(std::pin::Pin::new(&mut self.task).poll(cx));
+        std::task::Poll::Ready(
+            done.map_err(|e| anyhow::anyhow!("the delivery task: {e}"))
+                .and_then(|result| result)
+                .map(|()| report(&self.shared)),
+        )
+    }
+}
+
+impl<T> Drop for Delivery<T> {
+    fn drop(&mut self) {
+        self.task.abort();
+        self.shared
+            .stopped
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        self.shared.room.close();
+    }
+}
+
+fn report<T>(shared: &Shared<T>) -> Report {
+    let mut report = shared.books().report.clone();
+    report.latencies_us.sort_unstable();
+    report
+}
+
+impl<T: Send + 'static> Publisher<T> {
+    /// Starts delivering (connecting in the background), `recovered` records first; `events`
+    /// hears of refusals and reconnections. Needs a tokio runtime.
+    pub fn start(
+        config: PublisherConfig,
+        journal: Option<Box<dyn Journal<T>>>,
+        recovered: Recovered<T>,
+        events: impl Fn(Event<'_, T>) + Send + Sync + 'static,
+    ) -> (Publisher<T>, Delivery<T>) {
+        let room = Semaphore::new(config.max_unacked.max(1));
+        let mut unacked = BTreeMap::new();
+        for (seq, bytes, tag) in recovered.unacked {
+            if let Ok(permit) = room.try_acquire() {
+                permit.forget();
+            }
+            unacked.insert(
+                seq,
+                Entry {
+                    bytes,
+                    tag,
+                    sent: None,
+                },
+            );
+        }
+        let shared = Arc::new(Shared {
+            books: Mutex::new(Books {
+                unacked,
+                next_seq: recovered.next_seq,
+                ended: false,
+                report: Report::default(),
+            }),
+            journal: journal.map(Mutex::new),
+            changed: Notify::new(),
+            ended: Notify::new(),
+            room,
+            events: Box::new(events),
+            stopped: std::sync::atomic::AtomicBool::new(false),
+        });
+        let mut hello = String::new();
+        if let Some(device) = &config.device {
+            hello.push_str(&serde_json::json!({ "device": device }).to_string());
+            hello.push('\n');
+        }
+        hello.push_str(&serde_json::json!({ "session": config.session }).to_string());
+        hello.push('\n');
+        let task = {
+            let shared = Arc::clone(&shared);
+            tokio::spawn(async move {
+                let result = deliver(
+                    config.endpoint,
+                    config.options,
+                    Bytes::from(hello),
+                    Arc::clone(&shared),
+                )
+                .await;
+                shared
+                    .stopped
+                    .store(true, std::sync::atomic::Ordering::SeqCst);
+                // Whoever waits for room learns delivery has stopped.
+                shared.room.close();
+                result
+            })
+        };
+        (
+            Publisher {
+                shared: Arc::clone(&shared),
+            },
+            Delivery { shared, task },
+        )
+    }
+
+    /// Numbers one record (a JSON object, without `seq`, `session` or `device`; blank lines
+    /// are skipped: `Ok(None)`), waits for room among the unsettled, writes it down in the
+    /// journal, and queues it. Returns its number.
+    ///
+    /// # Errors
+    /// [`PublishError`]: not a record, the journal failed, or delivery has stopped.
+    ///
+    /// # Cancel safety
+    /// Cancel-safe: a record is kept only once this returns its number.
+    pub async fn publish(&self, line: &[u8], tag: T) -> Result<Option<u64>, PublishError> {
+        let Some(object) = record_object(line)? else {
+            return Ok(None);
+        };
+        if self
+            .shared
+            .stopped
+            .load(std::sync::atomic::Ordering::SeqCst)
+        {
+            return Err(PublishError::Stopped);
+        }
+        let permit = self
+            .shared
+            .room
+            .acquire()
+            .await
+            .map_err(|_| PublishError::Stopped)?;
+        // Journal and books change together (the journal's lock first, as settling takes
+        // them), so emptying the journal when nothing is unsettled never drops a new record.
+        let mut journal = self.shared.journal();
+        let mut books = self.shared.books();
+        if books.ended {
+            return Err(PublishError::Stopped);
+        }
+        let seq = books.next_seq;
+        let bytes = numbered(object, seq);
+        if let Some(journal) = journal.as_mut() {
+            journal
+                .kept(seq, &bytes, &tag)
+                .map_err(PublishError::Journal)?;
+        }
+        permit.forget();
+        books.next_seq += 1;
+        books.unacked.insert(
+            seq,
+            Entry {
+                bytes,
+                tag,
+                sent: None,
+            },
+        );
+        drop(books);
+        drop(journal);
+        self.shared.changed.notify_one();
+        Ok(Some(seq))
+    }
+
+    /// Records waiting for their acknowledgement.
+    pub fn unacked(&self) -> usize {
+        self.shared.books().unacked.len()
+    }
+
+    /// The number the next record will get.
+    pub fn next_seq(&self) -> u64 {
+        self.shared.books().next_seq
+    }
+
+    /// Notes input taken that holds no record (in the journal, if there is one).
+    pub fn skipped(&self, tag: &T) {
+        if let Some(mut journal) = self.shared.journal() {
+            journal.skipped(tag);
+        }
+    }
+
+    /// No more records: the [`Delivery`] ends once those published are settled.
+    ///
+    /// # Errors
+    /// The journal could not be updated.
+    pub fn end(&self) -> anyhow::Result<()> {
+        let mut journal = self.shared.journal();
+        let nothing_left = {
+            let mut books = self.shared.books();
+            books.ended = true;
+            books.unacked.is_empty()
+        };
+        if let (Some(journal), true) = (journal.as_mut(), nothing_left) {
+            journal.drained()?;
+        }
+        drop(journal);
+        self.shared.changed.notify_one();
+        self.shared.ended.notify_waiters();
+        Ok(())
+    }
+
+    /// How delivery has gone so far.
+    pub fn report(&self) -> Report {
+        report(&self.shared)
+    }
+}
+
+/// The JSON object of a record line; `None` for a blank line.
+fn record_object(raw: &[u8]) -> Result<Option<serde_json::Map<String, Value>>, PublishError> {
+    let raw = raw.strip_suffix(b"\n").unwrap_or(raw);
+    let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
+    if raw.iter().all(u8::is_ascii_whitespace) {
+        return Ok(None);
+    }
+    if raw.len() > MAX_LINE {
+        return Err(PublishError::Invalid(format!(
+            "longer than {MAX_LINE} bytes"
+        )));
+    }
+    let object: serde_json::Map<String, Value> = serde_json::from_slice(raw)
+        .map_err(|e| PublishError::Invalid(format!("not a JSON object: {e}")))?;
+    for key in ["seq", "session", "device"] {
+        if object.contains_key(key) {
+            return Err(PublishError::Invalid(format!(
+                "publish sets {key:?} itself; leave it out"
+            )));
+        }
+    }
+    Ok(Some(object))
+}
+
+/// The record line numbered `seq`, with its `\n`.
+fn numbered(mut object: serde_json::Map<String, Value>, seq: u64) -> Bytes {
+    object.insert("seq".into(), seq.into());
+    let mut line = Value::Object(object).to_string().into_bytes();
+    line.push(b'\n');
+    Bytes::from(line)
+}
+
+/// Connects, sends, reads acknowledgements; reconnects until everything is settled.
+async fn deliver<T>(
+    endpoint: Endpoint,
+    options: ClientOptions,
+    hello: Bytes,
+    shared: Arc<Shared<T>>,
+) -> anyhow::Result<()>
+where
+    T: Send + 'static,
+{
+    let mut backoff = BACKOFF_FIRST;
+    let mut first = true;
+    while !shared.finished() {
+        let conn = match client::connect_with(&endpoint, &options).await {
+            Ok(conn) => conn,
+            Err(err) => {
+                if err.kind() == socketeer::ErrorKind::Auth {
+                    return Err(anyhow::Error::new(err).context(endpoint.to_string()));
+                }
+                let wait = jitter(backoff);
+                (shared.events)(Event::Unreachable {
+                    error: &err,
+                    unacked: shared.books().unacked.len(),
+                    retry_in: wait,
+                });
+                tokio::time::sleep(wait).await;
+                backoff = (backoff * 2).min(BACKOFF_MOST);
+                continue;
+            }
+        };
+        let (reader, writer) = conn.into_split();
+        let sent = Arc::new(Mutex::new(VecDeque::new()));
+        let resend = !first;
+        first = false;
+        let sending = tokio::spawn(send(
+            writer,
+            hello.clone(),
+            Arc::clone(&shared),
+            Arc::clone(&sent),
+            resend,
+        ));
+        let outcome = receive(reader, &shared, &sent).await;
+        sending.abort();
+        match outcome {
+            Ok(()) if shared.finished() => return Ok(()),
+            Ok(()) => (shared.events)(Event::Closed),
+            Err(Failure::Fatal(err)) => return Err(err),
+            Err(Failure::Link(why)) => (shared.events)(Event::Lost {
+                why,
+                unacked: shared.books().unacked.len(),
+            }),
+        }
+        // A connection that got somewhere resets the backoff; a flapping one keeps growing it.
+        backoff = BACKOFF_FIRST;
+        tokio::time::sleep(jitter(backoff)).await;
+    }
+    Ok(())
+}
+
+/// Between half and all of `base`, so many robots do not reconnect in step.
+fn jitter(base: Duration) -> Duration {
+    let random = getrandom::u32().unwrap_or(u32::MAX / 2);
+    base / 2 + base.mul_f64(f64::from(random) / f64::from(u32::MAX) / 2.0)
+}
+
+/// Sends the hello lines, every unsettled record in order, then new ones as they come.
+async fn send<T: 'static>(
+    mut writer: ConnectionWriter,
+    hello: Bytes,
+    shared: Arc<Shared<T>>,
+    sent: Arc<Mutex<VecDeque<(u64, u64)>>>,
+    resend: bool,
+) -> anyhow::Result<()> {
+    let hello_lines = hello.iter().filter(|&&b| b == b'\n').count() as u64;
+    writer.write_all(&hello).await?;
+    let mut line_no = hello_lines;
+    let mut next = 0u64; // the lowest seq not yet sent on this connection
+    loop {
+        let notified = shared.changed.notified();
+        let batch: Vec<(u64, Bytes)> = {
+            let mut books = shared.books();
+            let now = Instant::now();
+            if resend && next == 0 {
+                books.report.resent += books.unacked.len() as u64;
+            }
+            books
+                .unacked
+                .range_mut(next..)
+                .take(SEND_BATCH)
+                .map(|(&seq, entry)| {
+                    entry.sent.get_or_insert(now);
+                    (seq, entry.bytes.clone())
+                })
+                .collect()
+        };
+        if batch.is_empty() {
+            writer.flush().await?;
+            if shared.finished() {
+                return Ok(());
+            }
+            notified.await;
+            continue;
+        }
+        for (seq, bytes) in batch {
+            line_no += 1;
+            sent.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push_back((line_no, seq));
+            writer.write_all(&bytes).await?;
+            next = seq + 1;
+        }
+    }
+}
+
+/// Why a connection's delivery ended.
+enum Failure {
+    /// Reconnect and resend.
+    Link(String),
+    /// Stop delivering.
+    Fatal(anyhow::Error),
+}
+
+/// Reads the hub's answers until everything is settled or the connection ends.
+async fn receive<T: 'static>(
+    mut reader: ConnectionReader,
+    shared: &Shared<T>,
+    sent: &Mutex<VecDeque<(u64, u64)>>,
+) -> Result<(), Failure> {
+    loop {
+        // If the last record was settled before the input ended, no answer is coming: the end
+        // of the input is what finishes.
+        let ended = shared.ended.notified();
+        tokio::pin!(ended);
+        ended.as_mut().enable();
+        if shared.finished() {
+            return Ok(());
+        }
+        let line = tokio::select! {
+            line = reader.read_line() => line.map_err(|e| Failure::Link(e.to_string()))?,
+            () = &mut ended => continue,
+        };
+        let Some(line) = line else {
+            return Ok(());
+        };
+        let answer = match Answer::parse(&line) {
+            Ok(answer) => answer,
+            Err(err) => {
+                if let Some(mismatch) = client::recognize(&line) {
+                    return Err(Failure::Link(mismatch.into_error(false).to_string()));
+                }
+                return Err(Failure::Link(format!(
+                    "the hub sent {:?}: {err}",
+                    String::from_utf8_lossy(&line)
+                )));
+            }
+        };
+        let (line_no, why, retry) = match answer {
+            Answer::Ack(seq) => {
+                let mut sent = sent.lock().unwrap_or_else(|e| e.into_inner());
+                while sent.front().is_some_and(|&(_, s)| s <= seq) {
+                    sent.pop_front();
+                }
+                drop(sent);
+                settle(shared, seq, None).map_err(Failure::Fatal)?;
+                continue;
+            }
+            Answer::Refused { line, why } => (line, why, false),
+            Answer::Retry { line, why } => (line, why, true),
+            Answer::Ended { why } => {
+                return Err(Failure::Link(format!(
+                    "the hub sent an answer a publisher does not know: {{\"error\":{why:?}}}"
+                )));
+            }
+        };
+        let seq = {
+            let mut sent = sent.lock().unwrap_or_else(|e| e.into_inner());
+            while sent.front().is_some_and(|&(l, _)| l < line_no) {
+                sent.pop_front();
+            }
+            sent.front()
+                .filter(|&&(l, _)| l == line_no)
+                .map(|&(_, s)| s)
+        };
+        let Some(seq) = seq else {
+            return Err(Failure::Link(format!(
+                "the hub refused a line we did not send ({line_no}): {why}"
+            )));
+        };
+        if retry {
+            // The hub could not commit: not the record's fault. Reconnect and send it again.
+            return Err(Failure::Link(format!(
+                "the hub could not store line {seq}: {why}"
+            )));
+        }
+        settle(shared, seq, Some(&why)).map_err(Failure::Fatal)?;
+    }
+}
+
+/// Forgets a settled record (acknowledged, or refused saying `refused`), counts it, crosses it
+/// off the journal, and makes room for another.
+fn settle<T: 'static>(shared: &Shared<T>, seq: u64, refused: Option<&str>) -> anyhow::Result<()> {
+    let mut journal = shared.journal();
+    let (removed, empty) = {
+        let mut books = shared.books();
+        let Some(entry) = books.unacked.remove(&seq) else {
+            return Ok(()); // settled before (a resend answered twice)
+        };
+        match refused {
+            None => {
+                books.report.acknowledged += 1;
+                if let Some(sent) = entry.sent {
+                    if books.report.latencies_us.len() < MAX_SAMPLES {
+                        let micros = sent.elapsed().as_micros().min(u128::from(u32::MAX)) as u32;
+                        books.report.latencies_us.push(micros);
+                    }
+                }
+            }
+            Some(_) => books.report.refused += 1,
+        }
+        let empty = books.unacked.is_empty();
+        (entry, empty)
+    };
+    if let Some(journal) = journal.as_mut() {
+        journal.settled(seq, empty)?;
+    }
+    drop(journal);
+    if let Some(why) = refused {
+        (shared.events)(Event::Refused {
+            seq,
+            tag: &removed.tag,
+            why,
+        });
+    }
+    shared.room.add_permits(1);
+    shared.changed.notify_one();
+    Ok(())
+}

@@ -1,0 +1,187 @@
+//! The hub and a robot in one process, through real sockets on 127.0.0.1:0: what a Rust
+//! program embedding either side does.
+
+#![allow(unreachable_pub)]
+
+use std::io::{Read, Write};
+use std::sync::{Arc, Mutex};
+
+use socketeer::{BindOptions, Endpoint, Listener, Server, Shutdown};
+use socketeer_hub::publisher::{Event, Publisher, PublisherConfig, Recovered};
+use socketeer_hub::{HttpConfig, Hub, HubConfig};
+
+/// A directory of the test's own, removed at the end.
+struct Scratch(std::path::PathBuf);
+
+impl Scratch {
+    fn new(tag: &str) -> Scratch {
+        let dir =
+            std::env::temp_dir().join(format!("socketeer-hub-it-{}-{tag}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        Scratch(dir)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A hub serving ingest on `at` (or a free port) and HTTP on a free port.
+struct Running {
+    hub: Hub,
+    shutdown: Shutdown,
+    ingest: Endpoint,
+    http: std::net::SocketAddr,
+    tasks: Vec<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+async fn start(dir: &Scratch, at: &str) -> Running {
+    let hub = Hub::open(HubConfig::new(dir.0.join("hub.db"))).expect("open");
+    let shutdown = Shutdown::new();
+    let listener = Listener::bind(&at.parse().expect("endpoint"), &BindOptions::default())
+        .await
+        .expect("bind");
+    let ingest = listener.local_endpoint().clone();
+    let server = Server::new(listener, hub.ingest_handler()).shutdown(shutdown.clone());
+    let http = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let http_at = http.local_addr().expect("addr");
+    let api = hub
+        .serve_http(http, HttpConfig::default(), shutdown.clone())
+        .expect("http");
+    let tasks = vec![
+        tokio::spawn(async move { Ok(server.serve_forever().await?) }),
+        tokio::spawn(api),
+    ];
+    Running {
+        hub,
+        shutdown,
+        ingest,
+        http: http_at,
+        tasks,
+    }
+}
+
+impl Running {
+    async fn stop(self) {
+        self.shutdown.trigger();
+        for task in self.tasks {
+            task.await.expect("join").expect("served");
+        }
+        self.hub.close().await.expect("close");
+    }
+}
+
+/// `GET path` on the hub's API, the body as JSON.
+fn get(http: std::net::SocketAddr, path: &str) -> serde_json::Value {
+    let mut stream = std::net::TcpStream::connect(http).expect("connect");
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .expect("send");
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).expect("read");
+    let (head, body) = answer.split_once("\r\n\r\n").expect("a head");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    serde_json::from_str(body).expect("JSON")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publisher_delivers_to_a_hub_in_the_same_process_and_hears_refusals() {
+    let dir = Scratch::new("deliver");
+    let hub = start(&dir, "127.0.0.1:0").await;
+    let mut config = PublisherConfig::new(hub.ingest.clone(), "run-1");
+    config.device = Some("robot-1".into());
+    config.max_unacked = 16; // a small window: publishing waits for acknowledgements
+    let refused = Arc::new(Mutex::new(Vec::new()));
+    let heard = Arc::clone(&refused);
+    let (publisher, delivery) =
+        Publisher::start(config, None, Recovered::default(), move |event| {
+            if let Event::Refused { tag, why, .. } = event {
+                heard.lock().expect("lock").push((*tag, why.to_owned()));
+            }
+        });
+    for k in 0..200u32 {
+        let line = format!(r#"{{"stream":"imu","values":{{"ax":{k}}}}}"#);
+        assert_eq!(
+            publisher
+                .publish(line.as_bytes(), k)
+                .await
+                .expect("publish"),
+            Some(u64::from(k) + 1)
+        );
+    }
+    // One the hub refuses (a bad stream name), one the publisher refuses itself.
+    publisher
+        .publish(br#"{"stream":"bad name","values":{"v":1}}"#, 999)
+        .await
+        .expect("sent");
+    assert!(
+        publisher
+            .publish(br#"{"seq":5,"stream":"x"}"#, 1000)
+            .await
+            .is_err()
+    );
+    assert_eq!(publisher.publish(b"  \n", 1001).await.expect("blank"), None);
+    publisher.end().expect("end");
+    let report = delivery.await.expect("delivered");
+    assert_eq!((report.acknowledged, report.refused), (200, 1));
+    assert_eq!(report.latencies_us.len(), 200);
+    let refused = refused.lock().expect("lock").clone();
+    assert_eq!(refused.len(), 1);
+    assert_eq!(refused[0].0, 999, "the refusal carries the caller's tag");
+    assert!(refused[0].1.contains("bad stream name"), "{refused:?}");
+    let devices = get(hub.http, "/api/devices");
+    assert_eq!(devices["devices"][0]["name"], "robot-1", "{devices}");
+    let series = get(
+        hub.http,
+        "/api/series?device=robot-1&stream=imu&field=ax&from=0",
+    );
+    assert_eq!(series["count"], 200, "{series}");
+    hub.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publisher_waits_for_a_hub_that_is_not_there_yet_and_then_delivers() {
+    let dir = Scratch::new("late");
+    // A free port, then nothing listening on it.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let at = format!("127.0.0.1:{port}");
+    let mut config = PublisherConfig::new(at.parse().expect("endpoint"), "run-2");
+    config.device = Some("robot-2".into());
+    let (unreachable, mut told) = tokio::sync::mpsc::unbounded_channel();
+    let (publisher, delivery) =
+        Publisher::start(config, None, Recovered::default(), move |event| {
+            if let Event::Unreachable { .. } = event {
+                let _ = unreachable.send(());
+            }
+        });
+    for k in 0..10 {
+        let line = format!(r#"{{"stream":"s","values":{{"v":{k}}}}}"#);
+        publisher
+            .publish(line.as_bytes(), ())
+            .await
+            .expect("publish");
+    }
+    told.recv().await.expect("told the hub is unreachable");
+    assert_eq!(publisher.unacked(), 10);
+    let hub = start(&dir, &at).await;
+    publisher.end().expect("end");
+    let report = delivery.await.expect("delivered");
+    assert_eq!(report.acknowledged, 10);
+    let series = get(
+        hub.http,
+        "/api/series?device=robot-2&stream=s&field=v&from=0",
+    );
+    assert_eq!(series["count"], 10, "{series}");
+    hub.stop().await;
+}
