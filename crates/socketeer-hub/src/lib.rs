@@ -7,6 +7,37 @@
 //! [`close`](Hub::close) it after they have drained. The `socketeer hub` command is exactly
 //! that, with flags mapped onto the configuration.
 //!
+//! ```no_run
+//! use socketeer::{BindOptions, Listener, Server, Shutdown};
+//! use socketeer_hub::publisher::{Publisher, PublisherConfig, Recovered};
+//! use socketeer_hub::{HttpConfig, Hub, HubConfig};
+//!
+//! # async fn demo() -> anyhow::Result<()> {
+//! // The hub: a store, robots' ingest on 7000, the API and dashboard on 8080.
+//! let hub = Hub::open(HubConfig::new("fleet.db"))?;
+//! let shutdown = Shutdown::new();
+//! let listener = Listener::bind(&"127.0.0.1:7000".parse()?, &BindOptions::default()).await?;
+//! let robots = Server::new(listener, hub.ingest_handler()).shutdown(shutdown.clone());
+//! let http = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
+//! tokio::spawn(hub.serve_http(http, HttpConfig::default(), shutdown.clone())?);
+//! let served = tokio::spawn(robots.serve_forever());
+//!
+//! // A robot: every record numbered, kept until committed, resent after a reconnect.
+//! let mut config = PublisherConfig::new("127.0.0.1:7000".parse()?, "run-1");
+//! config.device = Some("rover-1".into());
+//! let (publisher, delivery) =
+//!     Publisher::start(config, None, Recovered::<()>::default(), |e| eprintln!("{e}"));
+//! publisher.publish(br#"{"stream":"imu","values":{"ax":0.1,"az":9.81}}"#, ()).await?;
+//! publisher.end()?;
+//! let report = delivery.await?; // once every record is settled
+//! assert_eq!(report.acknowledged, 1);
+//!
+//! shutdown.trigger(); // then close the hub once its servers have drained: the writer last
+//! served.await??;
+//! hub.close().await?;
+//! # Ok(()) }
+//! ```
+//!
 //! | module | what it holds |
 //! |---|---|
 //! | [`config`] | [`HubConfig`], [`HttpConfig`]: plain values, validated |
