@@ -61,7 +61,7 @@ impl Hub {
             queue: config.queue,
             cardinality: config.cardinality,
         })?;
-        tracing::info!(db = %config.db.display(), sync = ?config.durability, retention = ?config.retention, "storage open");
+        tracing::info!(db = %config.db.display(), sync = ?config.durability, retention = ?config.retention.unwrap_or_default(), "storage open");
         let ingest = Arc::new(Ingest {
             store,
             stats: Arc::new(Stats::default()),
