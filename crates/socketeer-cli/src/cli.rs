@@ -620,6 +620,27 @@ pub(crate) struct HubArgs {
     /// Most records committed in one transaction.
     #[arg(long, value_name = "N", default_value_t = 8192, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub(crate) max_batch: u32,
+    /// The largest camera image taken (JPEG or PNG); a header announcing more is refused and
+    /// its connection closed.
+    #[arg(long, value_name = "SIZE", default_value = "4MiB", value_parser = parse_image_size)]
+    pub(crate) max_image: u64,
+    /// Delete images received longer ago than this (their detections stay; 0 keeps them as
+    /// long as --retention).
+    #[arg(long, value_name = "AGE", default_value = "7d", value_parser = parse_age)]
+    pub(crate) image_retention: Duration,
+    /// The most bytes of images kept: past it the oldest images go first (readings and
+    /// detections untouched); 0 for no budget.
+    #[arg(long, value_name = "SIZE", default_value = "1GiB", value_parser = parse_size)]
+    pub(crate) image_budget: u64,
+}
+
+/// `--max-image`: 1 byte to 16 MiB (a quarter of the writer's queue).
+fn parse_image_size(text: &str) -> Result<u64, String> {
+    let size = parse_size(text)?;
+    if !(1..=16 << 20).contains(&size) {
+        return Err(format!("\"{text}\": an image cap is 1 byte to 16MiB"));
+    }
+    Ok(size)
 }
 
 /// `--sync`: how hard a commit waits for the disk.

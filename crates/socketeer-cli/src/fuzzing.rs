@@ -12,13 +12,30 @@ use crate::exec::wire::{self, FromClient};
 use crate::files::path::{MAX_NAME, RelPath};
 use crate::files::wire::{MAX_CONTROL, Request, Response, Resume, Trailer};
 use socketeer_hub::influx::{self, Precision};
-use socketeer_hub::record::{MAX_LINE, parse_raw_line};
+use socketeer_hub::record::{Line, MAX_LINE, announced_bytes, attach_image, parse_raw_line};
 
-/// The hub's JSON lines: framing (split-invariant), then each line's parse.
+/// The hub's JSON lines: framing (split-invariant), then each line's parse — an image header's
+/// announced length, and the input's bytes taken as the image that follows it.
 pub fn hub_lines(data: &[u8], cuts: &[usize]) {
     for line in lines(data, cuts, MAX_LINE) {
-        if let Some(Err(why)) = parse_raw_line(&line) {
-            assert!(!why.why.is_empty());
+        match parse_raw_line(&line) {
+            Some(Err(why)) => {
+                assert!(!why.why.is_empty());
+                if let Ok(text) = std::str::from_utf8(&line) {
+                    if let Some(Ok(len)) = announced_bytes(text) {
+                        assert!(len >= 1);
+                    }
+                }
+            }
+            Some(Ok(Line::Image {
+                mut record, format, ..
+            })) => {
+                let attached = attach_image(&mut record, format, Bytes::copy_from_slice(data));
+                if let (Ok(()), Some(frame)) = (attached, &record.frame) {
+                    assert!(frame.width >= 1 && frame.height >= 1);
+                }
+            }
+            _ => {}
         }
     }
 }

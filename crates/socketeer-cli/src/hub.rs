@@ -105,6 +105,9 @@ fn config(args: &HubArgs, db: &std::path::Path) -> HubConfig {
         streams: args.max_streams as usize,
         fields: args.max_fields as usize,
     };
+    config.max_image = args.max_image as usize;
+    config.image_retention = (!args.image_retention.is_zero()).then_some(args.image_retention);
+    config.image_budget = (args.image_budget > 0).then_some(args.image_budget);
     config.influx_precision = match args.influx_precision {
         PrecisionArg::Ns => Precision::Ns,
         PrecisionArg::Us => Precision::Us,

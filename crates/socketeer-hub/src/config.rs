@@ -8,6 +8,9 @@ use std::time::Duration;
 pub use crate::influx::Precision;
 pub use crate::store::{Cardinality, Durability, QueueLimits};
 
+/// The most bytes of camera images kept by default (1 GiB).
+pub const DEFAULT_IMAGE_BUDGET: u64 = 1 << 30;
+
 /// The shortest HTTP token accepted.
 pub const MIN_TOKEN: usize = 16;
 
@@ -34,6 +37,13 @@ pub struct HubConfig {
     pub queue: QueueLimits,
     /// The unit of InfluxDB line protocol timestamps.
     pub influx_precision: Precision,
+    /// The largest camera image taken, in bytes (at most a quarter of `queue.bytes`).
+    pub max_image: usize,
+    /// Images received longer ago than this are deleted (their frames' detections stay, as
+    /// readings do); `None` keeps them as long as other data.
+    pub image_retention: Option<Duration>,
+    /// The most bytes of images kept: past it the oldest images go first. `None`: no budget.
+    pub image_budget: Option<u64>,
 }
 
 /// A configuration value that cannot work, with why.
@@ -65,6 +75,9 @@ impl HubConfig {
             cardinality: Cardinality::default(),
             queue: QueueLimits::default(),
             influx_precision: Precision::Ns,
+            max_image: crate::record::DEFAULT_MAX_IMAGE,
+            image_retention: Some(Duration::from_secs(7 * 86_400)),
+            image_budget: Some(DEFAULT_IMAGE_BUDGET),
         }
     }
 
@@ -91,6 +104,24 @@ impl HubConfig {
         }
         if self.queue.records == 0 || self.queue.bytes == 0 {
             return Err(refuse("queue", "must hold at least one record"));
+        }
+        if self.max_image == 0 || self.max_image > self.queue.bytes / 4 {
+            return Err(refuse(
+                "max_image",
+                format!(
+                    "must be 1 byte to a quarter of the writer's queue ({} bytes)",
+                    self.queue.bytes / 4
+                ),
+            ));
+        }
+        if self.image_retention.is_some_and(|r| r.is_zero()) {
+            return Err(refuse(
+                "image_retention",
+                "zero would delete every image; use None",
+            ));
+        }
+        if self.image_budget == Some(0) {
+            return Err(refuse("image_budget", "zero would keep no image; use None"));
         }
         Ok(())
     }

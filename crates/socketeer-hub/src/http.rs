@@ -22,10 +22,12 @@ use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
 
 use crate::ingest::Ingest;
-use crate::ingest::session::{Answers, BATCH, Session, Who};
+use crate::ingest::session::{Answers, BATCH, Session, Step, Who};
+use crate::record::ImageFormat;
 use crate::record::MAX_LINE;
 use crate::store::{
-    Cell, DetectionQuery, ExportQuery, ExportRow, SeriesPoints, SeriesQuery, StoreError, now_secs,
+    Cell, DetectionQuery, ExportQuery, ExportRow, FrameQuery, ImageQuery, SeriesPoints,
+    SeriesQuery, StoreError, now_secs,
 };
 use crate::wire::{Answer, Reason, Refusal};
 
@@ -40,6 +42,8 @@ const MAX_POINTS: usize = 10_000;
 const MAX_FRAMES: usize = 1000;
 /// Most detections one detections query returns (past it the answer says it is truncated).
 const MAX_DETECTIONS: usize = 10_000;
+/// Most frames one frames query lists.
+const MAX_FRAME_LIST: usize = 10_000;
 /// Most rows one CSV export holds.
 const MAX_CSV_ROWS: usize = 1_000_000;
 /// Largest `POST /api/ingest` body.
@@ -114,6 +118,9 @@ pub(crate) fn router(api: Arc<Api>) -> Router {
         .route("/api/export.csv", get(export_csv))
         .route("/api/live", get(live))
         .route("/api/ingest", post(ingest))
+        .route("/api/ingest/image", post(ingest_image))
+        .route("/api/frames", get(frames))
+        .route("/api/frame", get(frame))
         .route("/metrics", get(metrics))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .layer(axum::middleware::from_fn_with_state(
@@ -865,7 +872,7 @@ async fn ingest(
     let mut read = 0usize;
     // Why the body was not read to its end, if it was not.
     let mut cut: Option<(StatusCode, String)> = None;
-    loop {
+    'body: loop {
         let chunk = match tokio::time::timeout_at(deadline, body.next()).await {
             Err(_) => {
                 cut = Some((
@@ -918,9 +925,19 @@ async fn ingest(
                     Err(Refusal::new(Reason::Utf8, "not UTF-8"))
                 }
             };
-            match &line {
+            let step = match &line {
                 Ok(text) => run.line(Ok(text.as_bytes()), &mut answers).await,
                 Err(refusal) => run.line(Err(refusal.clone()), &mut answers).await,
+            };
+            if step != Step::Next {
+                // Image bytes in a body of JSON lines: nothing after them can be read as lines.
+                cut = Some((
+                    StatusCode::BAD_REQUEST,
+                    "an image header in a body of JSON lines (images go to POST \
+                     /api/ingest/image); the rest was not read"
+                        .to_owned(),
+                ));
+                break 'body;
             }
             if run.batched() >= BATCH {
                 run.submit(&mut answers).await;
@@ -952,6 +969,258 @@ async fn ingest(
 
 /// Most jobs of one body waiting for the writer at once.
 const BODY_JOBS_IN_FLIGHT: usize = 8;
+
+#[derive(Deserialize)]
+struct ImageUploadQuery {
+    device: String,
+    stream: String,
+    ts: Option<Time>,
+    seq: Option<u64>,
+    session: Option<String>,
+    /// The detections found on it, as the JSON list a header line carries.
+    detections: Option<String>,
+}
+
+/// One image, as the body (`Content-Type: image/jpeg` or `image/png`), with its stream, time,
+/// number and detections in the query: stored as the TCP link's header and bytes are, and
+/// answered with the same line (`{"ack":N}`; 422 with the refusal; 503 with retry).
+async fn ingest_image(
+    State(api): Shared,
+    Params(q): Params<ImageUploadQuery>,
+    headers: HeaderMap,
+    body: axum::body::Body,
+) -> Response {
+    if api.token.is_none() && !api.ingest_no_auth {
+        return bad(
+            StatusCode::FORBIDDEN,
+            "HTTP ingest needs a token: start the hub with --http-token, or with \
+             --http-ingest-no-auth to let any program that reaches this port write as any device",
+        );
+    }
+    // A form (which any web page can make a browser send) cannot have these types.
+    let Some(format) = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(ImageFormat::from_mime)
+    else {
+        return bad(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "send the image as the body, with Content-Type: image/jpeg or image/png",
+        );
+    };
+    if !socketeer::keys::valid_device_name(&q.device) {
+        return bad(StatusCode::BAD_REQUEST, "bad device name");
+    }
+    let session = match q.session.map(|s| crate::record::session_id(&s)).transpose() {
+        Ok(session) => session.unwrap_or_default(),
+        Err(refusal) => return bad(StatusCode::BAD_REQUEST, refusal.why),
+    };
+    let max = api.ingest.max_image;
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > max as u64) {
+        return bad(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("an image may be at most {max} bytes (the hub's --max-image)"),
+        );
+    }
+    let Some(_turn) = wait_turn(&api.uploads).await else {
+        return busy("uploads");
+    };
+    let kib = u32::try_from(max.div_ceil(1024)).unwrap_or(u32::MAX);
+    let Ok(_room) = Arc::clone(&api.ingest.image_room)
+        .acquire_many_owned(kib)
+        .await
+    else {
+        return busy("uploads");
+    };
+    // The body, within the body deadline and the cap.
+    let mut data = bytes::BytesMut::new();
+    let mut stream = body.into_data_stream();
+    let deadline = tokio::time::Instant::now() + api.body_deadline;
+    loop {
+        match tokio::time::timeout_at(deadline, stream.next()).await {
+            Err(_) => {
+                return bad(
+                    StatusCode::REQUEST_TIMEOUT,
+                    format!(
+                        "the image was not all sent within {} s",
+                        api.body_deadline.as_secs_f64()
+                    ),
+                );
+            }
+            Ok(None) => break,
+            Ok(Some(Err(err))) => {
+                return bad(
+                    StatusCode::BAD_REQUEST,
+                    format!("the body could not be read: {err}"),
+                );
+            }
+            Ok(Some(Ok(chunk))) => {
+                if data.len() + chunk.len() > max {
+                    return bad(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        format!("an image may be at most {max} bytes (the hub's --max-image)"),
+                    );
+                }
+                data.extend_from_slice(&chunk);
+            }
+        }
+    }
+    if data.is_empty() {
+        return bad(StatusCode::BAD_REQUEST, "the body is empty: send the image");
+    }
+    // The header line a robot would have sent before these bytes.
+    let mut header = serde_json::Map::new();
+    header.insert("stream".into(), q.stream.into());
+    if let Some(ts) = q.ts {
+        header.insert("ts".into(), ts.0.into());
+    }
+    if let Some(seq) = q.seq {
+        header.insert("seq".into(), seq.into());
+    }
+    if let Some(detections) = &q.detections {
+        match serde_json::from_str::<Value>(detections) {
+            Ok(list) => drop(header.insert("detections".into(), list)),
+            Err(err) => {
+                return bad(
+                    StatusCode::BAD_REQUEST,
+                    format!("detections: not valid JSON: {err}"),
+                );
+            }
+        }
+    }
+    header.insert(
+        "image".into(),
+        json!({ "format": format.name(), "bytes": data.len() }),
+    );
+    let header = Value::Object(header).to_string();
+    let ingest = Arc::clone(&api.ingest);
+    let mut answers = Answers::new(Arc::clone(&ingest));
+    let mut run = Session::new(ingest, Who::Upload(q.device.into()), &session, false);
+    if let Step::Image(_) = run.line(Ok(header.as_bytes()), &mut answers).await {
+        run.image(data.freeze(), &mut answers).await;
+    }
+    run.submit(&mut answers).await;
+    let mut out = Vec::new();
+    let answer = answers.finish_one(&mut out).await;
+    let status = match answer {
+        Some(Answer::Refused { .. }) => StatusCode::UNPROCESSABLE_ENTITY,
+        Some(Answer::Retry { .. }) => StatusCode::SERVICE_UNAVAILABLE,
+        _ => StatusCode::OK,
+    };
+    if out.is_empty() {
+        out.extend_from_slice(b"{\"stored\":true}\n");
+    }
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/x-ndjson")],
+        out,
+    )
+        .into_response()
+}
+
+#[derive(Deserialize)]
+struct FramesQuery {
+    device: String,
+    stream: Option<String>,
+    from: Option<Time>,
+    to: Option<Time>,
+    limit: Option<usize>,
+}
+
+/// A device's frames in a range, in time order: when, size, detections, image (if any).
+async fn frames(State(api): Shared, Params(q): Params<FramesQuery>) -> Response {
+    let (from, to) = match range(q.from, q.to) {
+        Ok(range) => range,
+        Err(fail) => return fail.into_response(),
+    };
+    let asked = FrameQuery {
+        device: q.device,
+        stream: q.stream,
+        from,
+        to,
+        limit: q.limit.unwrap_or(MAX_FRAME_LIST).clamp(1, MAX_FRAME_LIST),
+    };
+    let store = api.ingest.store.clone();
+    match query(&api, async move { store.frames(asked).await }).await {
+        Ok((frames, truncated)) => {
+            axum::Json(json!({ "frames": frames, "truncated": truncated })).into_response()
+        }
+        Err(fail) => fail.into_response(),
+    }
+}
+
+#[derive(Deserialize)]
+struct FrameQueryParams {
+    id: Option<i64>,
+    device: Option<String>,
+    stream: Option<String>,
+    at: Option<Time>,
+}
+
+/// One image's bytes: a frame's (`?id=`, cached for good: it never changes), or a device's
+/// (stream's) newest at or before a time (`?device=&stream=&at=`, default the newest; revalidated by
+/// its ETag, since a newer frame may arrive).
+async fn frame(
+    State(api): Shared,
+    Params(q): Params<FrameQueryParams>,
+    headers: HeaderMap,
+) -> Response {
+    let (asked, immutable) = match (q.id, q.device) {
+        (Some(id), _) => (ImageQuery::Id(id), true),
+        (None, Some(device)) => (
+            ImageQuery::At {
+                device,
+                stream: q.stream,
+                at: q.at.map_or(f64::MAX, |t| t.0),
+            },
+            false,
+        ),
+        (None, None) => return bad(StatusCode::BAD_REQUEST, "give id=, or device= (and at=)"),
+    };
+    let store = api.ingest.store.clone();
+    let image = match query(&api, async move { store.image(asked).await }).await {
+        Ok(Some(image)) => image,
+        Ok(None) => return bad(StatusCode::NOT_FOUND, "no such image"),
+        Err(fail) => return fail.into_response(),
+    };
+    let etag = format!("\"f{}\"", image.frame_id);
+    let cache = if immutable {
+        "private, max-age=31536000, immutable"
+    } else {
+        "private, no-cache"
+    };
+    let mime =
+        ImageFormat::from_name(&image.format).map_or("application/octet-stream", ImageFormat::mime);
+    let not_modified = headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag));
+    let mut response = if not_modified {
+        StatusCode::NOT_MODIFIED.into_response()
+    } else {
+        ([(header::CONTENT_TYPE, mime)], image.data).into_response()
+    };
+    let headers = response.headers_mut();
+    for (name, value) in [
+        (header::ETAG.as_str(), etag),
+        (header::CACHE_CONTROL.as_str(), cache.to_owned()),
+        ("x-frame-id", image.frame_id.to_string()),
+        ("x-frame-ts", image.ts.to_string()),
+        ("x-frame-stream", image.stream),
+    ] {
+        if let (Ok(name), Ok(value)) = (
+            axum::http::HeaderName::from_bytes(name.as_bytes()),
+            axum::http::HeaderValue::from_str(&value),
+        ) {
+            headers.insert(name, value);
+        }
+    }
+    response
+}
 
 /// Prometheus text format.
 async fn metrics(State(api): Shared, _headers: HeaderMap) -> Response {

@@ -60,12 +60,18 @@ impl Hub {
             activity: Arc::clone(&activity),
             queue: config.queue,
             cardinality: config.cardinality,
+            images: crate::store::ImageLimits {
+                retention: config.image_retention,
+                budget: config.image_budget,
+            },
         })?;
         tracing::info!(db = %config.db.display(), sync = ?config.durability, retention = ?config.retention.unwrap_or_default(), "storage open");
         let ingest = Arc::new(Ingest {
             store,
             stats: Arc::new(Stats::default()),
             presence: Arc::default(),
+            max_image: config.max_image,
+            image_room: Ingest::image_room(config.max_image),
         });
         Ok(Hub {
             ingest,

@@ -40,7 +40,7 @@ pub struct Detection {
     pub bbox: [f64; 4],
 }
 
-/// A camera frame's detection results.
+/// A camera frame: its size, what was found on it, and — when the robot sent it — the image.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Frame {
     /// Width in pixels.
@@ -49,7 +49,73 @@ pub struct Frame {
     pub height: u32,
     /// What was found on it.
     pub detections: Vec<Detection>,
+    /// The image itself (a JPEG or PNG file's bytes), if sent.
+    pub image: Option<Image>,
 }
+
+/// A camera image as sent: a JPEG or PNG file's bytes, checked to be what they say.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Image {
+    /// Its format.
+    pub format: ImageFormat,
+    /// The file's bytes.
+    pub data: bytes::Bytes,
+}
+
+/// The image formats the hub takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ImageFormat {
+    /// JPEG (`image/jpeg`).
+    Jpeg,
+    /// PNG (`image/png`).
+    Png,
+}
+
+impl ImageFormat {
+    /// Its name in a header (`jpeg`, `png`).
+    pub fn name(self) -> &'static str {
+        match self {
+            ImageFormat::Jpeg => "jpeg",
+            ImageFormat::Png => "png",
+        }
+    }
+
+    /// Its media type.
+    pub fn mime(self) -> &'static str {
+        match self {
+            ImageFormat::Jpeg => "image/jpeg",
+            ImageFormat::Png => "image/png",
+        }
+    }
+
+    /// The format named `name` (`jpeg`/`jpg`, `png`; any case), if the hub takes it.
+    pub fn from_name(name: &str) -> Option<ImageFormat> {
+        match name.to_ascii_lowercase().as_str() {
+            "jpeg" | "jpg" => Some(ImageFormat::Jpeg),
+            "png" => Some(ImageFormat::Png),
+            _ => None,
+        }
+    }
+
+    /// The format of a media type (`image/jpeg`, `image/png`; parameters ignored).
+    pub fn from_mime(mime: &str) -> Option<ImageFormat> {
+        match mime
+            .split(';')
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_ascii_lowercase()
+            .as_str()
+        {
+            "image/jpeg" | "image/jpg" => Some(ImageFormat::Jpeg),
+            "image/png" => Some(ImageFormat::Png),
+            _ => None,
+        }
+    }
+}
+
+/// The largest image taken by default, in bytes (`HubConfig::max_image`).
+pub const DEFAULT_MAX_IMAGE: usize = 4 * 1024 * 1024;
 
 /// One record from a device: readings (`values`), detection results (`frame` and
 /// `detections`), or both, for one stream at one time.
@@ -81,6 +147,16 @@ pub enum Line {
     /// `{"device":"..."}` alone: names the device on a connection whose authentication did not
     /// (no key, or one shared key answered tutorial-style). Refused where it did.
     Device(String),
+    /// An image header, `"image":{"format":F,"bytes":N}`: the record (its frame without the
+    /// image yet) and the N bytes of the image that follow the line at once.
+    Image {
+        /// The record the image belongs to.
+        record: Record,
+        /// The format announced.
+        format: ImageFormat,
+        /// How many bytes follow.
+        len: u64,
+    },
 }
 
 /// Parses and checks one line (without its line ending).
@@ -107,12 +183,21 @@ pub fn parse_line(text: &str) -> Result<Line, Refusal> {
     for key in object.keys() {
         if !matches!(
             key.as_str(),
-            "stream" | "ts" | "values" | "frame" | "detections" | "seq" | "session" | "device"
+            "stream"
+                | "ts"
+                | "values"
+                | "frame"
+                | "detections"
+                | "seq"
+                | "session"
+                | "device"
+                | "image"
         ) {
             return Err(Refusal::new(
                 Reason::UnknownKey,
                 format!(
-                    "unknown key {:?} (known: stream, ts, values, frame, detections, seq, session)",
+                    "unknown key {:?} (known: stream, ts, values, frame, detections, image, seq, \
+                     session)",
                     clip(key)
                 ),
             ));
@@ -161,15 +246,35 @@ pub fn parse_line(text: &str) -> Result<Line, Refusal> {
         Some(Value::Object(map)) => values(map)?,
         Some(_) => return Err(value_error("\"values\" must be an object of numbers")),
     };
+    let image = object.get("image").map(image_spec).transpose()?;
     let frame = match (object.get("frame"), object.get("detections")) {
+        (None, None) if image.is_some() => Some(Frame::sized_by_image(Vec::new())),
         (None, None) => None,
         (Some(frame), detections) => Some(parse_frame(frame, detections)?),
+        // With an image its size comes from the image.
+        (None, Some(list)) if image.is_some() => Some(Frame::sized_by_image(detection_list(list)?)),
         (None, Some(_)) => {
             return Err(value_error(
                 "\"detections\" need \"frame\":{\"w\":W,\"h\":H}",
             ));
         }
     };
+    if let Some((format, len)) = image {
+        let record = Record {
+            stream,
+            ts,
+            values,
+            texts,
+            frame,
+            seq,
+            session,
+        };
+        return Ok(Line::Image {
+            record,
+            format,
+            len,
+        });
+    }
     if values.is_empty() && texts.is_empty() && frame.is_none() {
         return Err(value_error(
             "a record needs \"values\" or \"frame\" with \"detections\"",
@@ -283,10 +388,21 @@ fn parse_frame(frame: &Value, detections: Option<&Value>) -> Result<Frame, Refus
         return Err(value_error("\"frame\" must be {\"w\":W,\"h\":H}"));
     }
     let (width, height) = (side("w")?, side("h")?);
-    let list = match detections {
+    let detections = match detections {
         None => Vec::new(),
-        Some(Value::Array(list)) => list.clone(),
-        Some(_) => return Err(value_error("\"detections\" must be a list")),
+        Some(list) => detection_list(list)?,
+    };
+    Ok(Frame {
+        width,
+        height,
+        detections,
+        image: None,
+    })
+}
+
+fn detection_list(list: &Value) -> Result<Vec<Detection>, Refusal> {
+    let Value::Array(list) = list else {
+        return Err(value_error("\"detections\" must be a list"));
     };
     if list.len() > MAX_DETECTIONS {
         return Err(Refusal::new(
@@ -294,16 +410,124 @@ fn parse_frame(frame: &Value, detections: Option<&Value>) -> Result<Frame, Refus
             format!("more than {MAX_DETECTIONS} detections in one frame"),
         ));
     }
-    let detections = list
-        .iter()
+    list.iter()
         .enumerate()
         .map(|(i, d)| detection(d).map_err(|why| why.within(format_args!("detection {i}"))))
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(Frame {
-        width,
-        height,
-        detections,
-    })
+        .collect()
+}
+
+impl Frame {
+    /// A frame whose size its image will give.
+    fn sized_by_image(detections: Vec<Detection>) -> Frame {
+        Frame {
+            width: 0,
+            height: 0,
+            detections,
+            image: None,
+        }
+    }
+}
+
+/// `"image":{"format":"jpeg","bytes":N}`: the format and how many bytes follow.
+fn image_spec(value: &Value) -> Result<(ImageFormat, u64), Refusal> {
+    const WHY: &str = "\"image\" must be {\"format\":\"jpeg\" or \"png\",\"bytes\":N}";
+    let Value::Object(spec) = value else {
+        return Err(value_error(WHY));
+    };
+    if let Some(key) = spec
+        .keys()
+        .find(|k| !matches!(k.as_str(), "format" | "bytes"))
+    {
+        return Err(Refusal::new(
+            Reason::UnknownKey,
+            format!(
+                "unknown key {:?} in \"image\" (known: format, bytes)",
+                clip(key)
+            ),
+        ));
+    }
+    let format = spec
+        .get("format")
+        .and_then(Value::as_str)
+        .and_then(ImageFormat::from_name)
+        .ok_or_else(|| value_error(WHY))?;
+    Ok((format, announced(spec)?))
+}
+
+/// The `"bytes"` of an image header: a whole number from 1 (the cap is the hub's to check).
+fn announced(spec: &Map<String, Value>) -> Result<u64, Refusal> {
+    spec.get("bytes")
+        .and_then(Value::as_u64)
+        .filter(|&n| n >= 1)
+        .ok_or_else(|| value_error("\"image\".bytes must be a whole number of bytes, at least 1"))
+}
+
+/// For a line that was refused: whether it announced image bytes that follow it — `Some(Ok(N))`
+/// (skip N bytes to stay in step), `Some(Err(..))` (it announced some, but not how many a
+/// reader can skip: the stream cannot be followed), or `None` (nothing follows).
+pub fn announced_bytes(text: &str) -> Option<Result<u64, Refusal>> {
+    let Ok(Value::Object(object)) = serde_json::from_str::<Value>(text) else {
+        return None;
+    };
+    match object.get("image")? {
+        Value::Object(spec) => Some(announced(spec)),
+        _ => Some(Err(value_error(
+            "\"image\" must be {\"format\":\"jpeg\" or \"png\",\"bytes\":N}",
+        ))),
+    }
+}
+
+/// Gives a frame header's record its image: `data` must be the format announced; the frame's
+/// size comes from the image when the header did not say it.
+///
+/// # Errors
+/// The bytes are not an image of that format, or its size cannot be read or is out of range.
+pub fn attach_image(
+    record: &mut Record,
+    format: ImageFormat,
+    data: bytes::Bytes,
+) -> Result<(), Refusal> {
+    let kind = match imagesize::image_type(&data) {
+        Ok(imagesize::ImageType::Jpeg) => Some(ImageFormat::Jpeg),
+        Ok(imagesize::ImageType::Png) => Some(ImageFormat::Png),
+        _ => None,
+    };
+    if kind != Some(format) {
+        return Err(value_error(format!(
+            "the bytes after the header are not a {} image ({})",
+            format.name(),
+            match kind {
+                Some(other) => format!("they are {}", other.name()),
+                None => "neither JPEG nor PNG".to_owned(),
+            }
+        )));
+    }
+    let size = imagesize::blob_size(&data).map_err(|e| {
+        value_error(format!(
+            "the {} image's size cannot be read: {e}",
+            format.name()
+        ))
+    })?;
+    let side = |n: usize| {
+        u32::try_from(n)
+            .ok()
+            .filter(|&n| n >= 1 && u64::from(n) <= MAX_FRAME_SIDE)
+    };
+    let (Some(width), Some(height)) = (side(size.width), side(size.height)) else {
+        return Err(value_error(format!(
+            "the image is {}x{}: each side must be 1 to {MAX_FRAME_SIDE}",
+            size.width, size.height
+        )));
+    };
+    let frame = record
+        .frame
+        .get_or_insert_with(|| Frame::sized_by_image(Vec::new()));
+    if frame.width == 0 || frame.height == 0 {
+        frame.width = width;
+        frame.height = height;
+    }
+    frame.image = Some(Image { format, data });
+    Ok(())
 }
 
 fn detection(value: &Value) -> Result<Detection, Refusal> {

@@ -65,6 +65,11 @@ impl Client {
         self.writer.write_all(text.as_bytes()).expect("send");
     }
 
+    /// Raw bytes (an image after its header line).
+    pub fn writer_bytes(&mut self, bytes: &[u8]) {
+        self.writer.write_all(bytes).expect("send");
+    }
+
     pub fn answer(&mut self) -> Value {
         let mut line = String::new();
         self.reader.read_line(&mut line).expect("answer");
@@ -147,6 +152,7 @@ fn records_are_acknowledged_after_commit_and_bad_lines_answered() {
             "detections",
             "devices",
             "frames",
+            "images",
             "points",
             "received",
             "samples",

@@ -11,6 +11,7 @@ mod exec;
 mod files;
 mod hub;
 mod hub_attacks;
+mod hub_images;
 mod interop;
 mod listen;
 mod modes;

@@ -21,6 +21,19 @@ pub(crate) struct Ingest {
     pub(crate) store: Store,
     pub(crate) stats: Arc<Stats>,
     pub(crate) presence: Arc<Presence>,
+    /// The largest image taken, in bytes.
+    pub(crate) max_image: usize,
+    /// Image bytes being received at once, over all links, in KiB: a link waits for room
+    /// before it reads an image, so a thousand uploads cannot take a thousand caps of memory.
+    pub(crate) image_room: Arc<tokio::sync::Semaphore>,
+}
+
+impl Ingest {
+    /// What all links may receive of images at once: 32 MiB, or two images at the cap.
+    pub(crate) fn image_room(max_image: usize) -> Arc<tokio::sync::Semaphore> {
+        let kib = (32 * 1024).max(2 * max_image.div_ceil(1024));
+        Arc::new(tokio::sync::Semaphore::new(kib))
+    }
 }
 
 /// Which devices have ingest connections open, and how many.

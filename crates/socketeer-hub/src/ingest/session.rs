@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use super::{Here, Ingest};
-use crate::record::{Line, parse_raw_line};
+use crate::record::{ImageFormat, Line, Record, announced_bytes, attach_image, parse_raw_line};
 use crate::store::{Item, Outcome, Pending, StoreError, Stored, now_secs};
 use crate::wire::{Answer, Reason, Refusal};
 
@@ -21,8 +21,25 @@ pub(crate) enum Who {
     Authenticated(Arc<str>),
     /// Named by `{"device":..}` lines (or [`UNNAMED`](super::UNNAMED) until one comes).
     Named(Arc<str>),
-    /// Named by the request (`?device=`): a `{"device":..}` line is refused.
+    /// Named by the request (`?device=`): a `{"device":..}` line is refused, and so is an
+    /// image header (a body of JSON lines cannot carry image bytes).
     Request(Arc<str>),
+    /// One image upload, named by the request (`POST /api/ingest/image?device=`).
+    Upload(Arc<str>),
+}
+
+/// What the reader does after a line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Step {
+    /// Read the next line.
+    Next,
+    /// Read exactly this many bytes, the image of the header just taken, and hand them to
+    /// [`Session::image`].
+    Image(usize),
+    /// Read and drop this many bytes: the image of a header that was refused.
+    Skip(usize),
+    /// The stream cannot be followed (an image of unknown or too large a length): stop reading.
+    Stop,
 }
 
 /// One link's state.
@@ -38,6 +55,8 @@ pub(crate) struct Session {
     /// the first record.
     here: Option<Here>,
     presence: bool,
+    /// An image header taken, waiting for its bytes.
+    pending: Option<(Record, ImageFormat)>,
 }
 
 impl Session {
@@ -57,12 +76,13 @@ impl Session {
             lines: Vec::new(),
             here,
             presence,
+            pending: None,
         }
     }
 
     fn device(&self) -> &Arc<str> {
         match &self.who {
-            Who::Authenticated(d) | Who::Named(d) | Who::Request(d) => d,
+            Who::Authenticated(d) | Who::Named(d) | Who::Request(d) | Who::Upload(d) => d,
         }
     }
 
@@ -77,42 +97,122 @@ impl Session {
     }
 
     /// Takes the next line as received (with its line ending, if any), or why it could not be
-    /// read whole. A record joins the batch; a refused line is answered (after what came
-    /// before it, so the batch is handed over first).
-    pub(crate) async fn line(&mut self, raw: Result<&[u8], Refusal>, answers: &mut Answers) {
+    /// read whole, and says what to read next. A record joins the batch; a refused line is
+    /// answered (after what came before it, so the batch is handed over first).
+    pub(crate) async fn line(
+        &mut self,
+        raw: Result<&[u8], Refusal>,
+        answers: &mut Answers,
+    ) -> Step {
         self.line += 1;
-        let refusal = match raw.map(parse_raw_line) {
-            Ok(None) => return,
+        let text = raw.as_ref().ok().and_then(|r| std::str::from_utf8(r).ok());
+        let parsed = raw.clone().map(parse_raw_line);
+        let refusal = match parsed {
+            Ok(None) => return Step::Next,
             Err(refusal) | Ok(Some(Err(refusal))) => refusal,
             Ok(Some(Ok(Line::Session(name)))) => {
                 self.session = name.into();
-                return;
+                return Step::Next;
+            }
+            Ok(Some(Ok(Line::Image {
+                record,
+                format,
+                len,
+            }))) => {
+                let max = self.ingest.max_image;
+                match (&self.who, usize::try_from(len)) {
+                    (Who::Request(_), _) => {
+                        let refusal = Refusal::new(
+                            Reason::Value,
+                            "images are sent to POST /api/ingest/image, one per request",
+                        );
+                        self.refuse(refusal, answers).await;
+                        return Step::Stop;
+                    }
+                    (_, Ok(len)) if len <= max => {
+                        // What came before is answered first, even if the image never comes.
+                        self.submit(answers).await;
+                        self.pending = Some((record, format));
+                        return Step::Image(len);
+                    }
+                    _ => {
+                        let refusal = Refusal::new(
+                            Reason::TooLong,
+                            format!(
+                                "an image of {len} bytes: the most is {max} (the hub's \
+                                 --max-image); closing, as the bytes that follow cannot be skipped"
+                            ),
+                        );
+                        self.refuse(refusal, answers).await;
+                        return Step::Stop;
+                    }
+                }
             }
             Ok(Some(Ok(Line::Device(name)))) => match &self.who {
                 Who::Authenticated(fixed) => Refusal::new(
                     Reason::Device,
                     format!("this connection authenticated as {fixed:?}; its device cannot change"),
                 ),
-                Who::Request(_) => Refusal::new(
+                Who::Request(_) | Who::Upload(_) => Refusal::new(
                     Reason::Device,
                     "the device is named in the URL (?device=NAME)",
                 ),
                 Who::Named(_) => {
                     self.who = Who::Named(name.into());
                     self.here = None;
-                    return;
+                    return Step::Next;
                 }
             },
             Ok(Some(Ok(Line::Record(record)))) => {
-                if self.presence && self.here.is_none() {
-                    self.here = Some(self.ingest.presence.enter(self.device()));
-                }
-                self.lines.push((self.line, record.seq));
-                let item = Item::new(self.device(), &self.session, record, now_secs());
-                self.batch.push(item);
-                return;
+                self.take(record);
+                return Step::Next;
             }
         };
+        let step = self.after_refusal(text);
+        self.refuse(refusal, answers).await;
+        step
+    }
+
+    /// What follows a refused line: the bytes of an image it announced are skipped (if they
+    /// can be: a length within the cap), else nothing more of the stream can be followed.
+    fn after_refusal(&self, text: Option<&str>) -> Step {
+        match text.and_then(announced_bytes) {
+            None => Step::Next,
+            Some(Ok(len)) => match usize::try_from(len) {
+                Ok(len) if len <= self.ingest.max_image => Step::Skip(len),
+                _ => Step::Stop,
+            },
+            Some(Err(_)) => Step::Stop,
+        }
+    }
+
+    /// The bytes of the image whose header came last: checked against the format announced,
+    /// then the record is handed to the writer at once (an image is not held back for more).
+    pub(crate) async fn image(&mut self, data: bytes::Bytes, answers: &mut Answers) {
+        let Some((mut record, format)) = self.pending.take() else {
+            return;
+        };
+        match attach_image(&mut record, format, data) {
+            Ok(()) => {
+                self.take(record);
+                self.submit(answers).await;
+            }
+            Err(refusal) => self.refuse(refusal, answers).await,
+        }
+    }
+
+    /// A record into the batch.
+    fn take(&mut self, record: Record) {
+        if self.presence && self.here.is_none() {
+            self.here = Some(self.ingest.presence.enter(self.device()));
+        }
+        self.lines.push((self.line, record.seq));
+        let item = Item::new(self.device(), &self.session, record, now_secs());
+        self.batch.push(item);
+    }
+
+    /// Answers the current line with a refusal, after what came before it.
+    async fn refuse(&mut self, refusal: Refusal, answers: &mut Answers) {
         self.submit(answers).await;
         self.ingest.stats.reject(refusal.reason);
         answers.now(Answer::Refused {
@@ -129,8 +229,12 @@ impl Session {
         }
         let items = std::mem::take(&mut self.batch);
         let lines = std::mem::take(&mut self.lines);
+        let images = items.iter().filter(|i| i.has_image()).count();
         let pending = self.ingest.store.submit(self.device(), items).await;
-        answers.queue.push_back(Queued::Later(pending, lines));
+        answers.images += images;
+        answers
+            .queue
+            .push_back(Queued::Later(pending, lines, images));
     }
 }
 
@@ -138,12 +242,14 @@ impl Session {
 pub(crate) struct Answers {
     ingest: Arc<Ingest>,
     queue: VecDeque<Queued>,
+    /// Images in the jobs waiting.
+    images: usize,
 }
 
 enum Queued {
     Now(Answer),
-    /// A job's outcomes to come, with (line, seq) of each record.
-    Later(Pending, Vec<(u64, Option<u64>)>),
+    /// A job's outcomes to come, with (line, seq) of each record, and how many images it holds.
+    Later(Pending, Vec<(u64, Option<u64>)>, usize),
 }
 
 impl Answers {
@@ -151,6 +257,7 @@ impl Answers {
         Answers {
             ingest,
             queue: VecDeque::new(),
+            images: 0,
         }
     }
 
@@ -181,6 +288,11 @@ impl Answers {
         }
     }
 
+    /// True while an image of this link waits for the writer.
+    pub(crate) fn holds_image(&self) -> bool {
+        self.images > 0
+    }
+
     /// True when the first answer waits for the writer.
     pub(crate) fn waiting(&self) -> bool {
         matches!(self.queue.front(), Some(Queued::Later(..)))
@@ -193,12 +305,25 @@ impl Answers {
     /// Cancel-safe: the outcomes stay queued until they have arrived.
     pub(crate) async fn settle(&mut self, out: &mut Vec<u8>) {
         let outcomes = match self.queue.front_mut() {
-            Some(Queued::Later(pending, _)) => pending.await,
+            Some(Queued::Later(pending, _, _)) => pending.await,
             _ => return,
         };
-        if let Some(Queued::Later(_, lines)) = self.queue.pop_front() {
+        if let Some(Queued::Later(_, lines, images)) = self.queue.pop_front() {
+            self.images -= images;
             self.write_outcomes(&lines, outcomes, out);
         }
+    }
+
+    /// Writes every answer, waiting for the writer as needed, and returns the last.
+    pub(crate) async fn finish_one(&mut self, out: &mut Vec<u8>) -> Option<Answer> {
+        let start = out.len();
+        self.finish(out).await;
+        let written = out.get(start..).unwrap_or_default();
+        let last = written
+            .strip_suffix(b"\n")?
+            .rsplit(|&b| b == b'\n')
+            .next()?;
+        Answer::parse(last).ok()
     }
 
     /// Writes every answer, waiting for the writer as needed.

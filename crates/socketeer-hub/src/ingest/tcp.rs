@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use socketeer::{Connection, Handler, Result};
 
-use super::session::{Answers, BATCH, Session, Who};
+use super::session::{Answers, BATCH, Session, Step, Who};
 use super::{Ingest, UNNAMED};
 use crate::wire::{Answer, NOT_HTTP, Reason, http_request_line};
 
@@ -71,7 +71,42 @@ impl Handler for IngestHandler {
                     // Every complete line already received goes into one job for the writer
                     // (up to BATCH): one queue operation and one wake-up for all of them.
                     loop {
-                        session.line(Ok(&raw), &mut answers).await;
+                        match session.line(Ok(&raw), &mut answers).await {
+                            Step::Next => {}
+                            Step::Stop => {
+                                answers.finish(&mut out).await;
+                                conn.write_all(&out).await?;
+                                conn.flush().await?;
+                                return Ok(());
+                            }
+                            Step::Skip(len) => {
+                                if !skip(conn, len).await? {
+                                    eof = true;
+                                    break;
+                                }
+                            }
+                            Step::Image(len) => {
+                                // One image of a link at a time: the last must be committed
+                                // before the next is read.
+                                while answers.holds_image() {
+                                    answers.ready(&mut out);
+                                    answers.settle(&mut out).await;
+                                }
+                                if !out.is_empty() {
+                                    conn.write_all(&out).await?;
+                                    conn.flush().await?;
+                                    out.clear();
+                                }
+                                match receive(conn, ingest, len).await? {
+                                    Some(data) => session.image(data, &mut answers).await,
+                                    None => {
+                                        // Cut short: nothing of it is stored or answered.
+                                        eof = true;
+                                        break;
+                                    }
+                                }
+                            }
+                        }
                         let more = session.batched() < BATCH
                             && answers.len() < MAX_IN_FLIGHT
                             && conn.buffered().contains(&b'\n');
@@ -91,4 +126,39 @@ impl Handler for IngestHandler {
             }
         }
     }
+}
+
+/// Reads exactly `len` bytes (an image), in its turn among the links receiving images;
+/// `None` if the connection ends first.
+async fn receive(
+    conn: &mut Connection,
+    ingest: &Ingest,
+    len: usize,
+) -> Result<Option<bytes::Bytes>> {
+    let kib = u32::try_from(len.div_ceil(1024)).unwrap_or(u32::MAX);
+    let _room = Arc::clone(&ingest.image_room)
+        .acquire_many_owned(kib)
+        .await
+        .map_err(|_| {
+            socketeer::Error::new(socketeer::ErrorKind::Shutdown, "the hub is stopping")
+        })?;
+    let mut data = bytes::BytesMut::with_capacity(len);
+    while data.len() < len {
+        match conn.read_up_to(len - data.len()).await? {
+            Some(piece) => data.extend_from_slice(&piece),
+            None => return Ok(None),
+        }
+    }
+    Ok(Some(data.freeze()))
+}
+
+/// Reads and drops `len` bytes; false if the connection ends first.
+async fn skip(conn: &mut Connection, mut len: usize) -> Result<bool> {
+    while len > 0 {
+        match conn.read_up_to(len).await? {
+            Some(piece) => len -= piece.len(),
+            None => return Ok(false),
+        }
+    }
+    Ok(true)
 }

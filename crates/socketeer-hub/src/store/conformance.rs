@@ -51,6 +51,7 @@ pub(super) fn sqlite(tag: &str, tweak: &dyn Fn(&mut StoreConfig)) -> Opened {
         activity: Arc::default(),
         queue: QueueLimits::default(),
         cardinality: Cardinality::default(),
+        images: ImageLimits::default(),
     };
     tweak(&mut config);
     let (store, writer) = Store::open(config).expect("open");

@@ -40,8 +40,8 @@ use checkpoint::Checkpointer;
 use queue::{Budget, Job, Room};
 use reads::Reader;
 pub(crate) use reads::{
-    Cell, DetectionQuery, Detections, DeviceRow, ExportQuery, ExportRow, Series, SeriesPoints,
-    SeriesQuery, Streams,
+    Cell, DetectionQuery, Detections, DeviceRow, ExportQuery, ExportRow, FrameQuery, FrameRow,
+    ImageQuery, Series, SeriesPoints, SeriesQuery, StoredImage, Streams,
 };
 use schema::open_writer;
 use writer::Writer;
@@ -73,6 +73,17 @@ pub(crate) struct StoreConfig {
     pub(crate) queue: QueueLimits,
     /// How many devices, and streams and fields per device, are kept.
     pub(crate) cardinality: Cardinality,
+    /// How long, and how many bytes of, camera images are kept.
+    pub(crate) images: ImageLimits,
+}
+
+/// How long, and how many bytes of, camera images are kept.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct ImageLimits {
+    /// Images received longer ago go (their frames and detections stay).
+    pub(crate) retention: Option<Duration>,
+    /// Past this many bytes of images, the oldest go first.
+    pub(crate) budget: Option<u64>,
 }
 
 /// How much may wait for the writer at once (queued or being committed).
@@ -128,6 +139,14 @@ impl Item {
 }
 
 impl Item {
+    /// True when it carries an image.
+    pub(crate) fn has_image(&self) -> bool {
+        self.record
+            .frame
+            .as_ref()
+            .is_some_and(|f| f.image.is_some())
+    }
+
     /// About how much memory the item holds, for the writer queue's byte bound.
     pub(crate) fn weight(&self) -> usize {
         let r = &self.record;
@@ -145,6 +164,7 @@ impl Item {
                     .iter()
                     .map(|d| d.label.len() + 64)
                     .sum::<usize>()
+                    + f.image.as_ref().map_or(0, |i| i.data.len())
             })
             + r.session.as_ref().map_or(0, String::len)
     }
@@ -415,6 +435,19 @@ impl Store {
     /// Frames with their matching detections, newest first.
     pub(crate) async fn detections(&self, query: DetectionQuery) -> Result<Detections, StoreError> {
         self.read(move |r| r.detections(&query)).await
+    }
+
+    /// A device's frames in a range, in time order, and whether there were more.
+    pub(crate) async fn frames(
+        &self,
+        query: FrameQuery,
+    ) -> Result<(Vec<FrameRow>, bool), StoreError> {
+        self.read(move |r| r.frames(&query)).await
+    }
+
+    /// One stored image, by frame or by time.
+    pub(crate) async fn image(&self, query: ImageQuery) -> Result<Option<StoredImage>, StoreError> {
+        self.read(move |r| r.image(&query)).await
     }
 
     /// An export's rows in chunks of up to `chunk`, read as the receiver takes them (a few

@@ -139,6 +139,58 @@ pub(crate) struct DetectionRow {
     pub(crate) bbox: [f64; 4],
 }
 
+/// Which frames: a device's, optionally one stream's, in a time range.
+#[derive(Debug, Clone)]
+pub(crate) struct FrameQuery {
+    pub(crate) device: String,
+    pub(crate) stream: Option<String>,
+    pub(crate) from: f64,
+    pub(crate) to: f64,
+    /// Most frames.
+    pub(crate) limit: usize,
+}
+
+/// One frame as listed: when, its size, how many detections, and its image if it has one.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub(crate) struct FrameRow {
+    pub(crate) id: i64,
+    pub(crate) stream: String,
+    pub(crate) ts: f64,
+    pub(crate) recv_ts: f64,
+    pub(crate) w: i64,
+    pub(crate) h: i64,
+    pub(crate) detections: i64,
+    pub(crate) image: Option<ImageInfo>,
+}
+
+/// An image's format and size in bytes.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub(crate) struct ImageInfo {
+    pub(crate) format: String,
+    pub(crate) bytes: i64,
+}
+
+/// Which image: a frame's, by id, or a stream's newest at or before a time.
+#[derive(Debug, Clone)]
+pub(crate) enum ImageQuery {
+    Id(i64),
+    At {
+        device: String,
+        stream: Option<String>,
+        at: f64,
+    },
+}
+
+/// A stored image with its frame.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct StoredImage {
+    pub(crate) frame_id: i64,
+    pub(crate) stream: String,
+    pub(crate) ts: f64,
+    pub(crate) format: String,
+    pub(crate) data: Vec<u8>,
+}
+
 /// What an export holds.
 #[derive(Debug, Clone)]
 pub(crate) struct ExportQuery {
@@ -448,6 +500,84 @@ impl Reader {
                 }
             }
             Ok(Detections { frames, truncated })
+        })
+    }
+
+    /// A device's frames in a range, in time order (at most `limit`; `true` when there were
+    /// more).
+    pub(crate) fn frames(&self, q: &FrameQuery) -> Result<(Vec<FrameRow>, bool), StoreError> {
+        self.with(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT f.id, f.stream, f.ts, f.recv_ts, f.width, f.height,
+                        (SELECT count(*) FROM detections d WHERE d.frame_id = f.id),
+                        i.format, i.size
+                 FROM devices dv JOIN frames f ON f.device_id = dv.id
+                 LEFT JOIN images i ON i.frame_id = f.id
+                 WHERE dv.name = ?1 AND (?2 IS NULL OR f.stream = ?2) AND f.ts BETWEEN ?3 AND ?4
+                 ORDER BY f.ts, f.id LIMIT ?5",
+            )?;
+            let mut rows = stmt
+                .query_map(
+                    params![q.device, q.stream, q.from, q.to, q.limit as i64 + 1],
+                    |r| {
+                        let format: Option<String> = r.get(7)?;
+                        Ok(FrameRow {
+                            id: r.get(0)?,
+                            stream: r.get(1)?,
+                            ts: r.get(2)?,
+                            recv_ts: r.get(3)?,
+                            w: r.get(4)?,
+                            h: r.get(5)?,
+                            detections: r.get(6)?,
+                            image: match format {
+                                Some(format) => Some(ImageInfo {
+                                    format,
+                                    bytes: r.get(8)?,
+                                }),
+                                None => None,
+                            },
+                        })
+                    },
+                )?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            let more = rows.len() > q.limit;
+            rows.truncate(q.limit);
+            Ok((rows, more))
+        })
+    }
+
+    /// An image: a frame's by id, or the newest of a device's (stream's) frames that have one,
+    /// dated at or before a time.
+    pub(crate) fn image(&self, q: &ImageQuery) -> Result<Option<StoredImage>, StoreError> {
+        self.with(|conn| {
+            let row = |r: &rusqlite::Row<'_>| {
+                Ok(StoredImage {
+                    frame_id: r.get(0)?,
+                    stream: r.get(1)?,
+                    ts: r.get(2)?,
+                    format: r.get(3)?,
+                    data: r.get(4)?,
+                })
+            };
+            match q {
+                ImageQuery::Id(id) => conn
+                    .prepare_cached(
+                        "SELECT f.id, f.stream, f.ts, i.format, i.data
+                         FROM images i JOIN frames f ON f.id = i.frame_id WHERE i.frame_id = ?1",
+                    )?
+                    .query_row(params![id], row)
+                    .optional(),
+                ImageQuery::At { device, stream, at } => conn
+                    .prepare_cached(
+                        "SELECT f.id, f.stream, f.ts, i.format, i.data
+                         FROM devices dv JOIN frames f ON f.device_id = dv.id
+                         JOIN images i ON i.frame_id = f.id
+                         WHERE dv.name = ?1 AND (?2 IS NULL OR f.stream = ?2) AND f.ts <= ?3
+                         ORDER BY f.ts DESC, f.id DESC LIMIT 1",
+                    )?
+                    .query_row(params![device, stream, at], row)
+                    .optional(),
+            }
         })
     }
 

@@ -27,6 +27,7 @@ impl Db {
             activity: Arc::default(),
             queue: QueueLimits::default(),
             cardinality: Cardinality::default(),
+            images: ImageLimits::default(),
         }
     }
 }

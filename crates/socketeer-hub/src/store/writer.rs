@@ -48,6 +48,12 @@ pub(crate) fn fingerprint(record: &Record) -> i64 {
                 h.update(&v.to_bits().to_le_bytes());
             }
         }
+        // Appended only for frames with an image, so fingerprints of earlier records stand.
+        if let Some(image) = &frame.image {
+            text(&mut h, image.format.name());
+            h.update(&(image.data.len() as u64).to_le_bytes());
+            h.update(&image.data);
+        }
     } else {
         h.update(&[0]);
     }
@@ -272,10 +278,17 @@ pub(super) struct Writer {
     /// The JSON object of a sample's values, reused.
     vals: String,
     last_retention: f64,
+    /// Bytes of images stored (for the image budget).
+    image_bytes: u64,
 }
 
 impl Writer {
     pub(super) fn new(conn: Connection, config: StoreConfig, checkpoints: Checkpointer) -> Writer {
+        let image_bytes = conn
+            .query_row("SELECT coalesce(sum(size), 0) FROM images", [], |r| {
+                r.get::<_, i64>(0)
+            })
+            .map_or(0, |n| u64::try_from(n).unwrap_or(0));
         Writer {
             conn,
             config,
@@ -283,6 +296,7 @@ impl Writer {
             known: Known::default(),
             vals: String::new(),
             last_retention: 0.0,
+            image_bytes,
         }
     }
 
@@ -357,6 +371,7 @@ impl Writer {
             "INSERT INTO samples (stream_id, ts, recv_ts, vals) VALUES (?1, ?2, ?3, ?4)",
         )?;
         let mut outcomes = Vec::new();
+        let mut new_image_bytes = 0u64;
         // New records by device, consecutive ones folded together.
         let mut committed: Vec<(&Arc<str>, u64)> = Vec::new();
         // (id, latest receive time) of the devices and sessions written to. A job is one
@@ -473,6 +488,18 @@ impl Writer {
                     let [x, y, w, h] = d.bbox;
                     insert.execute(params![frame_id, d.label, d.score, x, y, w, h])?;
                 }
+                if let Some(image) = &frame.image {
+                    tx.prepare_cached(
+                        "INSERT INTO images (frame_id, format, size, data) VALUES (?1, ?2, ?3, ?4)",
+                    )?
+                    .execute(params![
+                        frame_id,
+                        image.format.name(),
+                        image.data.len() as i64,
+                        &image.data[..]
+                    ])?;
+                    new_image_bytes += image.data.len() as u64;
+                }
             }
             outcomes.push(Written::New);
             match committed.last_mut() {
@@ -490,6 +517,7 @@ impl Writer {
                 .execute(params![session, at])?;
         }
         tx.commit()?;
+        self.image_bytes += new_image_bytes;
         let now = now_secs() as u64;
         for (device, n) in committed {
             self.config.activity.committed(device, n, now);
@@ -497,21 +525,94 @@ impl Writer {
         Ok(outcomes)
     }
 
-    /// Deletes data older than the retention period, at most once a minute.
+    /// Deletes data older than the retention periods, at most once a minute, and the oldest
+    /// images once they pass their budget.
     pub(super) fn retention(&mut self) {
-        let Some(keep) = self.config.retention else {
-            return;
-        };
+        if let Err(err) = self.image_budget() {
+            tracing::warn!(error = %err, "image budget pass failed; will try again");
+        }
         let now = now_secs();
         if now - self.last_retention < 60.0 {
             return;
         }
         self.last_retention = now;
+        if let Some(keep) = self.config.images.retention {
+            let cutoff = now - keep.as_secs_f64();
+            if let Err(err) = self.delete_images(
+                "SELECT f.id FROM frames f JOIN images i ON i.frame_id = f.id
+                 WHERE f.recv_ts < ?1",
+                cutoff,
+            ) {
+                tracing::warn!(error = %err, "image retention pass failed; will try again");
+            }
+        }
+        let Some(keep) = self.config.retention else {
+            return;
+        };
         let cutoff = now - keep.as_secs_f64();
         if let Err(err) = delete_older(&mut self.conn, cutoff, now) {
             tracing::warn!(error = %err, "retention pass failed; will try again");
         }
+        self.image_bytes = self
+            .conn
+            .query_row("SELECT coalesce(sum(size), 0) FROM images", [], |r| {
+                r.get::<_, i64>(0)
+            })
+            .map_or(self.image_bytes, |n| u64::try_from(n).unwrap_or(0));
         self.forget();
+    }
+
+    /// Past the budget, the oldest images go (by arrival), until the rest fit.
+    fn image_budget(&mut self) -> rusqlite::Result<()> {
+        let Some(budget) = self.config.images.budget else {
+            return Ok(());
+        };
+        if self.image_bytes <= budget {
+            return Ok(());
+        }
+        // Down to nine tenths of the budget: the next passes are a while off.
+        let excess = self.image_bytes - budget / 10 * 9;
+        // The oldest images whose sizes add up to the excess: everything up to the last of them.
+        let last: Option<i64> = self
+            .conn
+            .query_row(
+                "SELECT frame_id FROM (
+                 SELECT frame_id, sum(size) OVER (ORDER BY frame_id) AS freed FROM images)
+             WHERE freed >= ?1 ORDER BY frame_id LIMIT 1",
+                params![excess as i64],
+                |r| r.get(0),
+            )
+            .optional()?;
+        let last = last.unwrap_or(i64::MAX);
+        let freed: i64 = self.conn.query_row(
+            "SELECT coalesce(sum(size), 0) FROM images WHERE frame_id <= ?1",
+            params![last],
+            |r| r.get(0),
+        )?;
+        self.conn
+            .execute("DELETE FROM images WHERE frame_id <= ?1", params![last])?;
+        self.image_bytes = self
+            .image_bytes
+            .saturating_sub(u64::try_from(freed).unwrap_or(0));
+        tracing::debug!(freed, "image budget: oldest images deleted");
+        Ok(())
+    }
+
+    /// Deletes the images of the frames `select` (with `?1` = `at`) finds.
+    fn delete_images(&mut self, select: &str, at: f64) -> rusqlite::Result<()> {
+        let freed: i64 = self.conn.query_row(
+            &format!("SELECT coalesce(sum(size), 0) FROM images WHERE frame_id IN ({select})"),
+            params![at],
+            |r| r.get(0),
+        )?;
+        self.conn.execute(
+            &format!("DELETE FROM images WHERE frame_id IN ({select})"),
+            params![at],
+        )?;
+        self.image_bytes = self
+            .image_bytes
+            .saturating_sub(u64::try_from(freed).unwrap_or(0));
+        Ok(())
     }
 }
 
@@ -547,6 +648,10 @@ pub(crate) fn event(item: &Item) -> String {
             .iter()
             .map(|d| serde_json::json!({ "label": d.label, "score": d.score, "box": d.bbox }))
             .collect();
+        if let Some(image) = &frame.image {
+            event["image"] =
+                serde_json::json!({ "format": image.format.name(), "bytes": image.data.len() });
+        }
     }
     event.to_string()
 }
@@ -565,6 +670,12 @@ pub(super) fn delete_older(conn: &mut Connection, cutoff: f64, now: f64) -> rusq
         "DELETE FROM samples WHERE rowid IN (
              SELECT sa.rowid FROM streams st CROSS JOIN samples sa ON sa.stream_id = st.id
                  AND (sa.ts < ?1 OR sa.ts > ?2) AND sa.recv_ts < ?1)",
+        params![cutoff, now],
+    )?;
+    tx.execute(
+        "DELETE FROM images WHERE frame_id IN (
+             SELECT f.id FROM devices d CROSS JOIN frames f ON f.device_id = d.id
+                 AND (f.ts < ?1 OR f.ts > ?2) AND f.recv_ts < ?1)",
         params![cutoff, now],
     )?;
     tx.execute(

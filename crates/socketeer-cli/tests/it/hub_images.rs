@@ -1,0 +1,406 @@
+//! Camera frames (issue 22): images ingested on the TCP link (a header line, then the bytes)
+//! and over HTTP, stored with their detections, listed and served back; every bad input
+//! refused without losing the stream or buffering past the cap; the byte budget.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+
+use serde_json::{Value, json};
+
+use crate::hub::{Client, get_json, http, start_hub_http};
+use crate::support::{DEADLINE, TempDir, wait_until};
+
+/// A real PNG of `w` x `h` pixels of one colour (stored deflate blocks: valid, uncompressed).
+pub fn png(w: u32, h: u32, rgb: [u8; 3]) -> Vec<u8> {
+    fn crc(bytes: &[u8]) -> u32 {
+        let mut c = 0xffff_ffffu32;
+        for &b in bytes {
+            c ^= u32::from(b);
+            for _ in 0..8 {
+                c = if c & 1 == 1 {
+                    0xedb8_8320 ^ (c >> 1)
+                } else {
+                    c >> 1
+                };
+            }
+        }
+        !c
+    }
+    fn chunk(out: &mut Vec<u8>, kind: &[u8], data: &[u8]) {
+        out.extend_from_slice(&(data.len() as u32).to_be_bytes());
+        let mut body = kind.to_vec();
+        body.extend_from_slice(data);
+        out.extend_from_slice(&body);
+        out.extend_from_slice(&crc(&body).to_be_bytes());
+    }
+    // Each row: filter type 0 (none), then the pixels.
+    let row: Vec<u8> = std::iter::once(0)
+        .chain(std::iter::repeat_n(rgb, w as usize).flatten())
+        .collect();
+    let raw = row.repeat(h as usize);
+    let mut zlib = vec![0x78, 0x01];
+    let blocks: Vec<&[u8]> = raw.chunks(65_535).collect();
+    for (i, block) in blocks.iter().enumerate() {
+        zlib.push(u8::from(i + 1 == blocks.len()));
+        let len = block.len() as u16;
+        zlib.extend_from_slice(&len.to_le_bytes());
+        zlib.extend_from_slice(&(!len).to_le_bytes());
+        zlib.extend_from_slice(block);
+    }
+    let (mut a, mut b) = (1u32, 0u32);
+    for &byte in &raw {
+        a = (a + u32::from(byte)) % 65_521;
+        b = (b + a) % 65_521;
+    }
+    zlib.extend_from_slice(&((b << 16) | a).to_be_bytes());
+    let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
+    let mut ihdr = Vec::new();
+    ihdr.extend_from_slice(&w.to_be_bytes());
+    ihdr.extend_from_slice(&h.to_be_bytes());
+    ihdr.extend_from_slice(&[8, 2, 0, 0, 0]);
+    chunk(&mut out, b"IHDR", &ihdr);
+    chunk(&mut out, b"IDAT", &zlib);
+    chunk(&mut out, b"IEND", &[]);
+    out
+}
+
+/// The start of a JPEG file saying `w` x `h` (start of image, a JFIF segment, a baseline
+/// frame header, end of image): enough for the hub, which reads the size and never decodes.
+pub fn jpeg_header(w: u16, h: u16) -> Vec<u8> {
+    let mut out = vec![0xff, 0xd8];
+    out.extend_from_slice(&[0xff, 0xe0, 0x00, 0x10]);
+    out.extend_from_slice(b"JFIF\0\x01\x01\x00\x00\x01\x00\x01\x00\x00");
+    out.extend_from_slice(&[0xff, 0xc0, 0x00, 0x11, 0x08]);
+    out.extend_from_slice(&h.to_be_bytes());
+    out.extend_from_slice(&w.to_be_bytes());
+    out.extend_from_slice(&[3, 1, 0x22, 0, 2, 0x11, 1, 3, 0x11, 1]);
+    out.extend_from_slice(&[0xff, 0xd9]);
+    out
+}
+
+/// A header line for `image` (format, its length) with `extra` fields.
+fn header(format: &str, image: &[u8], extra: Value) -> String {
+    let mut header = extra;
+    header["image"] = json!({ "format": format, "bytes": image.len() });
+    format!("{header}\n")
+}
+
+/// An HTTP request with a binary body; the status, the head and the body's bytes.
+fn http_bytes(
+    web: &str,
+    method: &str,
+    path: &str,
+    headers: &str,
+    body: &[u8],
+) -> (u16, String, Vec<u8>) {
+    let mut stream = TcpStream::connect(web).expect("connect");
+    stream.set_read_timeout(Some(DEADLINE)).expect("timeout");
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {web}\r\nConnection: close\r\n{headers}Content-Length: {}\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).expect("send");
+    stream.write_all(body).expect("send");
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).expect("response");
+    let at = response
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a head");
+    let head = String::from_utf8_lossy(&response[..at]).into_owned();
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("status");
+    (status, head, response[at + 4..].to_vec())
+}
+
+/// The answer after a connection's last bytes: the line, then the end of the connection.
+fn read_until_closed(mut stream: TcpStream) -> String {
+    stream.set_read_timeout(Some(DEADLINE)).expect("timeout");
+    let mut text = String::new();
+    let _ = stream.read_to_string(&mut text);
+    text
+}
+
+#[test]
+fn frames_with_images_are_stored_listed_and_served_back_byte_for_byte() {
+    let dir = TempDir::new("hub-images");
+    let (hub, ingest, web, _db) = start_hub_http(&dir, &["--no-auth"]);
+    let mut robot = Client::connect(&ingest);
+    robot.send("{\"device\":\"cam-1\"}\n{\"session\":\"s\"}\n");
+    let red = png(64, 48, [200, 10, 10]);
+    let blue = png(64, 48, [10, 10, 200]);
+    // An image with its detections (size from the image), then one with a size given.
+    let first = header(
+        "png",
+        &red,
+        json!({"stream":"camera","ts":1800000000.0,"seq":1,
+               "detections":[{"label":"cone","score":0.9,"box":[4,5,10,12]}]}),
+    );
+    robot.send(&first);
+    robot.writer_bytes(&red);
+    assert_eq!(robot.answer(), json!({"ack": 1}));
+    robot.send(&header(
+        "png",
+        &blue,
+        json!({"stream":"camera","ts":1800000001.0,"seq":2,"frame":{"w":640,"h":480}}),
+    ));
+    robot.writer_bytes(&blue);
+    // A reading on the same link after the bytes: the stream is followed exactly.
+    robot.send("{\"stream\":\"imu\",\"seq\":3,\"values\":{\"ax\":1}}\n");
+    assert_eq!(robot.answer(), json!({"ack": 2}));
+    assert_eq!(robot.answer(), json!({"ack": 3}));
+    // A resend is acknowledged and stored once.
+    robot.send(&first);
+    robot.writer_bytes(&red);
+    assert_eq!(robot.answer(), json!({"ack": 1}));
+
+    let frames = get_json(&web, "/api/frames?device=cam-1&from=0&to=4000000000");
+    let list = frames["frames"].as_array().expect("frames");
+    assert_eq!(list.len(), 2, "{frames}");
+    assert_eq!(
+        (&list[0]["w"], &list[0]["h"]),
+        (&json!(64), &json!(48)),
+        "size from the image"
+    );
+    assert_eq!(list[0]["detections"], 1);
+    assert_eq!(list[0]["image"], json!({"format":"png","bytes": red.len()}));
+    assert_eq!(
+        (&list[1]["w"], &list[1]["h"]),
+        (&json!(640), &json!(480)),
+        "size as sent"
+    );
+    let detections = get_json(&web, "/api/detections?device=cam-1&from=0&to=4000000000");
+    assert_eq!(detections["frames"][0]["frame"], json!({"w":64,"h":48}));
+
+    // Served back: by id (immutable), and the newest at or before a time (revalidated).
+    let id = list[0]["id"].as_i64().expect("id");
+    let (status, head, body) = http_bytes(&web, "GET", &format!("/api/frame?id={id}"), "", b"");
+    assert_eq!(status, 200, "{head}");
+    assert!(body == red, "the bytes sent");
+    let head = head.to_ascii_lowercase();
+    assert!(head.contains("content-type: image/png"), "{head}");
+    assert!(head.contains("immutable"), "{head}");
+    let etag = head
+        .lines()
+        .find_map(|l| l.strip_prefix("etag: "))
+        .expect("an etag")
+        .to_owned();
+    let (status, _, body) = http_bytes(
+        &web,
+        "GET",
+        &format!("/api/frame?id={id}"),
+        &format!("If-None-Match: {etag}\r\n"),
+        b"",
+    );
+    assert_eq!((status, body.len()), (304, 0));
+    let (status, _, body) = http_bytes(
+        &web,
+        "GET",
+        "/api/frame?device=cam-1&stream=camera&at=1800000000.5",
+        "",
+        b"",
+    );
+    assert_eq!((status, body == red), (200, true), "the frame at or before");
+    let (_, _, body) = http_bytes(
+        &web,
+        "GET",
+        "/api/frame?device=cam-1&stream=camera",
+        "",
+        b"",
+    );
+    assert!(body == blue, "the newest");
+    let (status, _, _) = http_bytes(
+        &web,
+        "GET",
+        "/api/frame?device=cam-1&stream=camera&at=1700000000",
+        "",
+        b"",
+    );
+    assert_eq!(status, 404, "none before");
+    drop(robot);
+    hub.stop_ok();
+}
+
+#[test]
+fn bad_image_input_is_refused_and_never_buffered_past_the_cap() {
+    let dir = TempDir::new("hub-images-bad");
+    let (hub, ingest, web, _db) = start_hub_http(
+        &dir,
+        &["--no-auth", "--http-ingest-no-auth", "--max-image", "8KiB"],
+    );
+    let image = png(8, 8, [1, 2, 3]);
+    let mut robot = Client::connect(&ingest);
+    // Bytes that are not the format announced: refused, the link goes on.
+    robot.send(&header("jpeg", &image, json!({"stream":"camera","seq":1})));
+    robot.writer_bytes(&image);
+    let answer = robot.answer();
+    assert_eq!(answer["line"], 1, "{answer}");
+    assert!(
+        answer["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("not a jpeg image")),
+        "{answer}"
+    );
+    // A header refused for another reason: its bytes are skipped, the link goes on.
+    robot.send(&header("png", &image, json!({"stream":"bad name","seq":2})));
+    robot.writer_bytes(&image);
+    let answer = robot.answer();
+    assert!(
+        answer["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("bad stream name")),
+        "{answer}"
+    );
+    // A JPEG announced as JPEG is taken.
+    let jpeg = jpeg_header(320, 240);
+    robot.send(&header("jpeg", &jpeg, json!({"stream":"camera","seq":3})));
+    robot.writer_bytes(&jpeg);
+    assert_eq!(robot.answer(), json!({"ack": 3}));
+    drop(robot);
+
+    // Lengths that cannot be followed: over the cap, negative, not a number. Refused, closed.
+    for bad in [
+        json!({"format":"png","bytes": 9000}),
+        json!({"format":"png","bytes": 9_000_000_000_000_000_000u64}),
+        json!({"format":"png","bytes": -5}),
+        json!({"format":"png","bytes": "many"}),
+    ] {
+        let mut stream = TcpStream::connect(&ingest).expect("connect");
+        let line = format!("{}\n", json!({"stream":"camera","seq":9,"image": bad}));
+        stream.write_all(line.as_bytes()).expect("send");
+        // Bytes keep coming: the hub does not read them, it closes.
+        let _ = stream.write_all(&[0u8; 4096]);
+        let answer = read_until_closed(stream);
+        assert!(answer.contains("\"line\":1"), "{bad}: {answer:?}");
+        assert_eq!(
+            answer.matches('\n').count(),
+            1,
+            "{bad}: one answer, then closed: {answer:?}"
+        );
+    }
+    // An image cut short (the sender goes away): nothing stored, nothing acknowledged.
+    let mut stream = TcpStream::connect(&ingest).expect("connect");
+    let line = header("png", &image, json!({"stream":"cut","seq":1}));
+    stream.write_all(line.as_bytes()).expect("send");
+    stream.write_all(&image[..image.len() / 2]).expect("send");
+    stream
+        .shutdown(std::net::Shutdown::Write)
+        .expect("half close");
+    assert_eq!(
+        read_until_closed(stream),
+        "",
+        "no answer for an image that never arrived"
+    );
+    let frames = get_json(&web, "/api/frames?device=unnamed&from=0");
+    let streams: Vec<&str> = frames["frames"]
+        .as_array()
+        .expect("frames")
+        .iter()
+        .filter_map(|f| f["stream"].as_str())
+        .collect();
+    assert_eq!(streams, ["camera"], "only the JPEG: {frames}");
+    // JSON lines over HTTP cannot carry image bytes.
+    let body = header("png", &image, json!({"stream":"camera"}));
+    let (status, answer) = http(
+        &web,
+        "POST",
+        "/api/ingest?device=web",
+        "Content-Type: application/x-ndjson\r\n",
+        &body,
+    );
+    assert_eq!(status, 400, "{answer}");
+    assert!(answer.contains("/api/ingest/image"), "{answer}");
+    hub.stop_ok();
+}
+
+#[test]
+fn images_are_uploaded_over_http_under_the_ingest_rules() {
+    let dir = TempDir::new("hub-images-http");
+    let (hub, _ingest, web, _db) = start_hub_http(
+        &dir,
+        &["--no-auth", "--http-ingest-no-auth", "--max-image", "8KiB"],
+    );
+    let image = png(16, 16, [0, 200, 0]);
+    let detections = "%5B%7B%22label%22%3A%22leaf%22%2C%22score%22%3A0.5%2C%22box%22%3A%5B1%2C1%2C4%2C4%5D%7D%5D";
+    let path = format!(
+        "/api/ingest/image?device=cam-2&stream=camera&ts=1800000000&seq=7&session=up&detections={detections}"
+    );
+    let (status, head, body) =
+        http_bytes(&web, "POST", &path, "Content-Type: image/png\r\n", &image);
+    assert_eq!(status, 200, "{head}");
+    assert_eq!(String::from_utf8_lossy(&body), "{\"ack\":7}\n");
+    // Idempotent, as on the TCP link.
+    let (status, _, body) = http_bytes(&web, "POST", &path, "Content-Type: image/png\r\n", &image);
+    assert_eq!(
+        (status, String::from_utf8_lossy(&body).into_owned()),
+        (200, "{\"ack\":7}\n".to_owned())
+    );
+    let frames = get_json(&web, "/api/frames?device=cam-2&from=0&to=4000000000");
+    assert_eq!(
+        frames["frames"].as_array().map(Vec::len),
+        Some(1),
+        "{frames}"
+    );
+    assert_eq!(frames["frames"][0]["detections"], 1);
+    // Not an image type; not the type said; too large.
+    let (status, _, _) = http_bytes(&web, "POST", &path, "Content-Type: text/plain\r\n", &image);
+    assert_eq!(status, 415);
+    let other = "/api/ingest/image?device=cam-2&stream=camera&seq=8&session=up";
+    let (status, _, body) = http_bytes(&web, "POST", other, "Content-Type: image/jpeg\r\n", &image);
+    assert_eq!(status, 422, "{}", String::from_utf8_lossy(&body));
+    let big = png(64, 64, [9, 9, 9]);
+    assert!(big.len() > 8192);
+    let (status, _, _) = http_bytes(&web, "POST", other, "Content-Type: image/png\r\n", &big);
+    assert_eq!(status, 413);
+    hub.stop_ok();
+}
+
+#[test]
+fn past_the_image_budget_the_oldest_images_go_and_readings_stay() {
+    let dir = TempDir::new("hub-images-budget");
+    let (hub, ingest, web, _db) = start_hub_http(&dir, &["--no-auth", "--image-budget", "20KiB"]);
+    let mut robot = Client::connect(&ingest);
+    robot.send("{\"device\":\"cam-3\"}\n");
+    // Twelve images of about 3 KiB (36 KiB in all), each beside a reading.
+    for k in 0..12u32 {
+        let image = png(32, 32, [k as u8, 0, 0]);
+        robot.send(&format!(
+            "{{\"stream\":\"imu\",\"seq\":{},\"values\":{{\"v\":{k}}}}}\n",
+            100 + k
+        ));
+        robot.send(&header(
+            "png",
+            &image,
+            json!({"stream":"camera","ts": 1800000000 + k,"seq": k}),
+        ));
+        robot.writer_bytes(&image);
+        assert_eq!(robot.answer(), json!({"ack": 100 + k}));
+        assert_eq!(robot.answer(), json!({"ack": k}));
+    }
+    wait_until("the oldest images deleted", || {
+        let frames = get_json(&web, "/api/frames?device=cam-3&from=0&to=4000000000");
+        let kept: u64 = frames["frames"]
+            .as_array()
+            .expect("frames")
+            .iter()
+            .filter_map(|f| f["image"]["bytes"].as_u64())
+            .sum();
+        kept <= 20 * 1024
+    });
+    let frames = get_json(&web, "/api/frames?device=cam-3&from=0&to=4000000000");
+    let list = frames["frames"].as_array().expect("frames");
+    assert_eq!(list.len(), 12, "every frame stays, with its detections");
+    assert!(
+        list[0]["image"].is_null(),
+        "the oldest image went: {}",
+        list[0]
+    );
+    assert!(!list[11]["image"].is_null(), "the newest stays");
+    let series = get_json(&web, "/api/series?device=cam-3&stream=imu&field=v&from=0");
+    assert_eq!(series["count"], 12, "readings untouched");
+    drop(robot);
+    hub.stop_ok();
+}
