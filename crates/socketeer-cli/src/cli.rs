@@ -519,6 +519,19 @@ pub(crate) struct PublishArgs {
     /// Keep unacknowledged lines in DIR too, so a restart of publish sends them.
     #[arg(long, value_name = "DIR")]
     pub(crate) spool: Option<std::path::PathBuf>,
+    /// Send one camera image (a JPEG or PNG file) as a record of --stream, dated now, instead
+    /// of reading lines. (Lines on stdin may carry images too: a header line with
+    /// "image":{"format":"jpeg","bytes":N}, then the N bytes.)
+    #[arg(long, value_name = "FILE", conflicts_with = "file")]
+    pub(crate) image: Option<std::path::PathBuf>,
+    /// The stream of an --image.
+    #[arg(
+        long,
+        value_name = "NAME",
+        default_value = "camera",
+        requires = "image"
+    )]
+    pub(crate) stream: String,
     /// At the end, print one JSON line: lines acknowledged, rate, and send-to-ack latency
     /// percentiles.
     #[arg(long)]

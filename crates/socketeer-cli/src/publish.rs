@@ -23,7 +23,7 @@ use tokio::io::AsyncBufReadExt;
 use crate::cli::PublishArgs;
 use crate::failure::{EXIT_INTERRUPTED, UsageError, parse_endpoint};
 use crate::guard::{client_options, default_device};
-use socketeer_hub::record::MAX_LINE;
+use socketeer_hub::record::{ImageFormat, MAX_LINE};
 
 /// Runs `socketeer publish`.
 pub(crate) async fn run(args: PublishArgs) -> anyhow::Result<i32> {
@@ -94,12 +94,27 @@ pub(crate) async fn run(args: PublishArgs) -> anyhow::Result<i32> {
         },
     );
     let refused_here = Arc::new(AtomicU64::new(0));
-    let reader = tokio::spawn(read_input(
-        input,
-        recovered.resume,
-        publisher.clone(),
-        Arc::clone(&refused_here),
-    ));
+    let spooled = args.spool.is_some();
+    let reader = {
+        let publisher = publisher.clone();
+        let image = args.image.clone();
+        let stream = args.stream.clone();
+        let refused = Arc::clone(&refused_here);
+        tokio::spawn(async move {
+            let read = match image {
+                Some(path) => send_image(path, stream, publisher.clone(), spooled).await,
+                None => {
+                    read_input(input, recovered.resume, publisher.clone(), refused, spooled).await
+                }
+            };
+            // Input that cannot be read on ends the input: what was taken is still delivered,
+            // then the error is the outcome.
+            if read.is_err() {
+                let _ = publisher.end();
+            }
+            read
+        })
+    };
     let started = std::time::Instant::now();
     let report = tokio::select! {
         report = delivery => report.context("publish")?,
@@ -145,6 +160,7 @@ async fn read_input(
     start: Position,
     publisher: Publisher<Position>,
     refused: Arc<AtomicU64>,
+    spooled: bool,
 ) -> anyhow::Result<()> {
     use tokio::io::AsyncSeekExt;
     let reader: Box<dyn tokio::io::AsyncRead + Unpin + Send> = match input.source {
@@ -171,7 +187,40 @@ async fn read_input(
         }
         at.offset += n as u64;
         at.lines += 1;
-        match publisher.publish(&raw, at).await {
+        // An image header: its bytes follow the line, raw, and go with it.
+        let result = match image_header(&raw) {
+            None => publisher.publish(&raw, at).await,
+            Some(Err(why)) => {
+                anyhow::bail!(
+                    "publish: input line {}: {why}; the bytes after it cannot be told from \
+                     the next line, so nothing more is read",
+                    at.lines
+                );
+            }
+            Some(Ok((format, len))) => {
+                let mut image = vec![0; len];
+                tokio::io::AsyncReadExt::read_exact(&mut reader, &mut image)
+                    .await
+                    .with_context(|| {
+                        format!(
+                            "publish: input line {}: the image after it is cut short",
+                            at.lines
+                        )
+                    })?;
+                at.offset += len as u64;
+                if spooled {
+                    Err(PublishError::Invalid(
+                        "--spool does not keep images yet; send images without it".into(),
+                    ))
+                } else {
+                    publisher
+                        .publish_image(&raw, format, image.into(), at)
+                        .await
+                        .map(Some)
+                }
+            }
+        };
+        match result {
             Ok(Some(_)) => {}
             Ok(None) => publisher.skipped(&at),
             Err(PublishError::Invalid(why)) => {
@@ -188,6 +237,86 @@ async fn read_input(
         }
     }
     publisher.end()
+}
+
+/// `--image FILE`: one record of `stream` with the file as its image, dated now.
+async fn send_image(
+    path: PathBuf,
+    stream: String,
+    publisher: Publisher<Position>,
+    spooled: bool,
+) -> anyhow::Result<()> {
+    if spooled {
+        return Err(
+            UsageError("--image: --spool does not keep images yet; leave it out".into()).into(),
+        );
+    }
+    let size = tokio::fs::metadata(&path)
+        .await
+        .with_context(|| format!("publish: --image {}", path.display()))?
+        .len();
+    if size == 0 || size > socketeer_hub::publisher::MAX_IMAGE_SENT as u64 {
+        return Err(UsageError(format!(
+            "--image {}: {size} bytes; an image is 1 byte to {}",
+            path.display(),
+            socketeer_hub::publisher::MAX_IMAGE_SENT
+        ))
+        .into());
+    }
+    let image = tokio::fs::read(&path)
+        .await
+        .with_context(|| format!("publish: --image {}", path.display()))?;
+    let format = if image.starts_with(&[0xff, 0xd8, 0xff]) {
+        ImageFormat::Jpeg
+    } else if image.starts_with(b"\x89PNG\r\n\x1a\n") {
+        ImageFormat::Png
+    } else {
+        return Err(UsageError(format!(
+            "--image {}: not a JPEG or PNG file",
+            path.display()
+        ))
+        .into());
+    };
+    let header = serde_json::json!({ "stream": stream, "ts": socketeer_hub::now_secs() });
+    let at = Position {
+        offset: 0,
+        lines: 1,
+    };
+    match publisher
+        .publish_image(header.to_string().as_bytes(), format, image.into(), at)
+        .await
+    {
+        Ok(_) | Err(PublishError::Stopped) => {}
+        Err(err) => {
+            return Err(err).with_context(|| format!("publish: --image {}", path.display()));
+        }
+    }
+    publisher.end()
+}
+
+/// An image header among the input's lines: `Some(Ok((format, length)))`, `Some(Err)` for an
+/// `"image"` whose length cannot be followed, `None` for any other line.
+fn image_header(raw: &[u8]) -> Option<Result<(ImageFormat, usize), String>> {
+    let Ok(Value::Object(object)) = serde_json::from_slice::<Value>(raw) else {
+        return None;
+    };
+    let spec = object.get("image")?;
+    let format = spec
+        .get("format")
+        .and_then(Value::as_str)
+        .and_then(ImageFormat::from_name);
+    let len = spec
+        .get("bytes")
+        .and_then(Value::as_u64)
+        .and_then(|n| usize::try_from(n).ok())
+        .filter(|&n| (1..=socketeer_hub::publisher::MAX_IMAGE_SENT).contains(&n));
+    Some(match (format, len) {
+        (Some(format), Some(len)) => Ok((format, len)),
+        _ => Err(format!(
+            "\"image\" must be {{\"format\":\"jpeg\" or \"png\",\"bytes\":N}} with N from 1 to {}",
+            socketeer_hub::publisher::MAX_IMAGE_SENT
+        )),
+    })
 }
 
 /// Reads one line (to `\n` or the end) into `raw`, keeping at most a little over

@@ -34,7 +34,10 @@ use serde_json::Value;
 use socketeer::{ClientOptions, ConnectionReader, ConnectionWriter, Endpoint, client};
 use tokio::sync::{Notify, Semaphore};
 
-use crate::record::MAX_LINE;
+use crate::record::{ImageFormat, MAX_LINE};
+
+/// The largest image a publisher sends (the most a hub can be set to take).
+pub const MAX_IMAGE_SENT: usize = 16 * 1024 * 1024;
 use crate::wire::Answer;
 
 /// Backoff between connection attempts: from the first to the most, doubling, with jitter.
@@ -406,6 +409,51 @@ impl<T: Send + 'static> Publisher<T> {
         let Some(object) = record_object(line)? else {
             return Ok(None);
         };
+        if object.contains_key("image") {
+            return Err(PublishError::Invalid(
+                "an image header needs its bytes: publish it with its image".into(),
+            ));
+        }
+        self.keep(object, Bytes::new(), tag).await.map(Some)
+    }
+
+    /// Numbers one record with an image: `header` is its JSON object (stream, time,
+    /// detections...; `"image"` is set here from `format` and the image's length), `image` the
+    /// file's bytes. Waits for room, writes it down, queues header and bytes together.
+    ///
+    /// # Errors
+    /// As [`publish`](Publisher::publish); an image over [`MAX_IMAGE_SENT`] bytes or empty.
+    ///
+    /// # Cancel safety
+    /// Cancel-safe.
+    pub async fn publish_image(
+        &self,
+        header: &[u8],
+        format: ImageFormat,
+        image: Bytes,
+        tag: T,
+    ) -> Result<u64, PublishError> {
+        let mut object = record_object(header)?.unwrap_or_default();
+        if image.is_empty() || image.len() > MAX_IMAGE_SENT {
+            return Err(PublishError::Invalid(format!(
+                "an image is 1 byte to {MAX_IMAGE_SENT} bytes; this one is {}",
+                image.len()
+            )));
+        }
+        object.insert(
+            "image".into(),
+            serde_json::json!({ "format": format.name(), "bytes": image.len() }),
+        );
+        self.keep(object, image, tag).await
+    }
+
+    /// Waits for room, numbers the record, writes it down, and queues it.
+    async fn keep(
+        &self,
+        object: serde_json::Map<String, Value>,
+        image: Bytes,
+        tag: T,
+    ) -> Result<u64, PublishError> {
         if self
             .shared
             .stopped
@@ -427,7 +475,7 @@ impl<T: Send + 'static> Publisher<T> {
             return Err(PublishError::Stopped);
         }
         let seq = books.next_seq;
-        let bytes = numbered(object, seq);
+        let bytes = numbered(object, seq, &image);
         if let Some(journal) = journal.as_mut() {
             journal
                 .kept(seq, &bytes, &tag)
@@ -446,7 +494,7 @@ impl<T: Send + 'static> Publisher<T> {
         drop(books);
         drop(journal);
         self.shared.changed.notify_one();
-        Ok(Some(seq))
+        Ok(seq)
     }
 
     /// Records waiting for their acknowledgement.
@@ -516,11 +564,12 @@ fn record_object(raw: &[u8]) -> Result<Option<serde_json::Map<String, Value>>, P
     Ok(Some(object))
 }
 
-/// The record line numbered `seq`, with its `\n`.
-fn numbered(mut object: serde_json::Map<String, Value>, seq: u64) -> Bytes {
+/// The record line numbered `seq`, with its `\n`, and the image's bytes after it.
+fn numbered(mut object: serde_json::Map<String, Value>, seq: u64, image: &[u8]) -> Bytes {
     object.insert("seq".into(), seq.into());
     let mut line = Value::Object(object).to_string().into_bytes();
     line.push(b'\n');
+    line.extend_from_slice(image);
     Bytes::from(line)
 }
 

@@ -404,3 +404,90 @@ fn past_the_image_budget_the_oldest_images_go_and_readings_stay() {
     drop(robot);
     hub.stop_ok();
 }
+
+#[test]
+fn publish_sends_an_image_file_and_passes_image_headers_through_from_stdin() {
+    let dir = TempDir::new("hub-images-publish");
+    let (hub, ingest, web, _db) = start_hub_http(&dir, &["--no-auth"]);
+    let file = dir.0.join("shot.png");
+    let shot = png(40, 30, [120, 130, 140]);
+    std::fs::write(&file, &shot).expect("write");
+    let (status, _, err) = crate::support::run(
+        &[
+            "publish",
+            &ingest,
+            "--image",
+            &file.display().to_string(),
+            "--stream",
+            "front",
+        ],
+        b"",
+    );
+    assert!(status.success(), "{err}");
+    // Header lines with their bytes, among plain lines, on stdin.
+    let jpeg = jpeg_header(640, 480);
+    let mut input = Vec::new();
+    input.extend_from_slice(b"{\"stream\":\"imu\",\"values\":{\"ax\":1}}\n");
+    input.extend_from_slice(
+        header(
+            "jpeg",
+            &jpeg,
+            json!({"stream":"rear","detections":[{"label":"cart","score":0.7,"box":[1,2,3,4]}]}),
+        )
+        .as_bytes(),
+    );
+    input.extend_from_slice(&jpeg);
+    input.extend_from_slice(b"{\"stream\":\"imu\",\"values\":{\"ax\":2}}\n");
+    let (status, _, err) = crate::support::run(&["publish", &ingest, "--stats"], &input);
+    assert!(status.success(), "{err}");
+    let device = get_json(&web, "/api/devices")["devices"][0]["name"]
+        .as_str()
+        .expect("a device")
+        .to_owned();
+    let frames = get_json(
+        &web,
+        &format!("/api/frames?device={device}&from=0&to=4000000000"),
+    );
+    let streams: Vec<(&str, u64)> = frames["frames"]
+        .as_array()
+        .expect("frames")
+        .iter()
+        .map(|f| {
+            (
+                f["stream"].as_str().unwrap_or(""),
+                f["image"]["bytes"].as_u64().unwrap_or(0),
+            )
+        })
+        .collect();
+    assert!(streams.contains(&("front", shot.len() as u64)), "{frames}");
+    assert!(streams.contains(&("rear", jpeg.len() as u64)), "{frames}");
+    let series = get_json(
+        &web,
+        &format!("/api/series?device={device}&stream=imu&field=ax&from=0"),
+    );
+    assert_eq!(series["count"], 2, "the lines around the image: {series}");
+    let (_, _, body) = http_bytes(
+        &web,
+        "GET",
+        &format!("/api/frame?device={device}&stream=front"),
+        "",
+        b"",
+    );
+    assert!(body == shot, "the file, byte for byte");
+    // Not an image; an image header whose bytes cannot be told apart.
+    let text = dir.0.join("notes.txt");
+    std::fs::write(&text, "hello").expect("write");
+    let (status, _, err) = crate::support::run(
+        &["publish", &ingest, "--image", &text.display().to_string()],
+        b"",
+    );
+    assert_eq!(status.code(), Some(2), "{err}");
+    assert!(err.contains("not a JPEG or PNG file"), "{err}");
+    let (status, _, err) = crate::support::run(
+        &["publish", &ingest],
+        b"{\"stream\":\"x\",\"image\":{\"format\":\"png\",\"bytes\":-1}}\n",
+    );
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(err.contains("cannot be told from the next line"), "{err}");
+    hub.stop_ok();
+}
