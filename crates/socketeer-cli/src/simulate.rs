@@ -1,6 +1,7 @@
 //! `socketeer simulate`: robots that stream to a hub — an IMU at `--rate`, battery and
-//! temperature once a second, and a camera (at most 10 frames/s) whose labelled boxes move
-//! across a 640×480 frame. For demos, dashboards and load tests; each robot reconnects on its
+//! temperature once a second, and a camera (at most 5 frames/s) sending real 640×480 JPEG
+//! pictures of a synthetic scene whose moving objects sit exactly where their detection boxes
+//! say. For demos, dashboards and load tests; each robot reconnects on its
 //! own if the link drops (what was in flight then is not resent: use `publish` for that).
 
 use std::time::Duration;
@@ -17,6 +18,10 @@ use crate::guard::client_options;
 /// What the camera sees: labels, and how fast each kind moves (pixels per second).
 const OBJECTS: &[(&str, f64)] = &[("person", 60.0), ("forklift", 120.0), ("pallet", 15.0)];
 const FRAME: (f64, f64) = (640.0, 480.0);
+/// Seconds between camera frames.
+const FRAME_EVERY: f64 = 0.2;
+/// Each object's colour in the picture.
+const COLOURS: &[[u8; 3]] = &[[230, 120, 40], [240, 200, 30], [90, 160, 220]];
 
 /// Runs `socketeer simulate`.
 pub(crate) async fn run(args: SimulateArgs) -> anyhow::Result<i32> {
@@ -129,8 +134,8 @@ async fn robot(
                     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
                     loop {
                         tick.tick().await;
-                        let lines = world.step(1.0 / rate);
-                        writer.write_all(lines.as_bytes()).await?;
+                        let bytes = world.step(1.0 / rate);
+                        writer.write_all(&bytes).await?;
                         writer.flush().await?;
                     }
                 }
@@ -190,19 +195,20 @@ impl World {
         (self.seed.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11) as f64 / (1u64 << 53) as f64
     }
 
-    fn line(&mut self, mut record: serde_json::Value, out: &mut String) {
+    fn line(&mut self, mut record: serde_json::Value, out: &mut Vec<u8>) {
         self.seq += 1;
         record["seq"] = self.seq.into();
-        out.push_str(&record.to_string());
-        out.push('\n');
+        out.extend_from_slice(record.to_string().as_bytes());
+        out.push(b'\n');
     }
 
-    /// Advances `dt` seconds and returns the lines to send.
-    fn step(&mut self, dt: f64) -> String {
+    /// Advances `dt` seconds and returns what to send: lines, and a camera frame's header line
+    /// followed by its JPEG.
+    fn step(&mut self, dt: f64) -> Vec<u8> {
         self.t += dt;
         let ts = socketeer_hub::now_secs();
         let t = self.t;
-        let mut out = String::new();
+        let mut out = Vec::new();
         let noise = self.random() - 0.5;
         self.line(
             json!({ "stream": "imu", "ts": ts, "values": {
@@ -230,7 +236,7 @@ impl World {
             );
         }
         self.since_frame += dt;
-        if self.since_frame >= 0.1 {
+        if self.since_frame >= FRAME_EVERY {
             let elapsed = self.since_frame;
             self.since_frame = 0.0;
             let mut detections = Vec::new();
@@ -248,23 +254,77 @@ impl World {
                 }
                 detections.push((OBJECTS[b.0].0, b.1, b.2, w, h));
             }
+            // Boxes as sent (whole pixels), and the picture drawn from exactly those.
+            let boxes: Vec<(usize, [f64; 4])> = self
+                .boxes
+                .iter()
+                .zip(&detections)
+                .map(|(b, &(_, x, y, w, h))| (b.0, [x.round(), y.round(), w, h]))
+                .collect();
             let detections: Vec<serde_json::Value> = detections
                 .into_iter()
-                .map(|(label, x, y, w, h)| {
+                .zip(&boxes)
+                .map(|((label, ..), (_, bbox))| {
                     let score = 0.6 + self.random() * 0.39;
                     json!({ "label": label, "score": (score * 100.0).round() / 100.0,
-                            "box": [x.round(), y.round(), w, h] })
+                            "box": bbox })
                 })
                 .collect();
+            let jpeg = picture(&boxes, self.t);
             self.line(
                 json!({ "stream": "camera", "ts": ts,
                         "frame": { "w": FRAME.0 as u32, "h": FRAME.1 as u32 },
-                        "detections": detections }),
+                        "detections": detections,
+                        "image": { "format": "jpeg", "bytes": jpeg.len() } }),
                 &mut out,
             );
+            out.extend_from_slice(&jpeg);
         }
         out
     }
+}
+
+/// The camera's picture: a wall and a floor, and each object as a box of its colour (with a
+/// darker rim) exactly where its detection box says, as a 640×480 JPEG.
+fn picture(boxes: &[(usize, [f64; 4])], t: f64) -> Vec<u8> {
+    let (w, h) = (FRAME.0 as usize, FRAME.1 as usize);
+    let mut rgb = vec![0u8; w * h * 3];
+    // The wall's light drifts a little, so consecutive frames differ everywhere.
+    let light = (t * 0.5).sin() * 10.0;
+    for (y, row) in rgb.chunks_exact_mut(w * 3).enumerate() {
+        let shade = |base: f64| (base + light - y as f64 * 0.05).clamp(0.0, 255.0) as u8;
+        let colour = if y < h * 2 / 5 {
+            [shade(70.0), shade(80.0), shade(95.0)]
+        } else {
+            [shade(55.0), shade(60.0), shade(58.0)]
+        };
+        for pixel in row.chunks_exact_mut(3) {
+            pixel.copy_from_slice(&colour);
+        }
+    }
+    for &(object, [x, y, bw, bh]) in boxes {
+        let colour = COLOURS[object % COLOURS.len()];
+        let rim = colour.map(|c| c / 2);
+        let (x0, y0) = (x.max(0.0) as usize, y.max(0.0) as usize);
+        let (x1, y1) = (((x + bw) as usize).min(w), ((y + bh) as usize).min(h));
+        for yy in y0..y1 {
+            let row = &mut rgb[yy * w * 3..(yy + 1) * w * 3];
+            for xx in x0..x1 {
+                let edge = xx < x0 + 3 || xx + 3 >= x1 || yy < y0 + 3 || yy + 3 >= y1;
+                row[xx * 3..xx * 3 + 3].copy_from_slice(if edge { &rim } else { &colour });
+            }
+        }
+    }
+    let mut jpeg = Vec::with_capacity(32 * 1024);
+    // Encoding into memory cannot fail on well-sized data; an empty frame would be refused by
+    // the hub, never sent wrong.
+    let _ = jpeg_encoder::Encoder::new(&mut jpeg, 80).encode(
+        &rgb,
+        w as u16,
+        h as u16,
+        jpeg_encoder::ColorType::Rgb,
+    );
+    jpeg
 }
 
 #[cfg(test)]
@@ -277,8 +337,33 @@ mod tests {
         let mut world = World::new(3);
         let mut kinds = std::collections::BTreeSet::new();
         for _ in 0..200 {
-            for line in world.step(0.02).lines() {
+            let bytes = world.step(0.02);
+            let mut rest = &bytes[..];
+            while let Some(end) = rest.iter().position(|&b| b == b'\n') {
+                let line = std::str::from_utf8(&rest[..end]).expect("text");
+                rest = &rest[end + 1..];
                 match parse_line(line) {
+                    Ok(Line::Image {
+                        mut record,
+                        format,
+                        len,
+                    }) => {
+                        let (image, after) = rest.split_at(len as usize);
+                        rest = after;
+                        socketeer_hub::record::attach_image(
+                            &mut record,
+                            format,
+                            bytes::Bytes::copy_from_slice(image),
+                        )
+                        .expect("a real JPEG");
+                        kinds.insert(record.stream.clone());
+                        let frame = record.frame.expect("a frame");
+                        assert_eq!((frame.width, frame.height), (640, 480));
+                        for d in frame.detections {
+                            assert!(d.bbox[0] >= 0.0 && d.bbox[0] + d.bbox[2] <= 640.0);
+                            assert!(d.bbox[1] >= 0.0 && d.bbox[1] + d.bbox[3] <= 480.0);
+                        }
+                    }
                     Ok(Line::Record(record)) => {
                         kinds.insert(record.stream.clone());
                         if let Some(frame) = record.frame {

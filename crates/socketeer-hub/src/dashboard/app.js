@@ -329,6 +329,10 @@ function drawFrame(canvas, frame, matches) {
   g.strokeStyle = '#2a3642';
   g.fillStyle = '#141b22';
   g.fillRect(ox, oy, frame.frame.w * s, frame.frame.h * s);
+  // The picture the robot saw, under its boxes (boxes are in the frame's pixels).
+  if (frame.bitmap) g.drawImage(frame.bitmap, ox, oy, frame.frame.w * s, frame.frame.h * s);
+  canvas.dataset.image = frame.bitmap ? '1' : '0';
+  canvas.dataset.ts = frame.ts;
   g.strokeRect(ox, oy, frame.frame.w * s, frame.frame.h * s);
   g.font = '12px system-ui, sans-serif';
   const labels = [];
@@ -348,8 +352,37 @@ function drawFrame(canvas, frame, matches) {
   });
   canvas.dataset.boxes = labels.length;
   canvas.dataset.labels = JSON.stringify(labels);
+  // Where the frame and its boxes are on the canvas (CSS pixels), for tests and tools.
+  canvas.dataset.geometry = JSON.stringify({ ox, oy, s, ratio, boxes: frame.detections.filter(matches).map((d) => d.box) });
   g.fillStyle = '#8896a4';
   g.fillText(`${frame.stream} · ${clock(frame.ts, 0)}`, 8, h - 8);
+}
+
+// Loads the images of frames, latest only: one request at a time, and when it ends only the
+// newest frame asked for meanwhile is fetched; older ones are skipped, never queued.
+function imageLoader(device, shown) {
+  let busy = false;
+  let wanted = null;
+  async function fetchOne(frame) {
+    const response = await fetch(url('/api/frame', { device, stream: frame.stream, at: frame.ts }));
+    if (!response.ok) return null;
+    return createImageBitmap(await response.blob());
+  }
+  async function pump() {
+    if (busy || !wanted) return;
+    busy = true;
+    const frame = wanted;
+    wanted = null;
+    try {
+      const bitmap = await fetchOne(frame);
+      if (bitmap) shown({ ...frame, bitmap });
+    } catch (err) {
+      // A frame that cannot be fetched is skipped; the next one is tried.
+    }
+    busy = false;
+    pump();
+  }
+  return (frame) => { wanted = frame; pump(); };
 }
 
 // ---- one device -------------------------------------------------------------------------------
@@ -388,6 +421,17 @@ function deviceView(root, device) {
   };
   labelInput.addEventListener('input', refilter);
   scoreInput.addEventListener('input', refilter);
+  // A frame with an image is shown once its picture has arrived, with its own boxes.
+  const showImage = imageLoader(device, (frame) => {
+    if (state.stopped || (state.live && state.frame && state.frame.ts > frame.ts)) return;
+    state.frame = frame;
+    state.frameDirty = true;
+    if (!state.live) drawFrame(camera, state.frame, matches);
+  });
+  const showFrame = (frame) => {
+    if (frame.image) showImage(frame);
+    else { state.frame = frame; state.frameDirty = true; }
+  };
   root.append(
     el('div', { class: 'panel' }, el('h2', {}, device, ' ', status), bar),
     charts,
@@ -488,13 +532,22 @@ function deviceView(root, device) {
     const [from, to] = shown();
     const result = await getJSON('/api/detections', { device, label: state.label, min_score: state.minScore || undefined, from, to, limit: 100 }).catch(() => null);
     if (!result) return;
+    // A row's click shows its frame (its picture, if it has one, with its boxes).
+    const pick = (f) => () => {
+      state.live = false;
+      showImage({ stream: f.stream, ts: f.ts, frame: f.frame, detections: f.detections, image: true });
+      state.frame = { stream: f.stream, ts: f.ts, frame: f.frame, detections: f.detections };
+      drawFrame(camera, state.frame, matches);
+    };
     list.replaceChildren(...result.frames.flatMap((f) => f.detections.filter(matches).map((d) =>
-      el('tr', {}, el('td', {}, clock(f.ts, 0)), el('td', {}, f.stream), el('td', { class: 'label' }, d.label),
+      el('tr', { class: 'pick', onclick: pick(f) }, el('td', {}, clock(f.ts, 0)), el('td', {}, f.stream), el('td', { class: 'label' }, d.label),
         el('td', { class: 'num' }, d.score.toFixed(2)), el('td', {}, d.box.map((v) => Math.round(v)).join(' '))))));
     if (!state.live && result.frames.length) {
-      // In history, the newest frame of the range; live, the newest frame received.
+      // In history, the newest frame of the range (its picture follows); live, the newest
+      // frame received.
       const f = result.frames[0];
       state.frame = { stream: f.stream, ts: f.ts, frame: f.frame, detections: f.detections };
+      showImage({ ...state.frame, image: true });
     }
     drawFrame(camera, state.frame, matches);
   }
@@ -519,8 +572,7 @@ function deviceView(root, device) {
       dirtyValues = true;
     }
     if (event.frame && state.live) {
-      state.frame = { stream: event.stream, ts: event.ts, frame: event.frame, detections: event.detections || [] };
-      state.frameDirty = true;
+      showFrame({ stream: event.stream, ts: event.ts, frame: event.frame, detections: event.detections || [], image: !!event.image });
     }
   };
   listeners.add(onEvent);
