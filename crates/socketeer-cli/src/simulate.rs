@@ -20,8 +20,6 @@ const OBJECTS: &[(&str, f64)] = &[("person", 60.0), ("forklift", 120.0), ("palle
 const FRAME: (f64, f64) = (640.0, 480.0);
 /// Seconds between camera frames.
 const FRAME_EVERY: f64 = 0.2;
-/// Each object's colour in the picture.
-const COLOURS: &[[u8; 3]] = &[[230, 120, 40], [240, 200, 30], [90, 160, 220]];
 
 /// Runs `socketeer simulate`.
 pub(crate) async fn run(args: SimulateArgs) -> anyhow::Result<i32> {
@@ -270,7 +268,7 @@ impl World {
                             "box": bbox })
                 })
                 .collect();
-            let jpeg = picture(&boxes, self.t);
+            let jpeg = socketeer_scene::jpeg(&boxes);
             self.line(
                 json!({ "stream": "camera", "ts": ts,
                         "frame": { "w": FRAME.0 as u32, "h": FRAME.1 as u32 },
@@ -282,49 +280,6 @@ impl World {
         }
         out
     }
-}
-
-/// The camera's picture: a wall and a floor, and each object as a box of its colour (with a
-/// darker rim) exactly where its detection box says, as a 640×480 JPEG.
-fn picture(boxes: &[(usize, [f64; 4])], t: f64) -> Vec<u8> {
-    let (w, h) = (FRAME.0 as usize, FRAME.1 as usize);
-    let mut rgb = vec![0u8; w * h * 3];
-    // The wall's light drifts a little, so consecutive frames differ everywhere.
-    let light = (t * 0.5).sin() * 10.0;
-    for (y, row) in rgb.chunks_exact_mut(w * 3).enumerate() {
-        let shade = |base: f64| (base + light - y as f64 * 0.05).clamp(0.0, 255.0) as u8;
-        let colour = if y < h * 2 / 5 {
-            [shade(70.0), shade(80.0), shade(95.0)]
-        } else {
-            [shade(55.0), shade(60.0), shade(58.0)]
-        };
-        for pixel in row.chunks_exact_mut(3) {
-            pixel.copy_from_slice(&colour);
-        }
-    }
-    for &(object, [x, y, bw, bh]) in boxes {
-        let colour = COLOURS[object % COLOURS.len()];
-        let rim = colour.map(|c| c / 2);
-        let (x0, y0) = (x.max(0.0) as usize, y.max(0.0) as usize);
-        let (x1, y1) = (((x + bw) as usize).min(w), ((y + bh) as usize).min(h));
-        for yy in y0..y1 {
-            let row = &mut rgb[yy * w * 3..(yy + 1) * w * 3];
-            for xx in x0..x1 {
-                let edge = xx < x0 + 3 || xx + 3 >= x1 || yy < y0 + 3 || yy + 3 >= y1;
-                row[xx * 3..xx * 3 + 3].copy_from_slice(if edge { &rim } else { &colour });
-            }
-        }
-    }
-    let mut jpeg = Vec::with_capacity(32 * 1024);
-    // Encoding into memory cannot fail on well-sized data; an empty frame would be refused by
-    // the hub, never sent wrong.
-    let _ = jpeg_encoder::Encoder::new(&mut jpeg, 80).encode(
-        &rgb,
-        w as u16,
-        h as u16,
-        jpeg_encoder::ColorType::Rgb,
-    );
-    jpeg
 }
 
 #[cfg(test)]
