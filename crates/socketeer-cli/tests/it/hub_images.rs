@@ -491,3 +491,83 @@ fn publish_sends_an_image_file_and_passes_image_headers_through_from_stdin() {
     assert!(err.contains("cannot be told from the next line"), "{err}");
     hub.stop_ok();
 }
+
+#[test]
+fn sigkill_during_frame_ingest_loses_no_acknowledged_image() {
+    let dir = TempDir::new("hub-images-kill");
+    let db = dir.0.join("hub.db").display().to_string();
+    let args = [
+        "hub",
+        "--no-auth",
+        "--listen",
+        "127.0.0.1:0",
+        "--db",
+        &db,
+        "--no-influx",
+        "--no-http",
+    ];
+    let (hub, eps) = crate::support::Proc::serve(&args);
+    let address = crate::support::addr(&eps[0]);
+    let stream = TcpStream::connect(&address).expect("connect");
+    stream.set_read_timeout(Some(DEADLINE)).expect("timeout");
+    // Answers are collected as they come; images are sent until the link breaks.
+    let acked = std::sync::Arc::new(std::sync::Mutex::new(Vec::<u64>::new()));
+    let reader = {
+        let acked = std::sync::Arc::clone(&acked);
+        let stream = stream.try_clone().expect("clone");
+        std::thread::spawn(move || {
+            for line in std::io::BufRead::lines(std::io::BufReader::new(stream)) {
+                let Ok(line) = line else { break };
+                let answer: Value = serde_json::from_str(&line).expect("an answer");
+                acked
+                    .lock()
+                    .expect("lock")
+                    .push(answer["ack"].as_u64().expect("an ack"));
+            }
+        })
+    };
+    let writer = {
+        let mut stream = stream.try_clone().expect("clone");
+        std::thread::spawn(move || {
+            for k in 1..=2000u64 {
+                let image = png(24, 24, [(k % 256) as u8, (k / 256) as u8, 7]);
+                let line = header(
+                    "png",
+                    &image,
+                    json!({"stream":"camera","ts": 1_800_000_000 + k,"seq": k}),
+                );
+                if stream.write_all(line.as_bytes()).is_err() || stream.write_all(&image).is_err() {
+                    break;
+                }
+            }
+        })
+    };
+    wait_until("some images acknowledged", || {
+        acked.lock().expect("lock").len() >= 200
+    });
+    hub.signal("KILL");
+    let _ = hub.wait();
+    let _ = stream.shutdown(std::net::Shutdown::Both);
+    let _ = writer.join();
+    let _ = reader.join();
+    let acked = acked.lock().expect("lock").clone();
+    assert!(acked.len() >= 200);
+    // The hub again on the same database (recovering it), then every acknowledged image read.
+    let (hub, _) = crate::support::Proc::serve(&args);
+    hub.stop_ok();
+    let conn = rusqlite::Connection::open(&db).expect("open");
+    let mut query = conn
+        .prepare("SELECT i.size FROM frames f JOIN images i ON i.frame_id = f.id WHERE f.ts = ?1")
+        .expect("prepare");
+    for seq in &acked {
+        let size: i64 = query
+            .query_row([1_800_000_000 + *seq as i64], |r| r.get(0))
+            .unwrap_or_else(|e| panic!("image {seq} was acknowledged but is not stored: {e}"));
+        let sent = png(24, 24, [(seq % 256) as u8, (seq / 256) as u8, 7]).len() as i64;
+        assert_eq!(size, sent, "image {seq}");
+    }
+    let check: String = conn
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .expect("check");
+    assert_eq!(check, "ok");
+}
