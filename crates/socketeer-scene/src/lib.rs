@@ -11,6 +11,8 @@ pub const HEIGHT: usize = 480;
 const COLOURS: &[[u8; 3]] = &[[230, 120, 40], [240, 200, 30], [90, 160, 220]];
 
 thread_local! {
+    /// The noise generator's state.
+    static NOISE: std::cell::Cell<u64> = const { std::cell::Cell::new(0x9E37_79B9_7F4A_7C15) };
     /// The empty scene, drawn once: a wall and a floor, a little darker towards the bottom.
     static BACKGROUND: Vec<u8> = {
         let (w, h) = (WIDTH, HEIGHT);
@@ -40,6 +42,22 @@ thread_local! {
 pub fn jpeg(boxes: &[(usize, [f64; 4])]) -> Vec<u8> {
     let (w, h) = (WIDTH, HEIGHT);
     let mut rgb = BACKGROUND.with(Clone::clone);
+    // A little sensor noise, different every frame, as a real camera has (and the sizes of
+    // its JPEGs, about 40 KB, with it).
+    let mut seed = NOISE.with(|n| {
+        let next = n
+            .get()
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        n.set(next);
+        next | 1
+    });
+    for byte in &mut rgb {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        *byte = byte.saturating_add((seed % 24) as u8);
+    }
     for &(object, [x, y, bw, bh]) in boxes {
         let colour = COLOURS[object % COLOURS.len()];
         let rim = colour.map(|c| c / 2);
