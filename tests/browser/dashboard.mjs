@@ -95,6 +95,14 @@ try {
     firstTime, { timeout: deadline }).catch(() => fail('the imu plot is not redrawn'));
   const charts = await page.$$eval('canvas.chart', (cs) => cs.map((c) => `${c.dataset.stream}:${c.dataset.points}`));
   console.log(`charts: ${charts.join(' ')}`);
+  // Fields of very different ranges do not flatten each other: the IMU's ax (near 0) and az
+  // (near 9.8) both move visibly, each on its own scale.
+  await page.waitForFunction(() => {
+    const e = JSON.parse(document.querySelector('canvas.chart[data-stream="imu"]').dataset.extents || '{}');
+    return e.ax > 20 && e.az > 20;
+  }, null, { timeout: deadline }).catch(async () => fail(`a field is drawn flat: ${await page.$eval('canvas.chart[data-stream="imu"]', (c) => c.dataset.extents + ' ' + c.dataset.scales)}`));
+  const scales = await page.$eval('canvas.chart[data-stream="imu"]', (c) => c.dataset.scales);
+  console.log(`imu scales: ${scales}`);
   await page.waitForFunction(() => Number(document.querySelector('#camera').dataset.boxes) > 0,
     null, { timeout: deadline }).catch(() => fail('no detection boxes drawn'));
   // A stream robot-1 has never sent: its chart must appear, and the IMU chart stay the same.

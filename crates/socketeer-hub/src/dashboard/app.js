@@ -218,13 +218,29 @@ class Chart {
     g.setTransform(ratio, 0, 0, ratio, 0, 0);
     g.clearRect(0, 0, w, h);
     const [t0, t1] = this.range;
-    let lo = Infinity, hi = -Infinity;
-    for (const series of this.data.values()) {
+    // Each field's range in view; fields of like ranges share a scale, others get their own
+    // (an IMU's az near 9.8 beside ax near 0.1, a battery's percent beside its volts): no
+    // field is drawn flatter than a quarter of the plot by another's range.
+    const ranges = new Map();
+    for (const [field, series] of this.data) {
+      let lo = Infinity, hi = -Infinity;
       for (const p of series) {
         if (p[0] < t0 || p[0] > t1) continue;
         if (p[2] < lo) lo = p[2];
         if (p[3] > hi) hi = p[3];
       }
+      if (Number.isFinite(lo)) ranges.set(field, [lo, hi]);
+    }
+    const scales = [];
+    const spanOf = (lo, hi) => Math.max(hi - lo, Math.abs(hi) * 1e-6, 1e-9);
+    for (const field of [...ranges.keys()].sort((a, b) => spanOf(...ranges.get(a)) - spanOf(...ranges.get(b)))) {
+      const [flo, fhi] = ranges.get(field);
+      const scale = scales.find((sc) => {
+        const span = Math.max(sc.hi, fhi) - Math.min(sc.lo, flo);
+        return span <= 4 * spanOf(flo, fhi) && span <= 4 * spanOf(sc.lo, sc.hi);
+      });
+      if (scale) { scale.lo = Math.min(scale.lo, flo); scale.hi = Math.max(scale.hi, fhi); scale.fields.push(field); }
+      else scales.push({ lo: flo, hi: fhi, fields: [field] });
     }
     const pad = { l: 56, r: 8, t: 6, b: 18 };
     g.font = '11px system-ui, sans-serif';
@@ -235,18 +251,25 @@ class Chart {
     g.fillText(clock(t0, t1 - t0), pad.l, h - 4);
     const right = clock(t1, t1 - t0);
     g.fillText(right, w - pad.r - g.measureText(right).width, h - 4);
-    if (!Number.isFinite(lo)) {
+    if (!scales.length) {
       g.fillText('no data in this range', pad.l + 8, pad.t + 16);
       this.points = 0;
       return;
     }
-    if (hi === lo) { hi += 1; lo -= 1; }
-    const span = hi - lo;
-    hi += span * 0.05; lo -= span * 0.05;
-    g.fillText(number(hi), 4, pad.t + 10);
-    g.fillText(number(lo), 4, h - pad.b);
+    const scaleOf = new Map();
+    scales.forEach((sc, i) => {
+      if (sc.hi === sc.lo) { sc.hi += 1; sc.lo -= 1; }
+      const span = sc.hi - sc.lo;
+      sc.hi += span * 0.05; sc.lo -= span * 0.05;
+      for (const field of sc.fields) scaleOf.set(field, sc);
+      // Each scale's ends in the colour of its first field (one scale: the axis's grey).
+      g.fillStyle = scales.length > 1 ? COLORS[this.fields.indexOf(sc.fields[0]) % COLORS.length] : '#8896a4';
+      g.fillText(number(sc.hi), 4, pad.t + 10 + i * 12);
+      g.fillText(number(sc.lo), 4, h - pad.b - i * 12);
+    });
     const X = (t) => pad.l + ((t - t0) / (t1 - t0)) * (w - pad.l - pad.r);
-    const Y = (v) => pad.t + (1 - (v - lo) / (hi - lo)) * (h - pad.t - pad.b);
+    let Y = null;
+    const extents = {};
     g.save();
     g.beginPath();
     g.rect(pad.l, pad.t, w - pad.l - pad.r, h - pad.t - pad.b);
@@ -255,6 +278,11 @@ class Chart {
     this.fields.forEach((field, i) => {
       const series = this.data.get(field);
       const color = COLORS[i % COLORS.length];
+      const sc = scaleOf.get(field);
+      if (!sc) return;
+      Y = (v) => pad.t + (1 - (v - sc.lo) / (sc.hi - sc.lo)) * (h - pad.t - pad.b);
+      const [flo, fhi] = ranges.get(field);
+      extents[field] = Math.round(Y(flo) - Y(fhi));
       g.strokeStyle = color;
       g.globalAlpha = 0.25;
       g.beginPath();
@@ -305,6 +333,9 @@ class Chart {
     }
     this.points = drawn;
     c.dataset.points = drawn;
+    // How tall each field's trace is, in pixels, and which fields share a scale (for tests).
+    c.dataset.extents = JSON.stringify(extents);
+    c.dataset.scales = JSON.stringify(scales.map((sc) => sc.fields));
   }
 }
 
