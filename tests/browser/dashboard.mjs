@@ -148,6 +148,29 @@ try {
   await page.waitForFunction(() => !document.querySelector('#range').textContent.includes('live'),
     null, { timeout: deadline }).catch(() => fail('dragging across a plot did not zoom into history'));
   console.log(`zoom: ${await page.$eval('#range', (e) => e.textContent)}`);
+  // In history the camera scrubs: over a range of stored frames, a time chosen on its slider
+  // shows the newest frame at or before it, with its picture; play runs the range forward.
+  const stored = (await (await fetch(api('/api/frames?device=robot-1&from=0&to=4000000000'))).json()).frames;
+  if (stored.length < 10) fail(`too few frames stored: ${stored.length}`);
+  await page.$eval('#from', (e, t) => { e.value = localInput(t); }, Math.floor(stored[0].ts));
+  await page.$eval('#to', (e, t) => { e.value = localInput(t); }, Math.ceil(stored[stored.length - 1].ts) + 1);
+  await page.click('button:text-is("show")');
+  await page.waitForSelector('#scrub-bar:not([hidden])', { timeout: deadline })
+    .catch(() => fail('no camera slider in history'));
+  const [lo, hi] = await page.$eval('#scrub', (r) => [Number(r.min), Number(r.max)]);
+  const when = lo + (hi - lo) / 2;
+  const expected = stored.filter((f) => f.ts <= when && f.image).pop();
+  if (!expected) fail(`no frame with a picture before ${when}`);
+  await page.$eval('#scrub', (r, t) => { r.value = t; r.dispatchEvent(new Event('input')); }, when);
+  await page.waitForFunction((ts) => {
+    const c = document.querySelector('#camera');
+    return c.dataset.image === '1' && Number(c.dataset.ts) === ts;
+  }, expected.ts, { timeout: deadline }).catch(async () => fail(`scrubbing to ${when} did not show the frame of ${expected.ts}: ${await page.$eval('#camera', (c) => c.dataset.ts)}`));
+  console.log(`scrub: the frame of ${expected.ts} shown for ${when.toFixed(2)}`);
+  await page.click('#play');
+  await page.waitForFunction((ts) => Number(document.querySelector('#camera').dataset.ts) > ts,
+    expected.ts, { timeout: deadline }).catch(() => fail('play does not move the camera on'));
+  console.log('play: the camera moves on');
   await page.click('button[data-window="60"]');
   await page.waitForFunction(() => document.querySelector('#range').textContent.includes('live'),
     null, { timeout: deadline }).catch(() => fail('Live did not return'));

@@ -422,6 +422,7 @@ function deviceView(root, device) {
   const state = {
     live: true, window: 60, from: 0, to: 0, charts: new Map(), latest: new Map(),
     frame: null, frameDirty: false, label: '', minScore: 0, stopped: false, generation: 0,
+    timeline: [], detectionsAt: new Map(), playing: false,
     reloading: false,
   };
   let dirtyValues = false;
@@ -441,6 +442,20 @@ function deviceView(root, device) {
   const charts = el('div', { class: 'grid', id: 'charts' });
   const values = el('tbody');
   const camera = el('canvas', { class: 'camera', id: 'camera' });
+  const scrub = el('input', { type: 'range', id: 'scrub', step: 0.01 });
+  const scrubTime = el('span', { class: 'range', id: 'scrub-time' });
+  const play = el('button', { id: 'play' }, '▶');
+  const speed = el('select', { id: 'speed' }, ...[1, 4, 16, 64].map((x) => el('option', { value: x }, `${x}×`)));
+  const scrubBar = el('div', { class: 'bar', id: 'scrub-bar', hidden: true }, play, speed, scrub, scrubTime);
+  scrub.addEventListener('input', () => showAt(Number(scrub.value)));
+  play.addEventListener('click', () => {
+    state.playing = !state.playing;
+    play.textContent = state.playing ? '⏸' : '▶';
+    if (state.playing) {
+      if (Number(scrub.value) >= Number(scrub.max)) scrub.value = scrub.min;
+      playStep(null);
+    }
+  });
   const labelInput = el('input', { type: 'text', placeholder: 'label', id: 'label-filter', size: 12 });
   const scoreInput = el('input', { type: 'number', min: 0, max: 1, step: 0.05, value: 0, id: 'score-filter' });
   const list = el('tbody', { id: 'detections' });
@@ -467,7 +482,7 @@ function deviceView(root, device) {
     el('div', { class: 'panel' }, el('h2', {}, device, ' ', status), bar),
     charts,
     el('div', { class: 'columns' },
-      el('div', { class: 'panel' }, el('h3', {}, 'camera'), camera),
+      el('div', { class: 'panel' }, el('h3', {}, 'camera'), camera, scrubBar),
       el('div', { class: 'panel' },
         el('h3', {}, 'detections'),
         el('div', { class: 'bar' }, labelInput, el('span', {}, 'score ≥'), scoreInput),
@@ -490,6 +505,50 @@ function deviceView(root, device) {
     if (!(Number.isFinite(from) && Number.isFinite(to) && from < to)) return;
     state.live = false; state.from = from; state.to = to;
     load();
+  }
+
+  // History's camera: the frame at or before a chosen time, and play/pause at a speed
+  // through the range.
+  async function loadTimeline(from, to) {
+    const [frames, found] = await Promise.all([
+      getJSON('/api/frames', { device, from, to }).catch(() => null),
+      getJSON('/api/detections', { device, from, to, limit: 1000 }).catch(() => null),
+    ]);
+    state.timeline = frames ? frames.frames : [];
+    state.detectionsAt = new Map((found ? found.frames : []).map((f) => [`${f.stream}\u0000${f.ts}`, f.detections]));
+    scrub.min = from; scrub.max = to; scrub.value = to;
+    scrubBar.hidden = state.timeline.length === 0;
+    showAt(to);
+  }
+
+  function showAt(t) {
+    const list = state.timeline;
+    let lo = 0, hi = list.length - 1, at = -1;
+    while (lo <= hi) {
+      const mid = (lo + hi) >> 1;
+      if (list[mid].ts <= t) { at = mid; lo = mid + 1; } else hi = mid - 1;
+    }
+    scrubTime.textContent = clock(t, 0);
+    if (at < 0) return;
+    const f = list[at];
+    const frame = {
+      stream: f.stream, ts: f.ts, frame: { w: f.w, h: f.h },
+      detections: state.detectionsAt.get(`${f.stream}\u0000${f.ts}`) || [], image: !!f.image,
+    };
+    if (frame.image) showImage(frame);
+    else { state.frame = frame; drawFrame(camera, frame, matches); }
+  }
+
+  function playStep(last) {
+    if (!state.playing || state.live || state.stopped) return;
+    requestAnimationFrame((now) => {
+      const dt = last === null ? 0 : (now - last) / 1000;
+      const t = Math.min(Number(scrub.value) + dt * Number(speed.value), Number(scrub.max));
+      scrub.value = t;
+      showAt(t);
+      if (t >= Number(scrub.max)) { state.playing = false; play.textContent = '▶'; return; }
+      playStep(now);
+    });
   }
 
   async function load() {
@@ -525,6 +584,8 @@ function deviceView(root, device) {
     charts.replaceChildren(...[...built.values()].map((c) => c.node));
     for (const c of built.values()) c.draw();
     await loadDetections();
+    if (state.live) { scrubBar.hidden = true; state.playing = false; play.textContent = '▶'; }
+    else await loadTimeline(from, to);
   }
 
   // One chart with its stored history for [from, to].
