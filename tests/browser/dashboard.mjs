@@ -155,10 +155,15 @@ try {
   await page.$eval('#from', (e, t) => { e.value = localInput(t); }, Math.floor(stored[0].ts));
   await page.$eval('#to', (e, t) => { e.value = localInput(t); }, Math.ceil(stored[stored.length - 1].ts) + 1);
   await page.click('button:text-is("show")');
-  await page.waitForSelector('#scrub-bar:not([hidden])', { timeout: deadline })
-    .catch(() => fail('no camera slider in history'));
-  const [lo, hi] = await page.$eval('#scrub', (r) => [Number(r.min), Number(r.max)]);
-  const when = lo + (hi - lo) / 2;
+  // (The zoom above may have shown a slider already: wait for this range's.)
+  const [first, last] = [stored[0].ts, stored[stored.length - 1].ts];
+  await page.waitForFunction(([a, b]) => {
+    const bar = document.querySelector('#scrub-bar');
+    const r = document.querySelector('#scrub');
+    return !bar.hidden && Number(r.min) <= a && Number(r.max) >= b;
+  }, [first, last], { timeout: deadline }).catch(() => fail('no camera slider over the range shown'));
+  // Between stored frames (every frame up to it is known), not after the last.
+  const when = first + (last - first) / 2;
   const expected = stored.filter((f) => f.ts <= when && f.image).pop();
   if (!expected) fail(`no frame with a picture before ${when}`);
   await page.$eval('#scrub', (r, t) => { r.value = t; r.dispatchEvent(new Event('input')); }, when);
