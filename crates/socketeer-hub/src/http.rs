@@ -794,6 +794,30 @@ async fn live(
         .into_response()
 }
 
+/// `None` when this hub takes HTTP ingest: with a token (checked before), or with
+/// `--http-ingest-no-auth`; else the 403 that says how to allow it.
+fn ingest_refused(api: &Api) -> Option<Response> {
+    (api.token.is_none() && !api.ingest_no_auth).then(|| {
+        bad(
+            StatusCode::FORBIDDEN,
+            "HTTP ingest needs a token: start the hub with --http-token, or with \
+             --http-ingest-no-auth to let any program that reaches this port write as any device",
+        )
+    })
+}
+
+/// The session an ingest request names (the rule of a `{"session":..}` line: 1-64 of
+/// `A-Z a-z 0-9 _ . -`; none is the empty session), once its device name is checked; else 400.
+fn sender(device: &str, session: Option<String>) -> Result<String, Fail> {
+    if !socketeer::keys::valid_device_name(device) {
+        return Err(Fail(StatusCode::BAD_REQUEST, "bad device name".into()));
+    }
+    match session.map(|s| crate::record::session_id(&s)).transpose() {
+        Ok(session) => Ok(session.unwrap_or_default()),
+        Err(refusal) => Err(Fail(StatusCode::BAD_REQUEST, refusal.why)),
+    }
+}
+
 #[derive(Deserialize)]
 struct IngestQuery {
     device: String,
@@ -812,12 +836,8 @@ async fn ingest(
     headers: HeaderMap,
     body: axum::body::Body,
 ) -> Response {
-    if api.token.is_none() && !api.ingest_no_auth {
-        return bad(
-            StatusCode::FORBIDDEN,
-            "HTTP ingest needs a token: start the hub with --http-token, or with \
-             --http-ingest-no-auth to let any program that reaches this port write as any device",
-        );
+    if let Some(refused) = ingest_refused(&api) {
+        return refused;
     }
     // A form (which any web page can make a browser send) cannot have this type.
     let json = headers
@@ -840,13 +860,9 @@ async fn ingest(
             "send the body as Content-Type: application/x-ndjson (JSON lines)",
         );
     }
-    if !socketeer::keys::valid_device_name(&q.device) {
-        return bad(StatusCode::BAD_REQUEST, "bad device name");
-    }
-    // The session obeys the rule of a `{"session":..}` line (1-64 of A-Z a-z 0-9 _ . -).
-    let session = match q.session.map(|s| crate::record::session_id(&s)).transpose() {
-        Ok(session) => session.unwrap_or_default(),
-        Err(refusal) => return bad(StatusCode::BAD_REQUEST, refusal.why),
+    let session = match sender(&q.device, q.session) {
+        Ok(session) => session,
+        Err(fail) => return fail.into_response(),
     };
     let declared = headers
         .get(header::CONTENT_LENGTH)
@@ -990,12 +1006,8 @@ async fn ingest_image(
     headers: HeaderMap,
     body: axum::body::Body,
 ) -> Response {
-    if api.token.is_none() && !api.ingest_no_auth {
-        return bad(
-            StatusCode::FORBIDDEN,
-            "HTTP ingest needs a token: start the hub with --http-token, or with \
-             --http-ingest-no-auth to let any program that reaches this port write as any device",
-        );
+    if let Some(refused) = ingest_refused(&api) {
+        return refused;
     }
     // A form (which any web page can make a browser send) cannot have these types.
     let Some(format) = headers
@@ -1008,12 +1020,9 @@ async fn ingest_image(
             "send the image as the body, with Content-Type: image/jpeg or image/png",
         );
     };
-    if !socketeer::keys::valid_device_name(&q.device) {
-        return bad(StatusCode::BAD_REQUEST, "bad device name");
-    }
-    let session = match q.session.map(|s| crate::record::session_id(&s)).transpose() {
-        Ok(session) => session.unwrap_or_default(),
-        Err(refusal) => return bad(StatusCode::BAD_REQUEST, refusal.why),
+    let session = match sender(&q.device, q.session) {
+        Ok(session) => session,
+        Err(fail) => return fail.into_response(),
     };
     let max = api.ingest.max_image;
     let declared = headers
