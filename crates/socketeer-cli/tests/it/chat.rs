@@ -332,6 +332,12 @@ fn clients_resetting_mid_broadcast_do_not_disturb_the_rest() {
             format!("talker: {k}\n")
         );
     }
+    // Each reset is noticed in its own time: wait for the ten departures, then ask.
+    let mut left = std::collections::BTreeSet::new();
+    while left.len() < 10 {
+        let line = talker.until(|l| l.ends_with(" left\n"));
+        left.insert(line);
+    }
     talker.say("/who");
     assert_eq!(
         talker.until(|l| l.contains("here:")),
