@@ -571,3 +571,58 @@ fn sigkill_during_frame_ingest_loses_no_acknowledged_image() {
         .expect("check");
     assert_eq!(check, "ok");
 }
+
+/// The hub's resident memory, in KiB (Linux).
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .expect("VmRSS")
+}
+
+#[test]
+fn a_viewer_that_never_reads_neither_slows_frame_ingest_nor_holds_frames() {
+    let dir = TempDir::new("hub-images-viewer");
+    let (hub, ingest, web, _db) = start_hub_http(
+        &dir,
+        &["--no-auth", "--http-timeout", "600", "--image-budget", "0"],
+    );
+    // A live viewer with a tiny receive buffer that never reads.
+    let socket =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    socket.set_recv_buffer_size(4096).expect("rcvbuf");
+    let target: std::net::SocketAddr = web.parse().expect("address");
+    socket.connect(&target.into()).expect("connect");
+    let mut viewer: TcpStream = socket.into();
+    viewer
+        .write_all(format!("GET /api/live HTTP/1.1\r\nHost: {web}\r\n\r\n").as_bytes())
+        .expect("subscribe");
+    wait_until("the viewer counted", || {
+        crate::hub::get_metric(&web, "socketeer_hub_live_viewers") == 1
+    });
+    // 400 frames of 64 KiB each (25 MiB in all), each acknowledged after commit while the
+    // viewer stalls. Its queue holds the frames' events (detections, size), never their bytes.
+    let image = {
+        let mut png = png(128, 128, [1, 2, 3]);
+        png.resize(64 * 1024, 0); // bytes after IEND: still a PNG to the hub
+        png
+    };
+    let before = rss_kib(hub.pid());
+    let mut robot = Client::connect(&ingest);
+    for k in 0..400u32 {
+        robot.send(&header("png", &image, json!({"stream":"camera","seq": k})));
+        robot.writer_bytes(&image);
+        assert_eq!(robot.answer(), json!({"ack": k}));
+    }
+    let grown = rss_kib(hub.pid()).saturating_sub(before);
+    assert!(
+        grown < 20 * 1024,
+        "25 MiB of frames went by a stalled viewer; the hub grew {grown} KiB"
+    );
+    drop(robot);
+    drop(viewer);
+    hub.stop_ok();
+}
