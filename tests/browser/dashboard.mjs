@@ -231,7 +231,11 @@ try {
   console.log('cross-site: a drive-by POST from another page wrote nothing');
 
   // 6. Latency: hub receive → browser, on a device view with its plots live.
-  await page.evaluate(() => { location.hash = '#/d/robot-2'; window.socketeerLatency.length = 0; });
+  await page.evaluate(() => {
+    location.hash = '#/d/robot-2';
+    window.socketeerLatency.length = 0;
+    window.socketeerFrameLatency.length = 0;
+  });
   await page.waitForSelector('canvas.chart[data-stream="imu"][data-points]', { timeout: deadline });
   // Frames the page paints meanwhile, and the longest gap between two: smoothness.
   await page.evaluate(() => {
@@ -248,6 +252,12 @@ try {
   console.log(`FIGURE dashboard_latency_p50=${pct(0.5)} ms`);
   console.log(`FIGURE dashboard_latency_p99=${pct(0.99)} ms`);
   console.log(`FIGURE dashboard_latency_max=${lat[lat.length - 1].toFixed(1)} ms`);
+  // Camera pictures: hub receive → drawn (fetched by the page, the newest only, as they come).
+  const flat = (await page.evaluate(() => window.socketeerFrameLatency)).map((s) => s * 1000).sort((a, b) => a - b);
+  if (!flat.length) fail(`no live camera picture drawn in ${latencySecs} s`);
+  const fpct = (p) => flat[Math.min(flat.length - 1, Math.floor(flat.length * p))].toFixed(1);
+  console.log(`FIGURE dashboard_pictures=${flat.length} in ${latencySecs} s (one robot's camera at 5 frames/s)`);
+  console.log(`FIGURE dashboard_picture_latency_p50=${fpct(0.5)} ms p99=${fpct(0.99)} ms`);
   console.log(`FIGURE dashboard_fps=${(frames.count / latencySecs).toFixed(1)} (longest frame ${frames.worst.toFixed(1)} ms)`);
   if (errors.length) fail(`page errors: ${errors.join('; ')}`);
   console.log('dashboard test: ok');

@@ -11,6 +11,8 @@ const byName = new Intl.Collator(undefined, { numeric: true });
 
 // Hub-receive → browser latency of every live event (seconds), for the browser test.
 window.socketeerLatency = [];
+// Hub-receive → camera picture drawn (seconds), live frames only, for the browser test.
+window.socketeerFrameLatency = [];
 
 // ---- helpers ----------------------------------------------------------------------------
 
@@ -472,6 +474,9 @@ function deviceView(root, device) {
     if (state.stopped || (state.live && state.frame && state.frame.ts > frame.ts)) return;
     state.frame = frame;
     state.frameDirty = true;
+    if (state.live && frame.recv_ts && window.socketeerFrameLatency.length < MAX_LATENCIES) {
+      window.socketeerFrameLatency.push(Date.now() / 1000 - frame.recv_ts);
+    }
     if (!state.live) drawFrame(camera, state.frame, matches);
   });
   const showFrame = (frame) => {
@@ -664,7 +669,7 @@ function deviceView(root, device) {
       dirtyValues = true;
     }
     if (event.frame && state.live) {
-      showFrame({ stream: event.stream, ts: event.ts, frame: event.frame, detections: event.detections || [], image: !!event.image });
+      showFrame({ stream: event.stream, ts: event.ts, recv_ts: event.recv_ts, frame: event.frame, detections: event.detections || [], image: !!event.image });
     }
   };
   listeners.add(onEvent);
