@@ -490,10 +490,13 @@ pub(crate) struct SimulateArgs {
     /// How many robots.
     #[arg(long, value_name = "N", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub(crate) devices: u32,
-    /// IMU readings per second per robot (battery and temperature come once a second, camera
-    /// frames at most ten times a second).
+    /// IMU readings per second per robot (battery and temperature come once a second).
     #[arg(long, value_name = "HZ", default_value_t = 10.0)]
     pub(crate) rate: f64,
+    /// Camera frames (640x480 JPEGs with their detections) per second per robot, at most one
+    /// per IMU reading.
+    #[arg(long, value_name = "FPS", default_value_t = 5.0, value_parser = parse_fps)]
+    pub(crate) camera_fps: f64,
     /// Robot names are PREFIX-1, PREFIX-2, ...
     #[arg(long, value_name = "PREFIX", default_value = "robot")]
     pub(crate) prefix: String,
@@ -612,6 +615,9 @@ pub(crate) struct HubArgs {
     /// Their IMU rate, per second.
     #[arg(long, value_name = "HZ", default_value_t = 20.0, requires = "demo")]
     pub(crate) demo_rate: f64,
+    /// Their cameras' frames per second.
+    #[arg(long, value_name = "FPS", default_value_t = 5.0, requires = "demo", value_parser = parse_fps)]
+    pub(crate) demo_camera_fps: f64,
     /// full: a record is on disk before it is acknowledged; normal: survives the hub crashing,
     /// not the machine losing power.
     #[arg(long, value_name = "MODE", value_enum, default_value = "full")]
@@ -645,6 +651,14 @@ pub(crate) struct HubArgs {
     /// detections untouched); 0 for no budget.
     #[arg(long, value_name = "SIZE", default_value = "1GiB", value_parser = parse_size)]
     pub(crate) image_budget: u64,
+}
+
+/// Camera frames per second: above 0, at most 60.
+fn parse_fps(text: &str) -> Result<f64, String> {
+    text.parse::<f64>()
+        .ok()
+        .filter(|f| *f > 0.0 && *f <= 60.0)
+        .ok_or_else(|| format!("\"{text}\": frames per second above 0, at most 60"))
 }
 
 /// `--max-image`: 1 byte to 16 MiB (a quarter of the writer's queue).

@@ -185,7 +185,12 @@ async fn serve_all(
             .iter()
             .find(|ep| ep.is_stream())
             .context("hub: --demo needs a stream ingest endpoint")?;
-        let mut fleet = crate::simulate::demo_fleet(robots_to, args.demo_robots, args.demo_rate);
+        let mut fleet = crate::simulate::demo_fleet(
+            robots_to,
+            args.demo_robots,
+            args.demo_rate,
+            args.demo_camera_fps,
+        );
         let shutdown = runner.shutdown().clone();
         runner.spawn(async move {
             shutdown.triggered().await;

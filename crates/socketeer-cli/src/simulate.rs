@@ -1,5 +1,5 @@
 //! `socketeer simulate`: robots that stream to a hub — an IMU at `--rate`, battery and
-//! temperature once a second, and a camera (at most 5 frames/s) sending real 640×480 JPEG
+//! temperature once a second, and a camera (`--camera-fps`, 5 by default) sending real 640×480 JPEG
 //! pictures of a synthetic scene whose moving objects sit exactly where their detection boxes
 //! say. For demos, dashboards and load tests; each robot reconnects on its
 //! own if the link drops (what was in flight then is not resent: use `publish` for that).
@@ -18,8 +18,6 @@ use crate::guard::client_options;
 /// What the camera sees: labels, and how fast each kind moves (pixels per second).
 const OBJECTS: &[(&str, f64)] = &[("person", 60.0), ("forklift", 120.0), ("pallet", 15.0)];
 const FRAME: (f64, f64) = (640.0, 480.0);
-/// Seconds between camera frames.
-const FRAME_EVERY: f64 = 0.2;
 
 /// Runs `socketeer simulate`.
 pub(crate) async fn run(args: SimulateArgs) -> anyhow::Result<i32> {
@@ -49,6 +47,7 @@ pub(crate) async fn run(args: SimulateArgs) -> anyhow::Result<i32> {
             name,
             guard.key_file.is_none(),
             args.rate,
+            args.camera_fps,
             n,
         ));
     }
@@ -77,6 +76,7 @@ pub(crate) fn demo_fleet(
     endpoint: &Endpoint,
     count: u32,
     rate: f64,
+    camera_fps: f64,
 ) -> JoinSet<anyhow::Result<()>> {
     let mut robots = JoinSet::new();
     for n in 1..=count {
@@ -86,6 +86,7 @@ pub(crate) fn demo_fleet(
             format!("robot-{n}"),
             true,
             rate,
+            camera_fps,
             n,
         ));
     }
@@ -99,9 +100,10 @@ async fn robot(
     name: String,
     name_itself: bool,
     rate: f64,
+    camera_fps: f64,
     n: u32,
 ) -> anyhow::Result<()> {
-    let mut world = World::new(n);
+    let mut world = World::new(n, 1.0 / camera_fps);
     let session = format!("sim-{}", std::process::id());
     loop {
         match client::connect_with(&endpoint, &options).await {
@@ -159,18 +161,21 @@ struct World {
     battery: f64,
     since_slow: f64,
     since_frame: f64,
+    /// Seconds between camera frames.
+    frame_every: f64,
     boxes: Vec<(usize, f64, f64, f64, f64)>, // (object, x, y, dx, dy)
 }
 
 impl World {
-    fn new(n: u32) -> World {
+    fn new(n: u32, frame_every: f64) -> World {
         let mut world = World {
             seed: u64::from(n).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1,
             t: 0.0,
             seq: 0,
             battery: 100.0 - f64::from(n % 7) * 5.0,
             since_slow: 1.0,
-            since_frame: 1.0,
+            since_frame: frame_every,
+            frame_every,
             boxes: Vec::new(),
         };
         for i in 0..(1 + n as usize % 3) {
@@ -233,25 +238,32 @@ impl World {
                 &mut out,
             );
         }
-        self.since_frame += dt;
-        if self.since_frame >= FRAME_EVERY {
-            let elapsed = self.since_frame;
-            self.since_frame = 0.0;
-            let mut detections = Vec::new();
-            for b in &mut self.boxes {
-                let (w, h) = (80.0 + b.0 as f64 * 30.0, 120.0 - b.0 as f64 * 20.0);
-                b.1 += b.3 * elapsed;
-                b.2 += b.4 * elapsed;
-                if b.1 < 0.0 || b.1 + w > FRAME.0 {
-                    b.3 = -b.3;
-                    b.1 = b.1.clamp(0.0, FRAME.0 - w);
-                }
-                if b.2 < 0.0 || b.2 + h > FRAME.1 {
-                    b.4 = -b.4;
-                    b.2 = b.2.clamp(0.0, FRAME.1 - h);
-                }
-                detections.push((OBJECTS[b.0].0, b.1, b.2, w, h));
+        // The objects move all the time; the camera samples them at its own pace (the
+        // remainder carried over, so 15 frames/s on 50 Hz ticks is 15, not 12.5).
+        for b in &mut self.boxes {
+            let (w, h) = (80.0 + b.0 as f64 * 30.0, 120.0 - b.0 as f64 * 20.0);
+            b.1 += b.3 * dt;
+            b.2 += b.4 * dt;
+            if b.1 < 0.0 || b.1 + w > FRAME.0 {
+                b.3 = -b.3;
+                b.1 = b.1.clamp(0.0, FRAME.0 - w);
             }
+            if b.2 < 0.0 || b.2 + h > FRAME.1 {
+                b.4 = -b.4;
+                b.2 = b.2.clamp(0.0, FRAME.1 - h);
+            }
+        }
+        self.since_frame += dt;
+        if self.since_frame >= self.frame_every {
+            self.since_frame = (self.since_frame - self.frame_every).min(self.frame_every);
+            let detections: Vec<(&str, f64, f64, f64, f64)> = self
+                .boxes
+                .iter()
+                .map(|b| {
+                    let (w, h) = (80.0 + b.0 as f64 * 30.0, 120.0 - b.0 as f64 * 20.0);
+                    (OBJECTS[b.0].0, b.1, b.2, w, h)
+                })
+                .collect();
             // Boxes as sent (whole pixels), and the picture drawn from exactly those.
             let boxes: Vec<(usize, [f64; 4])> = self
                 .boxes
@@ -289,7 +301,7 @@ mod tests {
 
     #[test]
     fn every_simulated_line_is_one_the_hub_accepts() {
-        let mut world = World::new(3);
+        let mut world = World::new(3, 0.2);
         let mut kinds = std::collections::BTreeSet::new();
         for _ in 0..200 {
             let bytes = world.step(0.02);
