@@ -259,28 +259,12 @@ pub fn parse_line(text: &str) -> Result<Line, Refusal> {
             ));
         }
     };
-    if let Some((format, len)) = image {
-        let record = Record {
-            stream,
-            ts,
-            values,
-            texts,
-            frame,
-            seq,
-            session,
-        };
-        return Ok(Line::Image {
-            record,
-            format,
-            len,
-        });
-    }
-    if values.is_empty() && texts.is_empty() && frame.is_none() {
+    if image.is_none() && values.is_empty() && texts.is_empty() && frame.is_none() {
         return Err(value_error(
             "a record needs \"values\" or \"frame\" with \"detections\"",
         ));
     }
-    Ok(Line::Record(Record {
+    let record = Record {
         stream,
         ts,
         values,
@@ -288,7 +272,15 @@ pub fn parse_line(text: &str) -> Result<Line, Refusal> {
         frame,
         seq,
         session,
-    }))
+    };
+    Ok(match image {
+        Some((format, len)) => Line::Image {
+            record,
+            format,
+            len,
+        },
+        None => Line::Record(record),
+    })
 }
 
 /// Numbers and text states, by field name.

@@ -747,6 +747,23 @@ pub fn start_hub_http(dir: &TempDir, extra: &[&str]) -> (Proc, String, String, S
     (hub, ingest, web, db)
 }
 
+/// A live viewer with a tiny receive buffer that never reads, once the hub counts it.
+pub fn stalled_viewer(web: &str) -> TcpStream {
+    let socket =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    socket.set_recv_buffer_size(4096).expect("rcvbuf");
+    let target: std::net::SocketAddr = web.parse().expect("address");
+    socket.connect(&target.into()).expect("connect");
+    let mut viewer: TcpStream = socket.into();
+    viewer
+        .write_all(format!("GET /api/live HTTP/1.1\r\nHost: {web}\r\n\r\n").as_bytes())
+        .expect("subscribe");
+    crate::support::wait_until("the viewer counted", || {
+        get_metric(web, "socketeer_hub_live_viewers") == 1
+    });
+    viewer
+}
+
 /// Subscribes to `/api/live` (`query` after the path, e.g. `?device=D`), and waits until the
 /// hub counts the viewer, so it sees every record committed from then on.
 pub fn live_viewer(web: &str, query: &str) -> BufReader<TcpStream> {
@@ -1093,19 +1110,7 @@ fn a_viewer_that_stops_reading_is_dropped_and_ingest_goes_on() {
     let dir = TempDir::new("hub-slow-viewer");
     // Deadlines far off: the viewer's connection must go because it was dropped.
     let (hub, ingest, web, _db) = start_hub_http(&dir, &["--no-auth", "--http-timeout", "600"]);
-    // A viewer with a tiny receive buffer that never reads.
-    let socket =
-        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
-    socket.set_recv_buffer_size(4096).expect("rcvbuf");
-    let target: std::net::SocketAddr = web.parse().expect("address");
-    socket.connect(&target.into()).expect("connect");
-    let mut viewer: TcpStream = socket.into();
-    viewer
-        .write_all(format!("GET /api/live HTTP/1.1\r\nHost: {web}\r\n\r\n").as_bytes())
-        .expect("subscribe");
-    crate::support::wait_until("the viewer counted", || {
-        get_metric(&web, "socketeer_hub_live_viewers") == 1
-    });
+    let _viewer = stalled_viewer(&web);
     let input = numbered_input(&dir, "flood", 30_000);
     let (status, _, err) = run(&["publish", &ingest, "--file", &input], b"");
     assert!(

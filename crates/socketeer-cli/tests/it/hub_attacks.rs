@@ -99,7 +99,7 @@ fn half_sent(web: &str) -> TcpStream {
 }
 
 /// Reads until the hub closes the connection; the error if it never does.
-fn read_until_closed(stream: &mut TcpStream) -> std::io::Result<Vec<u8>> {
+pub fn read_until_closed(stream: &mut TcpStream) -> std::io::Result<Vec<u8>> {
     let mut seen = Vec::new();
     match stream.read_to_end(&mut seen) {
         Ok(_) => Ok(seen),

@@ -8,6 +8,7 @@ use std::net::TcpStream;
 use serde_json::{Value, json};
 
 use crate::hub::{Client, get_json, http, start_hub_http};
+use crate::hub_attacks::read_until_closed;
 use crate::support::{DEADLINE, TempDir, wait_until};
 
 /// A real PNG of `w` x `h` pixels of one colour (stored deflate blocks: valid, uncompressed).
@@ -114,14 +115,6 @@ fn http_bytes(
         .and_then(|s| s.parse().ok())
         .expect("status");
     (status, head, response[at + 4..].to_vec())
-}
-
-/// The answer after a connection's last bytes: the line, then the end of the connection.
-fn read_until_closed(mut stream: TcpStream) -> String {
-    stream.set_read_timeout(Some(DEADLINE)).expect("timeout");
-    let mut text = String::new();
-    let _ = stream.read_to_string(&mut text);
-    text
 }
 
 #[test]
@@ -269,11 +262,13 @@ fn bad_image_input_is_refused_and_never_buffered_past_the_cap() {
         json!({"format":"png","bytes": "many"}),
     ] {
         let mut stream = TcpStream::connect(&ingest).expect("connect");
+        stream.set_read_timeout(Some(DEADLINE)).expect("timeout");
         let line = format!("{}\n", json!({"stream":"camera","seq":9,"image": bad}));
         stream.write_all(line.as_bytes()).expect("send");
         // Bytes keep coming: the hub does not read them, it closes.
         let _ = stream.write_all(&[0u8; 4096]);
-        let answer = read_until_closed(stream);
+        let answer =
+            String::from_utf8(read_until_closed(&mut stream).expect("read")).expect("text");
         assert!(answer.contains("\"line\":1"), "{bad}: {answer:?}");
         assert_eq!(
             answer.matches('\n').count(),
@@ -289,9 +284,10 @@ fn bad_image_input_is_refused_and_never_buffered_past_the_cap() {
     stream
         .shutdown(std::net::Shutdown::Write)
         .expect("half close");
-    assert_eq!(
-        read_until_closed(stream),
-        "",
+    stream.set_read_timeout(Some(DEADLINE)).expect("timeout");
+    let answer = read_until_closed(&mut stream).expect("read");
+    assert!(
+        answer.is_empty(),
         "no answer for an image that never arrived"
     );
     let frames = get_json(&web, "/api/frames?device=unnamed&from=0");
@@ -590,19 +586,7 @@ fn a_viewer_that_never_reads_neither_slows_frame_ingest_nor_holds_frames() {
         &dir,
         &["--no-auth", "--http-timeout", "600", "--image-budget", "0"],
     );
-    // A live viewer with a tiny receive buffer that never reads.
-    let socket =
-        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
-    socket.set_recv_buffer_size(4096).expect("rcvbuf");
-    let target: std::net::SocketAddr = web.parse().expect("address");
-    socket.connect(&target.into()).expect("connect");
-    let mut viewer: TcpStream = socket.into();
-    viewer
-        .write_all(format!("GET /api/live HTTP/1.1\r\nHost: {web}\r\n\r\n").as_bytes())
-        .expect("subscribe");
-    wait_until("the viewer counted", || {
-        crate::hub::get_metric(&web, "socketeer_hub_live_viewers") == 1
-    });
+    let viewer = crate::hub::stalled_viewer(&web);
     // 400 frames of 64 KiB each (25 MiB in all), each acknowledged after commit while the
     // viewer stalls. Its queue holds the frames' events (detections, size), never their bytes.
     let image = {

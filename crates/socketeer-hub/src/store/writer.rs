@@ -584,22 +584,13 @@ impl Writer {
             )
             .optional()?;
         let last = last.unwrap_or(i64::MAX);
-        let freed: i64 = self.conn.query_row(
-            "SELECT coalesce(sum(size), 0) FROM images WHERE frame_id <= ?1",
-            params![last],
-            |r| r.get(0),
-        )?;
-        self.conn
-            .execute("DELETE FROM images WHERE frame_id <= ?1", params![last])?;
-        self.image_bytes = self
-            .image_bytes
-            .saturating_sub(u64::try_from(freed).unwrap_or(0));
-        tracing::debug!(freed, "image budget: oldest images deleted");
+        self.delete_images("SELECT frame_id FROM images WHERE frame_id <= ?1", last)?;
+        tracing::debug!(up_to_frame = last, "image budget: oldest images deleted");
         Ok(())
     }
 
     /// Deletes the images of the frames `select` (with `?1` = `at`) finds.
-    fn delete_images(&mut self, select: &str, at: f64) -> rusqlite::Result<()> {
+    fn delete_images(&mut self, select: &str, at: impl rusqlite::ToSql) -> rusqlite::Result<()> {
         let freed: i64 = self.conn.query_row(
             &format!("SELECT coalesce(sum(size), 0) FROM images WHERE frame_id IN ({select})"),
             params![at],
