@@ -17,7 +17,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::broadcast;
+
+use crate::live::{Committed, Lane, StreamKey};
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
 
@@ -53,7 +55,7 @@ const MAX_BODY: usize = 16 * 1024 * 1024;
 pub(crate) struct Api {
     pub(crate) ingest: Arc<Ingest>,
     pub(crate) activity: Arc<crate::store::Activity>,
-    pub(crate) live: broadcast::Sender<Arc<str>>,
+    pub(crate) live: broadcast::Sender<Arc<Committed>>,
     pub(crate) token: Option<String>,
     pub(crate) shutdown: socketeer::Shutdown,
     /// `--allow`/`--deny`, as on every other endpoint of the hub.
@@ -727,8 +729,9 @@ fn csv_rows(out: &mut String, device: &str, rows: &[ExportRow]) {
     }
 }
 
-/// Server-sent events: one `data:` JSON object per committed record. A viewer that falls
-/// behind by more than its queue is dropped (its browser reconnects), never slowing ingest.
+/// Server-sent events: one `data:` JSON object per committed record, through the viewer's own
+/// [`Lane`]: records queue (a viewer further behind than its queue is dropped — its browser
+/// reconnects — never slowing ingest), pictures are latest-only per stream.
 #[derive(Deserialize)]
 struct LiveQuery {
     /// Only this device's records.
@@ -740,55 +743,68 @@ async fn live(
     hangup: Option<axum::Extension<crate::web::Hangup>>,
     Params(q): Params<LiveQuery>,
 ) -> Response {
-    // Events are serde_json objects and device names need no escaping, so the device's key
-    // and value appear exactly so in its events — and nowhere else: a quote inside any
-    // string of an event is escaped.
-    let only = match q.device {
+    let only: Option<Arc<str>> = match q.device {
         Some(device) if !socketeer::keys::valid_device_name(&device) => {
             return bad(StatusCode::BAD_REQUEST, "bad device name");
         }
-        Some(device) => Some(format!("\"device\":\"{device}\"")),
-        None => None,
+        device => device.map(Into::into),
     };
     let mut events = api.live.subscribe();
-    let (tx, rx) = mpsc::channel::<Arc<str>>(VIEWER_QUEUE);
+    let lane: Arc<Lane<StreamKey, Arc<str>>> = Arc::new(Lane::new(VIEWER_QUEUE));
+    // Cancelled when the response stream is dropped: the viewer went.
+    let gone = tokio_util::sync::CancellationToken::new();
     let shutdown = api.shutdown.clone();
     api.ingest.stats.viewers.fetch_add(1, Ordering::Relaxed);
     let ingest = Arc::clone(&api.ingest);
-    tokio::spawn(async move {
-        let mut dropped = false;
-        loop {
-            tokio::select! {
-                () = shutdown.triggered() => break,
-                () = tx.closed() => break,
-                event = events.recv() => match event {
-                    Ok(event) if only.as_ref().is_some_and(|only| !event.contains(only.as_str())) => {}
-                    Ok(event) => {
-                        if tx.try_send(event).is_err() {
+    tokio::spawn({
+        let lane = Arc::clone(&lane);
+        let gone = gone.clone();
+        async move {
+            let mut dropped = false;
+            loop {
+                tokio::select! {
+                    () = shutdown.triggered() => break,
+                    () = gone.cancelled() => break,
+                    event = events.recv() => match event {
+                        Ok(event) if only.as_ref().is_some_and(|only| *only != event.device) => {}
+                        Ok(event) if event.picture => lane.push_latest(
+                            (Arc::clone(&event.device), Arc::clone(&event.stream)),
+                            Arc::clone(&event.json),
+                        ),
+                        Ok(event) => {
+                            if lane.push(Arc::clone(&event.json)).is_err() {
+                                dropped = true;
+                                break;
+                            }
+                        }
+                        Err(broadcast::error::RecvError::Lagged(_)) => {
                             dropped = true;
                             break;
                         }
-                    }
-                    Err(broadcast::error::RecvError::Lagged(_)) => {
-                        dropped = true;
-                        break;
-                    }
-                    Err(broadcast::error::RecvError::Closed) => break,
-                },
+                        Err(broadcast::error::RecvError::Closed) => break,
+                    },
+                }
             }
-        }
-        if dropped {
-            // Not just the end of its stream: the connection goes, with what is queued for it
-            // here and in its socket (its browser reconnects and starts afresh).
-            ingest.stats.viewers_dropped.fetch_add(1, Ordering::Relaxed);
-            if let Some(axum::Extension(hangup)) = hangup {
-                hangup.now();
+            lane.close();
+            if dropped {
+                // Not just the end of its stream: the connection goes, with what is queued for
+                // it here and in its socket (its browser reconnects and starts afresh).
+                ingest.stats.viewers_dropped.fetch_add(1, Ordering::Relaxed);
+                if let Some(axum::Extension(hangup)) = hangup {
+                    hangup.now();
+                }
             }
+            ingest.stats.viewers.fetch_sub(1, Ordering::Relaxed);
         }
-        ingest.stats.viewers.fetch_sub(1, Ordering::Relaxed);
     });
     let stream =
-        ReceiverStream::new(rx).map(|event| Ok::<_, Infallible>(Event::default().data(&*event)));
+        futures_util::stream::unfold((lane, gone.drop_guard()), |(lane, guard)| async move {
+            let event = lane.next().await?;
+            Some((
+                Ok::<_, Infallible>(Event::default().data(&*event)),
+                (lane, guard),
+            ))
+        });
     Sse::new(stream)
         .keep_alive(KeepAlive::default())
         .into_response()

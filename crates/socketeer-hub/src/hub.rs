@@ -36,7 +36,7 @@ const LIVE_CAPACITY: usize = 4096;
 pub struct Hub {
     ingest: Arc<Ingest>,
     activity: Arc<Activity>,
-    live: tokio::sync::broadcast::Sender<Arc<str>>,
+    live: tokio::sync::broadcast::Sender<Arc<crate::live::Committed>>,
     writer: std::thread::JoinHandle<()>,
     config: HubConfig,
 }

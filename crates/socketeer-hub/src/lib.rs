@@ -48,6 +48,7 @@
 //! | `ingest` | the ingest connection: lines in, answers out in order |
 //! | [`influx`] | InfluxDB line protocol in (Telegraf) |
 //! | `store` | the SQLite store: one writer thread, group commit, reads |
+//! | `live` | the live feed: committed records to viewers, pictures latest-only |
 //! | `http`, `web` | the API, dashboard and live feed; the HTTP listener's limits |
 
 pub mod config;
@@ -55,6 +56,7 @@ mod http;
 mod hub;
 pub mod influx;
 mod ingest;
+mod live;
 mod metrics;
 pub mod publisher;
 pub mod record;

@@ -789,7 +789,8 @@ pub fn next_event(viewer: &mut BufReader<TcpStream>) -> Value {
     let mut event = String::new();
     while !event.starts_with("data:") {
         event.clear();
-        viewer.read_line(&mut event).expect("event");
+        let read = viewer.read_line(&mut event).expect("event");
+        assert!(read > 0, "the live feed ended");
     }
     serde_json::from_str(event["data:".len()..].trim()).expect("json")
 }

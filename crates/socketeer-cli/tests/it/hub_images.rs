@@ -610,3 +610,78 @@ fn a_viewer_that_never_reads_neither_slows_frame_ingest_nor_holds_frames() {
     drop(viewer);
     hub.stop_ok();
 }
+
+#[test]
+fn a_viewer_behind_gets_the_newest_picture_not_every_one_and_is_not_dropped_for_them() {
+    let dir = TempDir::new("hub-images-latest");
+    let (hub, ingest, web, _db) = start_hub_http(&dir, &["--no-auth", "--http-timeout", "600"]);
+    let viewer = crate::hub::stalled_viewer(&web);
+    // 4,000 frames (about 8 MB of events: more than the stalled viewer's socket holds, the
+    // kernel's send buffer of 4 MiB at most included, and four times its queue of records)
+    // while it does not read, then three readings.
+    let image = png(24, 24, [9, 9, 9]);
+    let boxes: Vec<Value> = (0..20)
+        .map(|i| {
+            let label = format!("an-object-with-a-long-name-{i}");
+            json!({"label": label, "score": 0.5, "box": [i, i, 4, 4]})
+        })
+        .collect();
+    const FRAMES: u32 = 4000;
+    let mut robot = Client::connect(&ingest);
+    for batch in 0..FRAMES / 500 {
+        for k in batch * 500..(batch + 1) * 500 {
+            let extra = json!({"stream": "camera", "seq": k, "ts": 1_800_000_000 + k,
+                               "detections": boxes});
+            robot.send(&header("png", &image, extra));
+            robot.writer_bytes(&image);
+        }
+        for k in batch * 500..(batch + 1) * 500 {
+            assert_eq!(robot.answer(), json!({"ack": k}));
+        }
+    }
+    for k in 0..3 {
+        let seq = FRAMES + k;
+        robot.send(&format!(
+            "{{\"stream\":\"imu\",\"seq\":{seq},\"ts\":{},\"values\":{{\"ax\":{k}}}}}\n",
+            1_800_000_000 + seq
+        ));
+        assert_eq!(robot.answer(), json!({"ack": seq}));
+    }
+    // Now it reads: pictures never older than one it saw, ending with the newest; the
+    // readings all there; and it was never dropped for the pictures it missed.
+    viewer.set_read_timeout(Some(DEADLINE)).expect("timeout");
+    let mut viewer = std::io::BufReader::new(viewer);
+    let mut head = String::new();
+    while head != "\r\n" {
+        head.clear();
+        std::io::BufRead::read_line(&mut viewer, &mut head).expect("head");
+    }
+    let (mut pictures, mut readings, mut last) = (0u32, 0u32, 0.0f64);
+    while readings < 3 || last < f64::from(1_800_000_000 + FRAMES - 1) {
+        let event = crate::hub::next_event(&mut viewer);
+        let ts = event["ts"].as_f64().expect("ts");
+        if event["stream"] == "camera" {
+            assert!(
+                ts > last,
+                "a picture older than one already shown: {ts} after {last}"
+            );
+            assert_eq!(event["detections"].as_array().map(Vec::len), Some(20));
+            last = ts;
+            pictures += 1;
+        } else {
+            readings += 1;
+        }
+    }
+    eprintln!("pictures seen: {pictures} of {FRAMES}");
+    assert!(
+        pictures < FRAMES,
+        "a stalled viewer was sent every picture ({pictures}); it should see only the newest"
+    );
+    assert_eq!(
+        crate::hub::get_metric(&web, "socketeer_hub_live_viewers_dropped_total"),
+        0
+    );
+    drop(robot);
+    drop(viewer);
+    hub.stop_ok();
+}

@@ -66,7 +66,7 @@ pub(crate) struct StoreConfig {
     /// Most records in one transaction.
     pub(crate) max_batch: usize,
     /// Where committed records are announced (one JSON object each), if anyone listens.
-    pub(crate) live: Option<tokio::sync::broadcast::Sender<Arc<str>>>,
+    pub(crate) live: Option<tokio::sync::broadcast::Sender<Arc<crate::live::Committed>>>,
     /// Counts of committed records by device.
     pub(crate) activity: Arc<Activity>,
     /// How much may wait for the writer.

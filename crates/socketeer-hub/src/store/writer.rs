@@ -10,6 +10,7 @@ use tokio::sync::mpsc;
 use super::checkpoint::Checkpointer;
 use super::queue::{Job, Lanes};
 use super::{BATCH_KIB, Cardinality, Item, Limit, StoreConfig, StoreError, Written, now_secs};
+use crate::live::Committed;
 use crate::record::Record;
 
 /// A fingerprint of what a record says (not of how its JSON was written), so a resend is told
@@ -349,7 +350,7 @@ impl Writer {
         let items = jobs.iter().flat_map(|job| &job.items);
         for (item, outcome) in items.zip(outcomes) {
             if *outcome == Written::New {
-                let _ = live.send(event(item).into());
+                let _ = live.send(Arc::new(committed(item)));
             }
         }
     }
@@ -604,6 +605,20 @@ impl Writer {
             .image_bytes
             .saturating_sub(u64::try_from(freed).unwrap_or(0));
         Ok(())
+    }
+}
+
+/// A committed record as the live feed carries it.
+pub(crate) fn committed(item: &Item) -> Committed {
+    Committed {
+        device: Arc::clone(&item.device),
+        stream: item.record.stream.as_str().into(),
+        picture: item
+            .record
+            .frame
+            .as_ref()
+            .is_some_and(|frame| frame.image.is_some()),
+        json: event(item).into(),
     }
 }
 

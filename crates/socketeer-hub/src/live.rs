@@ -1,0 +1,211 @@
+//! The live feed: what the writer committed, told to every viewer without ever waiting for one.
+//!
+//! The writer sends each committed record once, as a [`Committed`], on a broadcast channel.
+//! Each viewer moves what it wants from there into its own [`Lane`]: records queue (bounded —
+//! a viewer that falls further behind is dropped), pictures do not — a lane holds at most one
+//! pending picture per (device, stream), and a newer picture replaces it where it waits. So a
+//! slow viewer sees fewer pictures, never older ones, and one that stops reading costs at most
+//! its queue of small events and one picture per stream.
+
+use std::collections::{HashMap, VecDeque};
+use std::hash::Hash;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::Notify;
+
+/// One committed record as the live feed carries it.
+#[derive(Debug)]
+pub(crate) struct Committed {
+    pub(crate) device: Arc<str>,
+    pub(crate) stream: Arc<str>,
+    /// Whether it carries a picture: such events go in a viewer's latest-only lane.
+    pub(crate) picture: bool,
+    /// The event as the SSE feed and the dashboard see it (one JSON object).
+    pub(crate) json: Arc<str>,
+}
+
+/// (device, stream): what a latest-only item is the newest of.
+pub(crate) type StreamKey = (Arc<str>, Arc<str>);
+
+/// A viewer fell further behind than its queue: drop it (it reconnects and starts afresh).
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Overflow;
+
+/// One viewer's pending events: a bounded queue in arrival order, in which a latest-only item
+/// holds a place for its key and only the newest item of that key is delivered from it.
+pub(crate) struct Lane<K, T> {
+    state: Mutex<State<K, T>>,
+    ready: Notify,
+}
+
+struct State<K, T> {
+    queue: VecDeque<Slot<K, T>>,
+    /// Queued items that are not latest-only (the bounded part).
+    queued: usize,
+    /// The newest pending latest-only item of each key that has a place in `queue`.
+    latest: HashMap<K, T>,
+    limit: usize,
+    closed: bool,
+}
+
+enum Slot<K, T> {
+    Item(T),
+    Latest(K),
+}
+
+impl<K: Hash + Eq + Clone, T> Lane<K, T> {
+    /// A lane that holds at most `limit` ordinary items (plus one latest-only item per key).
+    pub(crate) fn new(limit: usize) -> Lane<K, T> {
+        Lane {
+            state: Mutex::new(State {
+                queue: VecDeque::new(),
+                queued: 0,
+                latest: HashMap::new(),
+                limit,
+                closed: false,
+            }),
+            ready: Notify::new(),
+        }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State<K, T>> {
+        // Nothing here panics while holding the lock; if something did, the data is still a
+        // consistent queue.
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Queues `item`, or says the viewer is too far behind.
+    pub(crate) fn push(&self, item: T) -> Result<(), Overflow> {
+        let mut state = self.state();
+        if state.queued >= state.limit {
+            return Err(Overflow);
+        }
+        state.queued += 1;
+        state.queue.push_back(Slot::Item(item));
+        drop(state);
+        self.ready.notify_one();
+        Ok(())
+    }
+
+    /// Queues `item` as the newest of `key`: it replaces a pending item of the same key (in
+    /// that one's place), or takes a place of its own. Never overflows.
+    pub(crate) fn push_latest(&self, key: K, item: T) {
+        let mut state = self.state();
+        if state.latest.insert(key.clone(), item).is_none() {
+            state.queue.push_back(Slot::Latest(key));
+        }
+        drop(state);
+        self.ready.notify_one();
+    }
+
+    /// No more items: [`next`](Lane::next) returns what is pending, then `None`.
+    pub(crate) fn close(&self) {
+        self.state().closed = true;
+        self.ready.notify_one();
+    }
+
+    fn take(&self) -> Option<Option<T>> {
+        let mut state = self.state();
+        loop {
+            match state.queue.pop_front() {
+                Some(Slot::Item(item)) => {
+                    state.queued -= 1;
+                    return Some(Some(item));
+                }
+                Some(Slot::Latest(key)) => {
+                    if let Some(item) = state.latest.remove(&key) {
+                        return Some(Some(item));
+                    }
+                }
+                None if state.closed => return Some(None),
+                None => return None,
+            }
+        }
+    }
+
+    /// The next pending item, waiting for one; `None` once closed and empty.
+    pub(crate) async fn next(&self) -> Option<T> {
+        loop {
+            let ready = self.ready.notified();
+            if let Some(item) = self.take() {
+                return item;
+            }
+            ready.await;
+        }
+    }
+
+    /// Items pending (ordinary and latest-only).
+    #[cfg(test)]
+    pub(crate) fn pending(&self) -> usize {
+        self.state().queue.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn items_come_out_in_order_and_the_queue_is_bounded() {
+        let lane: Lane<&str, u32> = Lane::new(2);
+        assert_eq!(lane.push(1), Ok(()));
+        assert_eq!(lane.push(2), Ok(()));
+        assert_eq!(lane.push(3), Err(Overflow));
+        assert_eq!(lane.next().await, Some(1));
+        assert_eq!(lane.push(3), Ok(()));
+        lane.close();
+        assert_eq!(lane.next().await, Some(2));
+        assert_eq!(lane.next().await, Some(3));
+        assert_eq!(lane.next().await, None);
+    }
+
+    #[tokio::test]
+    async fn a_newer_latest_item_replaces_the_pending_one_in_its_place() {
+        let lane: Lane<&str, u32> = Lane::new(100);
+        lane.push_latest("cam-a", 10);
+        lane.push(1).expect("room");
+        lane.push_latest("cam-b", 20);
+        for picture in 11..1000 {
+            lane.push_latest("cam-a", picture);
+        }
+        lane.push_latest("cam-b", 21);
+        assert_eq!(lane.pending(), 3, "one place per key however many arrive");
+        assert_eq!(
+            lane.next().await,
+            Some(999),
+            "the newest, where the first one waited"
+        );
+        assert_eq!(lane.next().await, Some(1));
+        assert_eq!(lane.next().await, Some(21));
+        // Taken: the next picture of that key takes a new place at the back.
+        lane.push(2).expect("room");
+        lane.push_latest("cam-a", 1000);
+        assert_eq!(lane.next().await, Some(2));
+        assert_eq!(lane.next().await, Some(1000));
+    }
+
+    #[tokio::test]
+    async fn latest_items_never_overflow_a_full_queue() {
+        let lane: Lane<u32, u32> = Lane::new(1);
+        lane.push(0).expect("room");
+        for key in 0..10 {
+            lane.push_latest(key, key);
+        }
+        assert_eq!(lane.push(1), Err(Overflow));
+        assert_eq!(lane.pending(), 11);
+    }
+
+    #[tokio::test]
+    async fn a_waiting_reader_wakes_for_an_item() {
+        let lane: Arc<Lane<&str, u32>> = Arc::new(Lane::new(4));
+        let reader = tokio::spawn({
+            let lane = Arc::clone(&lane);
+            async move { lane.next().await }
+        });
+        tokio::task::yield_now().await;
+        lane.push_latest("cam", 7);
+        assert_eq!(reader.await.expect("reader"), Some(7));
+    }
+}
