@@ -104,6 +104,14 @@ try {
   }, null, { timeout: deadline }).catch(async () => fail(`a field is drawn flat: ${await page.$eval('canvas.chart[data-stream="imu"]', (c) => c.dataset.extents + ' ' + c.dataset.scales)}`));
   const scales = await page.$eval('canvas.chart[data-stream="imu"]', (c) => c.dataset.scales);
   console.log(`imu scales: ${scales}`);
+  // Units as the robot sent them: in the legend, on the scales, among the latest values.
+  await page.waitForFunction(() => {
+    const c = document.querySelector('canvas.chart[data-stream="imu"]');
+    return JSON.parse(c.dataset.units || '[]').includes('m/s²')
+      && c.closest('.panel').querySelector('.legend').textContent.includes('az m/s²');
+  }, null, { timeout: deadline }).catch(async () => fail(`imu units not shown: ${await page.$eval('canvas.chart[data-stream="imu"]', (c) => c.dataset.units + ' / ' + c.closest('.panel').querySelector('.legend').textContent)}`));
+  await page.waitForFunction(() => [...document.querySelectorAll('.panel table tbody tr')].some((tr) => /percent.*%/.test(tr.textContent)),
+    null, { timeout: deadline }).catch(() => fail('the battery percent is shown without its unit'));
   await page.waitForFunction(() => Number(document.querySelector('#camera').dataset.boxes) > 0,
     null, { timeout: deadline }).catch(() => fail('no detection boxes drawn'));
   // A stream robot-1 has never sent: its chart must appear, and the IMU chart stay the same.

@@ -164,7 +164,13 @@ struct World {
     /// Seconds between camera frames.
     frame_every: f64,
     boxes: Vec<(usize, f64, f64, f64, f64)>, // (object, x, y, dx, dy)
+    /// When each stream last sent its units (the hub keeps them; resent now and then for a
+    /// hub that started afresh).
+    units_sent: std::collections::HashMap<&'static str, f64>,
 }
+
+/// How often a stream's records carry its units, in seconds.
+const UNITS_EVERY: f64 = 10.0;
 
 impl World {
     fn new(n: u32, frame_every: f64) -> World {
@@ -177,6 +183,7 @@ impl World {
             since_frame: frame_every,
             frame_every,
             boxes: Vec::new(),
+            units_sent: std::collections::HashMap::new(),
         };
         for i in 0..(1 + n as usize % 3) {
             let object = (n as usize + i) % OBJECTS.len();
@@ -198,6 +205,24 @@ impl World {
         (self.seed.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11) as f64 / (1u64 << 53) as f64
     }
 
+    /// `record` with `units` when its stream has not sent them for a while.
+    fn with_units(
+        &mut self,
+        mut record: serde_json::Value,
+        stream: &'static str,
+        units: serde_json::Value,
+    ) -> serde_json::Value {
+        let due = self
+            .units_sent
+            .get(stream)
+            .is_none_or(|&at| self.t - at >= UNITS_EVERY);
+        if due {
+            self.units_sent.insert(stream, self.t);
+            record["units"] = units;
+        }
+        record
+    }
+
     fn line(&mut self, mut record: serde_json::Value, out: &mut Vec<u8>) {
         self.seq += 1;
         record["seq"] = self.seq.into();
@@ -213,30 +238,36 @@ impl World {
         let t = self.t;
         let mut out = Vec::new();
         let noise = self.random() - 0.5;
-        self.line(
+        let imu = self.with_units(
             json!({ "stream": "imu", "ts": ts, "values": {
                 "ax": (t * 1.3).sin() * 0.5 + noise * 0.05,
                 "ay": (t * 0.7).cos() * 0.3 + noise * 0.05,
                 "az": 9.81 + noise * 0.02,
                 "gz": (t * 0.4).sin() * 0.2,
             }}),
-            &mut out,
+            "imu",
+            json!({ "ax": "m/s²", "ay": "m/s²", "az": "m/s²", "gz": "rad/s" }),
         );
+        self.line(imu, &mut out);
         self.since_slow += dt;
         if self.since_slow >= 1.0 {
             self.since_slow = 0.0;
             self.battery = (self.battery - 0.01).max(5.0);
             let temp = 35.0 + (t / 60.0).sin() * 4.0 + self.random();
-            self.line(
+            let battery = self.with_units(
                 json!({ "stream": "battery", "ts": ts, "values": {
                     "percent": self.battery, "volts": 22.0 + self.battery * 0.04,
                 }}),
-                &mut out,
+                "battery",
+                json!({ "percent": "%", "volts": "V" }),
             );
-            self.line(
+            self.line(battery, &mut out);
+            let temperature = self.with_units(
                 json!({ "stream": "temperature", "ts": ts, "values": { "motor_c": temp }}),
-                &mut out,
+                "temperature",
+                json!({ "motor_c": "°C" }),
             );
+            self.line(temperature, &mut out);
         }
         // The objects move all the time; the camera samples them at its own pace (the
         // remainder carried over, so 15 frames/s on 50 Hz ticks is 15, not 12.5).
@@ -303,6 +334,7 @@ mod tests {
     fn every_simulated_line_is_one_the_hub_accepts() {
         let mut world = World::new(3, 0.2);
         let mut kinds = std::collections::BTreeSet::new();
+        let mut with_units = std::collections::BTreeSet::new();
         for _ in 0..200 {
             let bytes = world.step(0.02);
             let mut rest = &bytes[..];
@@ -333,6 +365,9 @@ mod tests {
                     }
                     Ok(Line::Record(record)) => {
                         kinds.insert(record.stream.clone());
+                        if !record.units.is_empty() {
+                            with_units.insert(record.stream.clone());
+                        }
                         if let Some(frame) = record.frame {
                             for d in frame.detections {
                                 assert!(d.bbox[0] >= 0.0 && d.bbox[0] + d.bbox[2] <= 640.0);
@@ -346,5 +381,7 @@ mod tests {
         }
         let expected = ["battery", "camera", "imu", "temperature"];
         assert_eq!(kinds.into_iter().collect::<Vec<_>>(), expected);
+        let expected = ["battery", "imu", "temperature"];
+        assert_eq!(with_units.into_iter().collect::<Vec<_>>(), expected);
     }
 }

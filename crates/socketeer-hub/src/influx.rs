@@ -227,6 +227,7 @@ pub fn parse_line(line: &str, precision: Precision) -> std::result::Result<Optio
             ts,
             values,
             texts: Vec::new(),
+            units: Vec::new(),
             frame: None,
             seq: None,
             session: None,

@@ -20,6 +20,8 @@ pub const MAX_NAME: usize = 128;
 pub const MAX_TEXT: usize = 256;
 /// Deepest nesting of objects in `values` (`pose.position.x` is 3).
 pub const MAX_DEPTH: usize = 8;
+/// Longest unit (`m/s²`, `°C`, `%`), in bytes.
+pub const MAX_UNIT: usize = 32;
 /// Longest detection label, in bytes.
 pub const MAX_LABEL: usize = 128;
 /// Longest session id, in bytes.
@@ -129,6 +131,9 @@ pub struct Record {
     pub values: Vec<(String, f64)>,
     /// Text states (`"mode":"RTK"`), by field name; never a field of `values` too.
     pub texts: Vec<(String, String)>,
+    /// Units of numeric fields of `values` (`"az"` → `"m/s²"`), as sent; a field's unit is
+    /// kept until another is sent for it, so once per stream is enough.
+    pub units: Vec<(String, String)>,
     /// A camera frame's detection results.
     pub frame: Option<Frame>,
     /// The number the device wants acknowledged; makes the record idempotent.
@@ -186,6 +191,7 @@ pub fn parse_line(text: &str) -> Result<Line, Refusal> {
             "stream"
                 | "ts"
                 | "values"
+                | "units"
                 | "frame"
                 | "detections"
                 | "seq"
@@ -196,8 +202,8 @@ pub fn parse_line(text: &str) -> Result<Line, Refusal> {
             return Err(Refusal::new(
                 Reason::UnknownKey,
                 format!(
-                    "unknown key {:?} (known: stream, ts, values, frame, detections, image, seq, \
-                     session)",
+                    "unknown key {:?} (known: stream, ts, values, units, frame, detections, image, \
+                     seq, session)",
                     clip(key)
                 ),
             ));
@@ -246,6 +252,11 @@ pub fn parse_line(text: &str) -> Result<Line, Refusal> {
         Some(Value::Object(map)) => values(map)?,
         Some(_) => return Err(value_error("\"values\" must be an object of numbers")),
     };
+    let units = match object.get("units") {
+        None => Vec::new(),
+        Some(Value::Object(map)) => units(map, &values)?,
+        Some(_) => return Err(value_error(UNITS_SHAPE)),
+    };
     let image = object.get("image").map(image_spec).transpose()?;
     let frame = match (object.get("frame"), object.get("detections")) {
         (None, None) if image.is_some() => Some(Frame::sized_by_image(Vec::new())),
@@ -269,6 +280,7 @@ pub fn parse_line(text: &str) -> Result<Line, Refusal> {
         ts,
         values,
         texts,
+        units,
         frame,
         seq,
         session,
@@ -281,6 +293,36 @@ pub fn parse_line(text: &str) -> Result<Line, Refusal> {
         },
         None => Line::Record(record),
     })
+}
+
+const UNITS_SHAPE: &str =
+    "\"units\" must be an object of numeric fields and their units, e.g. {\"az\":\"m/s²\"}";
+
+/// The units of `map`, each for a numeric field of `values` (by its dotted name when nested).
+fn units(
+    map: &Map<String, Value>,
+    values: &[(String, f64)],
+) -> Result<Vec<(String, String)>, Refusal> {
+    let mut out = Vec::with_capacity(map.len());
+    for (field, unit) in map {
+        if !values.iter().any(|(name, _)| name == field) {
+            return Err(value_error(format!(
+                "\"units\" names {:?}, which is not a number in this record's \"values\"",
+                clip(field)
+            )));
+        }
+        let Value::String(unit) = unit else {
+            return Err(value_error(UNITS_SHAPE));
+        };
+        if unit.is_empty() || unit.len() > MAX_UNIT || unit.chars().any(unshowable) {
+            return Err(value_error(format!(
+                "unit of {field:?}: 1 to {MAX_UNIT} bytes, without control, invisible or \
+                 direction-changing characters"
+            )));
+        }
+        out.push((field.clone(), unit.clone()));
+    }
+    Ok(out)
 }
 
 /// Numbers and text states, by field name.
@@ -742,6 +784,57 @@ pub(crate) mod tests {
 
     fn error(text: &str) -> String {
         parse_line(text).expect_err(text).why
+    }
+
+    #[test]
+    fn units_name_numeric_fields_of_the_record() {
+        let r = record(
+            r#"{"stream":"imu","values":{"az":9.8,"pose":{"x":1}},"units":{"az":"m/s²","pose.x":"m"}}"#,
+        );
+        assert_eq!(
+            r.units,
+            [
+                ("az".to_owned(), "m/s²".to_owned()),
+                ("pose.x".to_owned(), "m".to_owned())
+            ]
+        );
+        for (line, why) in [
+            (
+                r#"{"stream":"s","values":{"a":1},"units":{"b":"m"}}"#,
+                "not a number in this record",
+            ),
+            (
+                r#"{"stream":"s","values":{"a":"on"},"units":{"a":"m"}}"#,
+                "not a number in this record",
+            ),
+            (
+                r#"{"stream":"s","values":{"a":1},"units":{"a":5}}"#,
+                "must be an object of numeric fields",
+            ),
+            (
+                r#"{"stream":"s","values":{"a":1},"units":["m"]}"#,
+                "must be an object of numeric fields",
+            ),
+            (
+                r#"{"stream":"s","values":{"a":1},"units":{"a":""}}"#,
+                "1 to 32 bytes",
+            ),
+            (
+                r#"{"stream":"s","values":{"a":1},"units":{"a":"m\u0007"}}"#,
+                "control",
+            ),
+            (
+                r#"{"stream":"s","values":{"a":1},"units":{"a":"mmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmm"}}"#,
+                "1 to 32 bytes",
+            ),
+            (
+                r#"{"stream":"s","units":{"a":"m"}}"#,
+                "not a number in this record",
+            ),
+        ] {
+            let e = error(line);
+            assert!(e.contains(why), "{line}: {e}");
+        }
     }
 
     #[test]

@@ -165,13 +165,13 @@ function fleetView(root) {
 
 // One canvas per stream, every field a line; bucketed history draws its min..max band.
 class Chart {
-  constructor(stream, fields, onZoom) {
+  constructor(stream, fields, units, onZoom) {
     this.stream = stream;
     this.fields = fields;
     this.data = new Map(fields.map((f) => [f, []])); // field -> [[ts, v, lo, hi], ...]
     this.canvas = el('canvas', { class: 'chart', dataset: { stream } });
-    this.legend = el('div', { class: 'legend' },
-      fields.map((f, i) => el('span', { style: `--c: ${COLORS[i % COLORS.length]}` }, f)));
+    this.legend = el('div', { class: 'legend' });
+    this.setUnits(units);
     this.node = el('div', { class: 'panel' }, el('h3', {}, stream), this.legend, this.canvas);
     this.range = [0, 1];
     this.drag = null;
@@ -184,6 +184,14 @@ class Chart {
       if (b - a > 4) onZoom(this.timeAt(a), this.timeAt(b)); else this.draw();
     });
     this.points = 0; // total points drawn, for tests
+  }
+
+  // Units by field, as the robot sent them: in the legend and on the scales.
+  setUnits(units) {
+    this.units = units || {};
+    this.legend.replaceChildren(...this.fields.map((f, i) =>
+      el('span', { style: `--c: ${COLORS[i % COLORS.length]}` }, f,
+        this.units[f] ? el('small', { class: 'unit' }, ` ${this.units[f]}`) : null)));
   }
 
   timeAt(x) {
@@ -244,8 +252,15 @@ class Chart {
       if (scale) { scale.lo = Math.min(scale.lo, flo); scale.hi = Math.max(scale.hi, fhi); scale.fields.push(field); }
       else scales.push({ lo: flo, hi: fhi, fields: [field] });
     }
-    const pad = { l: 56, r: 8, t: 6, b: 18 };
     g.font = '11px system-ui, sans-serif';
+    // A scale's ends carry its unit when all its fields share one.
+    for (const sc of scales) {
+      const unit = this.units[sc.fields[0]];
+      sc.unit = unit && sc.fields.every((f) => this.units[f] === unit) ? ` ${unit}` : '';
+    }
+    const widest = Math.max(0, ...scales.map((sc) => Math.max(
+      g.measureText(number(sc.hi) + sc.unit).width, g.measureText(number(sc.lo) + sc.unit).width)));
+    const pad = { l: Math.max(56, Math.ceil(widest) + 10), r: 8, t: 6, b: 18 };
     g.fillStyle = '#8896a4';
     g.strokeStyle = '#2a3642';
     g.strokeRect(pad.l, pad.t, w - pad.l - pad.r, h - pad.t - pad.b);
@@ -266,8 +281,8 @@ class Chart {
       for (const field of sc.fields) scaleOf.set(field, sc);
       // Each scale's ends in the colour of its first field (one scale: the axis's grey).
       g.fillStyle = scales.length > 1 ? COLORS[this.fields.indexOf(sc.fields[0]) % COLORS.length] : '#8896a4';
-      g.fillText(number(sc.hi), 4, pad.t + 10 + i * 12);
-      g.fillText(number(sc.lo), 4, h - pad.b - i * 12);
+      g.fillText(number(sc.hi) + sc.unit, 4, pad.t + 10 + i * 12);
+      g.fillText(number(sc.lo) + sc.unit, 4, h - pad.b - i * 12);
     });
     const X = (t) => pad.l + ((t - t0) / (t1 - t0)) * (w - pad.l - pad.r);
     let Y = null;
@@ -338,6 +353,7 @@ class Chart {
     // How tall each field's trace is, in pixels, and which fields share a scale (for tests).
     c.dataset.extents = JSON.stringify(extents);
     c.dataset.scales = JSON.stringify(scales.map((sc) => sc.fields));
+    c.dataset.units = JSON.stringify(scales.map((sc) => sc.unit.trim()));
   }
 }
 
@@ -422,7 +438,7 @@ function imageLoader(device, shown) {
 
 function deviceView(root, device) {
   const state = {
-    live: true, window: 60, from: 0, to: 0, charts: new Map(), latest: new Map(),
+    live: true, window: 60, from: 0, to: 0, charts: new Map(), latest: new Map(), units: new Map(),
     frame: null, frameDirty: false, label: '', minScore: 0, stopped: false, generation: 0,
     timeline: [], detectionsAt: new Map(), playing: false,
     reloading: false,
@@ -567,6 +583,7 @@ function deviceView(root, device) {
     // History first, then the live tail joins it (events older than the last stored point
     // are already in the history).
     const built = new Map();
+    learnUnits(streams.values);
     await Promise.all(streams.values.map(async ({ stream, fields }) => {
       built.set(stream, await buildChart(stream, fields, from, to));
     }));
@@ -593,10 +610,19 @@ function deviceView(root, device) {
     else await loadTimeline(from, to);
   }
 
+  // Units as the robot sent them, by stream and field (from /api/streams and live events).
+  function learnUnits(list) {
+    for (const { stream, units } of list) {
+      for (const [field, unit] of Object.entries(units || {})) state.units.set(`${stream}\u0000${field}`, unit);
+    }
+  }
+  const unitsOf = (stream, fields) =>
+    Object.fromEntries(fields.map((f) => [f, state.units.get(`${stream}\u0000${f}`)]).filter(([, u]) => u));
+
   // One chart with its stored history for [from, to].
   async function buildChart(stream, fields, from, to) {
     const width = Math.max(200, Math.min(2000, Math.round((charts.clientWidth || 1000) / 2)));
-    const chart = new Chart(stream, fields, (a, b) => showRange(a, b));
+    const chart = new Chart(stream, fields, unitsOf(stream, fields), (a, b) => showRange(a, b));
     chart.range = [from, to];
     await Promise.all(fields.map(async (field) => {
       const s = await getJSON('/api/series', { device, stream, field, from, to, points: width }).catch(() => null);
@@ -612,6 +638,7 @@ function deviceView(root, device) {
     const generation = state.generation;
     const streams = await getJSON('/api/streams', { device }).catch(() => null);
     if (!streams || generation !== state.generation || !state.live) return;
+    learnUnits(streams.values);
     const [from, to] = shown();
     const added = await Promise.all(streams.values.filter(({ stream }) => !state.charts.has(stream))
       .map(({ stream, fields }) => buildChart(stream, fields, from, to)));
@@ -653,6 +680,15 @@ function deviceView(root, device) {
   const onEvent = (event) => {
     if (event.device !== device) return;
     status.textContent = 'online'; status.className = 'status online';
+    if (event.units) {
+      const before = JSON.stringify(unitsOf(event.stream, Object.keys(event.units)));
+      learnUnits([event]);
+      const chart = state.charts.get(event.stream);
+      if (before !== JSON.stringify(unitsOf(event.stream, Object.keys(event.units)))) {
+        if (chart) chart.setUnits(unitsOf(event.stream, chart.fields));
+        dirtyValues = true;
+      }
+    }
     if (event.values) {
       for (const [field, v] of Object.entries(event.values)) state.latest.set(`${event.stream}\u0000${field}`, [event.stream, field, v, event.ts]);
       dirtyValues = true;
@@ -691,7 +727,9 @@ function deviceView(root, device) {
       dirtyValues = false;
       const rows = [...state.latest.values()].sort((a, b) => (a[0] + a[1]).localeCompare(b[0] + b[1]));
       values.replaceChildren(...rows.map(([stream, field, v, ts]) =>
-        el('tr', {}, el('td', {}, stream), el('td', {}, field), (typeof v === 'string' ? el('td', { class: 'text' }, v) : el('td', { class: 'num' }, number(v))), el('td', {}, clock(ts, 0)))));
+        el('tr', {}, el('td', {}, stream), el('td', {}, field), (typeof v === 'string' ? el('td', { class: 'text' }, v)
+          : el('td', { class: 'num' }, number(v), state.units.has(`${stream}\u0000${field}`) ? el('small', { class: 'unit' }, ` ${state.units.get(`${stream}\u0000${field}`)}`) : null)),
+        el('td', {}, clock(ts, 0)))));
     }
     raf = requestAnimationFrame(frameLoop);
   };

@@ -327,6 +327,59 @@ pub(super) async fn reads_devices_and_streams(open: Open) {
     );
 }
 
+/// The units of `stream`'s fields as `streams` reads them.
+async fn units_of(store: &Store, stream: &str) -> Vec<(String, String)> {
+    let streams = store
+        .streams("rover".into())
+        .await
+        .expect("streams")
+        .expect("rover");
+    streams
+        .values
+        .into_iter()
+        .find(|s| s.stream == stream)
+        .map(|s| s.units.into_iter().collect())
+        .unwrap_or_default()
+}
+
+pub(super) async fn units_are_kept_per_field_until_another_is_sent(open: Open) {
+    let o = open("units", &|_| {});
+    let line = |values: &str, units: &str| {
+        item(
+            "rover",
+            "",
+            &format!(r#"{{"stream":"imu","values":{values}{units}}}"#),
+        )
+    };
+    let pair = |f: &str, u: &str| (f.to_owned(), u.to_owned());
+    // Sent with the stream's first record, in one batch with records that send none.
+    let first = vec![
+        line(r#"{"ax":0.1,"az":9.8}"#, r#","units":{"az":"m/s²"}"#),
+        line(r#"{"ax":0.2,"az":9.7}"#, ""),
+    ];
+    assert!(write(&o.store, first).await.iter().all(Result::is_ok));
+    assert_eq!(units_of(&o.store, "imu").await, [pair("az", "m/s²")]);
+    // Kept while records send none; changed, and added, when one does (a known stream).
+    assert!(write(&o.store, vec![line(r#"{"ax":0.3,"az":9.6}"#, "")]).await[0].is_ok());
+    assert_eq!(units_of(&o.store, "imu").await, [pair("az", "m/s²")]);
+    let changed = line(
+        r#"{"ax":0.4,"az":9.5}"#,
+        r#","units":{"ax":"g","az":"m/s^2"}"#,
+    );
+    assert!(write(&o.store, vec![changed]).await[0].is_ok());
+    assert_eq!(
+        units_of(&o.store, "imu").await,
+        [pair("ax", "g"), pair("az", "m/s^2")]
+    );
+    // A new field with its unit in the same record.
+    let new = line(r#"{"ax":0.5,"gz":0.01}"#, r#","units":{"gz":"rad/s"}"#);
+    assert!(write(&o.store, vec![new]).await[0].is_ok());
+    assert_eq!(
+        units_of(&o.store, "imu").await,
+        [pair("ax", "g"), pair("az", "m/s^2"), pair("gz", "rad/s")]
+    );
+}
+
 async fn series(store: &Store, device: &str, stream: &str, field: &str, points: usize) -> Series {
     store
         .series(SeriesQuery {
@@ -635,6 +688,10 @@ macro_rules! conformance {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn devices_and_streams() {
                 reads_devices_and_streams($open).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn units() {
+                units_are_kept_per_field_until_another_is_sent($open).await;
             }
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn series() {

@@ -39,6 +39,9 @@ pub(crate) struct Streams {
 pub(crate) struct StreamFields {
     pub(crate) stream: String,
     pub(crate) fields: Vec<String>,
+    /// The units sent for some of them (`"az"` → `"m/s²"`).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub(crate) units: BTreeMap<String, String>,
 }
 
 /// A text field and its latest text.
@@ -285,13 +288,26 @@ impl Reader {
             let Some(device) = device_id(conn, device)? else {
                 return Ok(None);
             };
-            let mut values: BTreeMap<String, Vec<String>> = BTreeMap::new();
+            let mut values: BTreeMap<String, StreamFields> = BTreeMap::new();
             let mut stmt = conn.prepare_cached(
-                "SELECT stream, field FROM series WHERE device_id = ?1 ORDER BY stream, field",
+                "SELECT stream, field, unit FROM series WHERE device_id = ?1
+                 ORDER BY stream, field",
             )?;
-            for row in stmt.query_map(params![device], |r| Ok((r.get(0)?, r.get(1)?)))? {
-                let (stream, field): (String, String) = row?;
-                values.entry(stream).or_default().push(field);
+            let rows =
+                stmt.query_map(params![device], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+            for row in rows {
+                let (stream, field, unit): (String, String, Option<String>) = row?;
+                let fields = values
+                    .entry(stream)
+                    .or_insert_with_key(|stream| StreamFields {
+                        stream: stream.clone(),
+                        fields: Vec::new(),
+                        units: BTreeMap::new(),
+                    });
+                if let Some(unit) = unit {
+                    fields.units.insert(field.clone(), unit);
+                }
+                fields.fields.push(field);
             }
             let mut stmt = conn.prepare_cached(
                 "SELECT stream, count(*), max(ts) FROM frames WHERE device_id = ?1 GROUP BY stream",
@@ -330,12 +346,8 @@ impl Reader {
                     })
                 })?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
-            let values = values
-                .into_iter()
-                .map(|(stream, fields)| StreamFields { stream, fields })
-                .collect();
             Ok(Some(Streams {
-                values,
+                values: values.into_values().collect(),
                 texts,
                 frames,
             }))

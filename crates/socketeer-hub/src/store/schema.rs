@@ -16,6 +16,7 @@ pub(super) const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0003_text_fields.sql"),
     include_str!("migrations/0004_received_hash.sql"),
     include_str!("migrations/0005_images.sql"),
+    include_str!("migrations/0006_units.sql"),
 ];
 
 pub(super) fn open_writer(config: &StoreConfig) -> anyhow::Result<Connection> {

@@ -69,6 +69,24 @@ struct KnownStream {
     id: i64,
     /// Every field the stream has: numeric ones by name, text ones as `\0name`.
     fields: HashSet<String>,
+    /// The units of its numeric fields that have one.
+    units: HashMap<String, String>,
+}
+
+impl KnownStream {
+    /// Stores the units `record` sends that differ from those kept.
+    fn set_units(&mut self, tx: &Connection, device: i64, record: &Record) -> rusqlite::Result<()> {
+        for (field, unit) in &record.units {
+            if self.units.get(field) != Some(unit) {
+                tx.prepare_cached(
+                    "UPDATE series SET unit = ?4 WHERE device_id = ?1 AND stream = ?2 AND field = ?3",
+                )?
+                .execute(params![device, record.stream, field, unit])?;
+                self.units.insert(field.clone(), unit.clone());
+            }
+        }
+        Ok(())
+    }
 }
 
 /// How many streams and fields a device has, for the cardinality limits.
@@ -186,7 +204,14 @@ impl Known {
                     fields.insert(format!("{prefix}{}", field?));
                 }
             }
-            streams.insert(name.to_owned(), KnownStream { id, fields });
+            let units = tx
+                .prepare_cached(
+                    "SELECT field, unit FROM series
+                     WHERE device_id = ?1 AND stream = ?2 AND unit IS NOT NULL",
+                )?
+                .query_map(params![device, name], |row| Ok((row.get(0)?, row.get(1)?)))?
+                .collect::<rusqlite::Result<_>>()?;
+            streams.insert(name.to_owned(), KnownStream { id, fields, units });
         }
         Ok(streams.get_mut(name))
     }
@@ -206,6 +231,7 @@ impl Known {
             let known = KnownStream {
                 id,
                 fields: HashSet::new(),
+                units: HashMap::new(),
             };
             self.streams
                 .entry(device)
@@ -435,6 +461,11 @@ impl Writer {
                 // The usual case: a known stream with known fields.
                 values_json(&record.values, &record.texts, &mut self.vals);
                 insert_sample.execute(params![stream_id, ts, item.recv_ts, self.vals])?;
+                if !record.units.is_empty() {
+                    if let Some(stream) = known.stream(&tx, device, &record.stream)? {
+                        stream.set_units(&tx, device, record)?;
+                    }
+                }
             } else if !record.values.is_empty() || !record.texts.is_empty() {
                 let stream = known.stream_or_add(&tx, device, &record.stream)?;
                 let (stream_id, mut added) = (stream.id, 0);
@@ -459,6 +490,7 @@ impl Writer {
                         added += 1;
                     }
                 }
+                stream.set_units(&tx, device, record)?;
                 if added > 0 {
                     known.load(&tx, device)?.fields += added;
                 }
@@ -638,6 +670,14 @@ pub(crate) fn event(item: &Item) -> String {
             .map(|(field, value)| (field.clone(), (*value).into()))
             .collect();
         event["values"] = values.into();
+    }
+    if !record.units.is_empty() {
+        let units: serde_json::Map<String, serde_json::Value> = record
+            .units
+            .iter()
+            .map(|(field, unit)| (field.clone(), unit.as_str().into()))
+            .collect();
+        event["units"] = units.into();
     }
     if !record.texts.is_empty() {
         let texts: serde_json::Map<String, serde_json::Value> = record
