@@ -519,7 +519,8 @@ pub(crate) struct PublishArgs {
     /// goes on after the lines already taken; a piped stdin is always read whole).
     #[arg(long, value_name = "FILE")]
     pub(crate) file: Option<std::path::PathBuf>,
-    /// Keep unacknowledged lines in DIR too, so a restart of publish sends them.
+    /// Keep unacknowledged lines (and their images) in DIR too, so a restart of publish sends
+    /// them.
     #[arg(long, value_name = "DIR")]
     pub(crate) spool: Option<std::path::PathBuf>,
     /// Send one camera image (a JPEG or PNG file) as a record of --stream, dated now, instead
@@ -542,6 +543,10 @@ pub(crate) struct PublishArgs {
     /// Most lines waiting for acknowledgement; reading the input pauses there.
     #[arg(long, value_name = "N", default_value_t = 100_000, value_parser = clap::value_parser!(u32).range(1..))]
     pub(crate) max_unacked: u32,
+    /// Most bytes (lines and images) waiting for acknowledgement (K, M, G, KiB, MiB, GiB);
+    /// reading the input pauses there. One record larger than this still goes, alone.
+    #[arg(long, value_name = "SIZE", default_value = "256MiB", value_parser = parse_room)]
+    pub(crate) max_unacked_bytes: u64,
     /// Give up one connection attempt (with TLS and authentication) after SECS; publish then
     /// waits and tries again.
     #[arg(long, value_name = "SECS", default_value = "10", value_parser = parse_secs)]
@@ -662,6 +667,14 @@ fn parse_fps(text: &str) -> Result<f64, String> {
 }
 
 /// `--max-image`: 1 byte to 16 MiB (a quarter of the writer's queue).
+/// A room in bytes: at least one.
+fn parse_room(text: &str) -> Result<u64, String> {
+    match parse_size(text)? {
+        0 => Err(format!("\"{text}\": the room must hold at least 1 byte")),
+        size => Ok(size),
+    }
+}
+
 fn parse_image_size(text: &str) -> Result<u64, String> {
     let size = parse_size(text)?;
     if !(1..=16 << 20).contains(&size) {

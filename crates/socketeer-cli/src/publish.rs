@@ -57,6 +57,7 @@ pub(crate) async fn run(args: PublishArgs) -> anyhow::Result<i32> {
     let mut config = PublisherConfig::new(endpoint.clone(), recovered.session.clone());
     config.options = options;
     config.max_unacked = args.max_unacked as usize;
+    config.max_unacked_bytes = usize::try_from(args.max_unacked_bytes).unwrap_or(usize::MAX);
     // The device line is for hubs without authentication; with a key the hub knows it.
     if args.guard.key_file.is_none() {
         config.device = Some(default_device());
@@ -94,7 +95,6 @@ pub(crate) async fn run(args: PublishArgs) -> anyhow::Result<i32> {
         },
     );
     let refused_here = Arc::new(AtomicU64::new(0));
-    let spooled = args.spool.is_some();
     let reader = {
         let publisher = publisher.clone();
         let image = args.image.clone();
@@ -102,10 +102,8 @@ pub(crate) async fn run(args: PublishArgs) -> anyhow::Result<i32> {
         let refused = Arc::clone(&refused_here);
         tokio::spawn(async move {
             let read = match image {
-                Some(path) => send_image(path, stream, publisher.clone(), spooled).await,
-                None => {
-                    read_input(input, recovered.resume, publisher.clone(), refused, spooled).await
-                }
+                Some(path) => send_image(path, stream, publisher.clone()).await,
+                None => read_input(input, recovered.resume, publisher.clone(), refused).await,
             };
             // Input that cannot be read on ends the input: what was taken is still delivered,
             // then the error is the outcome.
@@ -160,7 +158,6 @@ async fn read_input(
     start: Position,
     publisher: Publisher<Position>,
     refused: Arc<AtomicU64>,
-    spooled: bool,
 ) -> anyhow::Result<()> {
     use tokio::io::AsyncSeekExt;
     let reader: Box<dyn tokio::io::AsyncRead + Unpin + Send> = match input.source {
@@ -208,16 +205,10 @@ async fn read_input(
                         )
                     })?;
                 at.offset += len as u64;
-                if spooled {
-                    Err(PublishError::Invalid(
-                        "--spool does not keep images yet; send images without it".into(),
-                    ))
-                } else {
-                    publisher
-                        .publish_image(&raw, format, image.into(), at)
-                        .await
-                        .map(Some)
-                }
+                publisher
+                    .publish_image(&raw, format, image.into(), at)
+                    .await
+                    .map(Some)
             }
         };
         match result {
@@ -244,13 +235,7 @@ async fn send_image(
     path: PathBuf,
     stream: String,
     publisher: Publisher<Position>,
-    spooled: bool,
 ) -> anyhow::Result<()> {
-    if spooled {
-        return Err(
-            UsageError("--image: --spool does not keep images yet; leave it out".into()).into(),
-        );
-    }
     let size = tokio::fs::metadata(&path)
         .await
         .with_context(|| format!("publish: --image {}", path.display()))?
@@ -456,11 +441,16 @@ fn new_session() -> anyhow::Result<String> {
 /// The on-disk spool: `lines` (every numbered line, written before it is sent), `acked` (the
 /// numbers acknowledged; lost ones only cost a resend the hub ignores) and `state.json`
 /// (session, next number, and — for a regular-file input — which file and how far into it).
-/// Both logs are emptied whenever nothing is unacknowledged.
+/// A record with an image keeps its header line in `lines` and its bytes in `images/SEQ`,
+/// written first (a header in `lines` always has its image; an image file without its line is
+/// an orphan, removed). Both logs are emptied, and `images/` too, whenever nothing is
+/// unacknowledged.
 struct Spool {
     dir: PathBuf,
     lines: std::fs::File,
     acked: std::fs::File,
+    /// Unacknowledged records whose image is in `images/`.
+    images: std::collections::HashSet<u64>,
     /// Whether the input can be resumed (records then carry their offset).
     resumable: bool,
     state: SpoolState,
@@ -545,6 +535,7 @@ impl Spool {
             acked.extend(text.lines().filter_map(|l| l.parse::<u64>().ok()));
         }
         let mut unacked = Vec::new();
+        let mut images = std::collections::HashSet::new();
         let mut position = Position {
             offset: state.offset,
             lines: state.lines,
@@ -573,6 +564,30 @@ impl Spool {
             if !acked.contains(&seq) {
                 let mut line = record.json.to_vec();
                 line.push(b'\n');
+                if let Some(len) = image_header(record.json)
+                    .and_then(Result::ok)
+                    .map(|(_, n)| n)
+                {
+                    match std::fs::read(image_path(dir, seq)) {
+                        Ok(image) if image.len() == len => {
+                            line.extend_from_slice(&image);
+                            images.insert(seq);
+                        }
+                        found => {
+                            let found = found.map_or_else(
+                                |e| e.to_string(),
+                                |image| format!("{} bytes, not {len}", image.len()),
+                            );
+                            errln!(
+                                "socketeer: publish: --spool {}: the image of input line {} \
+                                 is damaged ({found}); that record is not sent",
+                                dir.display(),
+                                record.input_line
+                            );
+                            continue;
+                        }
+                    }
+                }
                 let tag = Position {
                     offset: 0,
                     lines: record.input_line,
@@ -580,6 +595,7 @@ impl Spool {
                 unacked.push((seq, Bytes::from(line), tag));
             }
         }
+        remove_images(dir, |seq| !images.contains(&seq)).with_context(what)?;
         let mut resume = Position::default();
         match input {
             Some((_, len)) if same_input && len < position.offset => errln!(
@@ -610,7 +626,7 @@ impl Spool {
             let mut records = Vec::new();
             for (_, bytes, at) in &unacked {
                 records.extend_from_slice(format!("{} - ", at.lines).as_bytes());
-                records.extend_from_slice(bytes);
+                records.extend_from_slice(header_of(bytes));
             }
             let tmp = dir.join("lines.tmp");
             std::fs::write(&tmp, &records).with_context(what)?;
@@ -623,6 +639,7 @@ impl Spool {
             dir: dir.to_path_buf(),
             lines: open("lines", false)?,
             acked: open("acked", rewrite)?,
+            images,
             resumable: id.is_some(),
             state: state.clone(),
         };
@@ -642,6 +659,15 @@ impl Spool {
     /// being killed (the kernel has it); the state file is only rewritten when the logs are
     /// emptied, since the log itself says how far the numbering and the input got.
     fn append(&mut self, line: &[u8], seq: u64, at: Position) -> anyhow::Result<()> {
+        let header = header_of(line);
+        if header.len() < line.len() {
+            let images = self.dir.join("images");
+            std::fs::create_dir_all(&images)
+                .and_then(|()| std::fs::write(image_path(&self.dir, seq), &line[header.len()..]))
+                .context("publish: writing an image to the spool")?;
+            self.images.insert(seq);
+        }
+        let line = header;
         let mut record = if self.resumable {
             format!("{} {} ", at.lines, at.offset)
         } else {
@@ -670,6 +696,16 @@ impl Spool {
             return self.settled();
         }
         writeln!(self.acked, "{seq}").context("publish: writing the spool")?;
+        if self.images.remove(&seq) {
+            // Its line says it is acknowledged; a file left by a crash here goes at the next
+            // start (an orphan).
+            match std::fs::remove_file(image_path(&self.dir, seq)) {
+                Err(err) if err.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(err).context("publish: removing an image from the spool");
+                }
+                _ => {}
+            }
+        }
         Ok(())
     }
 
@@ -678,6 +714,10 @@ impl Spool {
         self.save_state()?;
         self.lines.set_len(0)?;
         self.acked.set_len(0)?;
+        if !self.images.is_empty() {
+            self.images.clear();
+            remove_images(&self.dir, |_| true).context("publish: emptying the spool's images")?;
+        }
         Ok(())
     }
 
@@ -687,6 +727,40 @@ impl Spool {
         std::fs::File::open(&tmp)?.sync_all()?;
         std::fs::rename(&tmp, self.dir.join("state.json"))?;
         Ok(())
+    }
+}
+
+/// Where the spool keeps the image of record `seq`.
+fn image_path(dir: &Path, seq: u64) -> PathBuf {
+    dir.join("images").join(seq.to_string())
+}
+
+/// Removes the spool's image files whose number `doomed` says (and any file not named by a
+/// number: not ours to keep).
+fn remove_images(dir: &Path, doomed: impl Fn(u64) -> bool) -> std::io::Result<()> {
+    let entries = match std::fs::read_dir(dir.join("images")) {
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        entries => entries?,
+    };
+    for entry in entries {
+        let entry = entry?;
+        let seq = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u64>().ok());
+        if seq.is_none_or(&doomed) {
+            std::fs::remove_file(entry.path())?;
+        }
+    }
+    Ok(())
+}
+
+/// A numbered record's line, with its `\n`: all of it, or the header line of one whose image
+/// follows.
+fn header_of(record: &[u8]) -> &[u8] {
+    match record.iter().position(|&b| b == b'\n') {
+        Some(end) => &record[..=end],
+        None => record,
     }
 }
 

@@ -62,10 +62,18 @@ pub struct PublisherConfig {
     pub session: String,
     /// Most records sent and not yet settled; [`Publisher::publish`] waits for room.
     pub max_unacked: usize,
+    /// Most bytes (lines and their images) sent and not yet settled: camera frames are many
+    /// times a reading's size, and a hub that is away must not fill the robot's memory.
+    /// [`Publisher::publish`] waits for room; one record larger than this still goes, alone.
+    pub max_unacked_bytes: usize,
 }
 
+/// The default of [`PublisherConfig::max_unacked_bytes`]: 256 MiB.
+pub const DEFAULT_MAX_UNACKED_BYTES: usize = 256 * 1024 * 1024;
+
 impl PublisherConfig {
-    /// Delivery to `endpoint` in `session`, plain TCP, no key, 10,000 records in flight.
+    /// Delivery to `endpoint` in `session`, plain TCP, no key, 10,000 records (256 MiB) in
+    /// flight.
     pub fn new(endpoint: Endpoint, session: impl Into<String>) -> PublisherConfig {
         PublisherConfig {
             endpoint,
@@ -73,6 +81,7 @@ impl PublisherConfig {
             device: None,
             session: session.into(),
             max_unacked: 10_000,
+            max_unacked_bytes: DEFAULT_MAX_UNACKED_BYTES,
         }
     }
 }
@@ -226,6 +235,8 @@ pub enum PublishError {
 /// A record waiting for its acknowledgement.
 struct Entry<T> {
     bytes: Bytes,
+    /// Its permits of [`Shared::room_bytes`], given back when it is settled.
+    weight: u32,
     tag: T,
     /// When it was first sent (for the latencies).
     sent: Option<Instant>,
@@ -250,6 +261,10 @@ struct Shared<T> {
     ended: Notify,
     /// Room for more unsettled records.
     room: Semaphore,
+    /// Bytes of room among the unsettled (`max_unacked_bytes`).
+    room_bytes: Semaphore,
+    /// The most one record takes of `room_bytes` (all of it).
+    most_bytes: u32,
     events: Box<Listener<T>>,
     /// Delivery has ended (done or failed): nothing more is taken.
     stopped: std::sync::atomic::AtomicBool,
@@ -316,6 +331,7 @@ impl<T> Drop for Delivery<T> {
             .stopped
             .store(true, std::sync::atomic::Ordering::SeqCst);
         self.shared.room.close();
+        self.shared.room_bytes.close();
     }
 }
 
@@ -335,15 +351,29 @@ impl<T: Send + 'static> Publisher<T> {
         events: impl Fn(Event<'_, T>) + Send + Sync + 'static,
     ) -> (Publisher<T>, Delivery<T>) {
         let room = Semaphore::new(config.max_unacked.max(1));
+        let most_bytes = u32::try_from(config.max_unacked_bytes)
+            .unwrap_or(u32::MAX)
+            .max(1);
+        let room_bytes = Semaphore::new(most_bytes as usize);
         let mut unacked = BTreeMap::new();
         for (seq, bytes, tag) in recovered.unacked {
             if let Ok(permit) = room.try_acquire() {
                 permit.forget();
             }
+            // What it takes of the byte room, as far as there is room: what it gives back.
+            let weight = weight(bytes.len(), most_bytes);
+            let weight = match room_bytes.try_acquire_many(weight) {
+                Ok(permit) => {
+                    permit.forget();
+                    weight
+                }
+                Err(_) => 0,
+            };
             unacked.insert(
                 seq,
                 Entry {
                     bytes,
+                    weight,
                     tag,
                     sent: None,
                 },
@@ -360,6 +390,8 @@ impl<T: Send + 'static> Publisher<T> {
             changed: Notify::new(),
             ended: Notify::new(),
             room,
+            room_bytes,
+            most_bytes,
             events: Box::new(events),
             stopped: std::sync::atomic::AtomicBool::new(false),
         });
@@ -385,6 +417,7 @@ impl<T: Send + 'static> Publisher<T> {
                     .store(true, std::sync::atomic::Ordering::SeqCst);
                 // Whoever waits for room learns delivery has stopped.
                 shared.room.close();
+                shared.room_bytes.close();
                 result
             })
         };
@@ -414,7 +447,9 @@ impl<T: Send + 'static> Publisher<T> {
                 "an image header needs its bytes: publish it with its image".into(),
             ));
         }
-        self.keep(object, Bytes::new(), tag).await.map(Some)
+        self.keep(object, Bytes::new(), line.len(), tag)
+            .await
+            .map(Some)
     }
 
     /// Numbers one record with an image: `header` is its JSON object (stream, time,
@@ -444,7 +479,8 @@ impl<T: Send + 'static> Publisher<T> {
             "image".into(),
             serde_json::json!({ "format": format.name(), "bytes": image.len() }),
         );
-        self.keep(object, image, tag).await
+        let size = header.len() + image.len();
+        self.keep(object, image, size, tag).await
     }
 
     /// Waits for room, numbers the record, writes it down, and queues it.
@@ -452,6 +488,7 @@ impl<T: Send + 'static> Publisher<T> {
         &self,
         object: serde_json::Map<String, Value>,
         image: Bytes,
+        size: usize,
         tag: T,
     ) -> Result<u64, PublishError> {
         if self
@@ -465,6 +502,13 @@ impl<T: Send + 'static> Publisher<T> {
             .shared
             .room
             .acquire()
+            .await
+            .map_err(|_| PublishError::Stopped)?;
+        let weight = weight(size, self.shared.most_bytes);
+        let bytes_permit = self
+            .shared
+            .room_bytes
+            .acquire_many(weight)
             .await
             .map_err(|_| PublishError::Stopped)?;
         // Journal and books change together (the journal's lock first, as settling takes
@@ -482,11 +526,13 @@ impl<T: Send + 'static> Publisher<T> {
                 .map_err(PublishError::Journal)?;
         }
         permit.forget();
+        bytes_permit.forget();
         books.next_seq += 1;
         books.unacked.insert(
             seq,
             Entry {
                 bytes,
+                weight,
                 tag,
                 sent: None,
             },
@@ -562,6 +608,12 @@ fn record_object(raw: &[u8]) -> Result<Option<serde_json::Map<String, Value>>, P
         }
     }
     Ok(Some(object))
+}
+
+/// What a record of `size` bytes takes of the byte room: its size, but at most all of it (a
+/// record larger than the room goes alone) and at least one permit.
+fn weight(size: usize, most: u32) -> u32 {
+    u32::try_from(size).unwrap_or(u32::MAX).clamp(1, most)
 }
 
 /// The record line numbered `seq`, with its `\n`, and the image's bytes after it.
@@ -807,6 +859,7 @@ fn settle<T: 'static>(shared: &Shared<T>, seq: u64, refused: Option<&str>) -> an
         });
     }
     shared.room.add_permits(1);
+    shared.room_bytes.add_permits(removed.weight as usize);
     shared.changed.notify_one();
     Ok(())
 }

@@ -185,3 +185,74 @@ async fn a_publisher_waits_for_a_hub_that_is_not_there_yet_and_then_delivers() {
     assert_eq!(series["count"], 10, "{series}");
     hub.stop().await;
 }
+
+#[tokio::test]
+async fn a_publisher_holds_at_most_its_byte_room_of_unacknowledged_images() {
+    use futures_util::FutureExt;
+    use socketeer_hub::record::ImageFormat;
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+    // A hub that takes what it is sent and answers only when told to.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let at: Endpoint = format!("tcp://{}", listener.local_addr().expect("address"))
+        .parse()
+        .expect("endpoint");
+    let (ack_tx, mut ack_rx) = tokio::sync::mpsc::channel::<u64>(4);
+    let (seen_tx, mut seen_rx) = tokio::sync::mpsc::channel::<serde_json::Value>(16);
+    tokio::spawn(async move {
+        let (stream, _) = listener.accept().await.expect("accept");
+        let (read, mut write) = stream.into_split();
+        let mut read = tokio::io::BufReader::new(read);
+        tokio::spawn(async move {
+            while let Some(seq) = ack_rx.recv().await {
+                let answer = format!("{{\"ack\":{seq}}}\n");
+                write.write_all(answer.as_bytes()).await.expect("answer");
+            }
+        });
+        let mut line = String::new();
+        loop {
+            line.clear();
+            if read.read_line(&mut line).await.expect("read") == 0 {
+                return;
+            }
+            let record: serde_json::Value = serde_json::from_str(&line).expect("json");
+            if let Some(len) = record["image"]["bytes"].as_u64() {
+                let mut image = vec![0; len as usize];
+                read.read_exact(&mut image).await.expect("image");
+            }
+            if record.get("stream").is_some() {
+                let _ = seen_tx.send(record).await;
+            }
+        }
+    });
+    let mut config = PublisherConfig::new(at, "bytes");
+    config.device = Some("cam".into());
+    config.max_unacked_bytes = 100_000;
+    let (publisher, _delivery) = Publisher::start(config, None, Recovered::<()>::default(), |_| {});
+    let image = bytes::Bytes::from(vec![0xAB; 40_000]);
+    let header = br#"{"stream":"camera"}"#;
+    for seq in [1, 2] {
+        let published = publisher
+            .publish_image(header, ImageFormat::Jpeg, image.clone(), ())
+            .await;
+        assert_eq!(published.expect("room"), seq);
+    }
+    // 80 KB waiting of 100 KB: a third image does not fit until one is acknowledged.
+    let mut third = Box::pin(publisher.publish_image(header, ImageFormat::Jpeg, image.clone(), ()));
+    assert!(
+        (&mut third).now_or_never().is_none(),
+        "no room for a third image"
+    );
+    for _ in 0..2 {
+        let record = seen_rx.recv().await.expect("a record");
+        assert_eq!(record["image"]["bytes"], 40_000);
+    }
+    ack_tx.send(1).await.expect("ack");
+    assert_eq!(third.await.expect("room after an ack"), 3);
+    // Small records are weighed by their size too, and still fit beside the images.
+    publisher
+        .publish(br#"{"stream":"imu","values":{"ax":1}}"#, ())
+        .await
+        .expect("a reading fits");
+}

@@ -685,3 +685,67 @@ fn a_viewer_behind_gets_the_newest_picture_not_every_one_and_is_not_dropped_for_
     drop(viewer);
     hub.stop_ok();
 }
+
+#[test]
+fn publish_with_a_spool_keeps_images_through_its_own_sigkill() {
+    let dir = TempDir::new("hub-images-spool");
+    // Header lines and their bytes, as a camera program would pipe them.
+    let frames: Vec<Vec<u8>> = (0..40u8)
+        .map(|k| png(16 + u32::from(k), 16, [k, 3, 5]))
+        .collect();
+    let mut input = Vec::new();
+    for (k, image) in frames.iter().enumerate() {
+        let extra = json!({"stream": "camera", "ts": 1_800_000_000 + k});
+        input.extend_from_slice(header("png", image, extra).as_bytes());
+        input.extend_from_slice(image);
+        input.extend_from_slice(b"{\"stream\":\"imu\",\"values\":{\"k\":1}}\n");
+    }
+    let file = dir.0.join("frames.bin");
+    std::fs::write(&file, &input).expect("input");
+    let (file, spool) = (
+        file.display().to_string(),
+        dir.0.join("spool").display().to_string(),
+    );
+    // First to a hub that is not there: everything spooled, nothing acknowledged; then killed.
+    let nowhere = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        listener.local_addr().expect("address").to_string()
+    };
+    let first =
+        crate::support::Proc::spawn(&["publish", &nowhere, "--file", &file, "--spool", &spool]);
+    let lines = dir.0.join("spool/lines");
+    wait_until("every record spooled", || {
+        std::fs::read(&lines).is_ok_and(|l| l.iter().filter(|&&b| b == b'\n').count() == 80)
+    });
+    first.signal("KILL");
+    let _ = first.wait();
+    let images = dir.0.join("spool/images");
+    assert_eq!(std::fs::read_dir(&images).expect("images").count(), 40);
+    // An image whose line never made it to the log (killed between the two): an orphan.
+    std::fs::write(images.join("999"), b"orphan").expect("orphan");
+    // Then to a hub: the spooled records go, images included, each stored once as sent.
+    let (hub, ingest, _web, db) = start_hub_http(&dir, &["--no-auth"]);
+    let (status, _, err) = crate::support::run(
+        &["publish", &ingest, "--file", &file, "--spool", &spool],
+        b"",
+    );
+    assert!(status.success(), "{err}");
+    let conn = rusqlite::Connection::open(&db).expect("open");
+    let mut query = conn
+        .prepare("SELECT i.data FROM frames f JOIN images i ON i.frame_id = f.id WHERE f.ts = ?1")
+        .expect("prepare");
+    for (k, image) in frames.iter().enumerate() {
+        let stored: Vec<u8> = query
+            .query_row([1_800_000_000 + k as i64], |r| r.get(0))
+            .unwrap_or_else(|e| panic!("image {k}: {e}"));
+        assert_eq!(&stored, image, "image {k}");
+    }
+    let count: i64 = conn
+        .query_row("SELECT count(*) FROM frames", [], |r| r.get(0))
+        .expect("count");
+    assert_eq!(count, 40, "each image once");
+    // Everything acknowledged: the spool is empty again, its images gone.
+    assert_eq!(std::fs::metadata(&lines).expect("lines").len(), 0);
+    assert_eq!(std::fs::read_dir(&images).expect("images").count(), 0);
+    hub.stop_ok();
+}
