@@ -72,8 +72,10 @@ pub(crate) struct Api {
     pub(crate) queries: Arc<tokio::sync::Semaphore>,
     /// Turns for ingest bodies, a few at once.
     pub(crate) uploads: Arc<tokio::sync::Semaphore>,
-    /// How long an ingest body may take to arrive.
+    /// How long an ingest body may take to arrive (and a WebSocket message to be sent).
     pub(crate) body_deadline: std::time::Duration,
+    /// The Foxglove WebSocket's channels and session.
+    pub(crate) foxglove: Arc<crate::foxglove::Channels>,
 }
 
 /// Queries (and exports) run at once; more wait their turn.
@@ -119,6 +121,7 @@ pub(crate) fn router(api: Arc<Api>) -> Router {
         .route("/api/detections", get(detections))
         .route("/api/export.csv", get(export_csv))
         .route("/api/live", get(live))
+        .route("/foxglove", get(crate::foxglove::upgrade))
         .route("/api/ingest", post(ingest))
         .route("/api/ingest/image", post(ingest_image))
         .route("/api/frames", get(frames))
@@ -195,6 +198,29 @@ async fn same_site(
                         "this hub does not answer to the host name {host:?} (a page may have \
                          rebound its name to this address); to use that name, start the hub \
                          with --http-host NAME"
+                    ),
+                );
+            }
+        }
+    }
+    // Any web page may open a WebSocket to any address (no CORS protects what it reads):
+    // without a token, only this hub's own pages and the Foxglove app may.
+    let websocket = headers
+        .get(header::UPGRADE)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"));
+    if websocket && api.token.is_none() {
+        if let Some(origin) = headers.get(header::ORIGIN) {
+            let origin = String::from_utf8_lossy(origin.as_bytes()).to_ascii_lowercase();
+            let own = host
+                .as_ref()
+                .is_some_and(|host| origin == format!("http://{host}"));
+            if !own && !crate::foxglove::APP_ORIGINS.contains(&origin.as_str()) {
+                return bad(
+                    StatusCode::FORBIDDEN,
+                    format!(
+                        "a WebSocket from the web page at {origin:?} is refused: without a \
+                         token only this hub's pages and the Foxglove app may open one (start \
+                         the hub with --http-token and connect with ?token=)"
                     ),
                 );
             }

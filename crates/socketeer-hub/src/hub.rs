@@ -39,6 +39,8 @@ pub struct Hub {
     live: tokio::sync::broadcast::Sender<Arc<crate::live::Committed>>,
     writer: std::thread::JoinHandle<()>,
     config: HubConfig,
+    /// The Foxglove WebSocket's channels, and this run's session id.
+    foxglove: Arc<crate::foxglove::Channels>,
 }
 
 impl Hub {
@@ -79,6 +81,7 @@ impl Hub {
             live,
             writer,
             config,
+            foxglove: Arc::new(crate::foxglove::Channels::new()?),
         })
     }
 
@@ -150,6 +153,7 @@ impl Hub {
             queries: Arc::new(tokio::sync::Semaphore::new(crate::http::QUERIES_AT_ONCE)),
             uploads: Arc::new(tokio::sync::Semaphore::new(crate::http::UPLOADS_AT_ONCE)),
             body_deadline: config.timeout * 3,
+            foxglove: Arc::clone(&self.foxglove),
         });
         let router = crate::http::router(Arc::clone(&api));
         let limits = crate::web::Limits::for_this_process(config.max_conns, config.timeout);

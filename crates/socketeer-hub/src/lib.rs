@@ -52,6 +52,7 @@
 //! | `http`, `web` | the API, dashboard and live feed; the HTTP listener's limits |
 
 pub mod config;
+mod foxglove;
 mod http;
 mod hub;
 pub mod influx;

@@ -18,10 +18,16 @@ use tokio::sync::Notify;
 pub(crate) struct Committed {
     pub(crate) device: Arc<str>,
     pub(crate) stream: Arc<str>,
+    /// Its time: the device's, or the hub's receive time if it sent none (Unix seconds).
+    pub(crate) ts: f64,
     /// Whether it carries a picture: such events go in a viewer's latest-only lane.
     pub(crate) picture: bool,
     /// The event as the SSE feed and the dashboard see it (one JSON object).
     pub(crate) json: Arc<str>,
+    /// The record itself (its image's bytes shared, not copied).
+    pub(crate) record: crate::record::Record,
+    /// Its Foxglove messages, made by the first client that needs them, shared by the rest.
+    pub(crate) foxglove: std::sync::OnceLock<crate::foxglove::Payloads>,
 }
 
 /// (device, stream): what a latest-only item is the newest of.

@@ -27,6 +27,10 @@ pub(crate) struct Stats {
     pub(crate) viewers: AtomicU64,
     /// Live feed viewers dropped for falling behind.
     pub(crate) viewers_dropped: AtomicU64,
+    /// Foxglove WebSocket clients now.
+    pub(crate) foxglove_clients: AtomicU64,
+    /// Foxglove clients dropped for falling behind.
+    pub(crate) foxglove_dropped: AtomicU64,
     /// Refused lines by reason.
     reasons: Mutex<BTreeMap<&'static str, u64>>,
 }
@@ -128,6 +132,18 @@ pub(crate) fn prometheus(stats: &Stats, gauges: &Gauges) -> String {
         "counter",
         "Live viewers dropped for falling behind.",
         load(&stats.viewers_dropped),
+    );
+    metric(
+        "foxglove_clients",
+        "gauge",
+        "Foxglove WebSocket clients.",
+        load(&stats.foxglove_clients),
+    );
+    metric(
+        "foxglove_clients_dropped_total",
+        "counter",
+        "Foxglove clients dropped for falling behind.",
+        load(&stats.foxglove_dropped),
     );
     metric(
         "http_connections",

@@ -163,7 +163,9 @@ async fn connection(
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_timeout)
-        .serve_connection(io, service);
+        .serve_connection(io, service)
+        // A Foxglove client's WebSocket leaves HTTP here: it keeps its own limits.
+        .with_upgrades();
     tokio::pin!(conn);
     let stalled = stalled(&moved, start, limits.stall_timeout);
     tokio::pin!(stalled);

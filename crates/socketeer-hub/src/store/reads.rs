@@ -58,6 +58,8 @@ pub(crate) struct TextState {
 pub(crate) struct FrameStream {
     pub(crate) stream: String,
     pub(crate) frames: i64,
+    /// How many of them have a picture.
+    pub(crate) images: i64,
     pub(crate) last_ts: f64,
 }
 
@@ -310,7 +312,9 @@ impl Reader {
                 fields.fields.push(field);
             }
             let mut stmt = conn.prepare_cached(
-                "SELECT stream, count(*), max(ts) FROM frames WHERE device_id = ?1 GROUP BY stream",
+                "SELECT f.stream, count(*), max(f.ts), count(i.frame_id)
+                 FROM frames f LEFT JOIN images i ON i.frame_id = f.id
+                 WHERE f.device_id = ?1 GROUP BY f.stream",
             )?;
             let frames = stmt
                 .query_map(params![device], |r| {
@@ -318,6 +322,7 @@ impl Reader {
                         stream: r.get(0)?,
                         frames: r.get(1)?,
                         last_ts: r.get(2)?,
+                        images: r.get(3)?,
                     })
                 })?
                 .collect::<rusqlite::Result<Vec<_>>>()?;

@@ -645,12 +645,15 @@ pub(crate) fn committed(item: &Item) -> Committed {
     Committed {
         device: Arc::clone(&item.device),
         stream: item.record.stream.as_str().into(),
+        ts: item.record.ts.unwrap_or(item.recv_ts),
         picture: item
             .record
             .frame
             .as_ref()
             .is_some_and(|frame| frame.image.is_some()),
         json: event(item).into(),
+        record: item.record.clone(),
+        foxglove: std::sync::OnceLock::new(),
     }
 }
 
