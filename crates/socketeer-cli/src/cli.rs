@@ -75,6 +75,8 @@ pub(crate) enum Command {
     Publish(PublishArgs),
     /// Simulated robots streaming IMU, battery, temperature and camera detections to a hub.
     Simulate(SimulateArgs),
+    /// Write a hub database's records as an MCAP recording (for Foxglove and the mcap tools).
+    Export(ExportArgs),
     /// Load-test an echo-like server: round trips/s, latency percentiles, MB/s.
     Bench(BenchArgs),
     /// Print a new random key (64 hex characters) for --key-file.
@@ -480,6 +482,39 @@ pub(crate) struct ListenArgs {
     pub(crate) guard: GuardArgs,
     #[command(flatten)]
     pub(crate) pipe: PipeArgs,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ExportArgs {
+    /// The hub's database (it may be running).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) db: std::path::PathBuf,
+    /// Only this device's records (default: every device's).
+    #[arg(long, value_name = "NAME")]
+    pub(crate) device: Option<String>,
+    /// From this time, Unix seconds (default: the first record).
+    #[arg(long, value_name = "SECS", allow_negative_numbers = true)]
+    pub(crate) from: Option<f64>,
+    /// To this time, Unix seconds (default: the last record).
+    #[arg(long, value_name = "SECS", allow_negative_numbers = true)]
+    pub(crate) to: Option<f64>,
+    /// How chunks are compressed.
+    #[arg(long, value_enum, default_value = "zstd")]
+    pub(crate) compression: CompressionArg,
+    /// Write the recording to FILE (`-`: stdout, when it is not a terminal).
+    #[arg(long, short = 'o', value_name = "FILE")]
+    pub(crate) output: std::path::PathBuf,
+}
+
+/// `export --compression`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum CompressionArg {
+    /// zstd.
+    Zstd,
+    /// lz4 (faster, larger).
+    Lz4,
+    /// None.
+    None,
 }
 
 #[derive(Debug, Args)]

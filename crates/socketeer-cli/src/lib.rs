@@ -15,6 +15,7 @@ mod cli;
 mod connect;
 mod echo;
 mod exec;
+mod export;
 mod failure;
 mod files;
 mod guard;
@@ -97,6 +98,7 @@ async fn run(command: Command) -> anyhow::Result<i32> {
         Command::Hub(args) => hub::run(args).await,
         Command::Publish(args) => publish::run(args).await,
         Command::Simulate(args) => simulate::run(args).await,
+        Command::Export(args) => export::run(&args).await,
         Command::Bench(args) => bench::run(args).await,
         Command::Keygen(args) => cert::keygen(&args),
         Command::Cert(args) => cert::cert(&args),

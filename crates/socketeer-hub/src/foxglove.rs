@@ -123,34 +123,15 @@ impl Channels {
         }
         let id = registry.next;
         registry.next += 1;
-        let (topic, schema_name, schema) = match kind {
-            Kind::Readings => {
-                let (numbers, texts) = fields();
-                (
-                    topic(device, stream, ""),
-                    "socketeer.Reading".to_owned(),
-                    readings_schema(&numbers, &texts),
-                )
-            }
-            Kind::Image => (
-                topic(device, stream, "/image"),
-                "foxglove.CompressedImage".to_owned(),
-                COMPRESSED_IMAGE_SCHEMA.to_owned(),
-            ),
-            Kind::Annotations => (
-                topic(device, stream, "/annotations"),
-                "foxglove.ImageAnnotations".to_owned(),
-                IMAGE_ANNOTATIONS_SCHEMA.to_owned(),
-            ),
-        };
+        let spec = ChannelSpec::new(device, stream, kind, fields);
         let channel = Arc::new(Channel {
             id,
             advert: json!({
                 "id": id,
-                "topic": topic,
+                "topic": spec.topic,
                 "encoding": "json",
-                "schemaName": schema_name,
-                "schema": schema,
+                "schemaName": spec.schema_name,
+                "schema": spec.schema,
                 "schemaEncoding": "jsonschema",
             }),
         });
@@ -209,6 +190,46 @@ impl Channels {
                 }
             })
             .await;
+    }
+}
+
+/// A channel as Foxglove and MCAP see it: its topic and its schema (JSON Schema; messages are
+/// JSON).
+pub(crate) struct ChannelSpec {
+    pub(crate) topic: String,
+    pub(crate) schema_name: &'static str,
+    pub(crate) schema: String,
+}
+
+impl ChannelSpec {
+    /// The channel of `kind` for `device`'s `stream` (`fields`: a readings channel's numeric
+    /// and text fields, for its schema).
+    pub(crate) fn new(
+        device: &str,
+        stream: &str,
+        kind: Kind,
+        fields: impl FnOnce() -> (Vec<String>, Vec<String>),
+    ) -> ChannelSpec {
+        match kind {
+            Kind::Readings => {
+                let (numbers, texts) = fields();
+                ChannelSpec {
+                    topic: topic(device, stream, ""),
+                    schema_name: "socketeer.Reading",
+                    schema: readings_schema(&numbers, &texts),
+                }
+            }
+            Kind::Image => ChannelSpec {
+                topic: topic(device, stream, "/image"),
+                schema_name: "foxglove.CompressedImage",
+                schema: COMPRESSED_IMAGE_SCHEMA.to_owned(),
+            },
+            Kind::Annotations => ChannelSpec {
+                topic: topic(device, stream, "/annotations"),
+                schema_name: "foxglove.ImageAnnotations",
+                schema: IMAGE_ANNOTATIONS_SCHEMA.to_owned(),
+            },
+        }
     }
 }
 
@@ -275,7 +296,7 @@ fn time(ts: f64) -> Value {
     json!({ "sec": ns / 1_000_000_000, "nsec": ns % 1_000_000_000 })
 }
 
-fn nanos(ts: f64) -> u64 {
+pub(crate) fn nanos(ts: f64) -> u64 {
     // Timestamps are checked to lie in 2000..2100: positive, and far from u64's end.
     (ts.max(0.0) * 1e9).round() as u64
 }
@@ -294,34 +315,24 @@ pub(crate) fn payloads(channels: &Channels, event: &Committed) -> Payloads {
                 record.texts.iter().map(|(f, _)| f.clone()).collect(),
             )
         });
-        let mut object = serde_json::Map::new();
         let typed = record
             .values
             .iter()
-            .map(|(f, v)| (f, Value::from(*v)))
+            .map(|(f, v)| (f.as_str(), Value::from(*v)))
             .chain(
                 record
                     .texts
                     .iter()
-                    .map(|(f, t)| (f, Value::from(t.as_str()))),
+                    .map(|(f, t)| (f.as_str(), Value::from(t.as_str()))),
             );
-        for (field, value) in typed {
-            nest(&mut object, field, value);
-        }
-        out.readings = Some((channel, Bytes::from(Value::Object(object).to_string())));
+        out.readings = Some((channel, readings_payload(typed)));
     }
     if let Some(frame) = &record.frame {
-        let stamp = time(event.ts);
         if let Some(image) = &frame.image {
             let channel =
                 channels.channel(&event.device, &event.stream, Kind::Image, Default::default);
-            let message = json!({
-                "timestamp": stamp,
-                "frame_id": &*event.stream,
-                "data": base64::engine::general_purpose::STANDARD.encode(&image.data),
-                "format": image.format.name(),
-            });
-            out.image = Some((channel, Bytes::from(message.to_string())));
+            let message = image_payload(&event.stream, event.ts, image.format.name(), &image.data);
+            out.image = Some((channel, message));
         }
         let channel = channels.channel(
             &event.device,
@@ -329,43 +340,67 @@ pub(crate) fn payloads(channels: &Channels, event: &Committed) -> Payloads {
             Kind::Annotations,
             Default::default,
         );
-        let box_color = json!({ "r": 0.25, "g": 0.85, "b": 0.35, "a": 1.0 });
-        let clear = json!({ "r": 0.0, "g": 0.0, "b": 0.0, "a": 0.0 });
-        let points: Vec<Value> = frame
-            .detections
-            .iter()
-            .map(|d| {
-                let [x, y, w, h] = d.bbox;
-                json!({
-                    "timestamp": stamp,
-                    "type": 2, // LINE_LOOP
-                    "points": [{"x": x, "y": y}, {"x": x + w, "y": y},
-                               {"x": x + w, "y": y + h}, {"x": x, "y": y + h}],
-                    "outline_color": box_color,
-                    "outline_colors": [],
-                    "fill_color": clear,
-                    "thickness": 2.0,
-                })
-            })
-            .collect();
-        let texts: Vec<Value> = frame
-            .detections
-            .iter()
-            .map(|d| {
-                json!({
-                    "timestamp": stamp,
-                    "position": {"x": d.bbox[0], "y": d.bbox[1]},
-                    "text": format!("{} {:.2}", d.label, d.score),
-                    "font_size": 14.0,
-                    "text_color": {"r": 0.0, "g": 0.0, "b": 0.0, "a": 1.0},
-                    "background_color": box_color,
-                })
-            })
-            .collect();
-        let message = json!({ "circles": [], "points": points, "texts": texts });
-        out.annotations = Some((channel, Bytes::from(message.to_string())));
+        out.annotations = Some((channel, annotations_payload(event.ts, &frame.detections)));
     }
     out
+}
+
+/// A readings message: the fields as one object, dotted names nested.
+pub(crate) fn readings_payload<'a>(fields: impl Iterator<Item = (&'a str, Value)>) -> Bytes {
+    let mut object = serde_json::Map::new();
+    for (field, value) in fields {
+        nest(&mut object, field, value);
+    }
+    Bytes::from(Value::Object(object).to_string())
+}
+
+/// A `foxglove.CompressedImage` message.
+pub(crate) fn image_payload(stream: &str, ts: f64, format: &str, data: &[u8]) -> Bytes {
+    let message = json!({
+        "timestamp": time(ts),
+        "frame_id": stream,
+        "data": base64::engine::general_purpose::STANDARD.encode(data),
+        "format": format,
+    });
+    Bytes::from(message.to_string())
+}
+
+/// A `foxglove.ImageAnnotations` message: a box and a label per detection, at the frame's time.
+pub(crate) fn annotations_payload(ts: f64, detections: &[crate::record::Detection]) -> Bytes {
+    let stamp = time(ts);
+    let box_color = json!({ "r": 0.25, "g": 0.85, "b": 0.35, "a": 1.0 });
+    let clear = json!({ "r": 0.0, "g": 0.0, "b": 0.0, "a": 0.0 });
+    let points: Vec<Value> = detections
+        .iter()
+        .map(|d| {
+            let [x, y, w, h] = d.bbox;
+            json!({
+                "timestamp": stamp,
+                "type": 2, // LINE_LOOP
+                "points": [{"x": x, "y": y}, {"x": x + w, "y": y},
+                           {"x": x + w, "y": y + h}, {"x": x, "y": y + h}],
+                "outline_color": box_color,
+                "outline_colors": [],
+                "fill_color": clear,
+                "thickness": 2.0,
+            })
+        })
+        .collect();
+    let texts: Vec<Value> = detections
+        .iter()
+        .map(|d| {
+            json!({
+                "timestamp": stamp,
+                "position": {"x": d.bbox[0], "y": d.bbox[1]},
+                "text": format!("{} {:.2}", d.label, d.score),
+                "font_size": 14.0,
+                "text_color": {"r": 0.0, "g": 0.0, "b": 0.0, "a": 1.0},
+                "background_color": box_color,
+            })
+        })
+        .collect();
+    let message = json!({ "circles": [], "points": points, "texts": texts });
+    Bytes::from(message.to_string())
 }
 
 /// Puts `value` at the dotted path `field` (a clash with a value already there keeps the

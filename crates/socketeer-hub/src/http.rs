@@ -120,6 +120,7 @@ pub(crate) fn router(api: Arc<Api>) -> Router {
         .route("/api/series", get(series))
         .route("/api/detections", get(detections))
         .route("/api/export.csv", get(export_csv))
+        .route("/api/export.mcap", get(export_mcap))
         .route("/api/live", get(live))
         .route("/foxglove", get(crate::foxglove::upgrade))
         .route("/api/ingest", post(ingest))
@@ -731,6 +732,92 @@ async fn export_csv(State(api): Shared, Params(q): Params<ExportParams>) -> Resp
         axum::body::Body::from_stream(head.chain(rest)),
     )
         .into_response()
+}
+
+#[derive(Deserialize)]
+struct McapParams {
+    /// One device, or all.
+    device: Option<String>,
+    from: Option<Time>,
+    to: Option<Time>,
+    /// `zstd` (default), `lz4` or `none`.
+    compression: Option<String>,
+}
+
+/// An MCAP recording of a range (the last hour by default), written as it is read: the
+/// response streams while a blocking thread reads the store a page per stream at a time, a few
+/// buffers ahead of the client.
+async fn export_mcap(State(api): Shared, Params(q): Params<McapParams>) -> Response {
+    let (from, to) = match range(q.from, q.to) {
+        Ok(range) => range,
+        Err(fail) => return fail.into_response(),
+    };
+    if let Some(device) = &q.device {
+        if !socketeer::keys::valid_device_name(device) {
+            return bad(StatusCode::BAD_REQUEST, "bad device name");
+        }
+    }
+    let compression = match q.compression.as_deref() {
+        None => crate::recording::Compression::Zstd,
+        Some(name) => match crate::recording::Compression::from_name(name) {
+            Some(c) => c,
+            None => return bad(StatusCode::BAD_REQUEST, "compression is zstd, lz4 or none"),
+        },
+    };
+    let Some(turn) = wait_turn(&api.queries).await else {
+        return busy("queries");
+    };
+    let what = crate::recording::McapExport {
+        device: q.device.clone(),
+        from,
+        to,
+        compression,
+    };
+    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<bytes::Bytes>>(MCAP_BUFFERS_AHEAD);
+    let reader = api.ingest.store.reader();
+    tokio::task::spawn_blocking(move || {
+        let _turn = turn; // held until the recording is written (or its client gone)
+        let mut out = std::io::BufWriter::with_capacity(MCAP_BUFFER, Sender(tx.clone()));
+        let written = crate::recording::write(&reader, &what, &mut out)
+            .and_then(|_| std::io::Write::flush(&mut out).map_err(Into::into));
+        if let Err(err) = written {
+            // Mid-way: the response is cut short, which the client sees as an error.
+            let _ = tx.blocking_send(Err(std::io::Error::other(err.to_string())));
+        }
+    });
+    let name = q.device.as_deref().unwrap_or("fleet");
+    (
+        [
+            (header::CONTENT_TYPE, "application/octet-stream".to_owned()),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"{name}.mcap\""),
+            ),
+        ],
+        axum::body::Body::from_stream(ReceiverStream::new(rx)),
+    )
+        .into_response()
+}
+
+/// Bytes of a recording sent at once, and how many such buffers are written ahead.
+const MCAP_BUFFER: usize = 256 * 1024;
+const MCAP_BUFFERS_AHEAD: usize = 4;
+
+/// A `Write` whose bytes go to a response body (from a blocking thread); it fails once the
+/// client is gone, which ends the recording.
+struct Sender(tokio::sync::mpsc::Sender<std::io::Result<bytes::Bytes>>);
+
+impl std::io::Write for Sender {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .blocking_send(Ok(bytes::Bytes::copy_from_slice(buf)))
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the client went"))?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// Rows of CSV read at a time (about 64 KiB of text).

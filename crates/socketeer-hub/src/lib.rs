@@ -61,6 +61,7 @@ mod live;
 mod metrics;
 pub mod publisher;
 pub mod record;
+pub mod recording;
 mod store;
 mod web;
 pub mod wire;

@@ -80,7 +80,7 @@ pub fn jpeg_header(w: u16, h: u16) -> Vec<u8> {
 }
 
 /// A header line for `image` (format, its length) with `extra` fields.
-fn header(format: &str, image: &[u8], extra: Value) -> String {
+pub fn header(format: &str, image: &[u8], extra: Value) -> String {
     let mut header = extra;
     header["image"] = json!({ "format": format, "bytes": image.len() });
     format!("{header}\n")

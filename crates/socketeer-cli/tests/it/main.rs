@@ -16,6 +16,7 @@ mod hub_images;
 mod interop;
 mod listen;
 mod modes;
+mod recording;
 mod resources;
 mod scan;
 mod security;

@@ -38,10 +38,11 @@ use crate::wire::{Reason, Refusal};
 pub(crate) use activity::Activity;
 use checkpoint::Checkpointer;
 use queue::{Budget, Job, Room};
-use reads::Reader;
+pub(crate) use reads::Reader;
 pub(crate) use reads::{
     Cell, DetectionQuery, Detections, DeviceRow, ExportQuery, ExportRow, FrameQuery, FrameRow,
-    ImageQuery, Series, SeriesPoints, SeriesQuery, StoredImage, Streams,
+    ImageQuery, Recorded, RecordingQuery, RecordingStream, Series, SeriesPoints, SeriesQuery,
+    StoredImage, Streams,
 };
 use schema::open_writer;
 use writer::Writer;
@@ -415,6 +416,11 @@ impl Store {
         tokio::task::spawn_blocking(move || work(&reader))
             .await
             .unwrap_or_else(|_| Err(StoreError::Unavailable("the query stopped".into())))
+    }
+
+    /// The read side, for work that runs on a blocking thread of its own (a recording).
+    pub(crate) fn reader(&self) -> Arc<Reader> {
+        Arc::clone(&self.reader)
     }
 
     /// Every device, by name.

@@ -663,3 +663,246 @@ fn device_id(conn: &Connection, name: &str) -> rusqlite::Result<Option<i64>> {
     )
     .optional()
 }
+
+/// Which records a recording holds: one device's or all, over a time range (inclusive).
+#[derive(Debug, Clone)]
+pub(crate) struct RecordingQuery {
+    pub(crate) device: Option<String>,
+    pub(crate) from: f64,
+    pub(crate) to: f64,
+}
+
+/// A stream a recording may hold records of, with its fields (for a schema).
+#[derive(Debug, Clone)]
+pub(crate) struct RecordingStream {
+    pub(crate) device: String,
+    pub(crate) stream: String,
+    pub(crate) numbers: Vec<String>,
+    pub(crate) texts: Vec<String>,
+}
+
+/// One stored record, in time order: a sample (its values as stored, a JSON object with
+/// dotted field names) or a frame with its detections and image, if it has one.
+pub(crate) enum Recorded<'a> {
+    Sample {
+        stream: &'a RecordingStream,
+        ts: f64,
+        vals: &'a str,
+    },
+    Frame {
+        stream: &'a RecordingStream,
+        ts: f64,
+        detections: &'a [crate::record::Detection],
+        image: Option<(&'a str, &'a [u8])>,
+    },
+}
+
+/// Rows of one stream's samples or frames, read a page at a time after `after`.
+struct Source {
+    stream: usize,
+    frames: bool,
+    /// (ts, rowid) of the last row read.
+    after: (f64, i64),
+    done: bool,
+    rows: std::collections::VecDeque<Row>,
+}
+
+enum Row {
+    Sample {
+        ts: f64,
+        vals: String,
+    },
+    Frame {
+        ts: f64,
+        detections: Vec<crate::record::Detection>,
+        image: Option<(String, Vec<u8>)>,
+    },
+}
+
+impl Row {
+    fn ts(&self) -> f64 {
+        match self {
+            Row::Sample { ts, .. } | Row::Frame { ts, .. } => *ts,
+        }
+    }
+}
+
+/// Samples read per page of one stream.
+const SAMPLE_PAGE: i64 = 1024;
+/// Frames read per page of one stream (each may hold an image of up to 16 MiB).
+const FRAME_PAGE: i64 = 8;
+
+impl Source {
+    /// Reads the next page, if the last one did not end the stream.
+    fn refill(
+        &mut self,
+        conn: &Connection,
+        device: i64,
+        stream: &RecordingStream,
+        id: i64,
+        to: f64,
+    ) -> rusqlite::Result<()> {
+        if self.done {
+            return Ok(());
+        }
+        let before = self.rows.len();
+        if self.frames {
+            let mut stmt = conn.prepare_cached(
+                "SELECT f.id, f.ts, i.format, i.data FROM frames f
+                 LEFT JOIN images i ON i.frame_id = f.id
+                 WHERE f.device_id = ?1 AND f.stream = ?2 AND (f.ts, f.id) > (?3, ?4)
+                   AND f.ts <= ?5
+                 ORDER BY f.ts, f.id LIMIT ?6",
+            )?;
+            let mut rows = stmt.query(params![
+                device,
+                stream.stream,
+                self.after.0,
+                self.after.1,
+                to,
+                FRAME_PAGE
+            ])?;
+            let mut detections = conn.prepare_cached(
+                "SELECT label, score, x, y, w, h FROM detections WHERE frame_id = ?1 ORDER BY rowid",
+            )?;
+            while let Some(row) = rows.next()? {
+                let (id, ts): (i64, f64) = (row.get(0)?, row.get(1)?);
+                let format: Option<String> = row.get(2)?;
+                let image = match format {
+                    Some(format) => Some((format, row.get::<_, Vec<u8>>(3)?)),
+                    None => None,
+                };
+                let found = detections
+                    .query_map(params![id], |d| {
+                        Ok(crate::record::Detection {
+                            label: d.get(0)?,
+                            score: d.get(1)?,
+                            bbox: [d.get(2)?, d.get(3)?, d.get(4)?, d.get(5)?],
+                        })
+                    })?
+                    .collect::<rusqlite::Result<Vec<_>>>()?;
+                self.after = (ts, id);
+                self.rows.push_back(Row::Frame {
+                    ts,
+                    detections: found,
+                    image,
+                });
+            }
+            self.done = self.rows.len() - before < FRAME_PAGE as usize;
+        } else {
+            let mut stmt = conn.prepare_cached(
+                "SELECT ts, rowid, vals FROM samples
+                 WHERE stream_id = ?1 AND (ts, rowid) > (?2, ?3) AND ts <= ?4
+                 ORDER BY ts, rowid LIMIT ?5",
+            )?;
+            let mut rows = stmt.query(params![id, self.after.0, self.after.1, to, SAMPLE_PAGE])?;
+            while let Some(row) = rows.next()? {
+                let (ts, rowid): (f64, i64) = (row.get(0)?, row.get(1)?);
+                self.after = (ts, rowid);
+                self.rows.push_back(Row::Sample {
+                    ts,
+                    vals: row.get(2)?,
+                });
+            }
+            self.done = self.rows.len() - before < SAMPLE_PAGE as usize;
+        }
+        Ok(())
+    }
+}
+
+impl Reader {
+    /// The recording `q` asks for: first `begin` with every stream it may hold, then each
+    /// record in time order (ties in stream order) until `each` says stop. Memory stays a few
+    /// pages per stream whatever the range: each stream is read a page at a time along its
+    /// time index, and the streams are merged as they are read.
+    pub(crate) fn recording(
+        &self,
+        q: &RecordingQuery,
+        begin: impl FnOnce(&[RecordingStream]),
+        mut each: impl FnMut(Recorded<'_>) -> bool,
+    ) -> Result<(), StoreError> {
+        self.with(|conn| {
+            // (device id, stream id) and the stream, for every stream of the devices asked.
+            let mut streams: Vec<(i64, i64, RecordingStream)> = Vec::new();
+            {
+                let mut stmt = conn.prepare_cached(
+                    "SELECT d.id, st.id, d.name, st.name FROM streams st
+                     JOIN devices d ON d.id = st.device_id
+                     WHERE ?1 IS NULL OR d.name = ?1 ORDER BY d.name, st.name",
+                )?;
+                let mut rows = stmt.query(params![q.device])?;
+                while let Some(row) = rows.next()? {
+                    streams.push((
+                        row.get(0)?,
+                        row.get(1)?,
+                        RecordingStream {
+                            device: row.get(2)?,
+                            stream: row.get(3)?,
+                            numbers: Vec::new(),
+                            texts: Vec::new(),
+                        },
+                    ));
+                }
+            }
+            for (device, _, stream) in &mut streams {
+                for (sql, into) in [
+                    ("SELECT field FROM series WHERE device_id = ?1 AND stream = ?2 ORDER BY field", &mut stream.numbers),
+                    ("SELECT field FROM text_fields WHERE device_id = ?1 AND stream = ?2 ORDER BY field", &mut stream.texts),
+                ] {
+                    let mut stmt = conn.prepare_cached(sql)?;
+                    for field in stmt.query_map(params![*device, stream.stream], |r| r.get::<_, String>(0))? {
+                        into.push(field?);
+                    }
+                }
+            }
+            let list: Vec<RecordingStream> = streams.iter().map(|(_, _, s)| s.clone()).collect();
+            begin(&list);
+            let mut sources: Vec<Source> = (0..streams.len())
+                .flat_map(|stream| {
+                    [false, true].map(|frames| Source {
+                        stream,
+                        frames,
+                        after: (q.from, i64::MIN),
+                        done: false,
+                        rows: std::collections::VecDeque::new(),
+                    })
+                })
+                .collect();
+            // The heads of the sources by time (times are positive: their bits order as they do).
+            let mut heads = std::collections::BinaryHeap::new();
+            for (i, source) in sources.iter_mut().enumerate() {
+                let (device, id, stream) = &streams[source.stream];
+                source.refill(conn, *device, stream, *id, q.to)?;
+                if let Some(row) = source.rows.front() {
+                    heads.push(std::cmp::Reverse((row.ts().to_bits(), i)));
+                }
+            }
+            while let Some(std::cmp::Reverse((_, i))) = heads.pop() {
+                let source = &mut sources[i];
+                let Some(row) = source.rows.pop_front() else {
+                    continue;
+                };
+                let (device, id, stream) = &streams[source.stream];
+                let go_on = match &row {
+                    Row::Sample { ts, vals } => each(Recorded::Sample { stream, ts: *ts, vals }),
+                    Row::Frame { ts, detections, image } => each(Recorded::Frame {
+                        stream,
+                        ts: *ts,
+                        detections,
+                        image: image.as_ref().map(|(f, d)| (f.as_str(), d.as_slice())),
+                    }),
+                };
+                if !go_on {
+                    break;
+                }
+                if source.rows.is_empty() {
+                    source.refill(conn, *device, stream, *id, q.to)?;
+                }
+                if let Some(next) = source.rows.front() {
+                    heads.push(std::cmp::Reverse((next.ts().to_bits(), i)));
+                }
+            }
+            Ok(())
+        })
+    }
+}

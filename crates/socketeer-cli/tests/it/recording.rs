@@ -1,0 +1,316 @@
+//! MCAP recordings (`GET /api/export.mcap`, `socketeer export`) read back by the mcap project's
+//! own Python reader (PyPI `mcap`, CRCs checked): `tests/python/read_mcap.py`.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::Command;
+
+use serde_json::{Value, json};
+
+use crate::hub::{Client, start_hub_http};
+use crate::hub_images::{header, png};
+use crate::support::{DEADLINE, TempDir, have, run};
+
+/// Whether python3 with the `mcap` package is here; says SKIPPED if not.
+fn have_mcap_reader(test: &str) -> bool {
+    if !have("python3", test) {
+        return false;
+    }
+    let found = Command::new("python3")
+        .args(["-c", "import mcap.reader"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !found {
+        let _ = writeln!(
+            std::io::stderr(),
+            "SKIPPED {test}: the Python package mcap is not installed (pip install mcap; CI \
+             installs it via .ci/run)"
+        );
+    }
+    found
+}
+
+/// What the mcap project's reader makes of `file`.
+fn read_mcap(file: &Path) -> Value {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/python/read_mcap.py");
+    let out = Command::new("python3")
+        .arg(script)
+        .arg(file)
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "the mcap reader refused {}: {}",
+        file.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("json")
+}
+
+/// `GET path` as HTTP/1.0 (the body ends with the connection): status and body.
+fn get_bytes(web: &str, path: &str) -> (u16, Vec<u8>) {
+    let mut stream = TcpStream::connect(web).expect("connect");
+    stream.set_read_timeout(Some(DEADLINE)).expect("timeout");
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {web}\r\n\r\n").expect("send");
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).expect("response");
+    let at = response
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a head");
+    let head = String::from_utf8_lossy(&response[..at]).into_owned();
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("status");
+    (status, response[at + 4..].to_vec())
+}
+
+#[test]
+fn mcap_recordings_are_read_back_whole_by_the_mcap_projects_own_reader() {
+    let test = "mcap_recordings_are_read_back_whole_by_the_mcap_projects_own_reader";
+    if !have_mcap_reader(test) {
+        return;
+    }
+    let dir = TempDir::new("recording");
+    let (hub, ingest, web, db) = start_hub_http(&dir, &["--no-auth"]);
+    let base = 1_800_000_000.0;
+    let mut rover = Client::connect(&ingest);
+    rover.send("{\"device\":\"rover\"}\n{\"session\":\"s\"}\n");
+    let mut seq = 0;
+    let ack = |client: &mut Client, seq: u64| assert_eq!(client.answer(), json!({"ack": seq}));
+    for k in 0..30u32 {
+        seq += 1;
+        let mode = if k % 2 == 0 { "A" } else { "B" };
+        let line = json!({"stream": "imu", "seq": seq, "ts": base + f64::from(k) * 0.1,
+                          "values": {"ax": k, "pose": {"x": k * 2}, "mode": mode}});
+        rover.send(&format!("{line}\n"));
+        ack(&mut rover, seq);
+    }
+    let images: Vec<Vec<u8>> = (0..5u8).map(|k| png(32, 24, [k * 40, 20, 200])).collect();
+    for (k, image) in images.iter().enumerate() {
+        seq += 1;
+        let extra = json!({"stream": "camera", "seq": seq, "ts": base + k as f64 + 0.05,
+            "detections": [{"label": "person", "score": 0.9, "box": [1, 2, 10, 12]},
+                           {"label": "cart", "score": 0.5, "box": [5, 5, 8, 8]}]});
+        rover.send(&header("png", image, extra));
+        rover.writer_bytes(image);
+        ack(&mut rover, seq);
+    }
+    for k in 0..3u32 {
+        seq += 1;
+        let line = json!({"stream": "lidar-cam", "seq": seq, "ts": base + f64::from(k) + 0.5,
+            "frame": {"w": 100, "h": 100},
+            "detections": [{"label": "wall", "score": 0.7, "box": [0, 0, 50, 50]}]});
+        rover.send(&format!("{line}\n"));
+        ack(&mut rover, seq);
+    }
+    let mut arm = Client::connect(&ingest);
+    arm.send("{\"device\":\"arm\"}\n{\"session\":\"s\"}\n");
+    for k in 1..=10u32 {
+        let line =
+            json!({"stream": "joint", "seq": k, "ts": base + f64::from(k), "values": {"q1": k}});
+        arm.send(&format!("{line}\n"));
+        ack(&mut arm, u64::from(k));
+    }
+
+    // Over HTTP, one device, a range holding all of it.
+    let query = format!("device=rover&from={}&to={}", base - 1.0, base + 100.0);
+    let (status, bytes) = get_bytes(&web, &format!("/api/export.mcap?{query}"));
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&bytes));
+    let file = dir.0.join("rover.mcap");
+    std::fs::write(&file, &bytes).expect("write");
+    let read = read_mcap(&file);
+    assert_eq!(read["compression"], json!(["zstd"]));
+    assert!(read["chunks"].as_u64() >= Some(1));
+    let topics = [
+        "/rover/camera/annotations",
+        "/rover/camera/image",
+        "/rover/imu",
+        "/rover/lidar-cam/annotations",
+    ];
+    let channels = read["channels"].as_object().expect("channels");
+    assert_eq!(channels.keys().collect::<Vec<_>>(), topics);
+    assert_eq!(
+        read["message_index_channels"].as_array().map(Vec::len),
+        Some(4)
+    );
+    assert_eq!(read["statistics"]["messages"], 30 + 5 * 2 + 3);
+    let imu = &channels["/rover/imu"];
+    assert_eq!(imu["encoding"], "json");
+    assert_eq!(imu["schema_encoding"], "jsonschema");
+    assert_eq!(imu["schema_name"], "socketeer.Reading");
+    assert_eq!(imu["schema"]["type"], "object");
+    assert_eq!(imu["schema"]["properties"]["ax"]["type"], "number");
+    assert_eq!(
+        imu["schema"]["properties"]["pose"]["properties"]["x"]["type"],
+        "number"
+    );
+    assert_eq!(imu["schema"]["properties"]["mode"]["type"], "string");
+    assert_eq!(
+        channels["/rover/camera/image"]["schema_name"],
+        "foxglove.CompressedImage"
+    );
+    assert_eq!(
+        channels["/rover/camera/annotations"]["schema_name"],
+        "foxglove.ImageAnnotations"
+    );
+    let messages = read["messages"].as_array().expect("messages");
+    // In time order; each record once.
+    let times: Vec<u64> = messages
+        .iter()
+        .map(|m| m["log_time"].as_u64().expect("time"))
+        .collect();
+    assert!(times.windows(2).all(|w| w[0] <= w[1]), "not in time order");
+    let mut ax: Vec<u64> = messages
+        .iter()
+        .filter(|m| m["topic"] == "/rover/imu")
+        .map(|m| {
+            let ax = m["data"]["ax"].as_f64().expect("ax");
+            assert_eq!(m["data"]["pose"]["x"].as_f64(), Some(ax * 2.0));
+            ax as u64
+        })
+        .collect();
+    ax.sort_unstable();
+    assert_eq!(ax, (0..30).collect::<Vec<_>>());
+    let pictures: Vec<&Value> = messages
+        .iter()
+        .filter(|m| m["topic"] == "/rover/camera/image")
+        .collect();
+    assert_eq!(pictures.len(), 5);
+    for (picture, sent) in pictures.iter().zip(&images) {
+        let data = picture["data"]["data"].as_str().expect("base64");
+        let decoded = base64_decode(data);
+        assert_eq!(&decoded, sent, "a picture is not the bytes sent");
+        assert_eq!(picture["data"]["format"], "png");
+        // Its annotations: the same log time and timestamp.
+        let boxes = messages
+            .iter()
+            .find(|m| {
+                m["topic"] == "/rover/camera/annotations" && m["log_time"] == picture["log_time"]
+            })
+            .expect("the picture's annotations");
+        assert_eq!(
+            boxes["data"]["points"][0]["timestamp"],
+            picture["data"]["timestamp"]
+        );
+        assert_eq!(boxes["data"]["points"].as_array().map(Vec::len), Some(2));
+        assert_eq!(boxes["data"]["texts"][1]["text"], "cart 0.50");
+    }
+    assert_eq!(
+        times[0], 1_800_000_000_000_000_000,
+        "the first reading's time in ns"
+    );
+
+    // Offline, from the database file, lz4 and uncompressed: the same messages.
+    for (compression, name) in [("lz4", "lz4"), ("none", "")] {
+        let out = dir.0.join(format!("rover-{compression}.mcap"));
+        let (status, _, err) = run(
+            &[
+                "export",
+                "--db",
+                &db,
+                "--device",
+                "rover",
+                "--compression",
+                compression,
+                "-o",
+                &out.display().to_string(),
+            ],
+            b"",
+        );
+        assert!(status.success(), "{err}");
+        assert!(err.contains("43 messages on 4 channels"), "{err}");
+        let offline = read_mcap(&out);
+        assert_eq!(offline["compression"], json!([name]));
+        assert_eq!(offline["messages"], read["messages"], "{compression}");
+        assert_eq!(offline["channels"], read["channels"], "{compression}");
+    }
+    // The whole fleet; a narrower range.
+    let all = dir.0.join("all.mcap");
+    let (status, _, err) = run(
+        &["export", "--db", &db, "-o", &all.display().to_string()],
+        b"",
+    );
+    assert!(status.success(), "{err}");
+    let fleet = read_mcap(&all);
+    assert!(
+        fleet["channels"]
+            .as_object()
+            .expect("channels")
+            .contains_key("/arm/joint")
+    );
+    assert_eq!(fleet["statistics"]["messages"], 43 + 10);
+    let (status, bytes) = get_bytes(
+        &web,
+        &format!(
+            "/api/export.mcap?device=rover&from={}&to={}",
+            base + 1.0,
+            base + 2.0
+        ),
+    );
+    assert_eq!(status, 200);
+    std::fs::write(&file, &bytes).expect("write");
+    let narrow = read_mcap(&file);
+    let inside = narrow["messages"].as_array().expect("messages");
+    assert!(inside.iter().all(|m| {
+        let t = m["log_time"].as_u64().expect("time");
+        (1_800_000_001_000_000_000..=1_800_000_002_000_000_000).contains(&t)
+    }));
+    // Readings 10 to 20 (at 1.0, 1.1, ... 2.0 s), and the frames at 1.05 (a picture and its
+    // annotations) and at 1.5 (lidar-cam).
+    assert_eq!(inside.len(), 11 + 3, "{inside:?}");
+
+    // Bad requests.
+    for (path, status) in [
+        ("/api/export.mcap?compression=gzip", 400),
+        ("/api/export.mcap?device=no%20such", 400),
+        ("/api/export.mcap?from=10&to=5", 400),
+    ] {
+        assert_eq!(get_bytes(&web, path).0, status, "{path}");
+    }
+    let (status, _, err) = run(
+        &[
+            "export",
+            "--db",
+            &dir.0.join("none.db").display().to_string(),
+            "-o",
+            "x.mcap",
+        ],
+        b"",
+    );
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(err.contains("no such database"), "{err}");
+    let (status, _, err) = run(
+        &[
+            "export", "--db", &db, "--from", "5", "--to", "1", "-o", "x.mcap",
+        ],
+        b"",
+    );
+    assert_eq!(status.code(), Some(2), "{err}");
+    drop(rover);
+    drop(arm);
+    hub.stop_ok();
+}
+
+/// Standard base64, decoded (the test's own, to check the hub's encoding independently).
+fn base64_decode(text: &str) -> Vec<u8> {
+    let value = |c: u8| match c {
+        b'A'..=b'Z' => c - b'A',
+        b'a'..=b'z' => c - b'a' + 26,
+        b'0'..=b'9' => c - b'0' + 52,
+        b'+' => 62,
+        b'/' => 63,
+        _ => panic!("not base64: {c}"),
+    };
+    let digits: Vec<u8> = text.bytes().filter(|&c| c != b'=').map(value).collect();
+    let mut out = Vec::new();
+    for group in digits.chunks(4) {
+        let n = group.iter().fold(0u32, |n, &d| (n << 6) | u32::from(d)) << (6 * (4 - group.len()));
+        let bytes = n.to_be_bytes();
+        out.extend_from_slice(&bytes[1..group.len()]);
+    }
+    out
+}
