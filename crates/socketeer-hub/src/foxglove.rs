@@ -290,15 +290,15 @@ pub(crate) struct Payloads {
     time_ns: u64,
 }
 
-/// `{"sec","nsec"}` of Unix seconds `ts`.
-fn time(ts: f64) -> Value {
-    let ns = nanos(ts);
-    json!({ "sec": ns / 1_000_000_000, "nsec": ns % 1_000_000_000 })
-}
-
+/// Unix seconds as nanoseconds, to the microsecond: a time near 2027 held in an f64 is only
+/// good to about a quarter of a microsecond, so `…01.05` is `…01.050000000`, not the binary
+/// neighbour's `…01.049999952`.
 pub(crate) fn nanos(ts: f64) -> u64 {
     // Timestamps are checked to lie in 2000..2100: positive, and far from u64's end.
-    (ts.max(0.0) * 1e9).round() as u64
+    let ts = ts.max(0.0);
+    let secs = ts.floor();
+    let micros = ((ts - secs) * 1e6).round() as u64;
+    secs as u64 * 1_000_000_000 + micros * 1000
 }
 
 /// The messages of a committed record, and the channels they go on (made as they appear).
@@ -354,53 +354,68 @@ pub(crate) fn readings_payload<'a>(fields: impl Iterator<Item = (&'a str, Value)
     Bytes::from(Value::Object(object).to_string())
 }
 
-/// A `foxglove.CompressedImage` message.
+/// `{"sec":S,"nsec":N}` of Unix seconds `ts` (JSON time, as Foxglove's schemas have it).
+fn stamp(ts: f64) -> String {
+    let ns = nanos(ts);
+    format!(
+        r#"{{"sec":{},"nsec":{}}}"#,
+        ns / 1_000_000_000,
+        ns % 1_000_000_000
+    )
+}
+
+/// A `foxglove.CompressedImage` message (written out directly: the picture's base64 is most
+/// of it).
 pub(crate) fn image_payload(stream: &str, ts: f64, format: &str, data: &[u8]) -> Bytes {
-    let message = json!({
-        "timestamp": time(ts),
-        "frame_id": stream,
-        "data": base64::engine::general_purpose::STANDARD.encode(data),
-        "format": format,
-    });
-    Bytes::from(message.to_string())
+    let frame_id = Value::from(stream);
+    let format = Value::from(format);
+    let mut out = String::with_capacity(128 + data.len() * 4 / 3);
+    out.push_str(r#"{"timestamp":"#);
+    out.push_str(&stamp(ts));
+    out.push_str(r#","frame_id":"#);
+    out.push_str(&frame_id.to_string());
+    out.push_str(r#","data":""#);
+    base64::engine::general_purpose::STANDARD.encode_string(data, &mut out);
+    out.push_str(r#"","format":"#);
+    out.push_str(&format.to_string());
+    out.push('}');
+    Bytes::from(out)
 }
 
 /// A `foxglove.ImageAnnotations` message: a box and a label per detection, at the frame's time.
+/// Written out directly (not built as a JSON tree): recordings make one per stored frame.
 pub(crate) fn annotations_payload(ts: f64, detections: &[crate::record::Detection]) -> Bytes {
-    let stamp = time(ts);
-    let box_color = json!({ "r": 0.25, "g": 0.85, "b": 0.35, "a": 1.0 });
-    let clear = json!({ "r": 0.0, "g": 0.0, "b": 0.0, "a": 0.0 });
-    let points: Vec<Value> = detections
-        .iter()
-        .map(|d| {
-            let [x, y, w, h] = d.bbox;
-            json!({
-                "timestamp": stamp,
-                "type": 2, // LINE_LOOP
-                "points": [{"x": x, "y": y}, {"x": x + w, "y": y},
-                           {"x": x + w, "y": y + h}, {"x": x, "y": y + h}],
-                "outline_color": box_color,
-                "outline_colors": [],
-                "fill_color": clear,
-                "thickness": 2.0,
-            })
-        })
-        .collect();
-    let texts: Vec<Value> = detections
-        .iter()
-        .map(|d| {
-            json!({
-                "timestamp": stamp,
-                "position": {"x": d.bbox[0], "y": d.bbox[1]},
-                "text": format!("{} {:.2}", d.label, d.score),
-                "font_size": 14.0,
-                "text_color": {"r": 0.0, "g": 0.0, "b": 0.0, "a": 1.0},
-                "background_color": box_color,
-            })
-        })
-        .collect();
-    let message = json!({ "circles": [], "points": points, "texts": texts });
-    Bytes::from(message.to_string())
+    use std::fmt::Write as _;
+    const BOX: &str = r#"{"r":0.25,"g":0.85,"b":0.35,"a":1}"#;
+    const CLEAR: &str = r#"{"r":0,"g":0,"b":0,"a":0}"#;
+    const INK: &str = r#"{"r":0,"g":0,"b":0,"a":1}"#;
+    let stamp = stamp(ts);
+    // Coordinates and scores are finite (checked on the way in): Rust's shortest form of a
+    // finite f64 is a JSON number.
+    let mut out = String::with_capacity(48 + detections.len() * 480);
+    out.push_str(r#"{"circles":[],"points":["#);
+    for (i, d) in detections.iter().enumerate() {
+        let [x, y, w, h] = d.bbox;
+        let (right, bottom) = (x + w, y + h);
+        let _ = write!(
+            out,
+            r#"{}{{"timestamp":{stamp},"type":2,"points":[{{"x":{x},"y":{y}}},{{"x":{right},"y":{y}}},{{"x":{right},"y":{bottom}}},{{"x":{x},"y":{bottom}}}],"outline_color":{BOX},"outline_colors":[],"fill_color":{CLEAR},"thickness":2}}"#,
+            if i > 0 { "," } else { "" }
+        );
+    }
+    out.push_str(r#"],"texts":["#);
+    for (i, d) in detections.iter().enumerate() {
+        let text = Value::from(format!("{} {:.2}", d.label, d.score));
+        let _ = write!(
+            out,
+            r#"{}{{"timestamp":{stamp},"position":{{"x":{},"y":{}}},"text":{text},"font_size":14,"text_color":{INK},"background_color":{BOX}}}"#,
+            if i > 0 { "," } else { "" },
+            d.bbox[0],
+            d.bbox[1]
+        );
+    }
+    out.push_str("]}");
+    Bytes::from(out)
 }
 
 /// Puts `value` at the dotted path `field` (a clash with a value already there keeps the
@@ -707,4 +722,52 @@ async fn serve(socket: WebSocket, api: Arc<crate::http::Api>) {
         .stats
         .foxglove_clients
         .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn annotations_are_json_with_a_box_and_a_label_per_detection() {
+        let detections = [
+            crate::record::Detection {
+                label: "a \"quoted\" <label>".into(),
+                score: 0.905,
+                bbox: [1.5, 2.0, 10.0, 1e-3],
+            },
+            crate::record::Detection {
+                label: "cart".into(),
+                score: 0.5,
+                bbox: [0.0, 0.0, 3.0, 4.0],
+            },
+        ];
+        let text = annotations_payload(1_800_000_001.25, &detections);
+        let v: Value = serde_json::from_slice(&text).expect("JSON");
+        assert_eq!(v["circles"], json!([]));
+        assert_eq!(v["points"].as_array().map(Vec::len), Some(2));
+        let first = &v["points"][0];
+        assert_eq!(first["type"], 2);
+        assert_eq!(
+            first["timestamp"],
+            json!({"sec": 1_800_000_001u64, "nsec": 250_000_000})
+        );
+        let corners: Vec<(f64, f64)> = first["points"]
+            .as_array()
+            .expect("points")
+            .iter()
+            .map(|p| (p["x"].as_f64().expect("x"), p["y"].as_f64().expect("y")))
+            .collect();
+        assert_eq!(
+            corners,
+            [(1.5, 2.0), (11.5, 2.0), (11.5, 2.001), (1.5, 2.001)]
+        );
+        assert_eq!(v["texts"][0]["text"], "a \"quoted\" <label> 0.91");
+        assert_eq!(v["texts"][1]["position"]["x"].as_f64(), Some(0.0));
+        assert_eq!(nanos(1_800_000_001.05), 1_800_000_001_050_000_000);
+        assert_eq!(nanos(1_800_000_001.999_999_9), 1_800_000_002_000_000_000);
+        let none = annotations_payload(1_800_000_000.0, &[]);
+        let v: Value = serde_json::from_slice(&none).expect("JSON");
+        assert_eq!(v, json!({"circles": [], "points": [], "texts": []}));
+    }
 }

@@ -157,6 +157,11 @@ pub(crate) fn write(
             |_| {},
             |record| {
                 let result = match record {
+                    // Stored as one flat JSON object: that is the message as it is, unless a
+                    // field name is dotted (then nested, as the WebSocket sends it).
+                    Recorded::Sample { stream, ts, vals } if !stream.dotted => {
+                        send(&mut writer, stream, Kind::Readings, ts, vals.as_bytes())
+                    }
                     Recorded::Sample { stream, ts, vals } => {
                         match serde_json::from_str::<serde_json::Map<String, Value>>(vals) {
                             Ok(fields) => {

@@ -679,6 +679,8 @@ pub(crate) struct RecordingStream {
     pub(crate) stream: String,
     pub(crate) numbers: Vec<String>,
     pub(crate) texts: Vec<String>,
+    /// Whether a field's name is dotted (a nested value, flattened when stored).
+    pub(crate) dotted: bool,
 }
 
 /// One stored record, in time order: a sample (its values as stored, a JSON object with
@@ -840,6 +842,7 @@ impl Reader {
                             stream: row.get(3)?,
                             numbers: Vec::new(),
                             texts: Vec::new(),
+                            dotted: false,
                         },
                     ));
                 }
@@ -854,6 +857,9 @@ impl Reader {
                         into.push(field?);
                     }
                 }
+            }
+            for (_, _, stream) in &mut streams {
+                stream.dotted = stream.numbers.iter().chain(&stream.texts).any(|f| f.contains('.'));
             }
             let list: Vec<RecordingStream> = streams.iter().map(|(_, _, s)| s.clone()).collect();
             begin(&list);
