@@ -76,6 +76,10 @@ try {
     robots, { timeout: deadline }).catch(() => fail(`fewer than ${robots} devices online`));
   const rows = await page.$$eval('#fleet tbody tr', (trs) => trs.map((tr) => tr.dataset.device));
   console.log(`fleet: ${rows.length} devices (${rows.slice(0, 3).join(', ')}, ...)`);
+  // Each robot's clock against the hub's, from the time exchanges its link runs.
+  await page.waitForFunction(() => /ms$/.test(document.querySelector('#fleet tr[data-device="robot-1"] td.clock')?.textContent || ''),
+    null, { timeout: deadline }).catch(async () => fail(`no clock offset shown: ${await page.$eval('#fleet tr[data-device="robot-1"]', (tr) => tr.textContent)}`));
+  console.log(`fleet: robot-1's clock ${await page.$eval('#fleet tr[data-device="robot-1"] td.clock', (td) => td.textContent)}`);
   await page.waitForFunction(() => [...document.querySelectorAll('#fleet tbody tr')].some((tr) => Number(tr.cells[3].textContent) > 0),
     null, { timeout: deadline }).catch(() => fail('no device shows a rate'));
   await page.screenshot({ path: `${out}/dashboard-fleet.png` });

@@ -535,6 +535,11 @@ pub(crate) struct SimulateArgs {
     /// Robot names are PREFIX-1, PREFIX-2, ...
     #[arg(long, value_name = "PREFIX", default_value = "robot")]
     pub(crate) prefix: String,
+    /// Make the robots' clocks wrong by SECS (3600: an hour ahead; -0.5: half a second
+    /// behind): their records carry those times, and the time exchange tells the hub so.
+    #[arg(long, value_name = "SECS", default_value_t = 0.0, allow_negative_numbers = true,
+          value_parser = parse_clock_offset)]
+    pub(crate) clock_offset: f64,
     /// Stop after SECS (default: run until Ctrl-C).
     #[arg(long, value_name = "SECS", value_parser = parse_secs)]
     pub(crate) duration: Option<Duration>,
@@ -582,6 +587,10 @@ pub(crate) struct PublishArgs {
     /// reading the input pauses there. One record larger than this still goes, alone.
     #[arg(long, value_name = "SIZE", default_value = "256MiB", value_parser = parse_room)]
     pub(crate) max_unacked_bytes: u64,
+    /// Run a time exchange with the hub at connect and then every SECS, so the hub puts this
+    /// device's times on its clock (0: never).
+    #[arg(long, value_name = "SECS", default_value = "30", value_parser = parse_secs)]
+    pub(crate) clock_every: Duration,
     /// Give up one connection attempt (with TLS and authentication) after SECS; publish then
     /// waits and tries again.
     #[arg(long, value_name = "SECS", default_value = "10", value_parser = parse_secs)]
@@ -702,6 +711,14 @@ fn parse_fps(text: &str) -> Result<f64, String> {
 }
 
 /// `--max-image`: 1 byte to 16 MiB (a quarter of the writer's queue).
+/// `--clock-offset`: finite, within a day.
+fn parse_clock_offset(text: &str) -> Result<f64, String> {
+    text.parse::<f64>()
+        .ok()
+        .filter(|s| s.is_finite() && s.abs() <= 86_400.0)
+        .ok_or_else(|| format!("\"{text}\" is not a number of seconds from -86400 to 86400"))
+}
+
 /// A room in bytes: at least one.
 fn parse_room(text: &str) -> Result<u64, String> {
     match parse_size(text)? {

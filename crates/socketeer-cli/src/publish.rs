@@ -58,6 +58,7 @@ pub(crate) async fn run(args: PublishArgs) -> anyhow::Result<i32> {
     config.options = options;
     config.max_unacked = args.max_unacked as usize;
     config.max_unacked_bytes = usize::try_from(args.max_unacked_bytes).unwrap_or(usize::MAX);
+    config.clock_every = (!args.clock_every.is_zero()).then_some(args.clock_every);
     // The device line is for hubs without authentication; with a key the hub knows it.
     if args.guard.key_file.is_none() {
         config.device = Some(default_device());
@@ -91,6 +92,9 @@ pub(crate) async fn run(args: PublishArgs) -> anyhow::Result<i32> {
                 crate::failure::describe_error(error),
                 retry_in.as_millis()
             ),
+            Event::Clock { offset, rtt } => {
+                tracing::debug!(offset, rtt, "clock: a time exchange with the hub");
+            }
             event => errln!("socketeer: publish: {event}"),
         },
     );

@@ -46,8 +46,11 @@ pub(crate) async fn run(args: SimulateArgs) -> anyhow::Result<i32> {
             options,
             name,
             guard.key_file.is_none(),
-            args.rate,
-            args.camera_fps,
+            Pace {
+                rate: args.rate,
+                camera_fps: args.camera_fps,
+                clock_error: args.clock_offset,
+            },
             n,
         ));
     }
@@ -85,12 +88,24 @@ pub(crate) fn demo_fleet(
             socketeer::ClientOptions::default(),
             format!("robot-{n}"),
             true,
-            rate,
-            camera_fps,
+            Pace {
+                rate,
+                camera_fps,
+                clock_error: 0.0,
+            },
             n,
         ));
     }
     robots
+}
+
+/// How a robot sends: readings and frames per second, and how wrong its clock is.
+#[derive(Debug, Clone, Copy)]
+struct Pace {
+    rate: f64,
+    camera_fps: f64,
+    /// Seconds its clock is off.
+    clock_error: f64,
 }
 
 /// One robot: connects, streams, reconnects after a second when the link drops.
@@ -99,21 +114,36 @@ async fn robot(
     options: socketeer::ClientOptions,
     name: String,
     name_itself: bool,
-    rate: f64,
-    camera_fps: f64,
+    Pace {
+        rate,
+        camera_fps,
+        clock_error,
+    }: Pace,
     n: u32,
 ) -> anyhow::Result<()> {
     let mut world = World::new(n, 1.0 / camera_fps);
+    world.clock_error = clock_error;
+    let clock = move || socketeer_hub::now_secs() + clock_error;
     let session = format!("sim-{}", std::process::id());
     loop {
         match client::connect_with(&endpoint, &options).await {
             Ok(conn) => {
                 let (mut reader, mut writer) = conn.into_split();
-                // Answers are read and dropped (acknowledgements, or errors worth a log line).
+                // Completed time exchanges, to send back.
+                let (times, mut completed) = tokio::sync::mpsc::channel::<String>(4);
+                // Answers are read and dropped (acknowledgements, or errors worth a log line);
+                // a time exchange's answer is completed and sent back.
                 let drain = tokio::spawn(async move {
                     while let Ok(Some(line)) = reader.read_line().await {
                         match socketeer_hub::wire::Answer::parse(&line) {
                             Ok(socketeer_hub::wire::Answer::Ack(_)) => {}
+                            Ok(socketeer_hub::wire::Answer::Time { t0, t1, t2 }) => {
+                                let t3 = clock();
+                                let t2 = t2.unwrap_or(t1);
+                                let _ = times.try_send(format!(
+                                    "{{\"time\":{{\"t0\":{t0},\"t1\":{t1},\"t2\":{t2},\"t3\":{t3:.6}}}}}\n"
+                                ));
+                            }
                             Ok(answer) => {
                                 tracing::warn!(answer = %answer.to_line().trim_end(), "hub refused a line");
                             }
@@ -130,12 +160,36 @@ async fn robot(
                 hello.push('\n');
                 let result: socketeer::Result<std::convert::Infallible> = async {
                     writer.write_all(hello.as_bytes()).await?;
+                    // The first time exchange before any record, so that even the first is
+                    // put on the hub's clock (waiting a moment at most).
+                    let line = format!("{{\"time\":{{\"t0\":{:.6}}}}}\n", clock());
+                    writer.write_all(line.as_bytes()).await?;
+                    writer.flush().await?;
+                    let first =
+                        tokio::time::timeout(Duration::from_secs(2), completed.recv()).await;
+                    if let Ok(Some(line)) = first {
+                        writer.write_all(line.as_bytes()).await?;
+                    }
                     let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
                     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+                    // A time exchange at once, then every 30 s, as `publish` runs them.
+                    let every = socketeer_hub::publisher::DEFAULT_CLOCK_EVERY;
+                    let mut exchange =
+                        tokio::time::interval_at(tokio::time::Instant::now() + every, every);
                     loop {
-                        tick.tick().await;
-                        let bytes = world.step(1.0 / rate);
-                        writer.write_all(&bytes).await?;
+                        tokio::select! {
+                            _ = tick.tick() => {
+                                let bytes = world.step(1.0 / rate);
+                                writer.write_all(&bytes).await?;
+                            }
+                            _ = exchange.tick() => {
+                                let line = format!("{{\"time\":{{\"t0\":{:.6}}}}}\n", clock());
+                                writer.write_all(line.as_bytes()).await?;
+                            }
+                            Some(line) = completed.recv() => {
+                                writer.write_all(line.as_bytes()).await?;
+                            }
+                        }
                         writer.flush().await?;
                     }
                 }
@@ -167,6 +221,8 @@ struct World {
     /// When each stream last sent its units (the hub keeps them; resent now and then for a
     /// hub that started afresh).
     units_sent: std::collections::HashMap<&'static str, f64>,
+    /// Seconds this robot's clock is off (`--clock-offset`).
+    clock_error: f64,
 }
 
 /// How often a stream's records carry its units, in seconds.
@@ -184,6 +240,7 @@ impl World {
             frame_every,
             boxes: Vec::new(),
             units_sent: std::collections::HashMap::new(),
+            clock_error: 0.0,
         };
         for i in 0..(1 + n as usize % 3) {
             let object = (n as usize + i) % OBJECTS.len();
@@ -234,7 +291,7 @@ impl World {
     /// followed by its JPEG.
     fn step(&mut self, dt: f64) -> Vec<u8> {
         self.t += dt;
-        let ts = socketeer_hub::now_secs();
+        let ts = socketeer_hub::now_secs() + self.clock_error;
         let t = self.t;
         let mut out = Vec::new();
         let noise = self.random() - 0.5;

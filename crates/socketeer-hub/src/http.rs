@@ -532,6 +532,8 @@ async fn devices(State(api): Shared) -> Response {
                 "rate": counts.rate(now as u64),
                 "records": counts.records,
                 "auth_failures": counts.auth_failures,
+                // Its clock against the hub's, from its time exchanges (null: none lately).
+                "clock": api.ingest.clocks.estimate(&device.name),
             })
         })
         .collect();

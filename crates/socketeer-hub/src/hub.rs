@@ -74,6 +74,7 @@ impl Hub {
             presence: Arc::default(),
             max_image: config.max_image,
             image_room: Ingest::image_room(config.max_image),
+            clocks: Arc::default(),
         });
         Ok(Hub {
             ingest,

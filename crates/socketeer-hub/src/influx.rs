@@ -302,6 +302,8 @@ async fn take(
                 session: "".into(),
                 record: point.record,
                 recv_ts,
+                // Telegraf's hosts keep their clocks by NTP: their times are taken as they are.
+                offset: 0.0,
             }),
             Ok(None) => {}
             Err(refusal) => {

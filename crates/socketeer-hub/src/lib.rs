@@ -51,6 +51,7 @@
 //! | `live` | the live feed: committed records to viewers, pictures latest-only |
 //! | `http`, `web` | the API, dashboard and live feed; the HTTP listener's limits |
 
+pub mod clock;
 pub mod config;
 mod foxglove;
 mod http;

@@ -66,7 +66,16 @@ pub struct PublisherConfig {
     /// times a reading's size, and a hub that is away must not fill the robot's memory.
     /// [`Publisher::publish`] waits for room; one record larger than this still goes, alone.
     pub max_unacked_bytes: usize,
+    /// How often to run a time exchange with the hub (one at each connect, then this often),
+    /// so the hub puts this device's times on its clock; `None`: never.
+    pub clock_every: Option<Duration>,
+    /// Seconds this device's clock is off (added to the real time wherever the publisher reads
+    /// the clock): for simulating a robot whose clock is wrong. 0 for a real one.
+    pub clock_error: f64,
 }
+
+/// The default of [`PublisherConfig::clock_every`]: 30 s.
+pub const DEFAULT_CLOCK_EVERY: Duration = Duration::from_secs(30);
 
 /// The default of [`PublisherConfig::max_unacked_bytes`]: 256 MiB.
 pub const DEFAULT_MAX_UNACKED_BYTES: usize = 256 * 1024 * 1024;
@@ -82,6 +91,8 @@ impl PublisherConfig {
             session: session.into(),
             max_unacked: 10_000,
             max_unacked_bytes: DEFAULT_MAX_UNACKED_BYTES,
+            clock_every: Some(DEFAULT_CLOCK_EVERY),
+            clock_error: 0.0,
         }
     }
 }
@@ -166,12 +177,31 @@ pub enum Event<'a, T> {
     },
     /// The hub closed the connection; reconnecting.
     Closed,
+    /// A time exchange completed: the hub now knows this device's clock offset.
+    Clock {
+        /// Seconds to add to this device's times (its own estimate of one exchange).
+        offset: f64,
+        /// The exchange's round trip, seconds.
+        rtt: f64,
+    },
+    /// The hub refused a time exchange (a hub that does not have them, or one it could not
+    /// use): no more on this connection.
+    ClockRefused {
+        /// Why.
+        why: &'a str,
+    },
 }
 
 impl<T> fmt::Display for Event<'_, T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Event::Refused { seq, why, .. } => write!(f, "record {seq} refused by the hub: {why}"),
+            Event::Clock { offset, rtt } => write!(
+                f,
+                "clock: {offset:+.6} s from the hub's (round trip {:.1} ms)",
+                rtt * 1000.0
+            ),
+            Event::ClockRefused { why } => write!(f, "the hub refused a time exchange: {why}"),
             Event::Unreachable {
                 error,
                 unacked,
@@ -405,10 +435,15 @@ impl<T: Send + 'static> Publisher<T> {
         let task = {
             let shared = Arc::clone(&shared);
             tokio::spawn(async move {
+                let clock = Clock {
+                    every: config.clock_every,
+                    error: config.clock_error,
+                };
                 let result = deliver(
                     config.endpoint,
                     config.options,
                     Bytes::from(hello),
+                    clock,
                     Arc::clone(&shared),
                 )
                 .await;
@@ -625,11 +660,42 @@ fn numbered(mut object: serde_json::Map<String, Value>, seq: u64, image: &[u8]) 
     Bytes::from(line)
 }
 
+/// The time exchange's settings.
+#[derive(Debug, Clone, Copy)]
+struct Clock {
+    every: Option<Duration>,
+    error: f64,
+}
+
+impl Clock {
+    /// This device's clock: the real time, off by `error`.
+    fn now(self) -> f64 {
+        crate::store::now_secs() + self.error
+    }
+}
+
+/// One connection's time exchanges: the lines of those sent (so their refusals are told
+/// apart from records'), and completed exchanges waiting to be sent back.
+#[derive(Default)]
+struct Exchanges {
+    lines: Mutex<std::collections::HashSet<u64>>,
+    completed: Mutex<VecDeque<String>>,
+    /// No more exchanges on this connection (the hub refused one).
+    off: std::sync::atomic::AtomicBool,
+    /// The first exchange's answer came (or its refusal).
+    answered: tokio::sync::Notify,
+}
+
+/// How long records wait for the first time exchange of a connection, so that even the first
+/// of them is put on the hub's clock.
+const FIRST_EXCHANGE_WAIT: Duration = Duration::from_secs(2);
+
 /// Connects, sends, reads acknowledgements; reconnects until everything is settled.
 async fn deliver<T>(
     endpoint: Endpoint,
     options: ClientOptions,
     hello: Bytes,
+    clock: Clock,
     shared: Arc<Shared<T>>,
 ) -> anyhow::Result<()>
 where
@@ -657,6 +723,7 @@ where
         };
         let (reader, writer) = conn.into_split();
         let sent = Arc::new(Mutex::new(VecDeque::new()));
+        let exchanges = Arc::new(Exchanges::default());
         let resend = !first;
         first = false;
         let sending = tokio::spawn(send(
@@ -665,8 +732,9 @@ where
             Arc::clone(&shared),
             Arc::clone(&sent),
             resend,
+            (clock, Arc::clone(&exchanges)),
         ));
-        let outcome = receive(reader, &shared, &sent).await;
+        let outcome = receive(reader, &shared, &sent, (clock, &exchanges)).await;
         sending.abort();
         match outcome {
             Ok(()) if shared.finished() => return Ok(()),
@@ -690,20 +758,57 @@ fn jitter(base: Duration) -> Duration {
     base / 2 + base.mul_f64(f64::from(random) / f64::from(u32::MAX) / 2.0)
 }
 
-/// Sends the hello lines, every unsettled record in order, then new ones as they come.
+/// Sends the hello lines, every unsettled record in order, then new ones as they come; and the
+/// time exchanges, one at once and then every `clock.every`.
 async fn send<T: 'static>(
     mut writer: ConnectionWriter,
     hello: Bytes,
     shared: Arc<Shared<T>>,
     sent: Arc<Mutex<VecDeque<(u64, u64)>>>,
     resend: bool,
+    (clock, exchanges): (Clock, Arc<Exchanges>),
 ) -> anyhow::Result<()> {
     let hello_lines = hello.iter().filter(|&&b| b == b'\n').count() as u64;
     writer.write_all(&hello).await?;
     let mut line_no = hello_lines;
     let mut next = 0u64; // the lowest seq not yet sent on this connection
+    let mut next_exchange = clock.every.map(|_| tokio::time::Instant::now());
     loop {
         let notified = shared.changed.notified();
+        // Time lines first: a completed exchange goes back at once, a request when due.
+        let mut times: Vec<String> = exchanges
+            .completed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain(..)
+            .collect();
+        if exchanges.off.load(std::sync::atomic::Ordering::Relaxed) {
+            next_exchange = None;
+        }
+        if let (Some(at), Some(every)) = (next_exchange, clock.every) {
+            let now = tokio::time::Instant::now();
+            if at <= now {
+                times.push(format!("{{\"time\":{{\"t0\":{:.6}}}}}\n", clock.now()));
+                next_exchange = Some(now + every);
+            }
+        }
+        let first = line_no == hello_lines && !times.is_empty();
+        for line in times {
+            line_no += 1;
+            exchanges
+                .lines
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(line_no);
+            writer.write_all(line.as_bytes()).await?;
+            writer.flush().await?;
+        }
+        if first {
+            // Records wait (briefly) for the hub to know this clock: the first one counts too.
+            let answered = exchanges.answered.notified();
+            let _ = tokio::time::timeout(FIRST_EXCHANGE_WAIT, answered).await;
+            continue;
+        }
         let batch: Vec<(u64, Bytes)> = {
             let mut books = shared.books();
             let now = Instant::now();
@@ -725,7 +830,16 @@ async fn send<T: 'static>(
             if shared.finished() {
                 return Ok(());
             }
-            notified.await;
+            let exchange_due = async {
+                match next_exchange {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                () = notified => {}
+                () = exchange_due => {}
+            }
             continue;
         }
         for (seq, bytes) in batch {
@@ -747,11 +861,13 @@ enum Failure {
     Fatal(anyhow::Error),
 }
 
-/// Reads the hub's answers until everything is settled or the connection ends.
+/// Reads the hub's answers until everything is settled or the connection ends; completes the
+/// time exchanges the hub answers.
 async fn receive<T: 'static>(
     mut reader: ConnectionReader,
     shared: &Shared<T>,
     sent: &Mutex<VecDeque<(u64, u64)>>,
+    (clock, exchanges): (Clock, &Exchanges),
 ) -> Result<(), Failure> {
     loop {
         // If the last record was settled before the input ended, no answer is coming: the end
@@ -782,6 +898,39 @@ async fn receive<T: 'static>(
             }
         };
         let (line_no, why, retry) = match answer {
+            Answer::Time { t0, t1, t2 } => {
+                let t3 = clock.now();
+                let t2 = t2.unwrap_or(t1);
+                let exchange = crate::clock::Exchange { t0, t1, t2, t3 };
+                (shared.events)(Event::Clock {
+                    offset: exchange.offset(),
+                    rtt: exchange.round_trip(),
+                });
+                exchanges
+                    .completed
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push_back(format!(
+                        "{{\"time\":{{\"t0\":{t0},\"t1\":{t1},\"t2\":{t2},\"t3\":{t3:.6}}}}}\n"
+                    ));
+                exchanges.answered.notify_one();
+                shared.changed.notify_one();
+                continue;
+            }
+            Answer::Refused { line, why }
+                if exchanges
+                    .lines
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&line) =>
+            {
+                exchanges
+                    .off
+                    .store(true, std::sync::atomic::Ordering::Relaxed);
+                (shared.events)(Event::ClockRefused { why: &why });
+                exchanges.answered.notify_one();
+                continue;
+            }
             Answer::Ack(seq) => {
                 let mut sent = sent.lock().unwrap_or_else(|e| e.into_inner());
                 while sent.front().is_some_and(|&(_, s)| s <= seq) {

@@ -149,6 +149,14 @@ pub enum Line {
     Record(Record),
     /// `{"session":"..."}` alone: the session for the connection's following records.
     Session(String),
+    /// `{"time":{"t0":..}}` alone: a time exchange — a request (`t0` only, answered at once
+    /// with the hub's `t1` and `t2`), or a completed one (`t0`..`t3`, taken, not answered).
+    Time {
+        /// The device's send time.
+        t0: f64,
+        /// The rest, once completed: the hub's receive and send times, the device's receive time.
+        rest: Option<(f64, f64, f64)>,
+    },
     /// `{"device":"..."}` alone: names the device on a connection whose authentication did not
     /// (no key, or one shared key answered tutorial-style). Refused where it did.
     Device(String),
@@ -185,6 +193,12 @@ pub fn parse_line(text: &str) -> Result<Line, Refusal> {
     let Value::Object(object) = value else {
         return Err(Refusal::new(Reason::Json, "a line must be one JSON object"));
     };
+    if let Some(exchange) = object.get("time") {
+        if object.len() > 1 {
+            return Err(value_error("\"time\" goes on a line of its own"));
+        }
+        return time_exchange(exchange);
+    }
     for key in object.keys() {
         if !matches!(
             key.as_str(),
@@ -323,6 +337,41 @@ fn units(
         out.push((field.clone(), unit.clone()));
     }
     Ok(out)
+}
+
+/// `{"t0":..}` or `{"t0","t1","t2","t3"}`: Unix seconds, finite, 2000 to 2100.
+fn time_exchange(exchange: &Value) -> Result<Line, Refusal> {
+    const SHAPE: &str = "\"time\" is {\"t0\":T} (a request) or {\"t0\",\"t1\",\"t2\",\"t3\"} (a completed exchange), in Unix seconds";
+    let Value::Object(times) = exchange else {
+        return Err(value_error(SHAPE));
+    };
+    let get = |key: &str| -> Result<Option<f64>, Refusal> {
+        match times.get(key) {
+            None => Ok(None),
+            Some(v) => v
+                .as_f64()
+                .filter(|t| TS_RANGE.contains(t))
+                .map(Some)
+                .ok_or_else(|| {
+                    value_error(format!("time: {key} must be Unix seconds, 2000 to 2100"))
+                }),
+        }
+    };
+    if times
+        .keys()
+        .any(|k| !matches!(k.as_str(), "t0" | "t1" | "t2" | "t3"))
+    {
+        return Err(value_error(SHAPE));
+    }
+    let t0 = get("t0")?.ok_or_else(|| value_error(SHAPE))?;
+    match (get("t1")?, get("t2")?, get("t3")?) {
+        (None, None, None) => Ok(Line::Time { t0, rest: None }),
+        (Some(t1), Some(t2), Some(t3)) => Ok(Line::Time {
+            t0,
+            rest: Some((t1, t2, t3)),
+        }),
+        _ => Err(value_error(SHAPE)),
+    }
 }
 
 /// Numbers and text states, by field name.

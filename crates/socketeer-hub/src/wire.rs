@@ -110,7 +110,7 @@ pub const NOT_HTTP: &str =
     "this is the hub's ingest port, not HTTP (the API and dashboard are on --http); closing";
 
 /// One answer from the hub, a JSON object on a line of its own.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Answer {
     /// `{"ack":N}`: the record numbered N is committed (or was before: a resend).
     Ack(u64),
@@ -135,6 +135,17 @@ pub enum Answer {
     Ended {
         /// Why.
         why: String,
+    },
+    /// `{"time":{"t0":T0,"t1":T1,"t2":T2}}`: the hub's half of a time exchange — the
+    /// device's `t0` back, with when the hub read the request (`t1`) and wrote this answer
+    /// (`t2`), on its clock.
+    Time {
+        /// The device's send time, as it sent it.
+        t0: f64,
+        /// The hub read the request.
+        t1: f64,
+        /// The hub wrote the answer: stamped as it is written when `None`.
+        t2: Option<f64>,
     },
 }
 
@@ -163,6 +174,11 @@ impl Answer {
             Answer::Ended { why } => {
                 out.extend_from_slice(json!({ "error": why }).to_string().as_bytes());
             }
+            Answer::Time { t0, t1, t2 } => {
+                let t2 = t2.unwrap_or_else(crate::store::now_secs);
+                let text = format!("{{\"time\":{{\"t0\":{t0},\"t1\":{t1:.6},\"t2\":{t2:.6}}}}}");
+                out.extend_from_slice(text.as_bytes());
+            }
         }
         out.push(b'\n');
     }
@@ -183,6 +199,17 @@ impl Answer {
         let value: Value = serde_json::from_slice(line).map_err(|_| NotAnAnswer(shown()))?;
         if let Some(seq) = value.get("ack").and_then(Value::as_u64) {
             return Ok(Answer::Ack(seq));
+        }
+        if let Some(time) = value.get("time") {
+            let get = |key: &str| time.get(key).and_then(Value::as_f64);
+            return match (get("t0"), get("t1"), get("t2")) {
+                (Some(t0), Some(t1), Some(t2)) => Ok(Answer::Time {
+                    t0,
+                    t1,
+                    t2: Some(t2),
+                }),
+                _ => Err(NotAnAnswer(shown())),
+            };
         }
         let Some(why) = value.get("error").and_then(Value::as_str) else {
             return Err(NotAnAnswer(shown()));
@@ -232,6 +259,11 @@ mod tests {
             },
             Answer::Ended {
                 why: "the body may be at most 16 bytes".into(),
+            },
+            Answer::Time {
+                t0: 1_800_000_000.25,
+                t1: 1_800_003_600.5,
+                t2: Some(1_800_003_600.500_25),
             },
         ] {
             let line = answer.to_line();

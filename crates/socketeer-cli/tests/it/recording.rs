@@ -314,3 +314,143 @@ fn base64_decode(text: &str) -> Vec<u8> {
     }
     out
 }
+
+/// Two simulated robots for two seconds, one with its clock an hour ahead; the hub's database.
+fn two_clocks(dir: &TempDir) -> (crate::support::Proc, String, String) {
+    let (hub, ingest, web, db) = start_hub_http(dir, &["--no-auth"]);
+    let robot = |prefix: &str, offset: &str| {
+        crate::support::Proc::spawn(&[
+            "simulate",
+            &ingest,
+            "--devices",
+            "1",
+            "--rate",
+            "20",
+            "--camera-fps",
+            "2",
+            "--prefix",
+            prefix,
+            "--clock-offset",
+            offset,
+            "--duration",
+            "2",
+        ])
+    };
+    let (ahead, right) = (robot("ahead", "3600"), robot("right", "0"));
+    for robot in [ahead, right] {
+        let (status, _, err) = robot.wait();
+        assert!(status.success(), "{err}");
+    }
+    (hub, web, db)
+}
+
+/// `ts` and `recv_ts` of every IMU row of `device`, from the CSV export.
+fn imu_times(web: &str, device: &str) -> Vec<(f64, f64)> {
+    let now = socketeer_hub::now_secs();
+    let path = format!(
+        "/api/export.csv?device={device}&stream=imu&field=az&from={}&to={}",
+        now - 600.0,
+        now + 600.0
+    );
+    let (status, body) = crate::hub::http(web, "GET", &path, "", "");
+    assert_eq!(status, 200, "{body}");
+    body.lines()
+        .skip(1)
+        .map(|line| {
+            let mut cells = line.split(',');
+            let ts: f64 = cells.next().and_then(|c| c.parse().ok()).expect("ts");
+            let recv: f64 = cells.next().and_then(|c| c.parse().ok()).expect("recv_ts");
+            (ts, recv)
+        })
+        .collect()
+}
+
+#[test]
+fn a_robot_whose_clock_is_an_hour_ahead_lines_up_with_the_rest() {
+    let dir = TempDir::new("clock-api");
+    let (hub, web, db) = two_clocks(&dir);
+    // The API serves corrected time: each robot's readings sit within 50 ms of when the hub
+    // received them, the one an hour ahead included, from its first reading on.
+    for device in ["ahead-1", "right-1"] {
+        let rows = imu_times(&web, device);
+        assert!(rows.len() >= 30, "{device}: {} rows", rows.len());
+        let worst = rows
+            .iter()
+            .map(|(ts, recv)| (ts - recv).abs())
+            .fold(0.0, f64::max);
+        assert!(
+            worst < 0.05,
+            "{device}: a reading {worst:.3} s from its receive time"
+        );
+    }
+    // The device's own times are kept beside them, as sent.
+    let conn = crate::hub::read_db(&db);
+    let (shift, rows): (f64, i64) = conn
+        .query_row(
+            "SELECT avg(sa.device_ts - sa.ts), count(*) FROM samples sa
+             JOIN streams st ON st.id = sa.stream_id JOIN devices d ON d.id = st.device_id
+             WHERE d.name = 'ahead-1' AND sa.device_ts IS NOT NULL",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .expect("device times");
+    assert!(
+        rows > 0 && (shift - 3600.0).abs() < 0.05,
+        "{rows} rows, {shift}"
+    );
+    // The fleet view's numbers: the offset and round trip of each.
+    let devices: Value = crate::hub::get_json(&web, "/api/devices");
+    for d in devices["devices"].as_array().expect("devices") {
+        let offset = d["clock"]["offset"].as_f64().expect("an offset");
+        let want = if d["name"] == "ahead-1" { -3600.0 } else { 0.0 };
+        assert!((offset - want).abs() < 0.05, "{d}");
+        assert!(d["clock"]["rtt"].as_f64().expect("rtt") < 0.05, "{d}");
+    }
+    hub.stop_ok();
+}
+
+#[test]
+fn a_recording_puts_a_robot_with_a_wrong_clock_at_the_right_time() {
+    let test = "a_recording_puts_a_robot_with_a_wrong_clock_at_the_right_time";
+    if !have_mcap_reader(test) {
+        return;
+    }
+    let dir = TempDir::new("clock-mcap");
+    let (hub, web, db) = two_clocks(&dir);
+    let received: Vec<(f64, f64)> = imu_times(&web, "ahead-1");
+    hub.stop_ok();
+    let out = dir.0.join("fleet.mcap");
+    let (status, _, err) = run(
+        &["export", "--db", &db, "-o", &out.display().to_string()],
+        b"",
+    );
+    assert!(status.success(), "{err}");
+    let read = read_mcap(&out);
+    let times = |topic: &str| -> Vec<f64> {
+        read["messages"]
+            .as_array()
+            .expect("messages")
+            .iter()
+            .filter(|m| m["topic"] == topic)
+            .map(|m| m["log_time"].as_f64().expect("time") / 1e9)
+            .collect()
+    };
+    let (ahead, right) = (times("/ahead-1/imu"), times("/right-1/imu"));
+    assert!(!ahead.is_empty() && !right.is_empty());
+    // Both robots' readings span the same two seconds, to within 50 ms at each end.
+    let span = |t: &[f64]| {
+        (
+            t.iter().copied().fold(f64::MAX, f64::min),
+            t.iter().copied().fold(0.0, f64::max),
+        )
+    };
+    let ((a0, a1), (r0, r1)) = (span(&ahead), span(&right));
+    assert!(
+        (a0 - r0).abs() < 0.05 && (a1 - r1).abs() < 0.05,
+        "{a0}..{a1} vs {r0}..{r1}"
+    );
+    // And each is the corrected time the API serves.
+    for (t, (ts, _)) in ahead.iter().zip(&received) {
+        assert!((t - ts).abs() < 1e-5, "{t} vs {ts}");
+    }
+}

@@ -116,13 +116,21 @@ function route() {
 
 // ---- fleet ----------------------------------------------------------------------------------
 
+// A clock offset for people: "+3600.002 s", "−12 ms".
+function clockOffset(s) {
+  const sign = s < 0 ? '−' : '+';
+  const a = Math.abs(s);
+  return a >= 1 ? `${sign}${a.toFixed(3)} s` : `${sign}${(a * 1000).toFixed(1)} ms`;
+}
+
 function fleetView(root) {
   const body = el('tbody');
   const table = el('table', { id: 'fleet' },
     el('thead', {}, el('tr', {},
       el('th', {}, 'device'), el('th', {}, 'status'), el('th', {}, 'last seen'),
       el('th', { class: 'num' }, 'records/s'), el('th', { class: 'num' }, 'records'),
-      el('th', { class: 'num' }, 'auth failures'), el('th', { class: 'num' }, 'series'))),
+      el('th', { class: 'num' }, 'auth failures'), el('th', { class: 'num' }, 'series'),
+      el('th', { class: 'num', title: "what the hub adds to the device's times (its clock against the hub's), and the round trip" }, 'clock'))),
     body);
   const note = el('p', { class: 'empty' }, 'Loading…');
   root.append(el('div', { class: 'panel' }, el('h2', {}, 'Fleet'), table, note));
@@ -142,7 +150,9 @@ function fleetView(root) {
         el('td', { class: 'num' }, d.rate.toFixed(1)),
         el('td', { class: 'num' }, d.records),
         el('td', { class: `num${d.auth_failures ? ' bad' : ''}` }, d.auth_failures),
-        el('td', { class: 'num' }, d.series));
+        el('td', { class: 'num' }, d.series),
+        el('td', { class: 'num clock', title: d.clock ? `from ${d.clock.exchanges} time exchanges` : 'no time exchange lately' },
+          d.clock ? `${clockOffset(d.clock.offset)} · ${(d.clock.rtt * 1000).toFixed(1)} ms` : '–'));
     }));
     note.textContent = devices.length ? '' : 'No device has sent anything yet.';
   }

@@ -26,6 +26,8 @@ pub(crate) struct Ingest {
     /// Image bytes being received at once, over all links, in KiB: a link waits for room
     /// before it reads an image, so a thousand uploads cannot take a thousand caps of memory.
     pub(crate) image_room: Arc<tokio::sync::Semaphore>,
+    /// Every device's clock offset, from the time exchanges on its links.
+    pub(crate) clocks: Arc<crate::clock::Clocks>,
 }
 
 impl Ingest {

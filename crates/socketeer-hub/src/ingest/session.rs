@@ -57,6 +57,9 @@ pub(crate) struct Session {
     presence: bool,
     /// An image header taken, waiting for its bytes.
     pending: Option<(Record, ImageFormat)>,
+    /// What to add to the device's times (its clock's offset), looked up when the device is
+    /// named and updated by each time exchange.
+    offset: f64,
 }
 
 impl Session {
@@ -66,6 +69,11 @@ impl Session {
         let here = match (&who, presence) {
             (Who::Authenticated(device), true) => Some(ingest.presence.enter(device)),
             _ => None,
+        };
+        let offset = match &who {
+            Who::Authenticated(d) | Who::Named(d) | Who::Request(d) | Who::Upload(d) => {
+                ingest.clocks.offset(d)
+            }
         };
         Session {
             ingest,
@@ -77,6 +85,7 @@ impl Session {
             here,
             presence,
             pending: None,
+            offset,
         }
     }
 
@@ -113,6 +122,30 @@ impl Session {
             Ok(Some(Ok(Line::Session(name)))) => {
                 self.session = name.into();
                 return Step::Next;
+            }
+            Ok(Some(Ok(Line::Time { t0, rest: None }))) => {
+                // Answered in line order, stamped with when it is written.
+                self.submit(answers).await;
+                answers.now(Answer::Time {
+                    t0,
+                    t1: now_secs(),
+                    t2: None,
+                });
+                return Step::Next;
+            }
+            Ok(Some(Ok(Line::Time {
+                t0,
+                rest: Some((t1, t2, t3)),
+            }))) => {
+                let exchange = crate::clock::Exchange { t0, t1, t2, t3 };
+                let device = Arc::clone(self.device());
+                match self.ingest.clocks.exchange(&device, exchange, now_secs()) {
+                    Ok(estimate) => {
+                        self.offset = estimate.correction();
+                        return Step::Next;
+                    }
+                    Err(refusal) => refusal,
+                }
             }
             Ok(Some(Ok(Line::Image {
                 record,
@@ -158,6 +191,7 @@ impl Session {
                     "the device is named in the URL (?device=NAME)",
                 ),
                 Who::Named(_) => {
+                    self.offset = self.ingest.clocks.offset(&name);
                     self.who = Who::Named(name.into());
                     self.here = None;
                     return Step::Next;
@@ -207,7 +241,8 @@ impl Session {
             self.here = Some(self.ingest.presence.enter(self.device()));
         }
         self.lines.push((self.line, record.seq));
-        let item = Item::new(self.device(), &self.session, record, now_secs());
+        let mut item = Item::new(self.device(), &self.session, record, now_secs());
+        item.offset = self.offset;
         self.batch.push(item);
     }
 

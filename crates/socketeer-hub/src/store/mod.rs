@@ -122,6 +122,9 @@ pub(crate) struct Item {
     pub(crate) record: Record,
     /// Receive time, Unix seconds.
     pub(crate) recv_ts: f64,
+    /// What to add to the record's own time to put it on the hub's clock (its device's clock
+    /// offset when it was received; 0 when unknown).
+    pub(crate) offset: f64,
 }
 
 impl Item {
@@ -135,11 +138,23 @@ impl Item {
                 .map_or_else(|| Arc::clone(session), Arc::from),
             record,
             recv_ts,
+            offset: 0.0,
         }
     }
 }
 
 impl Item {
+    /// Its time on the hub's clock: its own corrected by its device's offset, else when it was
+    /// received.
+    pub(crate) fn ts(&self) -> f64 {
+        self.record.ts.map_or(self.recv_ts, |ts| ts + self.offset)
+    }
+
+    /// Its own time as sent, when it differs from [`ts`](Item::ts) (a corrected clock).
+    pub(crate) fn device_ts(&self) -> Option<f64> {
+        self.record.ts.filter(|_| self.offset != 0.0)
+    }
+
     /// True when it carries an image.
     pub(crate) fn has_image(&self) -> bool {
         self.record

@@ -17,6 +17,7 @@ pub(super) const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0004_received_hash.sql"),
     include_str!("migrations/0005_images.sql"),
     include_str!("migrations/0006_units.sql"),
+    include_str!("migrations/0007_device_time.sql"),
 ];
 
 pub(super) fn open_writer(config: &StoreConfig) -> anyhow::Result<Connection> {

@@ -47,6 +47,7 @@ fn item(device: &str, session: &str, line: &str) -> Item {
         session: session.into(),
         record,
         recv_ts: 1_800_000_000.0,
+        offset: 0.0,
     }
 }
 

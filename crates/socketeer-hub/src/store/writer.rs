@@ -395,7 +395,8 @@ impl Writer {
             "INSERT OR IGNORE INTO received (session_id, seq, hash) VALUES (?1, ?2, ?3)",
         )?;
         let mut insert_sample = tx.prepare_cached(
-            "INSERT INTO samples (stream_id, ts, recv_ts, vals) VALUES (?1, ?2, ?3, ?4)",
+            "INSERT INTO samples (stream_id, ts, recv_ts, vals, device_ts)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
         )?;
         let mut outcomes = Vec::new();
         let mut new_image_bytes = 0u64;
@@ -454,13 +455,19 @@ impl Writer {
                     continue;
                 }
             }
-            let ts = record.ts.unwrap_or(item.recv_ts);
+            let (ts, device_ts) = (item.ts(), item.device_ts());
             if let (Some(stream_id), false) =
                 (ready, record.values.is_empty() && record.texts.is_empty())
             {
                 // The usual case: a known stream with known fields.
                 values_json(&record.values, &record.texts, &mut self.vals);
-                insert_sample.execute(params![stream_id, ts, item.recv_ts, self.vals])?;
+                insert_sample.execute(params![
+                    stream_id,
+                    ts,
+                    item.recv_ts,
+                    self.vals,
+                    device_ts
+                ])?;
                 if !record.units.is_empty() {
                     if let Some(stream) = known.stream(&tx, device, &record.stream)? {
                         stream.set_units(&tx, device, record)?;
@@ -495,14 +502,20 @@ impl Writer {
                     known.load(&tx, device)?.fields += added;
                 }
                 values_json(&record.values, &record.texts, &mut self.vals);
-                insert_sample.execute(params![stream_id, ts, item.recv_ts, self.vals])?;
+                insert_sample.execute(params![
+                    stream_id,
+                    ts,
+                    item.recv_ts,
+                    self.vals,
+                    device_ts
+                ])?;
             }
             if let Some(frame) = &record.frame {
                 // A frame's stream is one of the device's streams too.
                 known.stream_or_add(&tx, device, &record.stream)?;
                 tx.prepare_cached(
-                    "INSERT INTO frames (device_id, stream, ts, recv_ts, width, height)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    "INSERT INTO frames (device_id, stream, ts, recv_ts, width, height, device_ts)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                 )?
                 .execute(params![
                     device,
@@ -510,7 +523,8 @@ impl Writer {
                     ts,
                     item.recv_ts,
                     frame.width,
-                    frame.height
+                    frame.height,
+                    device_ts
                 ])?;
                 let frame_id = tx.last_insert_rowid();
                 let mut insert = tx.prepare_cached(
@@ -645,7 +659,7 @@ pub(crate) fn committed(item: &Item) -> Committed {
     Committed {
         device: Arc::clone(&item.device),
         stream: item.record.stream.as_str().into(),
-        ts: item.record.ts.unwrap_or(item.recv_ts),
+        ts: item.ts(),
         picture: item
             .record
             .frame
@@ -663,7 +677,7 @@ pub(crate) fn event(item: &Item) -> String {
     let mut event = serde_json::json!({
         "device": &*item.device,
         "stream": record.stream,
-        "ts": record.ts.unwrap_or(item.recv_ts),
+        "ts": item.ts(),
         "recv_ts": item.recv_ts,
     });
     if !record.values.is_empty() {
