@@ -77,6 +77,9 @@ pub(crate) enum Command {
     Simulate(SimulateArgs),
     /// Write a hub database's records as an MCAP recording (for Foxglove and the mcap tools).
     Export(ExportArgs),
+    /// Send an MCAP recording's JSON and Foxglove image/annotation messages to a hub, as a
+    /// robot would (acknowledged, idempotent: importing twice stores each record once).
+    Import(ImportArgs),
     /// Load-test an echo-like server: round trips/s, latency percentiles, MB/s.
     Bench(BenchArgs),
     /// Print a new random key (64 hex characters) for --key-file.
@@ -482,6 +485,25 @@ pub(crate) struct ListenArgs {
     pub(crate) guard: GuardArgs,
     #[command(flatten)]
     pub(crate) pipe: PipeArgs,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ImportArgs {
+    /// The hub's ingest endpoint.
+    #[arg(value_name = "EP")]
+    pub(crate) endpoint: String,
+    /// The MCAP file.
+    #[arg(value_name = "FILE")]
+    pub(crate) file: std::path::PathBuf,
+    /// Give up one connection attempt (with TLS and authentication) after SECS.
+    #[arg(long, value_name = "SECS", default_value = "10", value_parser = parse_secs)]
+    pub(crate) timeout: Duration,
+    /// Every record as this device's (default: a topic `/DEVICE/STREAM` names its device, as
+    /// `socketeer export` writes them; other topics are this host's).
+    #[arg(long = "as", value_name = "NAME")]
+    pub(crate) as_device: Option<String>,
+    #[command(flatten)]
+    pub(crate) guard: ClientGuardArgs,
 }
 
 #[derive(Debug, Args)]

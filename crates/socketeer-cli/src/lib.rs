@@ -21,6 +21,7 @@ mod files;
 mod guard;
 mod hexdump;
 mod hub;
+mod import;
 mod listen;
 mod pipe;
 mod publish;
@@ -99,6 +100,7 @@ async fn run(command: Command) -> anyhow::Result<i32> {
         Command::Publish(args) => publish::run(args).await,
         Command::Simulate(args) => simulate::run(args).await,
         Command::Export(args) => export::run(&args).await,
+        Command::Import(args) => import::run(args).await,
         Command::Bench(args) => bench::run(args).await,
         Command::Keygen(args) => cert::keygen(&args),
         Command::Cert(args) => cert::cert(&args),

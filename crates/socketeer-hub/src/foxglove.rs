@@ -278,7 +278,7 @@ fn readings_schema(numbers: &[String], texts: &[String]) -> String {
 const COMPRESSED_IMAGE_SCHEMA: &str = r#"{"title":"foxglove.CompressedImage","description":"A compressed image","type":"object","properties":{"timestamp":{"type":"object","title":"time","properties":{"sec":{"type":"integer","minimum":0},"nsec":{"type":"integer","minimum":0,"maximum":999999999}},"description":"Timestamp of image"},"frame_id":{"type":"string","description":"Frame of reference for the image"},"data":{"type":"string","contentEncoding":"base64","description":"Compressed image data"},"format":{"type":"string","description":"Image format: jpeg or png"}},"required":["timestamp","frame_id","data","format"]}"#;
 
 /// The JSON Schema of `foxglove.ImageAnnotations` (the Foxglove schema's field names).
-const IMAGE_ANNOTATIONS_SCHEMA: &str = r##"{"title":"foxglove.ImageAnnotations","description":"Array of annotations for a 2D image","type":"object","$defs":{"time":{"type":"object","properties":{"sec":{"type":"integer","minimum":0},"nsec":{"type":"integer","minimum":0,"maximum":999999999}}},"point2":{"type":"object","properties":{"x":{"type":"number"},"y":{"type":"number"}}},"color":{"type":"object","properties":{"r":{"type":"number"},"g":{"type":"number"},"b":{"type":"number"},"a":{"type":"number"}}}},"properties":{"circles":{"type":"array","items":{"type":"object","properties":{"timestamp":{"$ref":"#/$defs/time"},"position":{"$ref":"#/$defs/point2"},"diameter":{"type":"number"},"thickness":{"type":"number"},"fill_color":{"$ref":"#/$defs/color"},"outline_color":{"$ref":"#/$defs/color"}}}},"points":{"type":"array","items":{"type":"object","properties":{"timestamp":{"$ref":"#/$defs/time"},"type":{"type":"integer","description":"0 UNKNOWN, 1 POINTS, 2 LINE_LOOP, 3 LINE_STRIP, 4 LINE_LIST"},"points":{"type":"array","items":{"$ref":"#/$defs/point2"}},"outline_color":{"$ref":"#/$defs/color"},"outline_colors":{"type":"array","items":{"$ref":"#/$defs/color"}},"fill_color":{"$ref":"#/$defs/color"},"thickness":{"type":"number"}}}},"texts":{"type":"array","items":{"type":"object","properties":{"timestamp":{"$ref":"#/$defs/time"},"position":{"$ref":"#/$defs/point2"},"text":{"type":"string"},"font_size":{"type":"number"},"text_color":{"$ref":"#/$defs/color"},"background_color":{"$ref":"#/$defs/color"}}}}},"required":["circles","points","texts"]}"##;
+const IMAGE_ANNOTATIONS_SCHEMA: &str = r##"{"title":"foxglove.ImageAnnotations","description":"Array of annotations for a 2D image","type":"object","$defs":{"time":{"type":"object","properties":{"sec":{"type":"integer","minimum":0},"nsec":{"type":"integer","minimum":0,"maximum":999999999}}},"point2":{"type":"object","properties":{"x":{"type":"number"},"y":{"type":"number"}}},"color":{"type":"object","properties":{"r":{"type":"number"},"g":{"type":"number"},"b":{"type":"number"},"a":{"type":"number"}}},"pair":{"type":"object","properties":{"key":{"type":"string"},"value":{"type":"string"}}}},"properties":{"circles":{"type":"array","items":{"type":"object","properties":{"timestamp":{"$ref":"#/$defs/time"},"position":{"$ref":"#/$defs/point2"},"diameter":{"type":"number"},"thickness":{"type":"number"},"fill_color":{"$ref":"#/$defs/color"},"outline_color":{"$ref":"#/$defs/color"}}}},"points":{"type":"array","items":{"type":"object","properties":{"timestamp":{"$ref":"#/$defs/time"},"type":{"type":"integer","description":"0 UNKNOWN, 1 POINTS, 2 LINE_LOOP, 3 LINE_STRIP, 4 LINE_LIST"},"points":{"type":"array","items":{"$ref":"#/$defs/point2"}},"outline_color":{"$ref":"#/$defs/color"},"outline_colors":{"type":"array","items":{"$ref":"#/$defs/color"}},"fill_color":{"$ref":"#/$defs/color"},"thickness":{"type":"number"},"metadata":{"type":"array","items":{"$ref":"#/$defs/pair"}}}}},"texts":{"type":"array","items":{"type":"object","properties":{"timestamp":{"$ref":"#/$defs/time"},"position":{"$ref":"#/$defs/point2"},"text":{"type":"string"},"font_size":{"type":"number"},"text_color":{"$ref":"#/$defs/color"},"background_color":{"$ref":"#/$defs/color"}}}},"metadata":{"type":"array","items":{"$ref":"#/$defs/pair"}}},"required":["circles","points","texts"]}"##;
 
 /// A record's Foxglove messages (payloads; each client adds its own subscription id).
 #[derive(Debug, Default)]
@@ -340,7 +340,11 @@ pub(crate) fn payloads(channels: &Channels, event: &Committed) -> Payloads {
             Kind::Annotations,
             Default::default,
         );
-        out.annotations = Some((channel, annotations_payload(event.ts, &frame.detections)));
+        let size = (frame.width, frame.height);
+        out.annotations = Some((
+            channel,
+            annotations_payload(event.ts, size, &frame.detections),
+        ));
     }
     out
 }
@@ -383,8 +387,14 @@ pub(crate) fn image_payload(stream: &str, ts: f64, format: &str, data: &[u8]) ->
 }
 
 /// A `foxglove.ImageAnnotations` message: a box and a label per detection, at the frame's time.
+/// The schema's `metadata` (key-value pairs, 2026) keeps what the drawing cannot: the frame's
+/// size, each box's exact label and score — so a recording can be imported back whole.
 /// Written out directly (not built as a JSON tree): recordings make one per stored frame.
-pub(crate) fn annotations_payload(ts: f64, detections: &[crate::record::Detection]) -> Bytes {
+pub(crate) fn annotations_payload(
+    ts: f64,
+    (width, height): (u32, u32),
+    detections: &[crate::record::Detection],
+) -> Bytes {
     use std::fmt::Write as _;
     const BOX: &str = r#"{"r":0.25,"g":0.85,"b":0.35,"a":1}"#;
     const CLEAR: &str = r#"{"r":0,"g":0,"b":0,"a":0}"#;
@@ -397,9 +407,11 @@ pub(crate) fn annotations_payload(ts: f64, detections: &[crate::record::Detectio
     for (i, d) in detections.iter().enumerate() {
         let [x, y, w, h] = d.bbox;
         let (right, bottom) = (x + w, y + h);
+        let label = Value::from(d.label.as_str());
+        let score = Value::from(d.score.to_string());
         let _ = write!(
             out,
-            r#"{}{{"timestamp":{stamp},"type":2,"points":[{{"x":{x},"y":{y}}},{{"x":{right},"y":{y}}},{{"x":{right},"y":{bottom}}},{{"x":{x},"y":{bottom}}}],"outline_color":{BOX},"outline_colors":[],"fill_color":{CLEAR},"thickness":2}}"#,
+            r#"{}{{"timestamp":{stamp},"type":2,"points":[{{"x":{x},"y":{y}}},{{"x":{right},"y":{y}}},{{"x":{right},"y":{bottom}}},{{"x":{x},"y":{bottom}}}],"outline_color":{BOX},"outline_colors":[],"fill_color":{CLEAR},"thickness":2,"metadata":[{{"key":"label","value":{label}}},{{"key":"score","value":{score}}}]}}"#,
             if i > 0 { "," } else { "" }
         );
     }
@@ -414,7 +426,10 @@ pub(crate) fn annotations_payload(ts: f64, detections: &[crate::record::Detectio
             d.bbox[1]
         );
     }
-    out.push_str("]}");
+    let _ = write!(
+        out,
+        r#"],"metadata":[{{"key":"width","value":"{width}"}},{{"key":"height","value":"{height}"}}]}}"#
+    );
     Bytes::from(out)
 }
 
@@ -742,7 +757,7 @@ mod tests {
                 bbox: [0.0, 0.0, 3.0, 4.0],
             },
         ];
-        let text = annotations_payload(1_800_000_001.25, &detections);
+        let text = annotations_payload(1_800_000_001.25, (640, 480), &detections);
         let v: Value = serde_json::from_slice(&text).expect("JSON");
         assert_eq!(v["circles"], json!([]));
         assert_eq!(v["points"].as_array().map(Vec::len), Some(2));
@@ -766,8 +781,17 @@ mod tests {
         assert_eq!(v["texts"][1]["position"]["x"].as_f64(), Some(0.0));
         assert_eq!(nanos(1_800_000_001.05), 1_800_000_001_050_000_000);
         assert_eq!(nanos(1_800_000_001.999_999_9), 1_800_000_002_000_000_000);
-        let none = annotations_payload(1_800_000_000.0, &[]);
+        assert_eq!(
+            first["metadata"],
+            json!([{"key": "label", "value": "a \"quoted\" <label>"}, {"key": "score", "value": "0.905"}])
+        );
+        assert_eq!(
+            v["metadata"],
+            json!([{"key": "width", "value": "640"}, {"key": "height", "value": "480"}])
+        );
+        let none = annotations_payload(1_800_000_000.0, (2, 3), &[]);
         let v: Value = serde_json::from_slice(&none).expect("JSON");
-        assert_eq!(v, json!({"circles": [], "points": [], "texts": []}));
+        assert_eq!(v["points"], json!([]));
+        assert_eq!(v["texts"], json!([]));
     }
 }

@@ -132,7 +132,12 @@ pub(crate) fn write(
                 });
                 let schema =
                     writer.add_schema(spec.schema_name, "jsonschema", spec.schema.as_bytes())?;
-                let id = writer.add_channel(schema, &spec.topic, "json", &BTreeMap::new())?;
+                // The topic is for people; the device and stream exactly, for `import`.
+                let metadata = BTreeMap::from([
+                    ("device".to_owned(), stream.device.clone()),
+                    ("stream".to_owned(), stream.stream.clone()),
+                ]);
+                let id = writer.add_channel(schema, &spec.topic, "json", &metadata)?;
                 summary.channels += 1;
                 channels.entry(key).or_insert((id, 0))
             }
@@ -177,6 +182,7 @@ pub(crate) fn write(
                     Recorded::Frame {
                         stream,
                         ts,
+                        size,
                         detections,
                         image,
                     } => {
@@ -188,7 +194,7 @@ pub(crate) fn write(
                             None => Ok(()),
                         };
                         pictured.and_then(|()| {
-                            let payload = annotations_payload(ts, detections);
+                            let payload = annotations_payload(ts, size, detections);
                             send(&mut writer, stream, Kind::Annotations, ts, &payload)
                         })
                     }

@@ -454,3 +454,184 @@ fn a_recording_puts_a_robot_with_a_wrong_clock_at_the_right_time() {
         assert!((t - ts).abs() < 1e-5, "{t} vs {ts}");
     }
 }
+
+/// A second hub in a directory of its own.
+fn another_hub(tag: &str) -> (TempDir, crate::support::Proc, String, String, String) {
+    let dir = TempDir::new(tag);
+    let (hub, ingest, web, db) = start_hub_http(&dir, &["--no-auth"]);
+    (dir, hub, ingest, web, db)
+}
+
+#[test]
+fn export_then_import_then_export_gives_the_same_recording() {
+    let test = "export_then_import_then_export_gives_the_same_recording";
+    if !have_mcap_reader(test) {
+        return;
+    }
+    let (dir, hub, ingest, web, _db) = another_hub("roundtrip-a");
+    let base = 1_800_000_000.0;
+    let mut rover = Client::connect(&ingest);
+    rover.send("{\"device\":\"rover\"}\n{\"session\":\"s\"}\n");
+    let mut seq = 0;
+    for k in 0..20u32 {
+        seq += 1;
+        let line = json!({"stream": "/robot/imu", "seq": seq, "ts": base + f64::from(k) * 0.05,
+            "values": {"ax": f64::from(k) * 0.25, "pose": {"x": -1.5, "y": k}, "mode": "RTK", "ok": true}});
+        rover.send(&format!("{line}\n"));
+        assert_eq!(rover.answer(), json!({"ack": seq}));
+    }
+    for k in 0..4u8 {
+        seq += 1;
+        let picture = png(20 + u32::from(k), 10, [k * 50, 1, 2]);
+        let extra = json!({"stream": "camera", "seq": seq, "ts": base + f64::from(k) + 0.125,
+            "detections": [{"label": "a person, walking", "score": 0.905, "box": [1.5, 2, 3, 4]},
+                           {"label": "cart", "score": 0.25, "box": [0, 0, 5, 5]}]});
+        rover.send(&header("png", &picture, extra));
+        rover.writer_bytes(&picture);
+        assert_eq!(rover.answer(), json!({"ack": seq}));
+        seq += 1;
+        let line = json!({"stream": "lidar", "seq": seq, "ts": base + f64::from(k) + 0.5,
+            "frame": {"w": 320, "h": 200}, "detections": [{"label": "wall", "score": 0.5, "box": [10, 10, 300, 20]}]});
+        rover.send(&format!("{line}\n"));
+        assert_eq!(rover.answer(), json!({"ack": seq}));
+    }
+    let mut arm = Client::connect(&ingest);
+    arm.send("{\"device\":\"arm\"}\n{\"session\":\"s\"}\n");
+    for k in 1..=5u32 {
+        let line =
+            json!({"stream": "joint", "seq": k, "ts": base + f64::from(k), "values": {"q1": k}});
+        arm.send(&format!("{line}\n"));
+        assert_eq!(arm.answer(), json!({"ack": k}));
+    }
+    let range = format!("from={}&to={}", base - 1.0, base + 100.0);
+    let (status, bytes) = get_bytes(&web, &format!("/api/export.mcap?{range}"));
+    assert_eq!(status, 200);
+    let first = dir.0.join("first.mcap");
+    std::fs::write(&first, &bytes).expect("write");
+    drop((rover, arm));
+    hub.stop_ok();
+
+    // Into a hub of its own, twice: acknowledged both times, stored once.
+    let (dir_b, hub_b, ingest_b, web_b, db_b) = another_hub("roundtrip-b");
+    let file = first.display().to_string();
+    for round in 0..2 {
+        let (status, _, err) = run(&["import", &ingest_b, &file], b"");
+        assert!(status.success(), "round {round}: {err}");
+        assert!(
+            err.contains(
+                "33 records acknowledged (4 with pictures) for 2 devices, 0 refused, 0 skipped"
+            ),
+            "round {round}: {err}"
+        );
+    }
+    let stored: i64 = crate::hub::read_db(&db_b)
+        .query_row(
+            "SELECT (SELECT count(*) FROM samples) + (SELECT count(*) FROM frames)",
+            [],
+            |r| r.get(0),
+        )
+        .expect("count");
+    assert_eq!(stored, 20 + 4 + 4 + 5, "each record once");
+    let (status, bytes) = get_bytes(&web_b, &format!("/api/export.mcap?{range}"));
+    assert_eq!(status, 200);
+    let second = dir_b.0.join("second.mcap");
+    std::fs::write(&second, &bytes).expect("write");
+    let (a, b) = (read_mcap(&first), read_mcap(&second));
+    assert_eq!(a["channels"], b["channels"]);
+    assert_eq!(a["statistics"], b["statistics"]);
+    let (ma, mb) = (
+        a["messages"].as_array().expect("messages"),
+        b["messages"].as_array().expect("messages"),
+    );
+    assert_eq!(ma.len(), mb.len());
+    for (x, y) in ma.iter().zip(mb) {
+        assert_eq!(x, y, "the same records, at the same times");
+    }
+    hub_b.stop_ok();
+}
+
+#[test]
+fn import_lists_and_skips_what_it_cannot_take_and_refuses_what_is_not_mcap() {
+    let test = "import_lists_and_skips_what_it_cannot_take_and_refuses_what_is_not_mcap";
+    if !have_mcap_reader(test) {
+        return;
+    }
+    let (dir, hub, ingest, _web, db) = another_hub("import-skips");
+    // Written by the mcap project's own Python writer: a JSON channel of another tool's, a
+    // protobuf channel and a ROS 2 one.
+    let file = dir.0.join("mixed.mcap");
+    let script = r#"
+import json, sys
+from mcap.writer import Writer
+with open(sys.argv[1], "wb") as f:
+    w = Writer(f)
+    w.start()
+    js = w.register_schema(name="Odom", encoding="jsonschema", data=b'{"type":"object"}')
+    pb = w.register_schema(name="foo.Bar", encoding="protobuf", data=b"")
+    ros = w.register_schema(name="sensor_msgs/msg/Imu", encoding="ros2msg", data=b"")
+    odom = w.register_channel(topic="/odom", message_encoding="json", schema_id=js)
+    bar = w.register_channel(topic="/bar", message_encoding="protobuf", schema_id=pb)
+    imu = w.register_channel(topic="/imu", message_encoding="cdr", schema_id=ros)
+    for k in range(3):
+        t = 1800000000 * 10**9 + k * 10**8
+        w.add_message(channel_id=odom, log_time=t, publish_time=t, data=json.dumps({"x": k, "v": {"lin": 0.5}}).encode())
+        w.add_message(channel_id=bar, log_time=t, publish_time=t, data=b"\x08\x01")
+        w.add_message(channel_id=imu, log_time=t, publish_time=t, data=b"\x00\x01\x00\x00")
+    w.finish()
+"#;
+    let out = Command::new("python3")
+        .args(["-c", script, &file.display().to_string()])
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let path = file.display().to_string();
+    let (status, _, err) = run(&["import", &ingest, &path, "--as", "rover-9"], b"");
+    assert!(status.success(), "{err}");
+    assert!(
+        err.contains("/bar: 3 protobuf messages (foo.Bar) skipped"),
+        "{err}"
+    );
+    assert!(
+        err.contains("/imu: 3 cdr messages (sensor_msgs/msg/Imu) skipped"),
+        "{err}"
+    );
+    assert!(
+        err.contains(
+            "3 records acknowledged (0 with pictures) for 1 devices, 0 refused, 6 skipped"
+        ),
+        "{err}"
+    );
+    let conn = crate::hub::read_db(&db);
+    let (device, stream, n): (String, String, i64) = conn
+        .query_row(
+            "SELECT d.name, st.name, count(*) FROM samples sa JOIN streams st ON st.id = sa.stream_id
+             JOIN devices d ON d.id = st.device_id GROUP BY st.id",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .expect("stored");
+    assert_eq!(
+        (device.as_str(), stream.as_str(), n),
+        ("rover-9", "odom", 3)
+    );
+    // Not MCAP, or cut short: refused with why, nothing sent.
+    let junk = dir.0.join("junk.mcap");
+    std::fs::write(&junk, b"this is not an mcap file at all").expect("write");
+    let (status, _, err) = run(&["import", &ingest, &junk.display().to_string()], b"");
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(err.contains("not a whole MCAP file"), "{err}");
+    let bytes = std::fs::read(&file).expect("read");
+    let cut = dir.0.join("cut.mcap");
+    std::fs::write(&cut, &bytes[..bytes.len() / 2]).expect("write");
+    let (status, _, err) = run(&["import", &ingest, &cut.display().to_string()], b"");
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(err.contains("not a whole MCAP file"), "{err}");
+    let (status, _, err) = run(&["import", &ingest, "/no/such/file.mcap"], b"");
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(err.contains("cannot read /no/such/file.mcap"), "{err}");
+    hub.stop_ok();
+}

@@ -694,6 +694,8 @@ pub(crate) enum Recorded<'a> {
     Frame {
         stream: &'a RecordingStream,
         ts: f64,
+        /// Width and height in pixels.
+        size: (u32, u32),
         detections: &'a [crate::record::Detection],
         image: Option<(&'a str, &'a [u8])>,
     },
@@ -716,6 +718,7 @@ enum Row {
     },
     Frame {
         ts: f64,
+        size: (u32, u32),
         detections: Vec<crate::record::Detection>,
         image: Option<(String, Vec<u8>)>,
     },
@@ -750,7 +753,7 @@ impl Source {
         let before = self.rows.len();
         if self.frames {
             let mut stmt = conn.prepare_cached(
-                "SELECT f.id, f.ts, i.format, i.data FROM frames f
+                "SELECT f.id, f.ts, i.format, i.data, f.width, f.height FROM frames f
                  LEFT JOIN images i ON i.frame_id = f.id
                  WHERE f.device_id = ?1 AND f.stream = ?2 AND (f.ts, f.id) > (?3, ?4)
                    AND f.ts <= ?5
@@ -769,6 +772,7 @@ impl Source {
             )?;
             while let Some(row) = rows.next()? {
                 let (id, ts): (i64, f64) = (row.get(0)?, row.get(1)?);
+                let size: (u32, u32) = (row.get(4)?, row.get(5)?);
                 let format: Option<String> = row.get(2)?;
                 let image = match format {
                     Some(format) => Some((format, row.get::<_, Vec<u8>>(3)?)),
@@ -786,6 +790,7 @@ impl Source {
                 self.after = (ts, id);
                 self.rows.push_back(Row::Frame {
                     ts,
+                    size,
                     detections: found,
                     image,
                 });
@@ -891,9 +896,15 @@ impl Reader {
                 let (device, id, stream) = &streams[source.stream];
                 let go_on = match &row {
                     Row::Sample { ts, vals } => each(Recorded::Sample { stream, ts: *ts, vals }),
-                    Row::Frame { ts, detections, image } => each(Recorded::Frame {
+                    Row::Frame {
+                        ts,
+                        size,
+                        detections,
+                        image,
+                    } => each(Recorded::Frame {
                         stream,
                         ts: *ts,
+                        size: *size,
                         detections,
                         image: image.as_ref().map(|(f, d)| (f.as_str(), d.as_slice())),
                     }),
