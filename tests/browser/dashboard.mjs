@@ -30,9 +30,12 @@ function fail(why) {
 const hub = spawn(bin, ['hub', '--demo', '--demo-robots', String(robots), '--demo-rate', String(rate), '--demo-camera-fps', String(cameraFps),
   '--listen', '127.0.0.1:0', '--http', '127.0.0.1:0', '--no-influx', '--http-token', 'browser-test-token'],
 { stdio: ['ignore', 'pipe', 'inherit'] });
+let ingest = null; // the robots' endpoint, as the hub prints it
 const dashboard = await new Promise((resolve, reject) => {
   const timer = setTimeout(() => reject(new Error('the hub printed no dashboard URL')), deadline);
   createInterface({ input: hub.stdout }).on('line', (line) => {
+    const robots = line.match(/^listening on tcp:\/\/(\S+)/);
+    if (robots && !ingest) ingest = robots[1];
     const m = line.match(/^open the dashboard: (\S+)/);
     if (m) { clearTimeout(timer); resolve(m[1]); }
   });
@@ -245,6 +248,24 @@ try {
   const listed = await (await fetch(api('/api/devices'))).json();
   if (listed.devices.some((d) => d.name === 'drive-by')) fail('a page of another site wrote a reading');
   console.log('cross-site: a drive-by POST from another page wrote nothing');
+
+  // 5c. A robot whose clock is an hour ahead is shown at the right time: its readings fall in
+  // the live window (they would be an hour to its right without the time exchange), and the
+  // fleet view shows its offset.
+  if (!ingest) fail('the hub printed no ingest endpoint');
+  const late = spawn(bin, ['simulate', ingest, '--devices', '1', '--prefix', 'late', '--rate', '20',
+    '--camera-fps', '1', '--clock-offset', '3600', '--duration', '60'], { stdio: 'ignore' });
+  try {
+    await page.evaluate(() => { location.hash = '#/d/late-1'; });
+    await page.waitForFunction(() => Number(document.querySelector('canvas.chart[data-stream="imu"]')?.dataset.points) > 10,
+      null, { timeout: deadline }).catch(() => fail('the robot an hour ahead is not in the live window'));
+    await page.evaluate(() => { location.hash = '#/'; });
+    await page.waitForFunction(() => /^−(3599\.9[5-9]\d|3600\.0[0-4]\d) s/.test(document.querySelector('#fleet tr[data-device="late-1"] td.clock')?.textContent || ''),
+      null, { timeout: deadline }).catch(async () => fail(`late-1's offset not shown: ${await page.$eval('#fleet', (t) => t.textContent)}`));
+    console.log(`clock: late-1 (an hour ahead) plotted live; fleet view: ${await page.$eval('#fleet tr[data-device="late-1"] td.clock', (td) => td.textContent)}`);
+  } finally {
+    late.kill('SIGTERM');
+  }
 
   // 6. Latency: hub receive → browser, on a device view with its plots live.
   await page.evaluate(() => {

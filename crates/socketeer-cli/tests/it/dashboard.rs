@@ -56,5 +56,9 @@ fn the_dashboard_shows_live_robots_in_a_browser() {
         stdout.contains("markup: shown as text, nothing ran"),
         "{stdout}"
     );
+    assert!(
+        stdout.contains("clock: late-1 (an hour ahead) plotted live"),
+        "{stdout}"
+    );
     assert!(shots.0.join("dashboard-device.png").exists());
 }
