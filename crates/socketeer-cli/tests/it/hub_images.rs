@@ -94,10 +94,22 @@ fn http_bytes(
     headers: &str,
     body: &[u8],
 ) -> (u16, String, Vec<u8>) {
+    http_bytes_as("1.1", web, method, path, headers, body)
+}
+
+/// [`http_bytes`] as HTTP/`version` (as 1.0, a streamed body comes as it is, not in chunks).
+pub fn http_bytes_as(
+    version: &str,
+    web: &str,
+    method: &str,
+    path: &str,
+    headers: &str,
+    body: &[u8],
+) -> (u16, String, Vec<u8>) {
     let mut stream = TcpStream::connect(web).expect("connect");
     stream.set_read_timeout(Some(DEADLINE)).expect("timeout");
     let head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {web}\r\nConnection: close\r\n{headers}Content-Length: {}\r\n\r\n",
+        "{method} {path} HTTP/{version}\r\nHost: {web}\r\nConnection: close\r\n{headers}Content-Length: {}\r\n\r\n",
         body.len()
     );
     stream.write_all(head.as_bytes()).expect("send");

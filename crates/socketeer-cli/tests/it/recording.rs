@@ -1,8 +1,7 @@
 //! MCAP recordings (`GET /api/export.mcap`, `socketeer export`) read back by the mcap project's
 //! own Python reader (PyPI `mcap`, CRCs checked): `tests/python/read_mcap.py`.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::io::Write;
 use std::path::Path;
 use std::process::Command;
 
@@ -10,7 +9,7 @@ use serde_json::{Value, json};
 
 use crate::hub::{Client, start_hub_http};
 use crate::hub_images::{header, png};
-use crate::support::{DEADLINE, TempDir, have, run};
+use crate::support::{TempDir, have, run};
 
 /// Whether python3 with the `mcap` package is here; says SKIPPED if not.
 fn have_mcap_reader(test: &str) -> bool {
@@ -50,22 +49,8 @@ fn read_mcap(file: &Path) -> Value {
 
 /// `GET path` as HTTP/1.0 (the body ends with the connection): status and body.
 fn get_bytes(web: &str, path: &str) -> (u16, Vec<u8>) {
-    let mut stream = TcpStream::connect(web).expect("connect");
-    stream.set_read_timeout(Some(DEADLINE)).expect("timeout");
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: {web}\r\n\r\n").expect("send");
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response).expect("response");
-    let at = response
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .expect("a head");
-    let head = String::from_utf8_lossy(&response[..at]).into_owned();
-    let status = head
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .expect("status");
-    (status, response[at + 4..].to_vec())
+    let (status, _, body) = crate::hub_images::http_bytes_as("1.0", web, "GET", path, "", b"");
+    (status, body)
 }
 
 #[test]

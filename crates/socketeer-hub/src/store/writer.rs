@@ -456,24 +456,16 @@ impl Writer {
                 }
             }
             let (ts, device_ts) = (item.ts(), item.device_ts());
-            if let (Some(stream_id), false) =
-                (ready, record.values.is_empty() && record.texts.is_empty())
-            {
+            let readings = !record.values.is_empty() || !record.texts.is_empty();
+            let sample_stream = if let (Some(stream_id), true) = (ready, readings) {
                 // The usual case: a known stream with known fields.
-                values_json(&record.values, &record.texts, &mut self.vals);
-                insert_sample.execute(params![
-                    stream_id,
-                    ts,
-                    item.recv_ts,
-                    self.vals,
-                    device_ts
-                ])?;
                 if !record.units.is_empty() {
                     if let Some(stream) = known.stream(&tx, device, &record.stream)? {
                         stream.set_units(&tx, device, record)?;
                     }
                 }
-            } else if !record.values.is_empty() || !record.texts.is_empty() {
+                Some(stream_id)
+            } else if readings {
                 let stream = known.stream_or_add(&tx, device, &record.stream)?;
                 let (stream_id, mut added) = (stream.id, 0);
                 for (field, _) in &record.values {
@@ -501,6 +493,11 @@ impl Writer {
                 if added > 0 {
                     known.load(&tx, device)?.fields += added;
                 }
+                Some(stream_id)
+            } else {
+                None
+            };
+            if let Some(stream_id) = sample_stream {
                 values_json(&record.values, &record.texts, &mut self.vals);
                 insert_sample.execute(params![
                     stream_id,
