@@ -44,6 +44,9 @@ pub struct HubConfig {
     pub image_retention: Option<Duration>,
     /// The most bytes of images kept: past it the oldest images go first. `None`: no budget.
     pub image_budget: Option<u64>,
+    /// How often the retention pass runs (1 minute). A stream it leaves without any data is
+    /// retired: no longer listed, its Foxglove channels withdrawn.
+    pub retention_every: Duration,
 }
 
 /// A configuration value that cannot work, with why.
@@ -78,6 +81,7 @@ impl HubConfig {
             max_image: crate::record::DEFAULT_MAX_IMAGE,
             image_retention: Some(Duration::from_secs(7 * 86_400)),
             image_budget: Some(DEFAULT_IMAGE_BUDGET),
+            retention_every: Duration::from_secs(60),
         }
     }
 
@@ -91,6 +95,9 @@ impl HubConfig {
         }
         if !(1..=1_000_000).contains(&self.max_batch) {
             return Err(refuse("max_batch", "must be 1 to 1000000"));
+        }
+        if self.retention_every.is_zero() {
+            return Err(refuse("retention_every", "must be more than zero"));
         }
         if self.retention.is_some_and(|r| r.is_zero()) {
             return Err(refuse(

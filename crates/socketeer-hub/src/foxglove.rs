@@ -77,6 +77,8 @@ pub(crate) struct Channels {
     pub(crate) session: String,
     /// Turns for clients.
     pub(crate) clients: Arc<tokio::sync::Semaphore>,
+    /// Channels withdrawn (their streams retired): every client unadvertises those it knew.
+    withdrawn: tokio::sync::broadcast::Sender<Arc<Vec<u32>>>,
 }
 
 #[derive(Default)]
@@ -98,7 +100,29 @@ impl Channels {
             loaded: tokio::sync::OnceCell::new(),
             session: id.iter().map(|b| format!("{b:02x}")).collect(),
             clients: Arc::new(tokio::sync::Semaphore::new(MAX_CLIENTS)),
+            withdrawn: tokio::sync::broadcast::channel(64).0,
         })
+    }
+
+    /// Withdraws the channels of retired (device, stream) pairs: gone from the registry (a
+    /// new client is not told of them) and unadvertised to every client that was.
+    pub(crate) fn retire(&self, streams: &[(String, String)]) {
+        let mut ids = Vec::new();
+        {
+            let mut registry = self.registry();
+            for (device, stream) in streams {
+                for kind in [Kind::Readings, Kind::Image, Kind::Annotations] {
+                    let key: ChannelKey = (device.as_str().into(), stream.as_str().into(), kind);
+                    if let Some(channel) = registry.by_key.remove(&key) {
+                        registry.by_id.remove(&channel.id);
+                        ids.push(channel.id);
+                    }
+                }
+            }
+        }
+        if !ids.is_empty() {
+            let _ = self.withdrawn.send(Arc::new(ids));
+        }
     }
 
     fn registry(&self) -> std::sync::MutexGuard<'_, Registry> {
@@ -533,6 +557,25 @@ impl Client {
         self.send(Message::Text(message.into()))
     }
 
+    /// Unadvertises the channels of `ids` it was told of, and drops its subscriptions to them.
+    fn unadvertise(&mut self, ids: &[u32]) -> Result<(), TooSlow> {
+        let known: Vec<u32> = ids
+            .iter()
+            .copied()
+            .filter(|id| self.advertised.remove(id))
+            .collect();
+        if known.is_empty() {
+            return Ok(());
+        }
+        for id in &known {
+            for subscription in self.by_channel.remove(id).unwrap_or_default() {
+                self.subscriptions.remove(&subscription);
+            }
+        }
+        let message = json!({ "op": "unadvertise", "channelIds": known }).to_string();
+        self.send(Message::Text(message.into()))
+    }
+
     /// The record's messages for the subscriptions it has.
     fn deliver(&mut self, payloads: &Payloads) -> Result<(), TooSlow> {
         let parts = [&payloads.readings, &payloads.annotations, &payloads.image];
@@ -644,6 +687,7 @@ impl Client {
 async fn serve(socket: WebSocket, api: Arc<crate::http::Api>) {
     let channels = &api.foxglove;
     let mut events = api.live.subscribe();
+    let mut withdrawn = channels.withdrawn.subscribe();
     channels.load(&api.ingest.store).await;
     let lane: Arc<Lane<Latest, Message>> = Arc::new(Lane::new(CLIENT_QUEUE));
     let (mut sink, mut incoming) = socket.split();
@@ -697,6 +741,12 @@ async fn serve(socket: WebSocket, api: Arc<crate::http::Api>) {
                     let payloads = event.foxglove.get_or_init(|| payloads(channels, &event));
                     ok = client.deliver(payloads).is_ok();
                 }
+                Err(broadcast::error::RecvError::Lagged(_)) => ok = false,
+                Err(broadcast::error::RecvError::Closed) => break,
+            },
+            gone = withdrawn.recv() => match gone {
+                Ok(ids) => ok = client.unadvertise(&ids).is_ok(),
+                // Missed some: this client cannot tell which of its channels went.
                 Err(broadcast::error::RecvError::Lagged(_)) => ok = false,
                 Err(broadcast::error::RecvError::Closed) => break,
             },

@@ -52,6 +52,11 @@ impl Hub {
     pub fn open(config: HubConfig) -> anyhow::Result<Hub> {
         config.validate()?;
         let (live, _) = tokio::sync::broadcast::channel(LIVE_CAPACITY);
+        let foxglove = Arc::new(crate::foxglove::Channels::new()?);
+        let retired: crate::store::Retired = {
+            let foxglove = Arc::clone(&foxglove);
+            Arc::new(move |streams| foxglove.retire(&streams))
+        };
         let activity = Arc::new(Activity::default());
         let (store, writer) = Store::open(StoreConfig {
             path: config.db.clone(),
@@ -66,6 +71,8 @@ impl Hub {
                 retention: config.image_retention,
                 budget: config.image_budget,
             },
+            retention_every: config.retention_every,
+            on_retired: Some(retired),
         })?;
         tracing::info!(db = %config.db.display(), sync = ?config.durability, retention = ?config.retention.unwrap_or_default(), "storage open");
         let ingest = Arc::new(Ingest {
@@ -82,7 +89,7 @@ impl Hub {
             live,
             writer,
             config,
-            foxglove: Arc::new(crate::foxglove::Channels::new()?),
+            foxglove,
         })
     }
 

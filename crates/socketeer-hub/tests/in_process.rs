@@ -39,7 +39,13 @@ struct Running {
 }
 
 async fn start(dir: &Scratch, at: &str) -> Running {
-    let hub = Hub::open(HubConfig::new(dir.0.join("hub.db"))).expect("open");
+    start_with(dir, at, |_| {}).await
+}
+
+async fn start_with(dir: &Scratch, at: &str, tweak: impl FnOnce(&mut HubConfig)) -> Running {
+    let mut config = HubConfig::new(dir.0.join("hub.db"));
+    tweak(&mut config);
+    let hub = Hub::open(config).expect("open");
     let shutdown = Shutdown::new();
     let listener = Listener::bind(&at.parse().expect("endpoint"), &BindOptions::default())
         .await
@@ -255,4 +261,79 @@ async fn a_publisher_holds_at_most_its_byte_room_of_unacknowledged_images() {
         .publish(br#"{"stream":"imu","values":{"ax":1}}"#, ())
         .await
         .expect("a reading fits");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_retention_empties_is_unadvertised_to_foxglove_clients() {
+    use futures_util::StreamExt;
+    use tokio::io::AsyncWriteExt;
+    use tokio_tungstenite::tungstenite::{Message, client::IntoClientRequest};
+    let dir = Scratch::new("retire");
+    // Data kept one second, retention passes ten times a second.
+    let hub = start_with(&dir, "127.0.0.1:0", |c| {
+        c.retention = Some(std::time::Duration::from_secs(1));
+        c.retention_every = std::time::Duration::from_millis(100);
+    })
+    .await;
+    let mut request = format!("ws://{}/foxglove", hub.http)
+        .into_client_request()
+        .expect("request");
+    request.headers_mut().insert(
+        "sec-websocket-protocol",
+        "foxglove.websocket.v1".parse().expect("header"),
+    );
+    let stream = tokio::net::TcpStream::connect(hub.http)
+        .await
+        .expect("connect");
+    let (mut ws, _) = tokio_tungstenite::client_async(request, stream)
+        .await
+        .expect("WebSocket");
+    // One reading of a robot's: its channel is advertised...
+    let mut robot =
+        tokio::net::TcpStream::connect(hub.ingest.to_string().trim_start_matches("tcp://"))
+            .await
+            .expect("ingest");
+    robot
+        .write_all(
+            b"{\"device\":\"rover\"}\n{\"stream\":\"imu\",\"seq\":1,\"values\":{\"ax\":1}}\n",
+        )
+        .await
+        .expect("send");
+    // One deadline for each wait, however many other messages (time, every 100 ms) come.
+    let mut next_op = async |op: &str| -> serde_json::Value {
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            let message = tokio::time::timeout_at(deadline, ws.next())
+                .await
+                .unwrap_or_else(|_| panic!("no {op} in time"))
+                .expect("open")
+                .expect("message");
+            if let Message::Text(text) = message {
+                let value: serde_json::Value = serde_json::from_str(&text).expect("JSON");
+                if value["op"] == op {
+                    return value;
+                }
+            }
+        }
+    };
+    let channel = loop {
+        let advertised = next_op("advertise").await;
+        let found = advertised["channels"]
+            .as_array()
+            .expect("channels")
+            .iter()
+            .find(|c| c["topic"] == "/rover/imu")
+            .map(|c| c["id"].clone());
+        if let Some(id) = found {
+            break id;
+        }
+    };
+    // ... and once retention has taken its only reading, withdrawn.
+    let gone = next_op("unadvertise").await;
+    assert_eq!(gone["channelIds"], serde_json::json!([channel]));
+    let streams = get(hub.http, "/api/streams?device=rover");
+    assert_eq!(streams["values"], serde_json::json!([]), "{streams}");
+    drop(ws);
+    drop(robot);
+    hub.stop().await;
 }

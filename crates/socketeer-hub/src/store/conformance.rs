@@ -52,6 +52,8 @@ pub(super) fn sqlite(tag: &str, tweak: &dyn Fn(&mut StoreConfig)) -> Opened {
         queue: QueueLimits::default(),
         cardinality: Cardinality::default(),
         images: ImageLimits::default(),
+        retention_every: Duration::from_secs(60),
+        on_retired: None,
     };
     tweak(&mut config);
     let (store, writer) = Store::open(config).expect("open");
@@ -186,8 +188,14 @@ pub(super) async fn cardinality_limits_refuse_and_store_nothing(open: Open) {
 }
 
 pub(super) async fn retention_goes_by_receive_time(open: Open) {
-    let o = open("retention", &|c| {
-        c.retention = Some(Duration::from_secs(3600))
+    let retired = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let told = Arc::clone(&retired);
+    let tell: crate::store::Retired = Arc::new(move |streams: Vec<(String, String)>| {
+        told.lock().expect("lock").extend(streams);
+    });
+    let o = open("retention", &move |c| {
+        c.retention = Some(Duration::from_secs(3600));
+        c.on_retired = Some(Arc::clone(&tell));
     });
     let now = now();
     let old = now - 7200.0;
@@ -200,6 +208,8 @@ pub(super) async fn retention_goes_by_receive_time(open: Open) {
             item_at("r", "", &format!(r#"{{"stream":"s","ts":{old},"values":{{"v":2}}}}"#), now),
             // Received now: kept.
             item_at("r", "", &format!(r#"{{"stream":"s","ts":{now},"values":{{"v":3}}}}"#), now),
+            // A stream with nothing but old data: retired.
+            item_at("r", "", &format!(r#"{{"stream":"gone","ts":{old},"values":{{"w":1,"t":"x"}}}}"#), old),
             // An old frame: gone with its detections.
             item_at(
                 "r",
@@ -228,6 +238,31 @@ pub(super) async fn retention_goes_by_receive_time(open: Open) {
     assert_eq!(kept, [Cell::Real(2.0), Cell::Real(3.0), Cell::Real(4.0)]);
     let frames = detections(&o.store, DetectionFilter::default()).await;
     assert!(frames.frames.is_empty(), "{frames:?}");
+    // Streams left without data are retired — no longer listed, their fields not counted —
+    // and whoever listens is told; "s" still has data.
+    let mut told = retired.lock().expect("lock").clone();
+    told.sort();
+    assert_eq!(
+        told,
+        [
+            ("r".to_owned(), "cam".to_owned()),
+            ("r".to_owned(), "gone".to_owned())
+        ]
+    );
+    let streams = o
+        .store
+        .streams("r".into())
+        .await
+        .expect("streams")
+        .expect("r");
+    let names: Vec<&str> = streams.values.iter().map(|s| s.stream.as_str()).collect();
+    assert_eq!(names, ["s"]);
+    assert!(
+        streams.texts.is_empty() && streams.frames.is_empty(),
+        "{streams:?}"
+    );
+    let devices = o.store.devices().await.expect("devices");
+    assert_eq!(devices[0].series, 1, "only s's field v is counted");
 }
 
 /// Known data for the reads: two devices, readings of two streams with a text state, frames.

@@ -58,7 +58,7 @@ pub enum Durability {
 }
 
 /// How the store is opened.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub(crate) struct StoreConfig {
     pub(crate) path: PathBuf,
     pub(crate) durability: Durability,
@@ -76,7 +76,14 @@ pub(crate) struct StoreConfig {
     pub(crate) cardinality: Cardinality,
     /// How long, and how many bytes of, camera images are kept.
     pub(crate) images: ImageLimits,
+    /// How often the retention pass runs.
+    pub(crate) retention_every: Duration,
+    /// Told of the (device, stream) pairs a retention pass left without data (and retired).
+    pub(crate) on_retired: Option<Retired>,
 }
+
+/// Who is told of retired streams: (device, stream) pairs, after their commit.
+pub(crate) type Retired = Arc<dyn Fn(Vec<(String, String)>) + Send + Sync>;
 
 /// How long, and how many bytes of, camera images are kept.
 #[derive(Debug, Clone, Copy, Default)]

@@ -28,6 +28,8 @@ impl Db {
             queue: QueueLimits::default(),
             cardinality: Cardinality::default(),
             images: ImageLimits::default(),
+            retention_every: Duration::from_secs(60),
+            on_retired: None,
         }
     }
 }

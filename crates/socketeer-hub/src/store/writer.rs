@@ -329,11 +329,31 @@ impl Writer {
 
     pub(super) fn run(mut self, mut queue: mpsc::UnboundedReceiver<Job>) {
         let mut lanes = Lanes::default();
+        // Waiting for work wakes up for retention too: a hub nobody writes to still deletes
+        // what has aged (a runtime of this thread's own, only for the timer).
+        let timer = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .map_err(
+                |err| tracing::warn!(error = %err, "no timer: retention runs only after writes"),
+            )
+            .ok();
+        let every = self.config.retention_every;
         loop {
             if lanes.is_empty() {
-                match queue.blocking_recv() {
-                    Some(job) => lanes.push(job),
-                    None => break,
+                let next = match &timer {
+                    Some(timer) => {
+                        timer.block_on(async { tokio::time::timeout(every, queue.recv()).await })
+                    }
+                    None => Ok(queue.blocking_recv()),
+                };
+                match next {
+                    Ok(Some(job)) => lanes.push(job),
+                    Ok(None) => break,
+                    Err(_idle) => {
+                        self.retention();
+                        continue;
+                    }
                 }
             }
             while let Ok(job) = queue.try_recv() {
@@ -576,7 +596,7 @@ impl Writer {
             tracing::warn!(error = %err, "image budget pass failed; will try again");
         }
         let now = now_secs();
-        if now - self.last_retention < 60.0 {
+        if now - self.last_retention < self.config.retention_every.as_secs_f64() {
             return;
         }
         self.last_retention = now;
@@ -594,8 +614,18 @@ impl Writer {
             return;
         };
         let cutoff = now - keep.as_secs_f64();
-        if let Err(err) = delete_older(&mut self.conn, cutoff, now) {
-            tracing::warn!(error = %err, "retention pass failed; will try again");
+        match delete_older(&mut self.conn, cutoff, now) {
+            Err(err) => tracing::warn!(error = %err, "retention pass failed; will try again"),
+            Ok(retired) if retired.is_empty() => {}
+            Ok(retired) => {
+                tracing::info!(
+                    streams = retired.len(),
+                    "retention: streams left without data retired"
+                );
+                if let Some(tell) = &self.config.on_retired {
+                    tell(retired);
+                }
+            }
         }
         self.image_bytes = self
             .conn
@@ -722,7 +752,11 @@ pub(crate) fn event(item: &Item) -> String {
 /// dated before `cutoff` or after `now` (both ends of the time index, which is what makes the
 /// pass cheap); a record dated inside the period but received before it (a clock that ran
 /// ahead) goes once its date leaves the period.
-pub(super) fn delete_older(conn: &mut Connection, cutoff: f64, now: f64) -> rusqlite::Result<()> {
+pub(super) fn delete_older(
+    conn: &mut Connection,
+    cutoff: f64,
+    now: f64,
+) -> rusqlite::Result<Vec<(String, String)>> {
     let tx = conn.transaction()?;
     // Through the (stream, time) and (device, time) indexes, one stream or device at a time
     // (CROSS JOIN keeps that order: two range searches per stream, never a scan of the table).
@@ -756,7 +790,35 @@ pub(super) fn delete_older(conn: &mut Connection, cutoff: f64, now: f64) -> rusq
         params![cutoff],
     )?;
     tx.execute("DELETE FROM sessions WHERE last_recv < ?1", params![cutoff])?;
-    tx.commit()
+    // Streams left without any data are retired: their fields go with them (what
+    // `/api/streams` lists, what the cardinality limits count), so a stream that comes back
+    // is new again. Through the (stream, time) and (device, stream, time) indexes.
+    let retired: Vec<(i64, i64, String, String)> = tx
+        .prepare(
+            "SELECT st.id, st.device_id, d.name, st.name FROM streams st
+             JOIN devices d ON d.id = st.device_id
+             WHERE NOT EXISTS (SELECT 1 FROM samples sa WHERE sa.stream_id = st.id)
+               AND NOT EXISTS (SELECT 1 FROM frames f
+                               WHERE f.device_id = st.device_id AND f.stream = st.name)",
+        )?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    for (id, device, _, stream) in &retired {
+        tx.execute(
+            "DELETE FROM series WHERE device_id = ?1 AND stream = ?2",
+            params![device, stream],
+        )?;
+        tx.execute(
+            "DELETE FROM text_fields WHERE device_id = ?1 AND stream = ?2",
+            params![device, stream],
+        )?;
+        tx.execute("DELETE FROM streams WHERE id = ?1", params![id])?;
+    }
+    tx.commit()?;
+    Ok(retired
+        .into_iter()
+        .map(|(_, _, device, stream)| (device, stream))
+        .collect())
 }
 
 /// Notes that `id` was written to at `at` (consecutive repeats folded into one entry).
