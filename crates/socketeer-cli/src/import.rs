@@ -61,7 +61,11 @@ pub(crate) async fn run(args: ImportArgs) -> anyhow::Result<i32> {
             return Err(UsageError(format!("--as {device:?}: not a device name")).into());
         }
     }
-    client_options(&args.guard, args.timeout)?; // the flags, checked before anything is read
+    // The flags, checked before anything is read (a per-device key file's lines are checked
+    // as each device comes).
+    if args.guard.key_file.is_none() || args.guard.device.is_some() {
+        client_options(&args.guard, args.timeout)?;
+    }
     let file = std::fs::File::open(&args.file)
         .with_context(|| format!("import: cannot read {}", args.file.display()))?;
     let session = session_of(&args.file)?;

@@ -59,6 +59,11 @@ struct Ws(TcpStream);
 impl Ws {
     /// Connects with a small receive buffer (so that not reading soon stops the hub's sends).
     fn connect(web: &str, small: bool) -> Ws {
+        Ws::connect_to(web, "/foxglove", small)
+    }
+
+    /// [`connect`](Ws::connect) to `path` (with a query, say).
+    fn connect_to(web: &str, path: &str, small: bool) -> Ws {
         let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
             .expect("socket");
         if small {
@@ -70,7 +75,7 @@ impl Ws {
         stream.set_read_timeout(Some(DEADLINE)).expect("timeout");
         write!(
             stream,
-            "GET /foxglove HTTP/1.1\r\nHost: {web}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+            "GET {path} HTTP/1.1\r\nHost: {web}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
              Sec-WebSocket-Protocol: foxglove.websocket.v1\r\n\r\n"
         )
@@ -193,5 +198,39 @@ fn a_foxglove_client_that_stops_reading_is_dropped_and_ingest_goes_on() {
     again.next_op("serverInfo");
     drop(client);
     drop(again);
+    hub.stop_ok();
+}
+
+#[test]
+fn the_foxglove_socket_keeps_the_token_rules_and_a_new_session_each_run() {
+    let dir = TempDir::new("foxglove-token");
+    let token = "a-token-for-foxglove-0123";
+    let args = ["--no-auth", "--http-token", token];
+    let (hub, _ingest, web, _db) = start_hub_http(&dir, &args);
+    // Without the token: refused before any upgrade.
+    let mut stream = TcpStream::connect(&web).expect("connect");
+    stream.set_read_timeout(Some(DEADLINE)).expect("timeout");
+    write!(
+        stream,
+        "GET /foxglove HTTP/1.1\r\nHost: {web}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
+         Sec-WebSocket-Protocol: foxglove.sdk.v1\r\n\r\n"
+    )
+    .expect("send");
+    let mut head = [0u8; 12];
+    stream.read_exact(&mut head).expect("status");
+    assert_eq!(&head, b"HTTP/1.1 401");
+    // With it: the socket, and this run's session.
+    let first = Ws::connect_to(&web, &format!("/foxglove?token={token}"), false)
+        .next_op("serverInfo")["sessionId"]
+        .clone();
+    hub.stop_ok();
+    // The same database, a new run: a new session (a Foxglove app then starts afresh).
+    let (hub, _ingest, web, _db) = start_hub_http(&dir, &args);
+    let second = Ws::connect_to(&web, &format!("/foxglove?token={token}"), false)
+        .next_op("serverInfo")["sessionId"]
+        .clone();
+    assert!(first.is_string() && second.is_string());
+    assert_ne!(first, second);
     hub.stop_ok();
 }

@@ -496,11 +496,24 @@ fn export_then_import_then_export_gives_the_same_recording() {
     drop((rover, arm));
     hub.stop_ok();
 
-    // Into a hub of its own, twice: acknowledged both times, stored once.
-    let (dir_b, hub_b, ingest_b, web_b, db_b) = another_hub("roundtrip-b");
+    // Into a hub of its own that takes only devices with their keys, twice (each device
+    // authenticated with its own): acknowledged both times, stored once.
+    let dir_b = TempDir::new("roundtrip-b");
+    let keys = dir_b.0.join("devices.key");
+    let lines: String = ["rover", "arm"]
+        .iter()
+        .map(|d| {
+            std::fs::read_to_string(crate::security::make_key(&dir_b, d, Some(d))).expect("key")
+        })
+        .collect();
+    std::fs::write(&keys, lines).expect("keys");
+    std::fs::set_permissions(&keys, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+        .expect("chmod");
+    let keys = keys.display().to_string();
+    let (hub_b, ingest_b, web_b, db_b) = start_hub_http(&dir_b, &["--key-file", &keys]);
     let file = first.display().to_string();
     for round in 0..2 {
-        let (status, _, err) = run(&["import", &ingest_b, &file], b"");
+        let (status, _, err) = run(&["import", &ingest_b, &file, "--key-file", &keys], b"");
         assert!(status.success(), "round {round}: {err}");
         assert!(
             err.contains(
