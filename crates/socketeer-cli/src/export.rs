@@ -73,9 +73,9 @@ pub(crate) async fn run(args: &ExportArgs) -> anyhow::Result<i32> {
     .context("export")?;
     let seconds = started.elapsed().as_secs_f64();
     errln!(
-        "socketeer: export: {} messages on {} channels, {:.1} MB in {:.2} s ({:.0} MB/s) to {}",
-        summary.messages,
-        summary.channels,
+        "socketeer: export: {} on {}, {:.1} MB in {:.2} s ({:.0} MB/s) to {}",
+        counted(summary.messages, "message"),
+        counted(summary.channels, "channel"),
         bytes as f64 / 1e6,
         seconds,
         bytes as f64 / 1e6 / seconds.max(1e-9),
@@ -96,5 +96,14 @@ impl<W: Write> Write for Counted<W> {
 
     fn flush(&mut self) -> std::io::Result<()> {
         self.0.flush()
+    }
+}
+
+/// `1 message`, `2 messages`.
+pub(crate) fn counted(n: u64, what: &str) -> String {
+    if n == 1 {
+        format!("1 {what}")
+    } else {
+        format!("{n} {what}s")
     }
 }

@@ -19,6 +19,7 @@ use socketeer_hub::publisher::{Event, Publisher, PublisherConfig, Recovered, Rep
 use socketeer_hub::record::ImageFormat;
 
 use crate::cli::ImportArgs;
+use crate::export::counted;
 use crate::failure::{UsageError, parse_endpoint};
 use crate::guard::{client_options, default_device};
 
@@ -264,7 +265,9 @@ pub(crate) async fn run(args: ImportArgs) -> anyhow::Result<i32> {
         );
     }
     errln!(
-        "socketeer: import: {acknowledged} records acknowledged ({images} with pictures) for {devices} devices, {refused} refused, {} skipped",
+        "socketeer: import: {} acknowledged ({images} with pictures) for {}, {refused} refused, {} skipped",
+        counted(acknowledged, "record"),
+        counted(devices as u64, "device"),
         skipped.values().map(|(_, n)| n).sum::<u64>()
     );
     Ok(if refused > 0 { 1 } else { 0 })

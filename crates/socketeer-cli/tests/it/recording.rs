@@ -598,9 +598,7 @@ with open(sys.argv[1], "wb") as f:
         "{err}"
     );
     assert!(
-        err.contains(
-            "3 records acknowledged (0 with pictures) for 1 devices, 0 refused, 6 skipped"
-        ),
+        err.contains("3 records acknowledged (0 with pictures) for 1 device, 0 refused, 6 skipped"),
         "{err}"
     );
     let conn = crate::hub::read_db(&db);
