@@ -15,7 +15,9 @@ use std::io::Read;
 use anyhow::Context;
 use base64::Engine as _;
 use serde_json::{Value, json};
-use socketeer_hub::publisher::{Event, Publisher, PublisherConfig, Recovered, Report};
+use socketeer_hub::publisher::{
+    Event, PublishError, Publisher, PublisherConfig, Recovered, Report,
+};
 use socketeer_hub::record::ImageFormat;
 
 use crate::cli::ImportArgs;
@@ -152,20 +154,15 @@ pub(crate) async fn run(args: ImportArgs) -> anyhow::Result<i32> {
                     continue;
                 };
                 if let Kind::Skipped(why) = &channel.kind {
-                    skipped
-                        .entry(channel.topic.clone())
-                        .or_insert_with(|| (why.clone(), 0))
-                        .1 += 1;
+                    skip(&mut skipped, &channel.topic, || why.clone());
                     continue;
                 }
                 let message: Value = match serde_json::from_slice(&data) {
                     Ok(message) => message,
                     Err(e) => {
-                        let why = format!("a message that is not JSON ({e})");
-                        skipped
-                            .entry(channel.topic.clone())
-                            .or_insert_with(|| (why, 0))
-                            .1 += 1;
+                        skip(&mut skipped, &channel.topic, || {
+                            format!("a message that is not JSON ({e})")
+                        });
                         continue;
                     }
                 };
@@ -180,10 +177,9 @@ pub(crate) async fn run(args: ImportArgs) -> anyhow::Result<i32> {
                     });
                 if !pairs {
                     if let Some(alone) = picture.take() {
-                        let line = json!({ "stream": alone.stream, "ts": seconds(alone.log_time) });
                         let publisher =
                             delivering(&mut publishers, &alone.device, &args, &session, &endpoint)?;
-                        publisher.image(&line, alone.format, alone.data).await?;
+                        alone.send(publisher).await?;
                         images += 1;
                     }
                 }
@@ -192,10 +188,9 @@ pub(crate) async fn run(args: ImportArgs) -> anyhow::Result<i32> {
                 match &channel.kind {
                     Kind::Readings => {
                         let Value::Object(values) = message else {
-                            skipped
-                                .entry(channel.topic.clone())
-                                .or_insert_with(|| ("messages that are not JSON objects".into(), 0))
-                                .1 += 1;
+                            skip(&mut skipped, &channel.topic, || {
+                                "messages that are not JSON objects".into()
+                            });
                             continue;
                         };
                         let line = json!({ "stream": channel.stream, "ts": ts, "values": values });
@@ -211,28 +206,20 @@ pub(crate) async fn run(args: ImportArgs) -> anyhow::Result<i32> {
                                 data,
                             });
                         }
-                        None => {
-                            let why = "pictures that are not base64 JPEG or PNG".to_owned();
-                            skipped
-                                .entry(channel.topic.clone())
-                                .or_insert_with(|| (why, 0))
-                                .1 += 1;
-                        }
+                        None => skip(&mut skipped, &channel.topic, || {
+                            "pictures that are not base64 JPEG or PNG".into()
+                        }),
                     },
                     Kind::Annotations => {
                         let (size, detections) = annotations(&message);
-                        let mut line =
-                            json!({ "stream": channel.stream, "ts": ts, "detections": detections });
+                        let line = json!({ "stream": channel.stream, "ts": ts,
+                            "frame": { "w": size.0, "h": size.1 }, "detections": detections });
                         match picture.take().filter(|_| pairs) {
                             Some(pic) => {
-                                line["frame"] = json!({ "w": size.0, "h": size.1 });
                                 publisher.image(&line, pic.format, pic.data).await?;
                                 images += 1;
                             }
-                            None => {
-                                line["frame"] = json!({ "w": size.0, "h": size.1 });
-                                publisher.line(&line).await?;
-                            }
+                            None => publisher.line(&line).await?,
                         }
                     }
                     Kind::Skipped(_) => {}
@@ -242,9 +229,8 @@ pub(crate) async fn run(args: ImportArgs) -> anyhow::Result<i32> {
         }
     }
     if let Some(alone) = picture.take() {
-        let line = json!({ "stream": alone.stream, "ts": seconds(alone.log_time) });
         let publisher = delivering(&mut publishers, &alone.device, &args, &session, &endpoint)?;
-        publisher.image(&line, alone.format, alone.data).await?;
+        alone.send(publisher).await?;
         images += 1;
     }
     let mut acknowledged = 0;
@@ -257,7 +243,7 @@ pub(crate) async fn run(args: ImportArgs) -> anyhow::Result<i32> {
             .await
             .with_context(|| format!("import: {device}"))?;
         acknowledged += report.acknowledged;
-        refused += report.refused;
+        refused += report.refused + delivering.refused.get();
     }
     for (topic, (why, count)) in &skipped {
         errln!(
@@ -273,19 +259,38 @@ pub(crate) async fn run(args: ImportArgs) -> anyhow::Result<i32> {
     Ok(if refused > 0 { 1 } else { 0 })
 }
 
+impl Picture {
+    /// Sends it as a frame of its own (no annotations came with it).
+    async fn send(self, publisher: &Delivering) -> anyhow::Result<()> {
+        let line = json!({ "stream": self.stream, "ts": seconds(self.log_time) });
+        publisher.image(&line, self.format, self.data).await
+    }
+}
+
+/// Counts one message of `topic` skipped, for the reason `why` gives (once per topic).
+fn skip(skipped: &mut BTreeMap<String, (String, u64)>, topic: &str, why: impl FnOnce() -> String) {
+    skipped
+        .entry(topic.to_owned())
+        .or_insert_with(|| (why(), 0))
+        .1 += 1;
+}
+
 /// One device's publisher.
 struct Delivering {
+    device: String,
+    /// Records refused before sending.
+    refused: std::cell::Cell<u64>,
     publisher: Publisher<()>,
     delivery: socketeer_hub::publisher::Delivery<()>,
 }
 
 impl Delivering {
     async fn line(&self, line: &Value) -> anyhow::Result<()> {
-        self.publisher
+        let sent = self
+            .publisher
             .publish(line.to_string().as_bytes(), ())
-            .await
-            .map(|_| ())
-            .map_err(|e| anyhow::anyhow!("import: {e}"))
+            .await;
+        self.outcome(sent.map(|_| ()))
     }
 
     async fn image(
@@ -294,11 +299,28 @@ impl Delivering {
         format: ImageFormat,
         data: Vec<u8>,
     ) -> anyhow::Result<()> {
-        self.publisher
+        let sent = self
+            .publisher
             .publish_image(header.to_string().as_bytes(), format, data.into(), ())
-            .await
-            .map(|_| ())
-            .map_err(|e| anyhow::anyhow!("import: {e}"))
+            .await;
+        self.outcome(sent.map(|_| ()))
+    }
+
+    /// A record this side refuses (too long, an image too large) is reported and counted, and
+    /// the import goes on; delivery having stopped ends it.
+    fn outcome(&self, sent: Result<(), PublishError>) -> anyhow::Result<()> {
+        match sent {
+            Ok(()) => Ok(()),
+            Err(PublishError::Invalid(why)) => {
+                errln!(
+                    "socketeer: import: {}: a record not sent: {why}",
+                    self.device
+                );
+                self.refused.set(self.refused.get() + 1);
+                Ok(())
+            }
+            Err(err) => Err(anyhow::anyhow!("import: {}: {err}", self.device)),
+        }
     }
 }
 
@@ -336,6 +358,8 @@ fn delivering<'a>(
         publishers.insert(
             device.to_owned(),
             Delivering {
+                device: device.to_owned(),
+                refused: std::cell::Cell::new(0),
                 publisher,
                 delivery,
             },

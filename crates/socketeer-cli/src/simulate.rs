@@ -138,11 +138,13 @@ async fn robot(
                         match socketeer_hub::wire::Answer::parse(&line) {
                             Ok(socketeer_hub::wire::Answer::Ack(_)) => {}
                             Ok(socketeer_hub::wire::Answer::Time { t0, t1, t2 }) => {
-                                let t3 = clock();
-                                let t2 = t2.unwrap_or(t1);
-                                let _ = times.try_send(format!(
-                                    "{{\"time\":{{\"t0\":{t0},\"t1\":{t1},\"t2\":{t2},\"t3\":{t3:.6}}}}}\n"
-                                ));
+                                let exchange = socketeer_hub::clock::Exchange::completed(
+                                    t0,
+                                    t1,
+                                    t2.unwrap_or(t1),
+                                    clock(),
+                                );
+                                let _ = times.try_send(exchange.line());
                             }
                             Ok(answer) => {
                                 tracing::warn!(answer = %answer.to_line().trim_end(), "hub refused a line");
@@ -162,7 +164,7 @@ async fn robot(
                     writer.write_all(hello.as_bytes()).await?;
                     // The first time exchange before any record, so that even the first is
                     // put on the hub's clock (waiting a moment at most).
-                    let line = format!("{{\"time\":{{\"t0\":{:.6}}}}}\n", clock());
+                    let line = socketeer_hub::clock::request(clock());
                     writer.write_all(line.as_bytes()).await?;
                     writer.flush().await?;
                     let first =
@@ -183,7 +185,7 @@ async fn robot(
                                 writer.write_all(&bytes).await?;
                             }
                             _ = exchange.tick() => {
-                                let line = format!("{{\"time\":{{\"t0\":{:.6}}}}}\n", clock());
+                                let line = socketeer_hub::clock::request(clock());
                                 writer.write_all(line.as_bytes()).await?;
                             }
                             Some(line) = completed.recv() => {

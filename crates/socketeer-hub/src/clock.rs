@@ -43,7 +43,24 @@ pub struct Exchange {
     pub t3: f64,
 }
 
+/// A device's request line, `{"time":{"t0":T0}}` (with its ending), sent at `t0` on its clock.
+pub fn request(t0: f64) -> String {
+    format!("{{\"time\":{{\"t0\":{t0:.6}}}}}\n")
+}
+
 impl Exchange {
+    /// The device's half of a hub's answer `Answer::Time { t0, t1, t2 }`, read at `t3` on
+    /// its clock.
+    pub fn completed(t0: f64, t1: f64, t2: f64, t3: f64) -> Exchange {
+        Exchange { t0, t1, t2, t3 }
+    }
+
+    /// The completed exchange as the device sends it back (with its ending); not answered.
+    pub fn line(&self) -> String {
+        let Exchange { t0, t1, t2, t3 } = self;
+        format!("{{\"time\":{{\"t0\":{t0},\"t1\":{t1},\"t2\":{t2},\"t3\":{t3:.6}}}}}\n")
+    }
+
     /// What to add to the device's times to put them on the hub's clock.
     pub fn offset(&self) -> f64 {
         ((self.t1 - self.t0) + (self.t2 - self.t3)) / 2.0
@@ -182,6 +199,33 @@ mod tests {
             t2,
             t3: t2 + back + ahead,
         }
+    }
+
+    #[test]
+    fn the_lines_a_device_sends_are_the_ones_the_hub_reads() {
+        use crate::record::{Line, parse_line};
+        let line = request(1_800_000_000.25);
+        assert_eq!(
+            parse_line(line.trim_end()),
+            Ok(Line::Time {
+                t0: 1_800_000_000.25,
+                rest: None
+            })
+        );
+        let e = Exchange::completed(
+            1_800_000_000.25,
+            1_800_003_600.5,
+            1_800_003_600.500_25,
+            1_800_000_000.75,
+        );
+        let Ok(Line::Time {
+            t0,
+            rest: Some((t1, t2, t3)),
+        }) = parse_line(e.line().trim_end())
+        else {
+            panic!("{}", e.line());
+        };
+        assert_eq!(Exchange { t0, t1, t2, t3 }, e);
     }
 
     #[test]

@@ -788,7 +788,7 @@ async fn send<T: 'static>(
         if let (Some(at), Some(every)) = (next_exchange, clock.every) {
             let now = tokio::time::Instant::now();
             if at <= now {
-                times.push(format!("{{\"time\":{{\"t0\":{:.6}}}}}\n", clock.now()));
+                times.push(crate::clock::request(clock.now()));
                 next_exchange = Some(now + every);
             }
         }
@@ -899,9 +899,8 @@ async fn receive<T: 'static>(
         };
         let (line_no, why, retry) = match answer {
             Answer::Time { t0, t1, t2 } => {
-                let t3 = clock.now();
-                let t2 = t2.unwrap_or(t1);
-                let exchange = crate::clock::Exchange { t0, t1, t2, t3 };
+                let exchange =
+                    crate::clock::Exchange::completed(t0, t1, t2.unwrap_or(t1), clock.now());
                 (shared.events)(Event::Clock {
                     offset: exchange.offset(),
                     rtt: exchange.round_trip(),
@@ -910,9 +909,7 @@ async fn receive<T: 'static>(
                     .completed
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
-                    .push_back(format!(
-                        "{{\"time\":{{\"t0\":{t0},\"t1\":{t1},\"t2\":{t2},\"t3\":{t3:.6}}}}}\n"
-                    ));
+                    .push_back(exchange.line());
                 exchanges.answered.notify_one();
                 shared.changed.notify_one();
                 continue;

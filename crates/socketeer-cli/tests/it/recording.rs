@@ -614,6 +614,49 @@ with open(sys.argv[1], "wb") as f:
         (device.as_str(), stream.as_str(), n),
         ("rover-9", "odom", 3)
     );
+    // A message too large to be a record: reported and counted, the rest still sent.
+    let big = dir.0.join("big.mcap");
+    let script = r#"
+import json, sys
+from mcap.writer import Writer
+with open(sys.argv[1], "wb") as f:
+    w = Writer(f)
+    w.start()
+    js = w.register_schema(name="Odom", encoding="jsonschema", data=b'{"type":"object"}')
+    ch = w.register_channel(topic="/odom", message_encoding="json", schema_id=js)
+    t = 1800000000 * 10**9
+    w.add_message(channel_id=ch, log_time=t, publish_time=t, data=json.dumps({"x": 1}).encode())
+    w.add_message(channel_id=ch, log_time=t + 1, publish_time=t + 1, data=json.dumps({"s": "y" * 100000}).encode())
+    w.finish()
+"#;
+    let out = Command::new("python3")
+        .args(["-c", script, &big.display().to_string()])
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (status, _, err) = run(
+        &[
+            "import",
+            &ingest,
+            &big.display().to_string(),
+            "--as",
+            "rover-8",
+        ],
+        b"",
+    );
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("rover-8: a record not sent: longer than"),
+        "{err}"
+    );
+    assert!(
+        err.contains("1 record acknowledged (0 with pictures) for 1 device, 1 refused"),
+        "{err}"
+    );
     // Not MCAP, or cut short: refused with why, nothing sent.
     let junk = dir.0.join("junk.mcap");
     std::fs::write(&junk, b"this is not an mcap file at all").expect("write");
