@@ -6,7 +6,87 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub use crate::influx::Precision;
-pub use crate::store::{Cardinality, Durability, QueueLimits};
+pub use crate::store::{Cardinality, Durability, PostgresUrl, QueueLimits};
+
+/// Where a hub stores: a SQLite file (the default), or a PostgreSQL database shared by many
+/// hub nodes.
+///
+/// ```
+/// use socketeer_hub::config::Database;
+/// assert!(matches!(Database::parse("fleet.db"), Ok(Database::Sqlite(_))));
+/// assert!(matches!(Database::parse("sqlite://fleet.db"), Ok(Database::Sqlite(_))));
+/// let pg = Database::parse("postgres://hub:secret@db.example/fleet").unwrap();
+/// assert_eq!(pg.to_string(), "postgres://hub:***@db.example/fleet");
+/// ```
+#[derive(Debug, Clone)]
+pub enum Database {
+    /// A SQLite file (created if missing).
+    Sqlite(PathBuf),
+    /// A PostgreSQL database (13 or later; its schema is created and migrated).
+    Postgres(PostgresUrl),
+}
+
+impl Database {
+    /// `postgres://…` or `postgresql://…` is PostgreSQL; anything else a SQLite file (with or
+    /// without `sqlite://`).
+    ///
+    /// # Errors
+    /// A PostgreSQL URL that does not parse (the message never repeats it).
+    pub fn parse(text: &str) -> Result<Database, String> {
+        if PostgresUrl::is_postgres(text) {
+            return PostgresUrl::parse(text).map(Database::Postgres);
+        }
+        let path = text.strip_prefix("sqlite://").unwrap_or(text);
+        Ok(Database::Sqlite(path.into()))
+    }
+
+    /// The SQLite file, if that is what it is.
+    pub fn sqlite(&self) -> Option<&std::path::Path> {
+        match self {
+            Database::Sqlite(path) => Some(path),
+            Database::Postgres(_) => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Database {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Database::Sqlite(path) => write!(f, "{}", path.display()),
+            Database::Postgres(url) => write!(f, "{url}"),
+        }
+    }
+}
+
+impl From<&str> for Database {
+    fn from(path: &str) -> Database {
+        Database::Sqlite(path.into())
+    }
+}
+
+impl From<String> for Database {
+    fn from(path: String) -> Database {
+        Database::Sqlite(path.into())
+    }
+}
+
+impl From<PathBuf> for Database {
+    fn from(path: PathBuf) -> Database {
+        Database::Sqlite(path)
+    }
+}
+
+impl From<&std::path::Path> for Database {
+    fn from(path: &std::path::Path) -> Database {
+        Database::Sqlite(path.into())
+    }
+}
+
+impl From<PostgresUrl> for Database {
+    fn from(url: PostgresUrl) -> Database {
+        Database::Postgres(url)
+    }
+}
 
 /// The most bytes of camera images kept by default (1 GiB).
 pub const DEFAULT_IMAGE_BUDGET: u64 = 1 << 30;
@@ -23,8 +103,8 @@ pub const MIN_TOKEN: usize = 16;
 /// ```
 #[derive(Debug, Clone)]
 pub struct HubConfig {
-    /// The SQLite database file (created if missing).
-    pub db: PathBuf,
+    /// Where records are stored: a SQLite file, or PostgreSQL.
+    pub db: Database,
     /// How hard a commit waits for the disk.
     pub durability: Durability,
     /// Data received longer ago than this is deleted; `None` keeps everything.
@@ -69,7 +149,7 @@ fn refuse(what: &'static str, why: impl Into<String>) -> ConfigError {
 impl HubConfig {
     /// The defaults (full durability, 30 days' retention, the default limits) for a database
     /// at `db`.
-    pub fn new(db: impl Into<PathBuf>) -> HubConfig {
+    pub fn new(db: impl Into<Database>) -> HubConfig {
         HubConfig {
             db: db.into(),
             durability: Durability::Full,
@@ -90,7 +170,7 @@ impl HubConfig {
     /// # Errors
     /// The first value that cannot work, and why.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if self.db.as_os_str().is_empty() {
+        if self.db.sqlite().is_some_and(|p| p.as_os_str().is_empty()) {
             return Err(refuse("db", "give a file name"));
         }
         if !(1..=1_000_000).contains(&self.max_batch) {

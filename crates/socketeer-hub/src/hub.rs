@@ -59,7 +59,15 @@ impl Hub {
         };
         let activity = Arc::new(Activity::default());
         let (store, writer) = Store::open(StoreConfig {
-            path: config.db.clone(),
+            path: config
+                .db
+                .sqlite()
+                .map(ToOwned::to_owned)
+                .unwrap_or_default(),
+            postgres: match &config.db {
+                crate::config::Database::Postgres(url) => Some(url.clone()),
+                crate::config::Database::Sqlite(_) => None,
+            },
             durability: config.durability,
             retention: config.retention,
             max_batch: config.max_batch,
@@ -74,7 +82,7 @@ impl Hub {
             retention_every: config.retention_every,
             on_retired: Some(retired),
         })?;
-        tracing::info!(db = %config.db.display(), sync = ?config.durability, retention = ?config.retention.unwrap_or_default(), "storage open");
+        tracing::info!(db = %config.db, sync = ?config.durability, retention = ?config.retention.unwrap_or_default(), "storage open");
         let ingest = Arc::new(Ingest {
             store,
             stats: Arc::new(Stats::default()),

@@ -64,6 +64,9 @@ pub mod publisher;
 pub mod record;
 pub mod recording;
 mod store;
+#[cfg(any(test, feature = "testing"))]
+#[doc(hidden)]
+pub mod testing;
 mod web;
 pub mod wire;
 

@@ -35,15 +35,23 @@ impl Drop for Scratch {
 pub(super) type Open = fn(tag: &str, tweak: &dyn Fn(&mut StoreConfig)) -> Opened;
 
 /// SQLite in a temporary directory.
-pub(super) fn sqlite(tag: &str, tweak: &dyn Fn(&mut StoreConfig)) -> Opened {
+/// A fresh directory of the test's own.
+fn scratch(tag: &str) -> Scratch {
     let dir = std::env::temp_dir().join(format!(
         "socketeer-conformance-{}-{tag}",
         std::process::id()
     ));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("mkdir");
+    Scratch(dir)
+}
+
+pub(super) fn sqlite(tag: &str, tweak: &dyn Fn(&mut StoreConfig)) -> Opened {
+    let place = scratch(tag);
+    let dir = place.0.clone();
     let mut config = StoreConfig {
         path: dir.join("hub.db"),
+        postgres: None,
         durability: Durability::Full,
         retention: None,
         max_batch: 1000,
@@ -60,7 +68,63 @@ pub(super) fn sqlite(tag: &str, tweak: &dyn Fn(&mut StoreConfig)) -> Opened {
     Opened {
         store,
         writer,
-        place: Scratch(dir),
+        place,
+    }
+}
+
+/// The throwaway PostgreSQL cluster this test process shares (started at first use), or why
+/// there is none.
+#[cfg(feature = "postgres")]
+fn cluster() -> Result<&'static crate::testing::Postgres, &'static str> {
+    static CLUSTER: std::sync::OnceLock<Result<crate::testing::Postgres, String>> =
+        std::sync::OnceLock::new();
+    CLUSTER
+        .get_or_init(crate::testing::Postgres::start)
+        .as_ref()
+        .map_err(String::as_str)
+}
+
+/// Whether PostgreSQL is here to test; if not, says SKIPPED and why.
+#[cfg(feature = "postgres")]
+pub(super) fn postgres_here(test: &str) -> bool {
+    match cluster() {
+        Ok(_) => true,
+        Err(why) => {
+            crate::testing::say(&format!(
+                "SKIPPED store conformance on PostgreSQL ({test}): {why} (CI installs it via .ci/run)"
+            ));
+            false
+        }
+    }
+}
+
+/// PostgreSQL: a database of the test's own in the shared throwaway cluster.
+#[cfg(feature = "postgres")]
+pub(super) fn postgres(tag: &str, tweak: &dyn Fn(&mut StoreConfig)) -> Opened {
+    let cluster = cluster().expect("checked by postgres_here");
+    let name = format!("conformance_{tag}");
+    cluster.create_db(&name).expect("create database");
+    let place = scratch(&format!("pg-{tag}"));
+    let mut config = StoreConfig {
+        path: place.0.join("unused.db"),
+        postgres: Some(PostgresUrl::parse(&cluster.url(&name)).expect("url")),
+        durability: Durability::Full,
+        retention: None,
+        max_batch: 1000,
+        live: None,
+        activity: Arc::default(),
+        queue: QueueLimits::default(),
+        cardinality: Cardinality::default(),
+        images: ImageLimits::default(),
+        retention_every: Duration::from_secs(60),
+        on_retired: None,
+    };
+    tweak(&mut config);
+    let (store, writer) = Store::open(config).expect("open");
+    Opened {
+        store,
+        writer,
+        place,
     }
 }
 
@@ -704,44 +768,53 @@ pub(super) async fn answers_everything_queued_before_it_stops(open: Open) {
 
 /// The whole suite for the backend `open`.
 macro_rules! conformance {
-    ($open:path) => {
+    ($open:path $(, unless $missing:path)?) => {
         mod conformance_suite {
             use super::conformance::*;
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn idempotency() {
+                $( if !$missing(stringify!($open)) { return; } )?
                 idempotent_by_device_session_and_seq($open).await;
             }
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn cardinality() {
+                $( if !$missing(stringify!($open)) { return; } )?
                 cardinality_limits_refuse_and_store_nothing($open).await;
             }
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn retention() {
+                $( if !$missing(stringify!($open)) { return; } )?
                 retention_goes_by_receive_time($open).await;
             }
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn devices_and_streams() {
+                $( if !$missing(stringify!($open)) { return; } )?
                 reads_devices_and_streams($open).await;
             }
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn units() {
+                $( if !$missing(stringify!($open)) { return; } )?
                 units_are_kept_per_field_until_another_is_sent($open).await;
             }
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn series() {
+                $( if !$missing(stringify!($open)) { return; } )?
                 reads_series_raw_and_bucketed($open).await;
             }
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn detections() {
+                $( if !$missing(stringify!($open)) { return; } )?
                 reads_detections_with_filters_and_cap($open).await;
             }
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn export() {
+                $( if !$missing(stringify!($open)) { return; } )?
                 reads_export_rows_in_order($open).await;
             }
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn close() {
+                $( if !$missing(stringify!($open)) { return; } )?
                 answers_everything_queued_before_it_stops($open).await;
             }
         }

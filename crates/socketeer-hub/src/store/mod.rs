@@ -18,6 +18,7 @@
 
 mod activity;
 mod checkpoint;
+mod pg;
 mod queue;
 mod reads;
 mod schema;
@@ -37,6 +38,7 @@ use crate::wire::{Reason, Refusal};
 
 pub(crate) use activity::Activity;
 use checkpoint::Checkpointer;
+pub use pg::PostgresUrl;
 use queue::{Budget, Job, Room};
 pub(crate) use reads::Reader;
 pub(crate) use reads::{
@@ -45,7 +47,7 @@ pub(crate) use reads::{
     StoredImage, Streams,
 };
 use schema::open_writer;
-use writer::Writer;
+use writer::{Engine, Writer};
 
 /// How hard a commit waits for the disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,7 +62,10 @@ pub enum Durability {
 /// How the store is opened.
 #[derive(Clone)]
 pub(crate) struct StoreConfig {
+    /// The SQLite file, unless `postgres` is set.
     pub(crate) path: PathBuf,
+    /// The PostgreSQL database to store in instead of a SQLite file.
+    pub(crate) postgres: Option<PostgresUrl>,
     pub(crate) durability: Durability,
     /// Data older than this (by its timestamp) is deleted; `None` keeps everything.
     pub(crate) retention: Option<Duration>,
@@ -322,16 +327,36 @@ impl Store {
     pub(crate) fn open(
         config: StoreConfig,
     ) -> anyhow::Result<(Store, std::thread::JoinHandle<()>)> {
-        let conn = open_writer(&config)?;
-        let reader = Arc::new(Reader::new(config.path.clone()));
-        let checkpoints = Checkpointer::start(&config)?;
+        let (engine, reader) = match config.postgres.clone() {
+            None => {
+                let conn = open_writer(&config)?;
+                let reader = Reader::new(config.path.clone());
+                let checkpoints = Checkpointer::start(&config)?;
+                (
+                    Engine::Sqlite(Writer::new(conn, config, checkpoints)),
+                    reader,
+                )
+            }
+            // The synchronous client runs its own runtime: opened on a thread of its own, as
+            // the caller may be inside one.
+            #[cfg(feature = "postgres")]
+            Some(url) => std::thread::scope(|scope| {
+                scope
+                    .spawn(move || open_postgres(url, config))
+                    .join()
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("opening PostgreSQL failed")))
+            })?,
+            #[cfg(not(feature = "postgres"))]
+            Some(url) => anyhow::bail!("{url}: this build has no PostgreSQL support"),
+        };
+        let reader = Arc::new(reader);
         // Unbounded as a channel, bounded by the budget: every job holds its room.
         let (jobs, queue) = mpsc::unbounded_channel();
-        let budget = Arc::new(Budget::new(config.queue));
-        let cardinality = config.cardinality;
+        let budget = Arc::new(Budget::new(engine.config().queue));
+        let cardinality = engine.config().cardinality;
         let writer = std::thread::Builder::new()
             .name("hub-writer".into())
-            .spawn(move || Writer::new(conn, config, checkpoints).run(queue))
+            .spawn(move || writer::run(engine, queue))
             .context("cannot start the storage thread")?;
         Ok((
             Store {
@@ -503,6 +528,27 @@ impl Store {
     }
 }
 
+/// Connects, migrates, and makes the writer and the reader of a PostgreSQL store.
+#[cfg(feature = "postgres")]
+fn open_postgres(url: PostgresUrl, config: StoreConfig) -> anyhow::Result<(Engine, Reader)> {
+    let mut client = pg::connect(&url).map_err(anyhow::Error::msg)?;
+    pg::migrate(&mut client)
+        .map_err(|e| anyhow::anyhow!("{url}: schema migration failed: {}", pg::describe(&e)))?;
+    let (version, known) =
+        pg::versions(&mut client).map_err(|e| anyhow::anyhow!("{url}: {}", pg::describe(&e)))?;
+    if version > known {
+        anyhow::bail!(
+            "{url}: the database has schema version {version}, newer than this socketeer \
+             knows ({known}); use a newer socketeer"
+        );
+    }
+    let reader = Reader::Postgres(pg::PgReader::new(&url).map_err(anyhow::Error::msg)?);
+    Ok((
+        Engine::Postgres(pg::PgWriter::new(url, client, config)),
+        reader,
+    ))
+}
+
 /// Chunks of an export read ahead of its receiver.
 const EXPORT_CHUNKS_AHEAD: usize = 4;
 
@@ -594,3 +640,12 @@ mod tests;
 mod conformance;
 #[cfg(test)]
 conformance!(sqlite);
+
+#[cfg(all(test, feature = "postgres"))]
+mod on_postgres {
+    use super::conformance;
+    conformance!(
+        crate::store::conformance::postgres,
+        unless crate::store::conformance::postgres_here
+    );
+}

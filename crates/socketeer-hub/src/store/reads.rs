@@ -228,8 +228,8 @@ pub(crate) enum Cell {
     Empty,
 }
 
-/// The read side of the store.
-pub(crate) struct Reader {
+/// The read side of the SQLite store.
+pub(crate) struct SqliteReader {
     db: PathBuf,
     idle: Mutex<Vec<Connection>>,
 }
@@ -238,9 +238,9 @@ fn unavailable(err: &rusqlite::Error) -> StoreError {
     StoreError::Unavailable(err.to_string())
 }
 
-impl Reader {
-    pub(crate) fn new(db: PathBuf) -> Reader {
-        Reader {
+impl SqliteReader {
+    pub(crate) fn new(db: PathBuf) -> SqliteReader {
+        SqliteReader {
             db,
             idle: Mutex::new(Vec::new()),
         }
@@ -492,31 +492,7 @@ impl Reader {
                     ))
                 },
             )?;
-            let mut frames: Vec<FrameDetections> = Vec::new();
-            let mut last_id = None;
-            let mut taken = 0;
-            let mut truncated = false;
-            for row in rows {
-                taken += 1;
-                if taken > q.max_detections {
-                    // The last frame may lack some of its detections: leave it out (unless it
-                    // is the only one) and say the answer is cut.
-                    truncated = true;
-                    if frames.len() > 1 {
-                        frames.pop();
-                    }
-                    break;
-                }
-                let (id, frame, detection) = row?;
-                if last_id != Some(id) {
-                    frames.push(frame);
-                    last_id = Some(id);
-                }
-                if let Some(frame) = frames.last_mut() {
-                    frame.detections.push(detection);
-                }
-            }
-            Ok(Detections { frames, truncated })
+            fold_detections(rows, q.max_detections)
         })
     }
 
@@ -645,6 +621,39 @@ impl Reader {
     }
 }
 
+/// Rows of (frame id, frame, one of its detections), newest frame first, folded into frames;
+/// past `max` detections the answer is cut (and says so).
+pub(super) fn fold_detections<E>(
+    rows: impl IntoIterator<Item = Result<(i64, FrameDetections, DetectionRow), E>>,
+    max: usize,
+) -> Result<Detections, E> {
+    let mut frames: Vec<FrameDetections> = Vec::new();
+    let mut last_id = None;
+    let mut taken = 0;
+    let mut truncated = false;
+    for row in rows {
+        taken += 1;
+        if taken > max {
+            // The last frame may lack some of its detections: leave it out (unless it is the
+            // only one) and say the answer is cut.
+            truncated = true;
+            if frames.len() > 1 {
+                frames.pop();
+            }
+            break;
+        }
+        let (id, frame, detection) = row?;
+        if last_id != Some(id) {
+            frames.push(frame);
+            last_id = Some(id);
+        }
+        if let Some(frame) = frames.last_mut() {
+            frame.detections.push(detection);
+        }
+    }
+    Ok(Detections { frames, truncated })
+}
+
 /// A read-only connection to the database.
 fn open_read(db: &std::path::Path) -> rusqlite::Result<Connection> {
     let conn = Connection::open_with_flags(
@@ -702,16 +711,16 @@ pub(crate) enum Recorded<'a> {
 }
 
 /// Rows of one stream's samples or frames, read a page at a time after `after`.
-struct Source {
+pub(super) struct Source {
     stream: usize,
-    frames: bool,
-    /// (ts, rowid) of the last row read.
-    after: (f64, i64),
-    done: bool,
-    rows: std::collections::VecDeque<Row>,
+    pub(super) frames: bool,
+    /// (ts, row id) of the last row read.
+    pub(super) after: (f64, i64),
+    pub(super) done: bool,
+    pub(super) rows: std::collections::VecDeque<Row>,
 }
 
-enum Row {
+pub(super) enum Row {
     Sample {
         ts: f64,
         vals: String,
@@ -733,9 +742,9 @@ impl Row {
 }
 
 /// Samples read per page of one stream.
-const SAMPLE_PAGE: i64 = 1024;
+pub(super) const SAMPLE_PAGE: i64 = 1024;
 /// Frames read per page of one stream (each may hold an image of up to 16 MiB).
-const FRAME_PAGE: i64 = 8;
+pub(super) const FRAME_PAGE: i64 = 8;
 
 impl Source {
     /// Reads the next page, if the last one did not end the stream.
@@ -817,7 +826,7 @@ impl Source {
     }
 }
 
-impl Reader {
+impl SqliteReader {
     /// The recording `q` asks for: first `begin` with every stream it may hold, then each
     /// record in time order (ties in stream order) until `each` says stop. Memory stays a few
     /// pages per stream whatever the range: each stream is read a page at a time along its
@@ -826,7 +835,7 @@ impl Reader {
         &self,
         q: &RecordingQuery,
         begin: impl FnOnce(&[RecordingStream]),
-        mut each: impl FnMut(Recorded<'_>) -> bool,
+        each: impl FnMut(Recorded<'_>) -> bool,
     ) -> Result<(), StoreError> {
         self.with(|conn| {
             // (device id, stream id) and the stream, for every stream of the devices asked.
@@ -863,63 +872,152 @@ impl Reader {
                     }
                 }
             }
-            for (_, _, stream) in &mut streams {
-                stream.dotted = stream.numbers.iter().chain(&stream.texts).any(|f| f.contains('.'));
-            }
-            let list: Vec<RecordingStream> = streams.iter().map(|(_, _, s)| s.clone()).collect();
-            begin(&list);
-            let mut sources: Vec<Source> = (0..streams.len())
-                .flat_map(|stream| {
-                    [false, true].map(|frames| Source {
-                        stream,
-                        frames,
-                        after: (q.from, i64::MIN),
-                        done: false,
-                        rows: std::collections::VecDeque::new(),
-                    })
-                })
-                .collect();
-            // The heads of the sources by time (times are positive: their bits order as they do).
-            let mut heads = std::collections::BinaryHeap::new();
-            for (i, source) in sources.iter_mut().enumerate() {
-                let (device, id, stream) = &streams[source.stream];
-                source.refill(conn, *device, stream, *id, q.to)?;
-                if let Some(row) = source.rows.front() {
-                    heads.push(std::cmp::Reverse((row.ts().to_bits(), i)));
-                }
-            }
-            while let Some(std::cmp::Reverse((_, i))) = heads.pop() {
-                let source = &mut sources[i];
-                let Some(row) = source.rows.pop_front() else {
-                    continue;
-                };
-                let (device, id, stream) = &streams[source.stream];
-                let go_on = match &row {
-                    Row::Sample { ts, vals } => each(Recorded::Sample { stream, ts: *ts, vals }),
-                    Row::Frame {
-                        ts,
-                        size,
-                        detections,
-                        image,
-                    } => each(Recorded::Frame {
-                        stream,
-                        ts: *ts,
-                        size: *size,
-                        detections,
-                        image: image.as_ref().map(|(f, d)| (f.as_str(), d.as_slice())),
-                    }),
-                };
-                if !go_on {
-                    break;
-                }
-                if source.rows.is_empty() {
-                    source.refill(conn, *device, stream, *id, q.to)?;
-                }
-                if let Some(next) = source.rows.front() {
-                    heads.push(std::cmp::Reverse((next.ts().to_bits(), i)));
-                }
-            }
-            Ok(())
+            merge(streams, q, begin, each, |source, device, stream, id, to| {
+                source.refill(conn, device, stream, id, to)
+            })
         })
+    }
+}
+
+/// The records of `streams` ((device id, stream id, stream) each) in time order, ties in
+/// stream order: `begin` with the streams, then `each` record until it says stop. `refill`
+/// reads a source's next page from the backend; memory stays a few pages per stream.
+pub(super) fn merge<E>(
+    mut streams: Vec<(i64, i64, RecordingStream)>,
+    q: &RecordingQuery,
+    begin: impl FnOnce(&[RecordingStream]),
+    mut each: impl FnMut(Recorded<'_>) -> bool,
+    mut refill: impl FnMut(&mut Source, i64, &RecordingStream, i64, f64) -> Result<(), E>,
+) -> Result<(), E> {
+    for (_, _, stream) in &mut streams {
+        stream.dotted = stream
+            .numbers
+            .iter()
+            .chain(&stream.texts)
+            .any(|f| f.contains('.'));
+    }
+    let list: Vec<RecordingStream> = streams.iter().map(|(_, _, s)| s.clone()).collect();
+    begin(&list);
+    let mut sources: Vec<Source> = (0..streams.len())
+        .flat_map(|stream| {
+            [false, true].map(|frames| Source {
+                stream,
+                frames,
+                after: (q.from, i64::MIN),
+                done: false,
+                rows: std::collections::VecDeque::new(),
+            })
+        })
+        .collect();
+    // The heads of the sources by time (times are positive: their bits order as they do).
+    let mut heads = std::collections::BinaryHeap::new();
+    for (i, source) in sources.iter_mut().enumerate() {
+        let (device, id, stream) = &streams[source.stream];
+        refill(source, *device, stream, *id, q.to)?;
+        if let Some(row) = source.rows.front() {
+            heads.push(std::cmp::Reverse((row.ts().to_bits(), i)));
+        }
+    }
+    while let Some(std::cmp::Reverse((_, i))) = heads.pop() {
+        let source = &mut sources[i];
+        let Some(row) = source.rows.pop_front() else {
+            continue;
+        };
+        let (device, id, stream) = &streams[source.stream];
+        let go_on = match &row {
+            Row::Sample { ts, vals } => each(Recorded::Sample {
+                stream,
+                ts: *ts,
+                vals,
+            }),
+            Row::Frame {
+                ts,
+                size,
+                detections,
+                image,
+            } => each(Recorded::Frame {
+                stream,
+                ts: *ts,
+                size: *size,
+                detections,
+                image: image.as_ref().map(|(f, d)| (f.as_str(), d.as_slice())),
+            }),
+        };
+        if !go_on {
+            break;
+        }
+        if source.rows.is_empty() {
+            refill(source, *device, stream, *id, q.to)?;
+        }
+        if let Some(next) = source.rows.front() {
+            heads.push(std::cmp::Reverse((next.ts().to_bits(), i)));
+        }
+    }
+    Ok(())
+}
+
+/// The read side of the store, whichever backend holds it.
+pub(crate) enum Reader {
+    Sqlite(SqliteReader),
+    #[cfg(feature = "postgres")]
+    Postgres(super::pg::PgReader),
+}
+
+/// Runs the same call on whichever backend this is.
+macro_rules! either {
+    ($self:ident, $r:ident => $call:expr) => {
+        match $self {
+            Reader::Sqlite($r) => $call,
+            #[cfg(feature = "postgres")]
+            Reader::Postgres($r) => $call,
+        }
+    };
+}
+
+impl Reader {
+    /// The SQLite database at `db`.
+    pub(crate) fn new(db: PathBuf) -> Reader {
+        Reader::Sqlite(SqliteReader::new(db))
+    }
+
+    pub(crate) fn devices(&self) -> Result<Vec<DeviceRow>, StoreError> {
+        either!(self, r => r.devices())
+    }
+
+    pub(crate) fn streams(&self, device: &str) -> Result<Option<Streams>, StoreError> {
+        either!(self, r => r.streams(device))
+    }
+
+    pub(crate) fn series(&self, q: &SeriesQuery) -> Result<Option<Series>, StoreError> {
+        either!(self, r => r.series(q))
+    }
+
+    pub(crate) fn detections(&self, q: &DetectionQuery) -> Result<Detections, StoreError> {
+        either!(self, r => r.detections(q))
+    }
+
+    pub(crate) fn frames(&self, q: &FrameQuery) -> Result<(Vec<FrameRow>, bool), StoreError> {
+        either!(self, r => r.frames(q))
+    }
+
+    pub(crate) fn image(&self, q: &ImageQuery) -> Result<Option<StoredImage>, StoreError> {
+        either!(self, r => r.image(q))
+    }
+
+    pub(crate) fn export(
+        &self,
+        q: &ExportQuery,
+        each: impl FnMut(ExportRow) -> bool,
+    ) -> Result<(), StoreError> {
+        either!(self, r => r.export(q, each))
+    }
+
+    pub(crate) fn recording(
+        &self,
+        q: &RecordingQuery,
+        begin: impl FnOnce(&[RecordingStream]),
+        each: impl FnMut(Recorded<'_>) -> bool,
+    ) -> Result<(), StoreError> {
+        either!(self, r => r.recording(q, begin, each))
     }
 }

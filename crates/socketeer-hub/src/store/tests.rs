@@ -20,6 +20,7 @@ impl Db {
     fn config(&self) -> StoreConfig {
         StoreConfig {
             path: self.0.join("hub.db"),
+            postgres: None,
             durability: Durability::Full,
             retention: None,
             max_batch: 1000,

@@ -65,15 +65,28 @@ pub(crate) fn fingerprint(record: &Record) -> i64 {
 }
 
 /// A stream the writer has seen: its id, and the fields already in `series`.
-struct KnownStream {
-    id: i64,
+pub(super) struct KnownStream {
+    pub(super) id: i64,
     /// Every field the stream has: numeric ones by name, text ones as `\0name`.
-    fields: HashSet<String>,
+    pub(super) fields: HashSet<String>,
     /// The units of its numeric fields that have one.
-    units: HashMap<String, String>,
+    pub(super) units: HashMap<String, String>,
 }
 
 impl KnownStream {
+    /// How many of `record`'s fields the stream does not have yet.
+    pub(super) fn new_fields(&self, record: &Record) -> usize {
+        let numbers = record
+            .values
+            .iter()
+            .filter(|(f, _)| !self.fields.contains(f.as_str()));
+        let texts = record
+            .texts
+            .iter()
+            .filter(|(f, _)| !self.fields.contains(format!("\0{f}").as_str()));
+        numbers.count() + texts.count()
+    }
+
     /// Stores the units `record` sends that differ from those kept.
     fn set_units(&mut self, tx: &Connection, device: i64, record: &Record) -> rusqlite::Result<()> {
         for (field, unit) in &record.units {
@@ -91,9 +104,9 @@ impl KnownStream {
 
 /// How many streams and fields a device has, for the cardinality limits.
 #[derive(Debug, Clone, Copy)]
-struct DeviceLoad {
-    streams: usize,
-    fields: usize,
+pub(super) struct DeviceLoad {
+    pub(super) streams: usize,
+    pub(super) fields: usize,
 }
 
 /// What the writer knows of the database, to spare lookups; forgotten after a failed commit
@@ -261,17 +274,7 @@ impl Known {
         }
         let (known_id, new_fields) = match self.stream(tx, device, &record.stream)? {
             None => (None, fields),
-            Some(known) => {
-                let numbers = record
-                    .values
-                    .iter()
-                    .filter(|(f, _)| !known.fields.contains(f.as_str()));
-                let texts = record
-                    .texts
-                    .iter()
-                    .filter(|(f, _)| !known.fields.contains(format!("\0{f}").as_str()));
-                (Some(known.id), numbers.count() + texts.count())
-            }
+            Some(known) => (Some(known.id), known.new_fields(record)),
         };
         if new_fields == 0 && known_id.is_some() {
             return Ok(Ok(known_id));
@@ -294,6 +297,139 @@ impl Known {
         at: f64,
     ) -> rusqlite::Result<i64> {
         cached_session(tx, &mut self.sessions, device, name, at)
+    }
+}
+
+/// The engine a writer commits with: one of the two backends.
+pub(super) enum Engine {
+    Sqlite(Writer),
+    #[cfg(feature = "postgres")]
+    Postgres(super::pg::PgWriter),
+}
+
+impl Engine {
+    pub(super) fn config(&self) -> &StoreConfig {
+        match self {
+            Engine::Sqlite(w) => &w.config,
+            #[cfg(feature = "postgres")]
+            Engine::Postgres(w) => w.config(),
+        }
+    }
+
+    fn commit(&mut self, jobs: &[Job]) -> Result<Vec<Written>, String> {
+        match self {
+            Engine::Sqlite(w) => w.commit(jobs).map_err(|e| e.to_string()),
+            #[cfg(feature = "postgres")]
+            Engine::Postgres(w) => w.commit(jobs),
+        }
+    }
+
+    fn committed(&mut self) {
+        match self {
+            Engine::Sqlite(w) => w.committed(),
+            #[cfg(feature = "postgres")]
+            Engine::Postgres(w) => w.committed(),
+        }
+    }
+
+    fn forget(&mut self) {
+        match self {
+            Engine::Sqlite(w) => w.forget(),
+            #[cfg(feature = "postgres")]
+            Engine::Postgres(w) => w.forget(),
+        }
+    }
+
+    fn retention(&mut self) {
+        match self {
+            Engine::Sqlite(w) => w.retention(),
+            #[cfg(feature = "postgres")]
+            Engine::Postgres(w) => w.retention(),
+        }
+    }
+
+    fn finish(self) {
+        match self {
+            Engine::Sqlite(w) => w.finish(),
+            #[cfg(feature = "postgres")]
+            Engine::Postgres(_) => {}
+        }
+    }
+}
+
+/// The writer's loop, whatever the backend: takes queued jobs a lane at a time into one
+/// transaction, answers each job once it is committed (or failed), tells live viewers, and
+/// runs retention — also when nobody writes. Ends once every sender is gone and all is answered.
+pub(super) fn run(mut engine: Engine, mut queue: mpsc::UnboundedReceiver<Job>) {
+    let mut lanes = Lanes::default();
+    // Waiting for work wakes up for retention too: a hub nobody writes to still deletes
+    // what has aged (a runtime of this thread's own, only for the timer).
+    let timer = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .map_err(|err| tracing::warn!(error = %err, "no timer: retention runs only after writes"))
+        .ok();
+    let every = engine.config().retention_every;
+    let max_batch = engine.config().max_batch;
+    loop {
+        if lanes.is_empty() {
+            let next = match &timer {
+                Some(timer) => {
+                    timer.block_on(async { tokio::time::timeout(every, queue.recv()).await })
+                }
+                None => Ok(queue.blocking_recv()),
+            };
+            match next {
+                Ok(Some(job)) => lanes.push(job),
+                Ok(None) => break,
+                Err(_idle) => {
+                    engine.retention();
+                    continue;
+                }
+            }
+        }
+        while let Ok(job) = queue.try_recv() {
+            lanes.push(job);
+        }
+        let jobs = lanes.take(max_batch, BATCH_KIB);
+        let count: usize = jobs.iter().map(|job| job.items.len()).sum();
+        match engine.commit(&jobs) {
+            Ok(mut outcomes) => {
+                announce(engine.config(), &jobs, &outcomes);
+                for job in jobs.into_iter().rev() {
+                    let mine = outcomes.split_off(outcomes.len() - job.items.len());
+                    let _ = job.done.send(Ok(mine));
+                }
+                engine.committed();
+            }
+            Err(err) => {
+                // Ids cached during the failed transaction were rolled back with it.
+                engine.forget();
+                tracing::error!(error = %err, records = count, "commit failed; senders are told to retry");
+                let err = StoreError::Unavailable(err);
+                for job in jobs {
+                    let _ = job.done.send(Err(err.clone()));
+                }
+            }
+        }
+        engine.retention();
+    }
+    engine.finish();
+}
+
+/// Tells live viewers about what was just committed (nothing is built if none listen).
+pub(super) fn announce(config: &StoreConfig, jobs: &[Job], outcomes: &[Written]) {
+    let Some(live) = &config.live else {
+        return;
+    };
+    if live.receiver_count() == 0 {
+        return;
+    }
+    let items = jobs.iter().flat_map(|job| &job.items);
+    for (item, outcome) in items.zip(outcomes) {
+        if *outcome == Written::New {
+            let _ = live.send(Arc::new(committed(item)));
+        }
     }
 }
 
@@ -327,78 +463,14 @@ impl Writer {
         }
     }
 
-    pub(super) fn run(mut self, mut queue: mpsc::UnboundedReceiver<Job>) {
-        let mut lanes = Lanes::default();
-        // Waiting for work wakes up for retention too: a hub nobody writes to still deletes
-        // what has aged (a runtime of this thread's own, only for the timer).
-        let timer = tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .build()
-            .map_err(
-                |err| tracing::warn!(error = %err, "no timer: retention runs only after writes"),
-            )
-            .ok();
-        let every = self.config.retention_every;
-        loop {
-            if lanes.is_empty() {
-                let next = match &timer {
-                    Some(timer) => {
-                        timer.block_on(async { tokio::time::timeout(every, queue.recv()).await })
-                    }
-                    None => Ok(queue.blocking_recv()),
-                };
-                match next {
-                    Ok(Some(job)) => lanes.push(job),
-                    Ok(None) => break,
-                    Err(_idle) => {
-                        self.retention();
-                        continue;
-                    }
-                }
-            }
-            while let Ok(job) = queue.try_recv() {
-                lanes.push(job);
-            }
-            let jobs = lanes.take(self.config.max_batch, BATCH_KIB);
-            let count: usize = jobs.iter().map(|job| job.items.len()).sum();
-            match self.commit(&jobs) {
-                Ok(mut outcomes) => {
-                    self.announce(&jobs, &outcomes);
-                    for job in jobs.into_iter().rev() {
-                        let mine = outcomes.split_off(outcomes.len() - job.items.len());
-                        let _ = job.done.send(Ok(mine));
-                    }
-                    self.checkpoints.committed(&self.conn);
-                }
-                Err(err) => {
-                    // Ids cached during the failed transaction were rolled back with it.
-                    self.forget();
-                    tracing::error!(error = %err, records = count, "commit failed");
-                    let err = StoreError::Unavailable(err.to_string());
-                    for job in jobs {
-                        let _ = job.done.send(Err(err.clone()));
-                    }
-                }
-            }
-            self.retention();
-        }
-        self.checkpoints.finish();
+    /// After a commit: the WAL checkpoint's turn.
+    pub(super) fn committed(&self) {
+        self.checkpoints.committed(&self.conn);
     }
 
-    /// Tells live viewers about what was just committed (nothing is built if none listen).
-    pub(super) fn announce(&self, jobs: &[Job], outcomes: &[Written]) {
-        let Some(live) = &self.config.live else {
-            return;
-        };
-        if live.receiver_count() == 0 {
-            return;
-        }
-        let items = jobs.iter().flat_map(|job| &job.items);
-        for (item, outcome) in items.zip(outcomes) {
-            if *outcome == Written::New {
-                let _ = live.send(Arc::new(committed(item)));
-            }
-        }
+    /// When the writer stops.
+    pub(super) fn finish(self) {
+        self.checkpoints.finish();
     }
 
     pub(super) fn forget(&mut self) {
