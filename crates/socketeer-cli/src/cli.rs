@@ -506,11 +506,30 @@ pub(crate) struct ImportArgs {
     pub(crate) guard: ClientGuardArgs,
 }
 
+/// What `socketeer hub` does besides serving.
+#[derive(Debug, Subcommand)]
+pub(crate) enum HubAction {
+    /// Copy a single-machine hub's SQLite history into PostgreSQL: resumable (an interrupted
+    /// copy goes on where it stopped), idempotent (a second run copies nothing twice), counts
+    /// checked at the end.
+    Migrate(MigrateArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct MigrateArgs {
+    /// The SQLite database (`FILE` or `sqlite://FILE`; it may be running).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) from: String,
+    /// The PostgreSQL database (`postgres://user@host/db`; its schema is created if missing).
+    #[arg(long, value_name = "URL")]
+    pub(crate) to: String,
+}
+
 #[derive(Debug, Args)]
 pub(crate) struct ExportArgs {
-    /// The hub's database (it may be running).
-    #[arg(long, value_name = "FILE")]
-    pub(crate) db: std::path::PathBuf,
+    /// The hub's database (it may be running): a SQLite file or a postgres:// URL.
+    #[arg(long, value_name = "FILE|URL")]
+    pub(crate) db: String,
     /// Only this device's records (default: every device's).
     #[arg(long, value_name = "NAME")]
     pub(crate) device: Option<String>,
@@ -542,8 +561,12 @@ pub(crate) enum CompressionArg {
 #[derive(Debug, Args)]
 pub(crate) struct SimulateArgs {
     /// The hub's ingest endpoint.
-    #[arg(value_name = "EP")]
-    pub(crate) endpoint: String,
+    #[arg(value_name = "EP", required_unless_present = "hubs")]
+    pub(crate) endpoint: Option<String>,
+    /// A node of the hub (repeatable, instead of EP or after it): when one dies or cannot be
+    /// reached, the next takes over, and what it had not acknowledged is sent there.
+    #[arg(long = "hub", value_name = "EP")]
+    pub(crate) hubs: Vec<String>,
     /// How many robots.
     #[arg(long, value_name = "N", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub(crate) devices: u32,
@@ -575,8 +598,12 @@ pub(crate) struct SimulateArgs {
 #[derive(Debug, Args)]
 pub(crate) struct PublishArgs {
     /// The hub's ingest endpoint.
-    #[arg(value_name = "EP")]
-    pub(crate) endpoint: String,
+    #[arg(value_name = "EP", required_unless_present = "hubs")]
+    pub(crate) endpoint: Option<String>,
+    /// A node of the hub (repeatable, instead of EP or after it): when one dies or cannot be
+    /// reached, the next takes over, and what it had not acknowledged is sent there.
+    #[arg(long = "hub", value_name = "EP")]
+    pub(crate) hubs: Vec<String>,
     /// Read the lines from FILE instead of stdin (with --spool, a restart on the same file
     /// goes on after the lines already taken; a piped stdin is always read whole).
     #[arg(long, value_name = "FILE")]
@@ -622,7 +649,11 @@ pub(crate) struct PublishArgs {
 }
 
 #[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub(crate) struct HubArgs {
+    /// Something else than serving.
+    #[command(subcommand)]
+    pub(crate) action: Option<HubAction>,
     /// Ingest endpoint (default 127.0.0.1:7000), the common server flags, and --key-file.
     #[command(flatten)]
     pub(crate) serve: ServeArgs,
@@ -672,10 +703,12 @@ pub(crate) struct HubArgs {
     /// The unit of Influx timestamps.
     #[arg(long, value_name = "UNIT", value_enum, default_value = "ns")]
     pub(crate) influx_precision: PrecisionArg,
-    /// The SQLite database file (created if missing; default socketeer.db, or with --demo a
-    /// temporary one removed at exit).
-    #[arg(long, value_name = "PATH")]
-    pub(crate) db: Option<std::path::PathBuf>,
+    /// Where to store: a SQLite file (created if missing; default socketeer.db, or with
+    /// --demo a temporary one removed at exit), or `postgres://user@host/db` (PostgreSQL 13+,
+    /// shared by every hub node; a password may come from PGPASSWORD or ~/.pgpass and is never
+    /// shown).
+    #[arg(long, value_name = "PATH|URL")]
+    pub(crate) db: Option<String>,
     /// Simulated robots in the same process, without keys, on loopback: see the dashboard
     /// with live data from one command.
     #[arg(long)]

@@ -29,7 +29,8 @@ pub(crate) async fn run(args: &ExportArgs) -> anyhow::Result<i32> {
             CompressionArg::None => Compression::None,
         },
     };
-    let db = args.db.clone();
+    let db = socketeer_hub::config::Database::parse(&args.db)
+        .map_err(|why| UsageError(format!("export: --db: {why}")))?;
     let output = args.output.clone();
     let to_stdout = output.as_os_str() == "-";
     if to_stdout && std::io::stdout().is_terminal() {

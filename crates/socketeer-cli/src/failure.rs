@@ -88,6 +88,30 @@ pub(crate) fn nc_endpoint(
     }
 }
 
+/// The hub nodes a client is given (`EP`, then every `--hub EP`), each a stream endpoint.
+pub(crate) fn hub_endpoints(
+    command: &str,
+    first: Option<&str>,
+    more: &[String],
+) -> Result<Vec<Endpoint>, UsageError> {
+    let mut endpoints = Vec::new();
+    for text in first.into_iter().chain(more.iter().map(String::as_str)) {
+        let endpoint = parse_endpoint(text)?;
+        if !endpoint.is_stream() {
+            return Err(UsageError(format!(
+                "{endpoint}: {command} needs a stream endpoint"
+            )));
+        }
+        endpoints.push(endpoint);
+    }
+    if endpoints.is_empty() {
+        return Err(UsageError(format!(
+            "{command}: give the hub's endpoint (EP, or --hub EP for each node)"
+        )));
+    }
+    Ok(endpoints)
+}
+
 pub(crate) fn parse_endpoint(text: &str) -> Result<Endpoint, UsageError> {
     text.parse().map_err(|e: socketeer::Error| {
         debug_assert_eq!(e.kind(), ErrorKind::BadEndpoint);

@@ -3,7 +3,7 @@
 //! `--demo`, simulated robots in the same process.
 
 use anyhow::Context;
-use socketeer_hub::config::{Cardinality, Durability, Precision};
+use socketeer_hub::config::{Cardinality, Database, Durability, Precision};
 use socketeer_hub::{HttpConfig, Hub, HubConfig, record};
 
 use crate::cli::{HubArgs, PrecisionArg, SyncArg};
@@ -17,6 +17,9 @@ pub(crate) const DEFAULT_INFLUX: [&str; 2] = ["tcp://127.0.0.1:8094", "udp://127
 
 /// Runs `socketeer hub`.
 pub(crate) async fn run(mut args: HubArgs) -> anyhow::Result<i32> {
+    if let Some(crate::cli::HubAction::Migrate(migrate)) = args.action.take() {
+        return self::migrate(migrate).await;
+    }
     if args.demo {
         if args.serve.guard.key_file.is_some() {
             return Err(UsageError(
@@ -33,8 +36,16 @@ pub(crate) async fn run(mut args: HubArgs) -> anyhow::Result<i32> {
     }
     // With --demo and no --db: a database of its own, removed at exit.
     let temporary = args.demo && args.db.is_none();
-    let db = match &args.db {
-        Some(path) => path.clone(),
+    let db: std::path::PathBuf = match &args.db {
+        Some(text) => {
+            match Database::parse(text).map_err(|why| UsageError(format!("hub: --db: {why}")))? {
+                Database::Sqlite(path) => path,
+                Database::Postgres(url) => {
+                    let served = std::sync::atomic::AtomicBool::new(false);
+                    return serve_db(args, Database::Postgres(url), &served).await;
+                }
+            }
+        }
         None if temporary => {
             std::env::temp_dir().join(format!("socketeer-demo-{}.db", std::process::id()))
         }
@@ -44,7 +55,7 @@ pub(crate) async fn run(mut args: HubArgs) -> anyhow::Result<i32> {
     // created behind: the next attempt starts as if this one never ran.
     let existed = std::fs::symlink_metadata(&db).is_ok();
     let served = std::sync::atomic::AtomicBool::new(false);
-    let result = serve_db(args, &db, &served).await;
+    let result = serve_db(args, Database::Sqlite(db.clone()), &served).await;
     let never_served = result.is_err() && !served.load(std::sync::atomic::Ordering::SeqCst);
     if temporary || (never_served && !existed && socketeer_hub::holds_nothing(&db)) {
         socketeer_hub::remove_database(&db);
@@ -54,7 +65,7 @@ pub(crate) async fn run(mut args: HubArgs) -> anyhow::Result<i32> {
 
 async fn serve_db(
     mut args: HubArgs,
-    db: &std::path::Path,
+    db: Database,
     served: &std::sync::atomic::AtomicBool,
 ) -> anyhow::Result<i32> {
     if args.serve.guard.key_file.is_none() {
@@ -83,8 +94,8 @@ async fn serve_db(
     }
     // Records may be long (many detections): at least the model's limit.
     args.serve.max_line = args.serve.max_line.max(record::MAX_LINE as u32);
-    let hub =
-        Hub::open(config(&args, db)).with_context(|| format!("hub: --db {}", db.display()))?;
+    let shown = db.to_string();
+    let hub = Hub::open(config(&args, db)).with_context(|| format!("hub: --db {shown}"))?;
     let status = serve_all(&args, &hub, served).await;
     // Every connection has finished: the writer commits what is queued and stops.
     hub.close().await?;
@@ -92,7 +103,7 @@ async fn serve_db(
 }
 
 /// The hub's configuration from the flags.
-fn config(args: &HubArgs, db: &std::path::Path) -> HubConfig {
+fn config(args: &HubArgs, db: Database) -> HubConfig {
     let mut config = HubConfig::new(db);
     config.durability = match args.sync {
         SyncArg::Full => Durability::Full,
@@ -260,4 +271,68 @@ async fn serve_http(args: &HubArgs, hub: &Hub, runner: &mut Runner) -> anyhow::R
     };
     runner.spawn(hub.serve_http(listener, config, runner.shutdown().clone())?);
     Ok(url)
+}
+
+/// `socketeer hub migrate`: a SQLite history into PostgreSQL, with progress on stderr.
+async fn migrate(args: crate::cli::MigrateArgs) -> anyhow::Result<i32> {
+    let from = match Database::parse(&args.from) {
+        Ok(Database::Sqlite(path)) => path,
+        _ => {
+            return Err(UsageError(format!(
+                "hub migrate: --from {}: give the SQLite database (FILE or sqlite://FILE)",
+                args.from
+            ))
+            .into());
+        }
+    };
+    let to = match Database::parse(&args.to) {
+        Ok(Database::Postgres(url)) => url,
+        Ok(Database::Sqlite(_)) => {
+            return Err(UsageError(
+                "hub migrate: --to: give a PostgreSQL URL (postgres://user@host/db)".into(),
+            )
+            .into());
+        }
+        Err(why) => return Err(UsageError(format!("hub migrate: --to: {why}")).into()),
+    };
+    errln!("socketeer: hub migrate: {} -> {to}", from.display());
+    let shown = to.to_string();
+    let summary = tokio::task::spawn_blocking(move || {
+        let mut last = std::time::Instant::now();
+        let mut first = true;
+        socketeer_hub::moving::sqlite_to_postgres(&from, &to, |p| {
+            let done = p.samples.0 >= p.samples.1 && p.frames.0 >= p.frames.1;
+            if first || done || last.elapsed() >= std::time::Duration::from_secs(1) {
+                errln!(
+                    "socketeer: hub migrate: samples {}/{}, frames {}/{}",
+                    p.samples.0,
+                    p.samples.1,
+                    p.frames.0,
+                    p.frames.1
+                );
+                last = std::time::Instant::now();
+                first = false;
+            }
+        })
+    })
+    .await
+    .context("hub migrate: the copy stopped")?
+    .with_context(|| format!("hub migrate: {shown}"))?;
+    if !summary.short.is_empty() {
+        errln!(
+            "socketeer: hub migrate: check failed: {} has fewer records than the source for {}",
+            shown,
+            summary.short.join(", ")
+        );
+        return Ok(1);
+    }
+    outln!(
+        "migrated {} devices: {} samples and {} frames copied now ({} and {} in all); counts checked",
+        summary.devices,
+        summary.copied.0,
+        summary.copied.1,
+        summary.total.0,
+        summary.total.1
+    )?;
+    Ok(0)
 }

@@ -21,16 +21,14 @@ use socketeer_hub::publisher::{Event, Journal, PublishError, Publisher, Publishe
 use tokio::io::AsyncBufReadExt;
 
 use crate::cli::PublishArgs;
-use crate::failure::{EXIT_INTERRUPTED, UsageError, parse_endpoint};
+use crate::failure::{EXIT_INTERRUPTED, UsageError, hub_endpoints};
 use crate::guard::{client_options, default_device};
 use socketeer_hub::record::{ImageFormat, MAX_LINE};
 
 /// Runs `socketeer publish`.
 pub(crate) async fn run(args: PublishArgs) -> anyhow::Result<i32> {
-    let endpoint = parse_endpoint(&args.endpoint)?;
-    if !endpoint.is_stream() {
-        return Err(UsageError(format!("{endpoint}: publish needs a stream endpoint")).into());
-    }
+    let mut endpoints = hub_endpoints("publish", args.endpoint.as_deref(), &args.hubs)?;
+    let endpoint = endpoints.remove(0);
     let options = client_options(&args.guard, args.timeout)?;
     let input = Input::open(args.file.as_deref())?;
     let (spool, recovered) = match &args.spool {
@@ -55,6 +53,7 @@ pub(crate) async fn run(args: PublishArgs) -> anyhow::Result<i32> {
         );
     }
     let mut config = PublisherConfig::new(endpoint.clone(), recovered.session.clone());
+    config.fallbacks = endpoints;
     config.options = options;
     config.max_unacked = args.max_unacked as usize;
     config.max_unacked_bytes = usize::try_from(args.max_unacked_bytes).unwrap_or(usize::MAX);

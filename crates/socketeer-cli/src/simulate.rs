@@ -12,7 +12,7 @@ use socketeer::{Endpoint, client};
 use tokio::task::JoinSet;
 
 use crate::cli::SimulateArgs;
-use crate::failure::{UsageError, parse_endpoint};
+use crate::failure::{UsageError, hub_endpoints};
 use crate::guard::client_options;
 
 /// What the camera sees: labels, and how fast each kind moves (pixels per second).
@@ -21,10 +21,9 @@ const FRAME: (f64, f64) = (640.0, 480.0);
 
 /// Runs `socketeer simulate`.
 pub(crate) async fn run(args: SimulateArgs) -> anyhow::Result<i32> {
-    let endpoint = parse_endpoint(&args.endpoint)?;
-    if !endpoint.is_stream() {
-        return Err(UsageError(format!("{endpoint}: simulate needs a stream endpoint")).into());
-    }
+    let endpoints = hub_endpoints("simulate", args.endpoint.as_deref(), &args.hubs)?;
+    let shown: Vec<String> = endpoints.iter().map(ToString::to_string).collect();
+    let endpoint = shown.join(", ");
     if !(args.rate > 0.0 && args.rate <= 1000.0) {
         return Err(UsageError("--rate must be above 0 and at most 1000 Hz".into()).into());
     }
@@ -42,7 +41,7 @@ pub(crate) async fn run(args: SimulateArgs) -> anyhow::Result<i32> {
         }
         let options = client_options(&guard, args.timeout)?;
         robots.spawn(robot(
-            endpoint.clone(),
+            endpoints.clone(),
             options,
             name,
             guard.key_file.is_none(),
@@ -84,7 +83,7 @@ pub(crate) fn demo_fleet(
     let mut robots = JoinSet::new();
     for n in 1..=count {
         robots.spawn(robot(
-            endpoint.clone(),
+            vec![endpoint.clone()],
             socketeer::ClientOptions::default(),
             format!("robot-{n}"),
             true,
@@ -110,7 +109,7 @@ struct Pace {
 
 /// One robot: connects, streams, reconnects after a second when the link drops.
 async fn robot(
-    endpoint: Endpoint,
+    endpoints: Vec<Endpoint>,
     options: socketeer::ClientOptions,
     name: String,
     name_itself: bool,
@@ -125,8 +124,13 @@ async fn robot(
     world.clock_error = clock_error;
     let clock = move || socketeer_hub::now_secs() + clock_error;
     let session = format!("sim-{}", std::process::id());
+    // Each robot starts at its own node (spread over them) and moves to the next when its
+    // link drops or a node cannot be reached.
+    let mut at = n as usize % endpoints.len();
     loop {
-        match client::connect_with(&endpoint, &options).await {
+        let endpoint = &endpoints[at];
+        at = (at + 1) % endpoints.len();
+        match client::connect_with(endpoint, &options).await {
             Ok(conn) => {
                 let (mut reader, mut writer) = conn.into_split();
                 // Completed time exchanges, to send back.

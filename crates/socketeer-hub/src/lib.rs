@@ -70,6 +70,12 @@ pub mod testing;
 mod web;
 pub mod wire;
 
+/// Moving a single-machine SQLite history into PostgreSQL (`socketeer hub migrate`).
+#[cfg(feature = "postgres")]
+pub mod moving {
+    pub use crate::store::pg::moving::{MoveProgress, MoveSummary, sqlite_to_postgres};
+}
+
 pub use config::{ConfigError, HttpConfig, HubConfig};
 pub use hub::Hub;
 pub use influx::InfluxHandler;

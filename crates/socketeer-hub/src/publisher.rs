@@ -43,6 +43,8 @@ use crate::wire::Answer;
 /// Backoff between connection attempts: from the first to the most, doubling, with jitter.
 const BACKOFF_FIRST: Duration = Duration::from_millis(100);
 const BACKOFF_MOST: Duration = Duration::from_secs(10);
+/// The longest wait between resends to a hub whose storage keeps answering "retry".
+const BUSY_MOST: Duration = Duration::from_secs(2);
 /// Most acknowledgement latencies kept for the report.
 const MAX_SAMPLES: usize = 10_000_000;
 /// Records taken from the window per send batch.
@@ -53,6 +55,11 @@ const SEND_BATCH: usize = 1024;
 pub struct PublisherConfig {
     /// The hub's ingest endpoint.
     pub endpoint: Endpoint,
+    /// Other nodes of the same hub (sharing its store): when the current one cannot be reached
+    /// or its link is lost, the next is tried at once, and what was not acknowledged is sent
+    /// there (the store's (device, session, seq) key makes a resend of a record the first node
+    /// committed a duplicate, not a second copy).
+    pub fallbacks: Vec<Endpoint>,
     /// TLS and key, and the connect/handshake timeout.
     pub options: ClientOptions,
     /// Sent as `{"device":NAME}` first on each connection, for hubs without authentication
@@ -86,6 +93,7 @@ impl PublisherConfig {
     pub fn new(endpoint: Endpoint, session: impl Into<String>) -> PublisherConfig {
         PublisherConfig {
             endpoint,
+            fallbacks: Vec::new(),
             options: ClientOptions::default(),
             device: None,
             session: session.into(),
@@ -177,6 +185,23 @@ pub enum Event<'a, T> {
     },
     /// The hub closed the connection; reconnecting.
     Closed,
+    /// The hub cannot store now (its database is away): everything unacknowledged is kept and
+    /// sent again after a wait that grows while this lasts.
+    Busy {
+        /// Why, as the hub said.
+        why: String,
+        /// Records kept.
+        unacked: usize,
+        /// When they are sent again.
+        retry_in: Duration,
+    },
+    /// Moving to another node of the hub (see [`PublisherConfig::fallbacks`]).
+    Failover {
+        /// The node tried now.
+        to: &'a Endpoint,
+        /// Records waiting, to be sent there.
+        unacked: usize,
+    },
     /// A time exchange completed: the hub now knows this device's clock offset.
     Clock {
         /// Seconds to add to this device's times (its own estimate of one exchange).
@@ -202,6 +227,9 @@ impl<T> fmt::Display for Event<'_, T> {
                 rtt * 1000.0
             ),
             Event::ClockRefused { why } => write!(f, "the hub refused a time exchange: {why}"),
+            Event::Unreachable { error, unacked, .. } if retry_in_zero(self) => {
+                write!(f, "{error}; {unacked} lines unacknowledged")
+            }
             Event::Unreachable {
                 error,
                 unacked,
@@ -218,8 +246,25 @@ impl<T> fmt::Display for Event<'_, T> {
                 )
             }
             Event::Closed => f.write_str("the hub closed the connection; reconnecting"),
+            Event::Busy {
+                why,
+                unacked,
+                retry_in,
+            } => write!(
+                f,
+                "the hub cannot store now ({why}); {unacked} lines kept, sent again in {} ms",
+                retry_in.as_millis()
+            ),
+            Event::Failover { to, unacked } => {
+                write!(f, "failing over to {to}; {unacked} lines to send there")
+            }
         }
     }
+}
+
+/// An unreachable node that is left for the next at once.
+fn retry_in_zero<T>(event: &Event<'_, T>) -> bool {
+    matches!(event, Event::Unreachable { retry_in, .. } if retry_in.is_zero())
 }
 
 /// How delivery went.
@@ -439,8 +484,10 @@ impl<T: Send + 'static> Publisher<T> {
                     every: config.clock_every,
                     error: config.clock_error,
                 };
+                let mut endpoints = vec![config.endpoint];
+                endpoints.extend(config.fallbacks);
                 let result = deliver(
-                    config.endpoint,
+                    endpoints,
                     config.options,
                     Bytes::from(hello),
                     clock,
@@ -690,9 +737,11 @@ struct Exchanges {
 /// of them is put on the hub's clock.
 const FIRST_EXCHANGE_WAIT: Duration = Duration::from_secs(2);
 
-/// Connects, sends, reads acknowledgements; reconnects until everything is settled.
+/// Connects, sends, reads acknowledgements; reconnects until everything is settled. With
+/// several endpoints (nodes of one hub), a node that cannot be reached or whose link is lost
+/// is left for the next at once; the backoff grows only once every node has failed in turn.
 async fn deliver<T>(
-    endpoint: Endpoint,
+    endpoints: Vec<Endpoint>,
     options: ClientOptions,
     hello: Bytes,
     clock: Clock,
@@ -703,12 +752,34 @@ where
 {
     let mut backoff = BACKOFF_FIRST;
     let mut first = true;
+    let mut at = 0;
+    // Nodes that failed since one last worked.
+    let mut failed = 0;
+    let next = |at: &mut usize| {
+        *at = (*at + 1) % endpoints.len();
+        let to = &endpoints[*at];
+        (shared.events)(Event::Failover {
+            to,
+            unacked: shared.books().unacked.len(),
+        });
+    };
     while !shared.finished() {
-        let conn = match client::connect_with(&endpoint, &options).await {
+        let endpoint = &endpoints[at];
+        let conn = match client::connect_with(endpoint, &options).await {
             Ok(conn) => conn,
             Err(err) => {
                 if err.kind() == socketeer::ErrorKind::Auth {
                     return Err(anyhow::Error::new(err).context(endpoint.to_string()));
+                }
+                failed += 1;
+                if failed < endpoints.len() {
+                    (shared.events)(Event::Unreachable {
+                        error: &err,
+                        unacked: shared.books().unacked.len(),
+                        retry_in: Duration::ZERO,
+                    });
+                    next(&mut at);
+                    continue;
                 }
                 let wait = jitter(backoff);
                 (shared.events)(Event::Unreachable {
@@ -718,9 +789,14 @@ where
                 });
                 tokio::time::sleep(wait).await;
                 backoff = (backoff * 2).min(BACKOFF_MOST);
+                failed = 0;
+                if endpoints.len() > 1 {
+                    next(&mut at);
+                }
                 continue;
             }
         };
+        failed = 0;
         let (reader, writer) = conn.into_split();
         let sent = Arc::new(Mutex::new(VecDeque::new()));
         let exchanges = Arc::new(Exchanges::default());
@@ -744,10 +820,27 @@ where
                 why,
                 unacked: shared.books().unacked.len(),
             }),
+            Err(Failure::Busy(why)) => {
+                // Its storage is away: wait longer each time it says so, then the same node.
+                let wait = jitter(backoff);
+                (shared.events)(Event::Busy {
+                    why,
+                    unacked: shared.books().unacked.len(),
+                    retry_in: wait,
+                });
+                tokio::time::sleep(wait).await;
+                backoff = (backoff * 2).min(BUSY_MOST);
+                continue;
+            }
         }
         // A connection that got somewhere resets the backoff; a flapping one keeps growing it.
         backoff = BACKOFF_FIRST;
-        tokio::time::sleep(jitter(backoff)).await;
+        if endpoints.len() > 1 {
+            // The node's link went: another node at once (this one may be gone for good).
+            next(&mut at);
+        } else {
+            tokio::time::sleep(jitter(backoff)).await;
+        }
     }
     Ok(())
 }
@@ -857,6 +950,9 @@ async fn send<T: 'static>(
 enum Failure {
     /// Reconnect and resend.
     Link(String),
+    /// The hub could not store now ("retry"): resend after a growing wait, to the same node
+    /// (its store is every node's store).
+    Busy(String),
     /// Stop delivering.
     Fatal(anyhow::Error),
 }
@@ -961,9 +1057,7 @@ async fn receive<T: 'static>(
         };
         if retry {
             // The hub could not commit: not the record's fault. Reconnect and send it again.
-            return Err(Failure::Link(format!(
-                "the hub could not store line {seq}: {why}"
-            )));
+            return Err(Failure::Busy(format!("line {seq}: {why}")));
         }
         settle(shared, seq, Some(&why)).map_err(Failure::Fatal)?;
     }

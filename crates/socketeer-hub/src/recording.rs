@@ -5,7 +5,6 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
-use std::path::Path;
 
 use mcap::records::MessageHeader;
 use serde_json::Value;
@@ -88,11 +87,22 @@ const CHUNK: u64 = 1024 * 1024;
 ///
 /// # Errors
 /// The database cannot be read, or `out` cannot be written.
-pub fn export_mcap(db: &Path, what: &McapExport, out: impl Write) -> anyhow::Result<McapSummary> {
-    if !db.is_file() {
-        anyhow::bail!("{}: no such database", db.display());
+pub fn export_mcap(
+    db: &crate::config::Database,
+    what: &McapExport,
+    out: impl Write,
+) -> anyhow::Result<McapSummary> {
+    match db {
+        crate::config::Database::Sqlite(path) => {
+            if !path.is_file() {
+                anyhow::bail!("{}: no such database", path.display());
+            }
+            write(&Reader::new(path.clone()), what, out)
+        }
+        crate::config::Database::Postgres(url) => {
+            write(&crate::store::Reader::postgres(url)?, what, out)
+        }
     }
-    write(&Reader::new(db.to_path_buf()), what, out)
 }
 
 /// Records what `reader` holds to `out`.

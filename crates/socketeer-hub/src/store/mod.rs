@@ -18,7 +18,7 @@
 
 mod activity;
 mod checkpoint;
-mod pg;
+pub(crate) mod pg;
 mod queue;
 mod reads;
 mod schema;

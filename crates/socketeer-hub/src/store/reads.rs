@@ -980,6 +980,16 @@ impl Reader {
         Reader::Sqlite(SqliteReader::new(db))
     }
 
+    /// The PostgreSQL database at `url` (its schema must be there: a hub made it).
+    pub(crate) fn postgres(url: &super::PostgresUrl) -> anyhow::Result<Reader> {
+        #[cfg(feature = "postgres")]
+        return super::pg::PgReader::new(url)
+            .map(Reader::Postgres)
+            .map_err(anyhow::Error::msg);
+        #[cfg(not(feature = "postgres"))]
+        anyhow::bail!("{url}: this build has no PostgreSQL support")
+    }
+
     pub(crate) fn devices(&self) -> Result<Vec<DeviceRow>, StoreError> {
         either!(self, r => r.devices())
     }

@@ -318,7 +318,10 @@ impl Engine {
 
     fn commit(&mut self, jobs: &[Job]) -> Result<Vec<Written>, String> {
         match self {
-            Engine::Sqlite(w) => w.commit(jobs).map_err(|e| e.to_string()),
+            Engine::Sqlite(w) => w.commit(jobs).map_err(|e| {
+                tracing::error!(error = %e, "commit failed; senders are told to retry");
+                e.to_string()
+            }),
             #[cfg(feature = "postgres")]
             Engine::Postgres(w) => w.commit(jobs),
         }
@@ -405,7 +408,7 @@ pub(super) fn run(mut engine: Engine, mut queue: mpsc::UnboundedReceiver<Job>) {
             Err(err) => {
                 // Ids cached during the failed transaction were rolled back with it.
                 engine.forget();
-                tracing::error!(error = %err, records = count, "commit failed; senders are told to retry");
+                tracing::debug!(error = %err, records = count, "commit failed");
                 let err = StoreError::Unavailable(err);
                 for job in jobs {
                     let _ = job.done.send(Err(err.clone()));

@@ -11,6 +11,8 @@ mod url;
 pub use url::PostgresUrl;
 
 #[cfg(feature = "postgres")]
+pub(crate) mod moving;
+#[cfg(feature = "postgres")]
 mod reads;
 #[cfg(feature = "postgres")]
 mod writer;

@@ -112,6 +112,8 @@ impl PostgresUrl {
                 config.password(password);
             }
         }
+        // The server's notices ("already exists, skipping") are not the user's business.
+        config.notice_callback(|_| {});
         if config.get_application_name().is_none() {
             config.application_name("socketeer-hub");
         }

@@ -29,7 +29,7 @@ const RETENTION_LOCK: i64 = 0x736f_636c;
 
 /// A JSON object already written as text, sent as `jsonb` (binary format: version 1, text).
 #[derive(Debug)]
-struct Jsonb<'a>(&'a str);
+pub(super) struct Jsonb<'a>(pub(super) &'a str);
 
 impl ToSql for Jsonb<'_> {
     fn to_sql(
@@ -294,7 +294,7 @@ impl PgWriter {
 
     /// Commits a batch: one outcome per record, or why nothing was (and senders are told to
     /// retry).
-    pub(crate) fn commit(&mut self, jobs: &[Job]) -> Result<Vec<Written>, String> {
+    pub(in crate::store) fn commit(&mut self, jobs: &[Job]) -> Result<Vec<Written>, String> {
         let result = self.try_commit(jobs);
         match &result {
             Ok(_) => {
