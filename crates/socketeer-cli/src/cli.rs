@@ -70,7 +70,7 @@ pub(crate) enum Command {
     Scan(ScanArgs),
     /// Telemetry hub: robots' readings and detections in, kept in SQLite, acknowledged once
     /// committed.
-    Hub(HubArgs),
+    Hub(Box<HubArgs>),
     /// Send JSON lines to a hub, numbered; each kept until the hub acknowledges it.
     Publish(PublishArgs),
     /// Simulated robots streaming IMU, battery, temperature and camera detections to a hub.
@@ -709,6 +709,17 @@ pub(crate) struct HubArgs {
     /// shown).
     #[arg(long, value_name = "PATH|URL")]
     pub(crate) db: Option<String>,
+    /// Join other hub nodes sharing the same --db postgres:// over NATS (`nats://host:4222`):
+    /// every node's dashboard and Foxglove socket then show every robot live, new viewers get
+    /// the latest values at once, and presence tells which node each robot is on.
+    #[arg(long, value_name = "URL")]
+    pub(crate) bus: Option<String>,
+    /// A NATS credentials file (.creds) for --bus.
+    #[arg(long, value_name = "FILE", requires = "bus")]
+    pub(crate) bus_creds: Option<std::path::PathBuf>,
+    /// This node's name on the bus (default: HOST-PID).
+    #[arg(long, value_name = "NAME", requires = "bus")]
+    pub(crate) node: Option<String>,
     /// Simulated robots in the same process, without keys, on loopback: see the dashboard
     /// with live data from one command.
     #[arg(long)]

@@ -94,6 +94,12 @@ async fn serve_db(
     }
     // Records may be long (many detections): at least the model's limit.
     args.serve.max_line = args.serve.max_line.max(record::MAX_LINE as u32);
+    if args.bus.is_some() && db.sqlite().is_some() {
+        return Err(UsageError(
+            "hub: --bus joins nodes that share one store: give --db postgres://… too".into(),
+        )
+        .into());
+    }
     let shown = db.to_string();
     let hub = Hub::open(config(&args, db)).with_context(|| format!("hub: --db {shown}"))?;
     let status = serve_all(&args, &hub, served).await;
@@ -105,6 +111,13 @@ async fn serve_db(
 /// The hub's configuration from the flags.
 fn config(args: &HubArgs, db: Database) -> HubConfig {
     let mut config = HubConfig::new(db);
+    config.bus = args.bus.as_ref().map(|url| socketeer_hub::bus::BusConfig {
+        url: url.clone(),
+        creds: args.bus_creds.clone(),
+        node: args.node.clone().unwrap_or_else(|| {
+            format!("{}-{}", crate::guard::default_device(), std::process::id())
+        }),
+    });
     config.durability = match args.sync {
         SyncArg::Full => Durability::Full,
         SyncArg::Normal => Durability::Normal,

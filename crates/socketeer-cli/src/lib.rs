@@ -96,7 +96,7 @@ async fn run(command: Command) -> anyhow::Result<i32> {
         Command::Connect(args) => connect::run(args).await,
         Command::Listen(args) => listen::run(args).await,
         Command::Scan(args) => scan::run(args).await,
-        Command::Hub(args) => hub::run(args).await,
+        Command::Hub(args) => hub::run(*args).await,
         Command::Publish(args) => publish::run(args).await,
         Command::Simulate(args) => simulate::run(args).await,
         Command::Export(args) => export::run(&args).await,

@@ -127,6 +127,9 @@ pub struct HubConfig {
     /// How often the retention pass runs (1 minute). A stream it leaves without any data is
     /// retired: no longer listed, its Foxglove channels withdrawn.
     pub retention_every: Duration,
+    /// The bus to other hub nodes sharing the store (NATS); `None`: this node works alone.
+    #[cfg(feature = "nats")]
+    pub bus: Option<crate::bus::BusConfig>,
 }
 
 /// A configuration value that cannot work, with why.
@@ -162,6 +165,8 @@ impl HubConfig {
             image_retention: Some(Duration::from_secs(7 * 86_400)),
             image_budget: Some(DEFAULT_IMAGE_BUDGET),
             retention_every: Duration::from_secs(60),
+            #[cfg(feature = "nats")]
+            bus: None,
         }
     }
 
@@ -172,6 +177,10 @@ impl HubConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.db.sqlite().is_some_and(|p| p.as_os_str().is_empty()) {
             return Err(refuse("db", "give a file name"));
+        }
+        #[cfg(feature = "nats")]
+        if let Some(bus) = &self.bus {
+            bus.validate().map_err(|why| refuse("bus", why))?;
         }
         if !(1..=1_000_000).contains(&self.max_batch) {
             return Err(refuse("max_batch", "must be 1 to 1000000"));

@@ -76,6 +76,11 @@ pub(crate) struct Api {
     pub(crate) body_deadline: std::time::Duration,
     /// The Foxglove WebSocket's channels and session.
     pub(crate) foxglove: Arc<crate::foxglove::Channels>,
+    /// Every stream's newest record, for a viewer that arrives.
+    pub(crate) newest: Arc<crate::live::Newest>,
+    /// The bus to other nodes, if any.
+    #[cfg(feature = "nats")]
+    pub(crate) bus: Option<Arc<crate::bus::Bus>>,
 }
 
 /// Queries (and exports) run at once; more wait their turn.
@@ -518,14 +523,17 @@ async fn devices(State(api): Shared) -> Response {
         .into_iter()
         .map(|device| {
             let connections = connected.get(&device.name).copied().unwrap_or(0);
+            let node = node_of(&api, &device.name, connections);
             let counts = activity
                 .get(device.name.as_str())
                 .cloned()
                 .unwrap_or_default();
             json!({
                 "name": device.name,
-                "online": connections > 0 || now - device.last_seen < ONLINE_WINDOW,
+                "online": connections > 0 || node.is_some() || now - device.last_seen < ONLINE_WINDOW,
                 "connections": connections,
+                // The hub node it is connected to (with a bus: this one or another).
+                "node": node,
                 "first_seen": device.first_seen,
                 "last_seen": device.last_seen,
                 "series": device.series,
@@ -538,6 +546,20 @@ async fn devices(State(api): Shared) -> Response {
         })
         .collect();
     axum::Json(json!({ "devices": list })).into_response()
+}
+
+/// The node `device` is connected to: this one (if it has connections here), or another that
+/// the bus says has it; `None` without a bus or a connection.
+fn node_of(api: &Api, device: &str, connections: u32) -> Option<String> {
+    #[cfg(feature = "nats")]
+    if let Some(bus) = &api.bus {
+        if connections > 0 {
+            return Some(bus.node.to_string());
+        }
+        return bus.elsewhere.node(device);
+    }
+    let _ = (api, device, connections);
+    None
 }
 
 #[derive(Deserialize)]
@@ -866,6 +888,13 @@ async fn live(
     };
     let mut events = api.live.subscribe();
     let lane: Arc<Lane<StreamKey, Arc<str>>> = Arc::new(Lane::new(VIEWER_QUEUE));
+    // First every stream's newest (from every node), so the viewer sees the fleet at once.
+    for event in api.newest.all(only.as_deref()) {
+        lane.push_latest(
+            (Arc::clone(&event.device), Arc::clone(&event.stream)),
+            Arc::clone(&event.json),
+        );
+    }
     // Cancelled when the response stream is dropped: the viewer went.
     let gone = tokio_util::sync::CancellationToken::new();
     let shutdown = api.shutdown.clone();
@@ -1373,6 +1402,10 @@ async fn metrics(State(api): Shared, _headers: HeaderMap) -> Response {
             load(&api.web.refused),
             load(&api.web.stalled),
         ],
+        #[cfg(feature = "nats")]
+        bus_connected: api.bus.as_ref().map(|bus| u64::from(bus.connected())),
+        #[cfg(not(feature = "nats"))]
+        bus_connected: None,
     };
     let out = crate::metrics::prometheus(&api.ingest.stats, &gauges);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()

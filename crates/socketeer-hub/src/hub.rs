@@ -41,6 +41,11 @@ pub struct Hub {
     config: HubConfig,
     /// The Foxglove WebSocket's channels, and this run's session id.
     foxglove: Arc<crate::foxglove::Channels>,
+    /// Every stream's newest record (from every node, with a bus).
+    newest: Arc<crate::live::Newest>,
+    /// The bus to other nodes, if any.
+    #[cfg(feature = "nats")]
+    bus: Option<Arc<crate::bus::Bus>>,
 }
 
 impl Hub {
@@ -53,9 +58,15 @@ impl Hub {
         config.validate()?;
         let (live, _) = tokio::sync::broadcast::channel(LIVE_CAPACITY);
         let foxglove = Arc::new(crate::foxglove::Channels::new()?);
+        let newest = Arc::new(crate::live::Newest::default());
+        newest.follow(&live);
         let retired: crate::store::Retired = {
             let foxglove = Arc::clone(&foxglove);
-            Arc::new(move |streams| foxglove.retire(&streams))
+            let newest = Arc::clone(&newest);
+            Arc::new(move |streams| {
+                newest.retire(&streams);
+                foxglove.retire(&streams);
+            })
         };
         let activity = Arc::new(Activity::default());
         let (store, writer) = Store::open(StoreConfig {
@@ -91,7 +102,23 @@ impl Hub {
             image_room: Ingest::image_room(config.max_image),
             clocks: Arc::default(),
         });
+        #[cfg(feature = "nats")]
+        let bus = match &config.bus {
+            Some(bus) => {
+                tracing::info!(bus = %crate::bus::shown(&bus.url), node = %bus.node, "joining the bus");
+                Some(Arc::new(crate::bus::Bus::start(
+                    bus,
+                    live.clone(),
+                    Arc::clone(&newest),
+                    Arc::clone(&ingest.presence),
+                )?))
+            }
+            None => None,
+        };
         Ok(Hub {
+            newest,
+            #[cfg(feature = "nats")]
+            bus,
             ingest,
             activity,
             live,
@@ -170,6 +197,9 @@ impl Hub {
             uploads: Arc::new(tokio::sync::Semaphore::new(crate::http::UPLOADS_AT_ONCE)),
             body_deadline: config.timeout * 3,
             foxglove: Arc::clone(&self.foxglove),
+            newest: Arc::clone(&self.newest),
+            #[cfg(feature = "nats")]
+            bus: self.bus.clone(),
         });
         let router = crate::http::router(Arc::clone(&api));
         let limits = crate::web::Limits::for_this_process(config.max_conns, config.timeout);

@@ -51,6 +51,8 @@
 //! | `live` | the live feed: committed records to viewers, pictures latest-only |
 //! | `http`, `web` | the API, dashboard and live feed; the HTTP listener's limits |
 
+#[cfg(feature = "nats")]
+pub mod bus;
 pub mod clock;
 pub mod config;
 mod foxglove;

@@ -28,6 +28,177 @@ pub(crate) struct Committed {
     pub(crate) record: crate::record::Record,
     /// Its Foxglove messages, made by the first client that needs them, shared by the rest.
     pub(crate) foxglove: std::sync::OnceLock<crate::foxglove::Payloads>,
+    /// The hub node that committed it, when it was another (it came over the bus).
+    pub(crate) origin: Option<Arc<str>>,
+}
+
+impl Committed {
+    /// As it crosses the bus between hub nodes: its event's JSON, then — for a picture — a
+    /// newline and the image's bytes.
+    pub(crate) fn to_wire(&self) -> bytes::Bytes {
+        let image = self.record.frame.as_ref().and_then(|f| f.image.as_ref());
+        let mut out =
+            bytes::BytesMut::with_capacity(self.json.len() + 1 + image.map_or(0, |i| i.data.len()));
+        out.extend_from_slice(self.json.as_bytes());
+        if let Some(image) = image {
+            out.extend_from_slice(b"\n");
+            out.extend_from_slice(&image.data);
+        }
+        out.freeze()
+    }
+
+    /// Back from the bus: `None` for anything that is not one (logged by the caller).
+    pub(crate) fn from_wire(payload: &bytes::Bytes, origin: Arc<str>) -> Option<Committed> {
+        use serde_json::Value;
+        let end = payload
+            .iter()
+            .position(|&b| b == b'\n')
+            .unwrap_or(payload.len());
+        let json = std::str::from_utf8(&payload[..end]).ok()?;
+        let event: serde_json::Map<String, Value> = serde_json::from_str(json).ok()?;
+        let text = |key: &str| event.get(key).and_then(Value::as_str);
+        let device: Arc<str> = crate::record::name(text("device")?, "device").ok()?.into();
+        let stream = text("stream")?;
+        let ts = event.get("ts").and_then(Value::as_f64)?;
+        let pairs = |key: &str| -> Vec<(String, Value)> {
+            event
+                .get(key)
+                .and_then(Value::as_object)
+                .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+                .unwrap_or_default()
+        };
+        let values = pairs("values")
+            .into_iter()
+            .filter_map(|(k, v)| Some((k, v.as_f64()?)))
+            .collect();
+        let texts = pairs("texts")
+            .into_iter()
+            .filter_map(|(k, v)| Some((k, v.as_str()?.to_owned())))
+            .collect();
+        let units = pairs("units")
+            .into_iter()
+            .filter_map(|(k, v)| Some((k, v.as_str()?.to_owned())))
+            .collect();
+        let frame = match event.get("frame") {
+            Some(size) => {
+                let side = |k: &str| {
+                    size.get(k)
+                        .and_then(Value::as_u64)
+                        .and_then(|n| u32::try_from(n).ok())
+                };
+                let detections = event
+                    .get("detections")
+                    .and_then(Value::as_array)
+                    .map(|list| {
+                        list.iter()
+                            .filter_map(|d| {
+                                let b = d.get("box")?.as_array()?;
+                                let v = |i: usize| b.get(i).and_then(Value::as_f64);
+                                Some(crate::record::Detection {
+                                    label: d.get("label")?.as_str()?.to_owned(),
+                                    score: d.get("score")?.as_f64()?,
+                                    bbox: [v(0)?, v(1)?, v(2)?, v(3)?],
+                                })
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                let image = match event.get("image") {
+                    Some(image) if end < payload.len() => Some(crate::record::Image {
+                        format: crate::record::ImageFormat::from_name(
+                            image.get("format").and_then(Value::as_str)?,
+                        )?,
+                        data: payload.slice(end + 1..),
+                    }),
+                    _ => None,
+                };
+                Some(crate::record::Frame {
+                    width: side("w")?,
+                    height: side("h")?,
+                    detections,
+                    image,
+                })
+            }
+            None => None,
+        };
+        let picture = frame.as_ref().is_some_and(|f| f.image.is_some());
+        Some(Committed {
+            device,
+            stream: stream.into(),
+            ts,
+            picture,
+            json: json.into(),
+            record: crate::record::Record {
+                stream: stream.to_owned(),
+                ts: Some(ts),
+                values,
+                texts,
+                units,
+                frame,
+                seq: None,
+                session: None,
+            },
+            foxglove: std::sync::OnceLock::new(),
+            origin: Some(origin),
+        })
+    }
+}
+
+/// The newest committed record of each (device, stream), on this node and — with a bus —
+/// every node: what a viewer that arrives now is shown first, without waiting for the next.
+#[derive(Default)]
+pub(crate) struct Newest {
+    by_stream: Mutex<HashMap<StreamKey, Arc<Committed>>>,
+}
+
+impl Newest {
+    /// Keeps `event` if it is the newest of its stream (by time).
+    pub(crate) fn offer(&self, event: &Arc<Committed>) {
+        let key = (Arc::clone(&event.device), Arc::clone(&event.stream));
+        let mut by_stream = self.by_stream.lock().unwrap_or_else(|e| e.into_inner());
+        match by_stream.get(&key) {
+            Some(kept) if kept.ts > event.ts => {}
+            _ => {
+                by_stream.insert(key, Arc::clone(event));
+            }
+        }
+    }
+
+    /// Every stream's newest, oldest first (of `device` only, if given).
+    pub(crate) fn all(&self, device: Option<&str>) -> Vec<Arc<Committed>> {
+        let by_stream = self.by_stream.lock().unwrap_or_else(|e| e.into_inner());
+        let mut all: Vec<Arc<Committed>> = by_stream
+            .values()
+            .filter(|e| device.is_none_or(|d| *e.device == *d))
+            .cloned()
+            .collect();
+        all.sort_by(|a, b| a.ts.total_cmp(&b.ts));
+        all
+    }
+
+    /// Forgets retired streams.
+    pub(crate) fn retire(&self, streams: &[(String, String)]) {
+        let mut by_stream = self.by_stream.lock().unwrap_or_else(|e| e.into_inner());
+        by_stream.retain(|(d, s), _| !streams.iter().any(|(rd, rs)| **d == **rd && **s == **rs));
+    }
+
+    /// Keeps it up to date from the live feed (until the feed closes).
+    pub(crate) fn follow(self: &Arc<Self>, live: &tokio::sync::broadcast::Sender<Arc<Committed>>) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let mut events = live.subscribe();
+        let newest = Arc::clone(self);
+        runtime.spawn(async move {
+            loop {
+                match events.recv().await {
+                    Ok(event) => newest.offer(&event),
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+                }
+            }
+        });
+    }
 }
 
 /// (device, stream): what a latest-only item is the newest of.

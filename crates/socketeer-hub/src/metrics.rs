@@ -62,6 +62,8 @@ pub(crate) struct Gauges {
     pub(crate) connected: u64,
     /// HTTP connections open, refused at the cap, and closed for stalling.
     pub(crate) http: [u64; 3],
+    /// With a bus: 1 while NATS is reachable, else 0; `None` without one.
+    pub(crate) bus_connected: Option<u64>,
 }
 
 /// The Prometheus text format of everything counted.
@@ -163,6 +165,14 @@ pub(crate) fn prometheus(stats: &Stats, gauges: &Gauges) -> String {
         "HTTP connections closed for not sending a request head in time or moving no byte.",
         gauges.http[2],
     );
+    if let Some(connected) = gauges.bus_connected {
+        metric(
+            "bus_connected",
+            "gauge",
+            "1 while the bus to other hub nodes (NATS) is reachable.",
+            connected,
+        );
+    }
     out.push_str("# HELP socketeer_hub_rejected_lines_total Lines refused, by reason.\n");
     out.push_str("# TYPE socketeer_hub_rejected_lines_total counter\n");
     for (reason, count) in stats.rejected_by_reason() {

@@ -145,7 +145,8 @@ function fleetView(root) {
       const online = d.online || now() - seen < 10;
       return el('tr', { dataset: { device: d.name } },
         el('td', {}, el('a', { href: `#/d/${encodeURIComponent(d.name)}` }, d.name)),
-        el('td', { class: `status ${online ? 'online' : 'offline'}` }, online ? 'online' : 'offline'),
+        el('td', { class: `status ${online ? 'online' : 'offline'}`, title: d.node ? `connected to hub node ${d.node}` : '' },
+          online ? 'online' : 'offline', d.node ? el('span', { class: 'node' }, ` · ${d.node}`) : ''),
         el('td', {}, ago(seen)),
         el('td', { class: 'num' }, d.rate.toFixed(1)),
         el('td', { class: 'num' }, d.records),

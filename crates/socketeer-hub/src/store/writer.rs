@@ -770,6 +770,7 @@ pub(crate) fn committed(item: &Item) -> Committed {
         json: event(item).into(),
         record: item.record.clone(),
         foxglove: std::sync::OnceLock::new(),
+        origin: None,
     }
 }
 
