@@ -61,7 +61,7 @@ impl Drop for Guard {
 }
 
 /// Where a PostgreSQL program is: on the PATH, or in Debian's versioned directory.
-fn pg_program(name: &str) -> Option<PathBuf> {
+pub fn pg_program(name: &str) -> Option<PathBuf> {
     let on_path = std::env::var_os("PATH").and_then(|paths| {
         std::env::split_paths(&paths)
             .map(|dir| dir.join(name))

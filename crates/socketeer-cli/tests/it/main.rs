@@ -9,6 +9,7 @@ mod dashboard;
 mod echo;
 mod exec;
 mod files;
+mod fleet;
 mod foxglove;
 mod hub;
 mod hub_attacks;

@@ -40,6 +40,13 @@ impl Captured {
         }
     }
 
+    /// Takes in whatever has arrived, without waiting.
+    pub fn poll(&mut self) {
+        while let Ok(chunk) = self.chunks.try_recv() {
+            self.seen.extend_from_slice(&chunk);
+        }
+    }
+
     /// Waits until `done(everything seen so far)` holds; panics at the deadline.
     pub fn wait_for(&mut self, what: &str, done: impl Fn(&[u8]) -> bool) -> String {
         let until = Instant::now() + DEADLINE;
