@@ -258,6 +258,7 @@ async fn run(
     {
         let node = Arc::clone(&node);
         let live = live.clone();
+        let newest = Arc::clone(&newest);
         tokio::spawn(async move {
             while let Some(message) = incoming.next().await {
                 let from = message
@@ -270,7 +271,9 @@ async fn run(
                 };
                 match Committed::from_wire(&message.payload, from.into()) {
                     Some(event) => {
-                        let _ = live.send(Arc::new(event));
+                        let event = Arc::new(event);
+                        newest.offer(&event);
+                        let _ = live.send(event);
                     }
                     None => {
                         tracing::debug!(subject = %message.subject, "not a live event; ignored")

@@ -59,7 +59,6 @@ impl Hub {
         let (live, _) = tokio::sync::broadcast::channel(LIVE_CAPACITY);
         let foxglove = Arc::new(crate::foxglove::Channels::new()?);
         let newest = Arc::new(crate::live::Newest::default());
-        newest.follow(&live);
         let retired: crate::store::Retired = {
             let foxglove = Arc::clone(&foxglove);
             let newest = Arc::clone(&newest);
@@ -83,6 +82,7 @@ impl Hub {
             retention: config.retention,
             max_batch: config.max_batch,
             live: Some(live.clone()),
+            newest: Some(Arc::clone(&newest)),
             activity: Arc::clone(&activity),
             queue: config.queue,
             cardinality: config.cardinality,

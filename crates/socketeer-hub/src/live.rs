@@ -181,24 +181,6 @@ impl Newest {
         let mut by_stream = self.by_stream.lock().unwrap_or_else(|e| e.into_inner());
         by_stream.retain(|(d, s), _| !streams.iter().any(|(rd, rs)| **d == **rd && **s == **rs));
     }
-
-    /// Keeps it up to date from the live feed (until the feed closes).
-    pub(crate) fn follow(self: &Arc<Self>, live: &tokio::sync::broadcast::Sender<Arc<Committed>>) {
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
-        let mut events = live.subscribe();
-        let newest = Arc::clone(self);
-        runtime.spawn(async move {
-            loop {
-                match events.recv().await {
-                    Ok(event) => newest.offer(&event),
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
-                    Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
-                }
-            }
-        });
-    }
 }
 
 /// (device, stream): what a latest-only item is the newest of.

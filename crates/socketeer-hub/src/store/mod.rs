@@ -73,6 +73,8 @@ pub(crate) struct StoreConfig {
     pub(crate) max_batch: usize,
     /// Where committed records are announced (one JSON object each), if anyone listens.
     pub(crate) live: Option<tokio::sync::broadcast::Sender<Arc<crate::live::Committed>>>,
+    /// Where each stream's newest committed record is kept, if anywhere.
+    pub(crate) newest: Option<Arc<crate::live::Newest>>,
     /// Counts of committed records by device.
     pub(crate) activity: Arc<Activity>,
     /// How much may wait for the writer.

@@ -25,6 +25,7 @@ impl Db {
             retention: None,
             max_batch: 1000,
             live: None,
+            newest: None,
             activity: Arc::default(),
             queue: QueueLimits::default(),
             cardinality: Cardinality::default(),

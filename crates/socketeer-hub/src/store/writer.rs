@@ -420,18 +420,32 @@ pub(super) fn run(mut engine: Engine, mut queue: mpsc::UnboundedReceiver<Job>) {
     engine.finish();
 }
 
-/// Tells live viewers about what was just committed (nothing is built if none listen).
+/// Tells live viewers about what was just committed (nothing is built if none listen), and
+/// keeps each stream's newest (built for the last record of each stream in the batch only).
 pub(super) fn announce(config: &StoreConfig, jobs: &[Job], outcomes: &[Written]) {
-    let Some(live) = &config.live else {
-        return;
-    };
-    if live.receiver_count() == 0 {
+    let live = config.live.as_ref().filter(|live| live.receiver_count() > 0);
+    if live.is_none() && config.newest.is_none() {
         return;
     }
     let items = jobs.iter().flat_map(|job| &job.items);
+    // (device, stream) -> its last new record in the batch, and its event if one was built.
+    let mut last: HashMap<(&str, &str), (&Item, Option<Arc<Committed>>)> = HashMap::new();
     for (item, outcome) in items.zip(outcomes) {
-        if *outcome == Written::New {
-            let _ = live.send(Arc::new(committed(item)));
+        if *outcome != Written::New {
+            continue;
+        }
+        let event = live.map(|live| {
+            let event = Arc::new(committed(item));
+            let _ = live.send(Arc::clone(&event));
+            event
+        });
+        if config.newest.is_some() {
+            last.insert((&item.device, &item.record.stream), (item, event));
+        }
+    }
+    if let Some(newest) = &config.newest {
+        for (item, event) in last.into_values() {
+            newest.offer(&event.unwrap_or_else(|| Arc::new(committed(item))));
         }
     }
 }

@@ -16,7 +16,7 @@ use bytes::BufMut;
 use postgres::binary_copy::BinaryCopyInWriter;
 use postgres::error::SqlState;
 use postgres::types::{IsNull, ToSql, Type, to_sql_checked};
-use postgres::{Client, Transaction};
+use postgres::{Client, Statement, Transaction};
 
 use super::super::queue::Job;
 use super::super::writer::{DeviceLoad, KnownStream, fingerprint, latest, seen, values_json};
@@ -254,9 +254,23 @@ struct SampleRow {
     device_ts: Option<f64>,
 }
 
+/// A connection and the statements every batch runs, prepared on it once.
+struct Conn {
+    client: Client,
+    stmts: Stmts,
+}
+
+struct Stmts {
+    copy_keys: Statement,
+    copy_staging: Statement,
+    copy_samples: Statement,
+    lock_streams: Statement,
+    touch: Statement,
+}
+
 pub(crate) struct PgWriter {
     url: PostgresUrl,
-    client: Option<Client>,
+    client: Option<Conn>,
     config: StoreConfig,
     known: Known,
     last_retention: f64,
@@ -270,10 +284,10 @@ impl PgWriter {
     /// A writer on `client`, already connected and migrated.
     pub(crate) fn new(url: PostgresUrl, mut client: Client, config: StoreConfig) -> PgWriter {
         let image_bytes = image_bytes(&mut client).unwrap_or(0);
-        let _ = prepare(&mut client);
+        let conn = prepare(&mut client).ok().map(|stmts| Conn { client, stmts });
         PgWriter {
             url,
-            client: Some(client),
+            client: conn,
             config,
             known: Known::default(),
             last_retention: 0.0,
@@ -315,7 +329,7 @@ impl PgWriter {
                     );
                 }
                 // A connection left in doubt is not used again.
-                if self.client.as_ref().is_some_and(Client::is_closed) {
+                if self.client.as_ref().is_some_and(|c| c.client.is_closed()) {
                     self.client = None;
                 }
             }
@@ -328,9 +342,9 @@ impl PgWriter {
         let activity = Arc::clone(&self.config.activity);
         let items: Vec<&Item> = jobs.iter().flat_map(|job| &job.items).collect();
         let known = &mut self.known;
-        let client = ensure(&mut self.client, &self.url)?;
+        let conn = ensure(&mut self.client, &self.url)?;
         let (outcomes, images) =
-            write_batch(client, known, &items, &most).map_err(|e| describe(&e))?;
+            write_batch(conn, known, &items, &most).map_err(|e| e.describe())?;
         self.image_bytes += images;
         let now = now_secs() as u64;
         let mut counted: Vec<(&Arc<str>, u64)> = Vec::new();
@@ -362,7 +376,7 @@ impl PgWriter {
             return;
         }
         let config = self.config.clone();
-        let client = match ensure(&mut self.client, &self.url) {
+        let client = match ensure(&mut self.client, &self.url).map(|c| &mut c.client) {
             Ok(client) => client,
             Err(err) => {
                 tracing::warn!(error = %err, "retention pass skipped: PostgreSQL unreachable");
@@ -389,37 +403,57 @@ impl PgWriter {
             self.last_retention = now;
         }
         if let Some(budget) = config.images.budget {
-            let client = self.client.as_mut().expect("connected above");
+            let client = &mut self.client.as_mut().expect("connected above").client;
             if let Err(err) = image_budget(client, budget) {
                 tracing::warn!(error = %describe(&err), "image budget pass failed; will try again");
             }
         }
-        let client = self.client.as_mut().expect("connected above");
+        let client = &mut self.client.as_mut().expect("connected above").client;
         self.image_bytes = image_bytes(client).unwrap_or(self.image_bytes);
         self.forget();
     }
 }
 
 /// The connection in `slot`, made again if it was lost.
-fn ensure<'a>(slot: &'a mut Option<Client>, url: &PostgresUrl) -> Result<&'a mut Client, String> {
-    if slot.as_ref().is_some_and(Client::is_closed) {
+fn ensure<'a>(slot: &'a mut Option<Conn>, url: &PostgresUrl) -> Result<&'a mut Conn, String> {
+    if slot.as_ref().is_some_and(|c| c.client.is_closed()) {
         *slot = None;
     }
     if slot.is_none() {
         let mut client = connect(url)?;
-        prepare(&mut client).map_err(|e| describe(&e))?;
-        *slot = Some(client);
+        let stmts = prepare(&mut client).map_err(|e| describe(&e))?;
+        *slot = Some(Conn { client, stmts });
     }
     Ok(slot.as_mut().expect("connected above"))
 }
 
-/// Per connection: the staging table resent keys go through.
-fn prepare(client: &mut Client) -> Pg<()> {
+/// Per connection: the staging table resent keys go through, and every batch's statements
+/// (prepared once: a batch then costs one round trip per step, not two).
+fn prepare(client: &mut Client) -> Pg<Stmts> {
     client.batch_execute(
         "CREATE TEMP TABLE IF NOT EXISTS incoming_keys (
              session_id bigint NOT NULL, seq bigint NOT NULL, hash bigint)
          ON COMMIT DELETE ROWS",
-    )
+    )?;
+    Ok(Stmts {
+        copy_keys: client
+            .prepare("COPY received (session_id, seq, hash) FROM STDIN (FORMAT binary)")?,
+        copy_staging: client
+            .prepare("COPY incoming_keys (session_id, seq, hash) FROM STDIN (FORMAT binary)")?,
+        copy_samples: client.prepare(
+            "COPY samples (stream_id, ts, recv_ts, vals, device_ts) FROM STDIN (FORMAT binary)",
+        )?,
+        lock_streams: client
+            .prepare("SELECT id FROM streams WHERE id = ANY($1) ORDER BY id FOR KEY SHARE")?,
+        // Both in one statement, rows in id order (two nodes lock them in the same order).
+        touch: client.prepare(
+            "WITH d AS (
+                 UPDATE devices t SET last_seen = greatest(t.last_seen, v.at)
+                 FROM unnest($1::bigint[], $2::float8[]) AS v(id, at) WHERE t.id = v.id)
+             UPDATE sessions t SET last_recv = greatest(t.last_recv, v.at)
+             FROM unnest($3::bigint[], $4::float8[]) AS v(id, at) WHERE t.id = v.id",
+        )?,
+    })
 }
 
 fn image_bytes(client: &mut Client) -> Pg<u64> {
@@ -427,11 +461,9 @@ fn image_bytes(client: &mut Client) -> Pg<u64> {
     Ok(u64::try_from(row.get::<_, i64>(0)).unwrap_or(0))
 }
 
-/// Writes the keys with binary `COPY` into `table` (received, or the staging table).
-fn copy_keys(tx: &mut Transaction<'_>, table: &str, keys: &[Key]) -> Pg<()> {
-    let sink = tx.copy_in(&format!(
-        "COPY {table} (session_id, seq, hash) FROM STDIN (FORMAT binary)"
-    ))?;
+/// Writes the keys with binary `COPY` (`copy`: into received, or the staging table).
+fn copy_keys(tx: &mut Transaction<'_>, copy: &Statement, keys: &[Key]) -> Pg<()> {
+    let sink = tx.copy_in(copy)?;
     let mut writer = BinaryCopyInWriter::new(sink, &[Type::INT8, Type::INT8, Type::INT8]);
     for key in keys {
         writer.write(&[&key.session, &key.seq, &key.hash])?;
@@ -442,12 +474,13 @@ fn copy_keys(tx: &mut Transaction<'_>, table: &str, keys: &[Key]) -> Pg<()> {
 
 /// The batch in one transaction; the outcomes, and the bytes of images added.
 fn write_batch(
-    client: &mut Client,
+    conn: &mut Conn,
     known: &mut Known,
     items: &[&Item],
     most: &Cardinality,
-) -> Pg<(Vec<Written>, u64)> {
-    let mut tx = client.transaction()?;
+) -> Result<(Vec<Written>, u64), Fail> {
+    let stmts = &conn.stmts;
+    let mut tx = conn.client.transaction()?;
     let count = items.len();
     let mut outcomes: Vec<Option<Written>> = vec![None; count];
     let mut devices = vec![0i64; count];
@@ -490,19 +523,18 @@ fn write_batch(
     // The hash each key stands for: the stored one's if it was stored before.
     let mut standing: Vec<Option<i64>> = keys.iter().map(|k| Some(k.hash)).collect();
     if !keys.is_empty() {
-        let fast = {
-            let mut savepoint = tx.savepoint("keys")?;
-            match copy_keys(&mut savepoint, "received", &keys) {
-                Ok(()) => {
-                    savepoint.commit()?;
-                    true
-                }
-                Err(err) if err.code() == Some(&SqlState::UNIQUE_VIOLATION) => false,
-                Err(err) => return Err(err),
+        // A savepoint left standing (it goes with the commit): one round trip, not two.
+        tx.batch_execute("SAVEPOINT keys")?;
+        let fast = match copy_keys(&mut tx, &stmts.copy_keys, &keys) {
+            Ok(()) => true,
+            Err(err) if err.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
+                tx.batch_execute("ROLLBACK TO SAVEPOINT keys")?;
+                false
             }
+            Err(err) => return Err(err.into()),
         };
         if !fast {
-            copy_keys(&mut tx, "incoming_keys", &keys)?;
+            copy_keys(&mut tx, &stmts.copy_staging, &keys)?;
             let new: HashSet<(i64, i64)> = tx
                 .query(
                     "INSERT INTO received (session_id, seq, hash)
@@ -646,9 +678,16 @@ fn write_batch(
         )?;
     }
     if !samples.is_empty() {
-        let sink = tx.copy_in(
-            "COPY samples (stream_id, ts, recv_ts, vals, device_ts) FROM STDIN (FORMAT binary)",
-        )?;
+        // The streams written to must still be there (another node's retention may have
+        // retired one this node still had cached): locked against retirement until commit.
+        let mut ids: Vec<i64> = samples.iter().map(|s| s.stream).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let found = tx.query(&stmts.lock_streams, &[&ids])?.len();
+        if found != ids.len() {
+            return Err(Fail::StreamRetired);
+        }
+        let sink = tx.copy_in(&stmts.copy_samples)?;
         let mut writer = BinaryCopyInWriter::new(
             sink,
             &[
@@ -670,18 +709,11 @@ fn write_batch(
         }
         writer.finish()?;
     }
-    // In id order: two nodes touching the same rows take their locks in the same order.
-    for (device, at) in latest(seen_devices) {
-        tx.execute(
-            "UPDATE devices SET last_seen = greatest(last_seen, $2) WHERE id = $1",
-            &[&device, &at],
-        )?;
-    }
-    for (session, at) in latest(seen_sessions) {
-        tx.execute(
-            "UPDATE sessions SET last_recv = greatest(last_recv, $2) WHERE id = $1",
-            &[&session, &at],
-        )?;
+    let (devices, sessions) = (latest(seen_devices), latest(seen_sessions));
+    if !devices.is_empty() || !sessions.is_empty() {
+        let split = |list: Vec<(i64, f64)>| -> (Vec<i64>, Vec<f64>) { list.into_iter().unzip() };
+        let ((d_ids, d_at), (s_ids, s_at)) = (split(devices), split(sessions));
+        tx.execute(&stmts.touch, &[&d_ids, &d_at, &s_ids, &s_at])?;
     }
     tx.commit()?;
     Ok((
@@ -691,6 +723,30 @@ fn write_batch(
             .collect(),
         image_bytes,
     ))
+}
+
+/// Why a batch was not committed (all of it rolled back; its senders retry).
+enum Fail {
+    Db(postgres::Error),
+    /// A stream this node had cached was retired by another node's retention meanwhile.
+    StreamRetired,
+}
+
+impl From<postgres::Error> for Fail {
+    fn from(err: postgres::Error) -> Fail {
+        Fail::Db(err)
+    }
+}
+
+impl Fail {
+    fn describe(&self) -> String {
+        match self {
+            Fail::Db(err) => describe(err),
+            Fail::StreamRetired => "a stream was retired by a retention pass meanwhile; it is \
+                 made again when the records are resent"
+                .into(),
+        }
+    }
 }
 
 /// Adds the stream and the record's new fields (and units); the stream's id and how many
@@ -775,8 +831,11 @@ fn retention_pass(
         return Ok(Vec::new());
     };
     let cutoff = now - keep.as_secs_f64();
+    // Through the (stream, time) index, a stream at a time: dated before the period or after
+    // now (both ends of the index), and received before the period — as SQLite's.
     tx.execute(
-        "DELETE FROM samples WHERE recv_ts < $1 AND (ts < $1 OR ts > $2)",
+        "DELETE FROM samples sa USING streams st
+         WHERE sa.stream_id = st.id AND (sa.ts < $1 OR sa.ts > $2) AND sa.recv_ts < $1",
         &[&cutoff, &now],
     )?;
     // Detections and images go with their frames (ON DELETE CASCADE).
@@ -789,14 +848,29 @@ fn retention_pass(
         &[&cutoff],
     )?;
     tx.execute("DELETE FROM sessions WHERE last_recv < $1", &[&cutoff])?;
+    // Streams left without data: locked first (waiting for commits that write to them), then
+    // looked at again in a statement of their own, which sees what those commits wrote.
+    let candidates: Vec<i64> = tx
+        .query(
+            "SELECT st.id FROM streams st
+             WHERE NOT EXISTS (SELECT 1 FROM samples sa WHERE sa.stream_id = st.id)
+               AND NOT EXISTS (SELECT 1 FROM frames f
+                               WHERE f.device_id = st.device_id AND f.stream = st.name)
+             ORDER BY st.id FOR UPDATE",
+            &[],
+        )?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
     let retired: Vec<(i64, i64, String, String)> = tx
         .query(
             "SELECT st.id, st.device_id, d.name, st.name FROM streams st
              JOIN devices d ON d.id = st.device_id
-             WHERE NOT EXISTS (SELECT 1 FROM samples sa WHERE sa.stream_id = st.id)
+             WHERE st.id = ANY($1)
+               AND NOT EXISTS (SELECT 1 FROM samples sa WHERE sa.stream_id = st.id)
                AND NOT EXISTS (SELECT 1 FROM frames f
                                WHERE f.device_id = st.device_id AND f.stream = st.name)",
-            &[],
+            &[&candidates],
         )?
         .iter()
         .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))

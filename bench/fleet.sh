@@ -1,0 +1,179 @@
+#!/usr/bin/env bash
+# A fleet beyond one machine: acknowledged readings into PostgreSQL through two hub nodes,
+# beside one SQLite node and beside bare `COPY` of the same rows by psql — all in one run on
+# this machine (publishers, nodes and PostgreSQL sharing its cores).
+#   0. the anchor: the same rows (3 values each, as the hub stores them) written by 10 psql
+#      `\copy` at once into the hub's own table (indexes and all), fsync and
+#      synchronous_commit on — the most this PostgreSQL takes here;
+#   1. throughput: 10 `socketeer publish --file` (5 per node), as fast as acknowledgements
+#      allow (at most WINDOW lines unacknowledged each); then the same into one SQLite node;
+#   2. latency at a fixed offered load: 10 publishers paced at RATE lines/s each, send-to-ack
+#      p50/p99 (`publish --stats`), two PostgreSQL nodes, then one SQLite node.
+# A throwaway PostgreSQL cluster (initdb/pg_ctl on a free port) is made and removed.
+# Prints FIGURE lines. Usage: bench/fleet.sh   (READINGS=, RATE=, SECS=, WINDOW=, DIR=;
+# SOCKETEER_BIN= another build)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+READINGS=${READINGS:-1000000}
+RATE=${RATE:-10000}
+SECS=${SECS:-20}
+WINDOW=${WINDOW:-20000}
+DIR=${DIR:-/var/tmp}
+PUBLISHERS=10
+
+cargo build --release -q
+socketeer=${SOCKETEER_BIN:-$PWD/target/release/socketeer}
+initdb=$(ls /usr/lib/postgresql/*/bin/initdb 2>/dev/null | sort -V | tail -1)
+[ -n "$initdb" ] || { echo "PostgreSQL is not installed (apt-get install postgresql)" >&2; exit 1; }
+pgbin=$(dirname "$initdb")
+work=$(mktemp -d "$DIR/socketeer-bench-fleet.XXXXXX")
+chmod 755 "$work"
+as=""
+if [ "$(id -u)" = 0 ]; then chown postgres "$work"; as="runuser -u postgres --"; fi
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  $as "$pgbin/pg_ctl" -D "$work/pg" -m immediate stop >/dev/null 2>&1 || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+port=$(python3 -c "import socket; s=socket.socket(); s.bind(('127.0.0.1',0)); print(s.getsockname()[1])")
+$as "$pgbin/initdb" -D "$work/pg" -U socketeer --auth=trust --locale=C -E UTF8 >/dev/null
+$as "$pgbin/pg_ctl" -D "$work/pg" -l "$work/pg.log" -w \
+  -o "-p $port -k $work -c listen_addresses=127.0.0.1 -c max_wal_size=4GB" start >/dev/null
+psql() { $as "$pgbin/psql" -h "$work" -p "$port" -U socketeer "$@"; }
+url() { echo "postgres://socketeer@127.0.0.1:$port/$1"; }
+
+per=$((READINGS / PUBLISHERS))
+for p in $(seq 0 $((PUBLISHERS - 1))); do
+  python3 -c "
+import sys
+w = sys.stdout.write
+for k in range($per):
+    w('{\"stream\":\"imu\",\"values\":{\"ax\":%d.25,\"ay\":-1.5,\"az\":9.81}}\n' % k)
+" > "$work/in$p.jsonl"
+done
+chmod 644 "$work"/in*.jsonl
+
+start_node() { # name db-argument -> sets ep
+  "$socketeer" hub --no-auth --listen 127.0.0.1:0 --no-influx --no-http --db "$2" \
+    > "$work/$1.out" 2> "$work/$1.err" &
+  local pid=$!
+  pids+=("$pid")
+  until grep -q '^listening on tcp://' "$work/$1.out" 2>/dev/null; do
+    kill -0 "$pid" || { cat "$work/$1.err"; exit 1; }
+    sleep 0.05
+  done
+  ep=$(sed -n 's/^listening on tcp:\/\///p' "$work/$1.out" | head -1)
+  node_pid=$pid
+}
+
+summary() { # reads publish --stats lines on stdin, prints the worst p50/p99 and the sum acked
+  python3 -c "
+import json, sys
+rows = [json.loads(l) for l in sys.stdin if l.strip()]
+print(max(r['ack_ms']['p50'] for r in rows), max(r['ack_ms']['p99'] for r in rows), sum(r['acknowledged'] for r in rows))
+"
+}
+
+echo "machine: $(nproc) cores, $(uname -r); PostgreSQL $("$pgbin/postgres" --version | awk '{print $3}') and SQLite in $DIR ($(df -T "$DIR" | awk 'NR==2 {print $2}'))"
+
+# 0. The anchor: bare COPY of the same rows into the hub's own table.
+psql -d postgres -qc 'CREATE DATABASE anchor'
+start_node schema "$(url anchor)"   # a node makes the schema (then leaves)
+kill "$node_pid"; wait "$node_pid" 2>/dev/null || true
+psql -d anchor -qc "INSERT INTO devices (name, first_seen, last_seen) VALUES ('d', 0, 0);
+                    INSERT INTO streams (device_id, name) VALUES (1, 'imu');"
+for p in $(seq 0 $((PUBLISHERS - 1))); do
+  python3 -c "
+import sys, time
+now = time.time()
+w = sys.stdout.write
+for k in range($per):
+    w('1\t%f\t%f\t{\"ax\": %d.25, \"ay\": -1.5, \"az\": 9.81}\t\\\\N\n' % (now, now, k))
+" > "$work/copy$p.tsv"
+done
+chmod 644 "$work"/copy*.tsv
+t0=$(date +%s.%N)
+copies=()
+for p in $(seq 0 $((PUBLISHERS - 1))); do
+  psql -d anchor -qc "\\copy samples (stream_id, ts, recv_ts, vals, device_ts) FROM '$work/copy$p.tsv'" &
+  copies+=($!)
+done
+wait "${copies[@]}"
+t1=$(date +%s.%N)
+wall=$(echo "$t1 - $t0" | bc -l)
+copied=$(psql -d anchor -tAc 'SELECT count(*) FROM samples')
+copy_rate=$(printf '%.0f' "$(echo "$copied / $wall" | bc -l)")
+echo "FIGURE pg_bare_copy_rows_per_sec=$copy_rate rows/s ($copied rows by 10 psql \\copy at once in $(printf '%.2f' "$wall") s)"
+
+# 1. Throughput: two PostgreSQL nodes, then one SQLite node.
+throughput() { # label, then the node endpoints (publishers alternate between them)
+  local label=$1; shift
+  local eps=("$@")
+  rm -f "$work"/stats*
+  local t0 t1 pubs=()
+  t0=$(date +%s.%N)
+  for p in $(seq 0 $((PUBLISHERS - 1))); do
+    "$socketeer" publish "${eps[$((p % ${#eps[@]}))]}" --file "$work/in$p.jsonl" \
+      --max-unacked "$WINDOW" --stats > "$work/stats$p" &
+    pubs+=($!)
+  done
+  wait "${pubs[@]}"
+  t1=$(date +%s.%N)
+  read -r p50 p99 acked < <(cat "$work"/stats* | summary)
+  local wall rate
+  wall=$(echo "$t1 - $t0" | bc -l)
+  rate=$(printf '%.0f' "$(echo "$acked / $wall" | bc -l)")
+  echo "FIGURE ${label}_readings_per_sec=$rate readings/s ($acked acknowledged in $(printf '%.2f' "$wall") s)"
+  echo "FIGURE ${label}_saturated_ack_p50=$p50 ms p99=$p99 ms (up to $WINDOW in flight per publisher)"
+  last_rate=$rate
+}
+
+latency() { # label, then the node endpoints
+  local label=$1; shift
+  local eps=("$@")
+  rm -f "$work"/stats*
+  local lines=$((RATE * SECS)) pubs=()
+  for p in $(seq 0 $((PUBLISHERS - 1))); do
+    python3 -c "
+import sys, time
+rate, total = $RATE, $lines
+batch = max(1, rate // 100)
+start = time.monotonic(); sent = 0
+out = sys.stdout
+while sent < total:
+    n = min(batch, total - sent)
+    out.write(''.join('{\"stream\":\"imu\",\"values\":{\"ax\":%d.25,\"ay\":-1.5,\"az\":9.81}}\n' % (sent + i) for i in range(n)))
+    out.flush()
+    sent += n
+    delay = start + sent / rate - time.monotonic()
+    if delay > 0:
+        time.sleep(delay)
+" | "$socketeer" publish "${eps[$((p % ${#eps[@]}))]}" --stats > "$work/stats$p" &
+    pubs+=($!)
+  done
+  wait "${pubs[@]}"
+  read -r p50 p99 acked < <(cat "$work"/stats* | summary)
+  echo "FIGURE ${label}_offered=$((RATE * PUBLISHERS)) readings/s for $SECS s ($acked acknowledged): ack p50=$p50 ms p99=$p99 ms"
+}
+
+psql -d postgres -qc 'CREATE DATABASE fleet'
+start_node a "$(url fleet)"; a=$ep; a_pid=$node_pid
+start_node b "$(url fleet)"; b=$ep; b_pid=$node_pid
+throughput pg_two_nodes "$a" "$b"
+pg_rate=$last_rate
+stored=$(psql -d fleet -tAc 'SELECT count(*) FROM samples')
+echo "FIGURE pg_two_nodes_stored=$stored samples"
+echo "FIGURE pg_two_nodes_vs_bare_copy=$(printf '%.2f' "$(echo "$pg_rate / $copy_rate" | bc -l)")x"
+latency pg_two_nodes "$a" "$b"
+kill "$a_pid" "$b_pid"; wait "$a_pid" "$b_pid" 2>/dev/null || true
+
+start_node s "$work/hub.db"; s=$ep; s_pid=$node_pid
+throughput sqlite_one_node "$s"
+kill "$s_pid"; wait "$s_pid" 2>/dev/null || true
+rm -f "$work"/hub.db*
+start_node s "$work/hub.db"; s=$ep; s_pid=$node_pid
+latency sqlite_one_node "$s"
+kill "$s_pid"; wait "$s_pid" 2>/dev/null || true
