@@ -43,6 +43,30 @@ $as "$pgbin/initdb" -D "$work/pg" -U socketeer --auth=trust --locale=C -E UTF8 >
 $as "$pgbin/pg_ctl" -D "$work/pg" -l "$work/pg.log" -w \
   -o "-p $port -k $work -c listen_addresses=127.0.0.1 -c max_wal_size=4GB" start >/dev/null
 psql() { $as "$pgbin/psql" -h "$work" -p "$port" -U socketeer "$@"; }
+# CPU seconds PostgreSQL has used so far: the postmaster's own and its children's (those that
+# ended: cutime/cstime; those running: their utime/stime).
+pg_cpu() {
+  python3 - "$(head -1 "$work/pg/postmaster.pid")" <<'PY'
+import os, sys
+tick = os.sysconf("SC_CLK_TCK")
+master = sys.argv[1]
+def fields(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().rsplit(")", 1)[1].split()
+total = 0
+f = fields(master)
+total += sum(int(x) for x in f[11:15])  # utime stime cutime cstime
+for pid in os.listdir("/proc"):
+    if pid.isdigit():
+        try:
+            f = fields(pid)
+        except OSError:
+            continue
+        if f[1] == master:  # ppid
+            total += int(f[11]) + int(f[12])
+print(total / tick)
+PY
+}
 url() { echo "postgres://socketeer@127.0.0.1:$port/$1"; }
 
 per=$((READINGS / PUBLISHERS))
@@ -95,6 +119,7 @@ for k in range($per):
 " > "$work/copy$p.tsv"
 done
 chmod 644 "$work"/copy*.tsv
+cpu0=$(pg_cpu)
 t0=$(date +%s.%N)
 copies=()
 for p in $(seq 0 $((PUBLISHERS - 1))); do
@@ -106,7 +131,9 @@ t1=$(date +%s.%N)
 wall=$(echo "$t1 - $t0" | bc -l)
 copied=$(psql -d anchor -tAc 'SELECT count(*) FROM samples')
 copy_rate=$(printf '%.0f' "$(echo "$copied / $wall" | bc -l)")
+copy_cpu=$(echo "($(pg_cpu) - $cpu0) * 1000000 / $copied" | bc -l)
 echo "FIGURE pg_bare_copy_rows_per_sec=$copy_rate rows/s ($copied rows by 10 psql \\copy at once in $(printf '%.2f' "$wall") s)"
+echo "FIGURE pg_bare_copy_cpu=$(printf '%.2f' "$copy_cpu") PostgreSQL CPU seconds per million rows"
 
 # 1. Throughput: two PostgreSQL nodes, then one SQLite node.
 throughput() { # label, then the node endpoints (publishers alternate between them)
@@ -162,8 +189,12 @@ while sent < total:
 psql -d postgres -qc 'CREATE DATABASE fleet'
 start_node a "$(url fleet)"; a=$ep; a_pid=$node_pid
 start_node b "$(url fleet)"; b=$ep; b_pid=$node_pid
+cpu0=$(pg_cpu)
 throughput pg_two_nodes "$a" "$b"
 pg_rate=$last_rate
+hub_cpu=$(echo "($(pg_cpu) - $cpu0) * 1000000 / $READINGS" | bc -l)
+echo "FIGURE pg_two_nodes_cpu=$(printf '%.2f' "$hub_cpu") PostgreSQL CPU seconds per million readings (keys, samples, commits)"
+echo "FIGURE pg_two_nodes_cpu_efficiency_vs_bare_copy=$(printf '%.2f' "$(echo "$copy_cpu / $hub_cpu" | bc -l)")x (bare COPY's PostgreSQL CPU per row / the nodes')"
 stored=$(psql -d fleet -tAc 'SELECT count(*) FROM samples')
 echo "FIGURE pg_two_nodes_stored=$stored samples"
 echo "FIGURE pg_two_nodes_vs_bare_copy=$(printf '%.2f' "$(echo "$pg_rate / $copy_rate" | bc -l)")x"
