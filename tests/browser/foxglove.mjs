@@ -142,11 +142,16 @@ for (const protocol of ['foxglove.sdk.v1', 'foxglove.websocket.v1']) {
   // The server answers in order: once it has answered this, the subscriptions are in place.
   c.ws.send(JSON.stringify({ op: `marker-${protocol}` }));
   await c.until('the marker answered', (s) => s.statuses.some((st) => st.message.includes(`marker-${protocol}`)));
+  // A new subscription gets its stream's newest at once (the picture sent before), not only
+  // what comes next.
+  await c.until('the newest picture at once', (s) => s.messages.some((m) => subs.get(m.subscriptionId) === 'image'));
   const ts = 1800000010 + (protocol.length % 7);
+  const sentFrom = c.seen.messages.length;
   await send(reading(ts, 0.75));
   await send(frame(ts + 0.5));
   const got = await c.until('a reading, a picture and its annotations', (s) => {
-    const by = (kind) => s.messages.find((m) => subs.get(m.subscriptionId) === kind && (kind !== 'imu' || decode(m).ax === 0.75));
+    // Only what came after the sends (not the newest sent at subscribe).
+    const by = (kind) => s.messages.slice(sentFrom).find((m) => subs.get(m.subscriptionId) === kind && (kind !== 'imu' || decode(m).ax === 0.75));
     const [r, i, a] = ['imu', 'image', 'annotations'].map(by);
     return r && i && a ? { r, i, a } : null;
   });

@@ -125,6 +125,16 @@ impl Channels {
         }
     }
 
+    /// The (device, stream) a channel carries.
+    fn stream_of(&self, id: u32) -> Option<(Arc<str>, Arc<str>)> {
+        let registry = self.registry();
+        registry
+            .by_key
+            .iter()
+            .find(|(_, channel)| channel.id == id)
+            .map(|((device, stream, _), _)| (Arc::clone(device), Arc::clone(stream)))
+    }
+
     fn registry(&self) -> std::sync::MutexGuard<'_, Registry> {
         self.registry
             .lock()
@@ -588,12 +598,7 @@ impl Client {
                 continue;
             };
             for &subscription in subscriptions {
-                let mut frame = BytesMut::with_capacity(13 + payload.len());
-                frame.put_u8(0x01);
-                frame.put_u32_le(subscription);
-                frame.put_u64_le(payloads.time_ns);
-                frame.put_slice(payload);
-                let message = Message::Binary(frame.freeze());
+                let message = message_data(subscription, payloads.time_ns, payload);
                 if i == 2 {
                     self.lane
                         .push_latest(Latest::Picture(subscription), message);
@@ -605,9 +610,47 @@ impl Client {
         Ok(())
     }
 
+    /// A new subscription's first message: its stream's newest record (from this node or,
+    /// with a bus, any), so a client sees every channel at once, not at its next record.
+    fn first(
+        &mut self,
+        channels: &Channels,
+        newest: &crate::live::Newest,
+        channel: u32,
+        subscription: u32,
+    ) -> Result<(), TooSlow> {
+        let Some((device, stream)) = channels.stream_of(channel) else {
+            return Ok(());
+        };
+        let Some(event) = newest.get(&device, &stream) else {
+            return Ok(());
+        };
+        let payloads = event.foxglove.get_or_init(|| payloads(channels, &event));
+        let parts = [&payloads.readings, &payloads.annotations, &payloads.image];
+        for (i, part) in parts.into_iter().enumerate() {
+            let Some((c, payload)) = part else { continue };
+            if c.id != channel {
+                continue;
+            }
+            let message = message_data(subscription, payloads.time_ns, payload);
+            if i == 2 {
+                self.lane
+                    .push_latest(Latest::Picture(subscription), message);
+            } else {
+                self.send(message)?;
+            }
+        }
+        Ok(())
+    }
+
     /// A message from the client: subscribe and unsubscribe; anything else is answered with a
     /// status message.
-    fn request(&mut self, channels: &Channels, text: &str) -> Result<(), TooSlow> {
+    fn request(
+        &mut self,
+        channels: &Channels,
+        newest: &crate::live::Newest,
+        text: &str,
+    ) -> Result<(), TooSlow> {
         let request: Value = match serde_json::from_str(text) {
             Ok(Value::Object(request)) => Value::Object(request),
             Ok(_) => return self.send(status(2, "a message must be a JSON object with \"op\"")),
@@ -648,7 +691,13 @@ impl Client {
                         ))?;
                     } else {
                         self.subscriptions.insert(id, channel);
-                        self.by_channel.entry(channel).or_default().push(id);
+                        let on_channel = self.by_channel.entry(channel).or_default();
+                        on_channel.push(id);
+                        // Its first subscription to the channel only: thousands of them to
+                        // one channel cannot make the hub queue thousands of copies at once.
+                        if on_channel.len() == 1 {
+                            self.first(channels, newest, channel, id)?;
+                        }
                     }
                 }
                 Ok(())
@@ -682,6 +731,16 @@ impl Client {
             None => self.send(status(2, "a message needs \"op\"")),
         }
     }
+}
+
+/// A `messageData` frame: opcode 1, the subscription, the time, the payload.
+fn message_data(subscription: u32, time_ns: u64, payload: &[u8]) -> Message {
+    let mut frame = BytesMut::with_capacity(13 + payload.len());
+    frame.put_u8(0x01);
+    frame.put_u32_le(subscription);
+    frame.put_u64_le(time_ns);
+    frame.put_slice(payload);
+    Message::Binary(frame.freeze())
 }
 
 async fn serve(socket: WebSocket, api: Arc<crate::http::Api>) {
@@ -751,7 +810,9 @@ async fn serve(socket: WebSocket, api: Arc<crate::http::Api>) {
                 Err(broadcast::error::RecvError::Closed) => break,
             },
             message = incoming.next() => match message {
-                Some(Ok(Message::Text(text))) => ok = client.request(channels, &text).is_ok(),
+                Some(Ok(Message::Text(text))) => {
+                    ok = client.request(channels, &api.newest, &text).is_ok();
+                }
                 Some(Ok(Message::Binary(_))) => {
                     ok = client
                         .send(status(2, "this server takes no client messages (no clientPublish)"))

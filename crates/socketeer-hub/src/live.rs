@@ -176,6 +176,14 @@ impl Newest {
         all
     }
 
+    /// The newest of one stream.
+    pub(crate) fn get(&self, device: &Arc<str>, stream: &Arc<str>) -> Option<Arc<Committed>> {
+        let by_stream = self.by_stream.lock().unwrap_or_else(|e| e.into_inner());
+        by_stream
+            .get(&(Arc::clone(device), Arc::clone(stream)))
+            .cloned()
+    }
+
     /// Forgets retired streams.
     pub(crate) fn retire(&self, streams: &[(String, String)]) {
         let mut by_stream = self.by_stream.lock().unwrap_or_else(|e| e.into_inner());

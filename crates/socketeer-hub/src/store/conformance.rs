@@ -130,6 +130,55 @@ pub(super) fn postgres(tag: &str, tweak: &dyn Fn(&mut StoreConfig)) -> Opened {
     }
 }
 
+/// Nodes starting at once on an empty database: one migrates (under the advisory lock), the
+/// others wait and find the schema made; every one opens, and the version is counted once.
+#[cfg(feature = "postgres")]
+pub(super) async fn nodes_starting_together_migrate_once() {
+    if !postgres_here("migrate_once") {
+        return;
+    }
+    let cluster = cluster().expect("checked");
+    cluster.create_db("together").expect("create database");
+    let url = PostgresUrl::parse(&cluster.url("together")).expect("url");
+    let opened: Vec<_> = (0..4)
+        .map(|n| {
+            let url = url.clone();
+            std::thread::spawn(move || {
+                let place = scratch(&format!("together-{n}"));
+                let config = StoreConfig {
+                    path: place.0.join("unused.db"),
+                    postgres: Some(url),
+                    durability: Durability::Full,
+                    retention: None,
+                    max_batch: 1000,
+                    live: None,
+                    newest: None,
+                    activity: Arc::default(),
+                    queue: QueueLimits::default(),
+                    cardinality: Cardinality::default(),
+                    images: ImageLimits::default(),
+                    retention_every: Duration::from_secs(60),
+                    on_retired: None,
+                };
+                let (store, writer) = Store::open(config).expect("every node opens");
+                drop(store);
+                writer.join().expect("writer");
+                drop(place);
+            })
+        })
+        .collect();
+    for node in opened {
+        node.join().expect("node");
+    }
+    let versions = cluster
+        .sql(
+            "together",
+            "SELECT count(*) || ' ' || max(version) FROM socketeer_schema",
+        )
+        .expect("query");
+    assert_eq!(versions[0].as_deref(), Some("1 1"));
+}
+
 /// The time the known data is received at (a fixed moment, well inside any retention here).
 fn now() -> f64 {
     now_secs()

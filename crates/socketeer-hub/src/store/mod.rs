@@ -335,7 +335,7 @@ impl Store {
                 let reader = Reader::new(config.path.clone());
                 let checkpoints = Checkpointer::start(&config)?;
                 (
-                    Engine::Sqlite(Writer::new(conn, config, checkpoints)),
+                    Engine::Sqlite(Box::new(Writer::new(conn, config, checkpoints))),
                     reader,
                 )
             }
@@ -546,7 +546,7 @@ fn open_postgres(url: PostgresUrl, config: StoreConfig) -> anyhow::Result<(Engin
     }
     let reader = Reader::Postgres(pg::PgReader::new(&url).map_err(anyhow::Error::msg)?);
     Ok((
-        Engine::Postgres(pg::PgWriter::new(url, client, config)),
+        Engine::Postgres(Box::new(pg::PgWriter::new(url, client, config))),
         reader,
     ))
 }
@@ -650,4 +650,9 @@ mod on_postgres {
         crate::store::conformance::postgres,
         unless crate::store::conformance::postgres_here
     );
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn nodes_starting_together_migrate_once() {
+        conformance::nodes_starting_together_migrate_once().await;
+    }
 }

@@ -302,9 +302,9 @@ impl Known {
 
 /// The engine a writer commits with: one of the two backends.
 pub(super) enum Engine {
-    Sqlite(Writer),
+    Sqlite(Box<Writer>),
     #[cfg(feature = "postgres")]
-    Postgres(super::pg::PgWriter),
+    Postgres(Box<super::pg::PgWriter>),
 }
 
 impl Engine {
@@ -353,7 +353,7 @@ impl Engine {
 
     fn finish(self) {
         match self {
-            Engine::Sqlite(w) => w.finish(),
+            Engine::Sqlite(w) => (*w).finish(),
             #[cfg(feature = "postgres")]
             Engine::Postgres(_) => {}
         }
@@ -423,13 +423,17 @@ pub(super) fn run(mut engine: Engine, mut queue: mpsc::UnboundedReceiver<Job>) {
 /// Tells live viewers about what was just committed (nothing is built if none listen), and
 /// keeps each stream's newest (built for the last record of each stream in the batch only).
 pub(super) fn announce(config: &StoreConfig, jobs: &[Job], outcomes: &[Written]) {
-    let live = config.live.as_ref().filter(|live| live.receiver_count() > 0);
+    let live = config
+        .live
+        .as_ref()
+        .filter(|live| live.receiver_count() > 0);
     if live.is_none() && config.newest.is_none() {
         return;
     }
     let items = jobs.iter().flat_map(|job| &job.items);
     // (device, stream) -> its last new record in the batch, and its event if one was built.
-    let mut last: HashMap<(&str, &str), (&Item, Option<Arc<Committed>>)> = HashMap::new();
+    type Last<'a> = HashMap<(&'a str, &'a str), (&'a Item, Option<Arc<Committed>>)>;
+    let mut last: Last<'_> = HashMap::new();
     for (item, outcome) in items.zip(outcomes) {
         if *outcome != Written::New {
             continue;

@@ -284,7 +284,9 @@ impl PgWriter {
     /// A writer on `client`, already connected and migrated.
     pub(crate) fn new(url: PostgresUrl, mut client: Client, config: StoreConfig) -> PgWriter {
         let image_bytes = image_bytes(&mut client).unwrap_or(0);
-        let conn = prepare(&mut client).ok().map(|stmts| Conn { client, stmts });
+        let conn = prepare(&mut client)
+            .ok()
+            .map(|stmts| Conn { client, stmts });
         PgWriter {
             url,
             client: conn,
