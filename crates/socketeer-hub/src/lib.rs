@@ -1,6 +1,8 @@
 //! The socketeer telemetry hub as a library: robots send readings and detection results as
-//! JSON lines (or InfluxDB line protocol); each record is committed to SQLite before it is
-//! acknowledged, and shown through an HTTP API, a live feed and a dashboard.
+//! JSON lines (or InfluxDB line protocol); each record is committed to SQLite — or, for a fleet
+//! of hub nodes, to PostgreSQL ([`config::Database`]) — before it is acknowledged, and shown
+//! through an HTTP API, a live feed, a dashboard and a Foxglove WebSocket; nodes share their
+//! live events over NATS ([`bus`]).
 //!
 //! Open a [`Hub`] with a [`HubConfig`], serve its handlers on listeners you bind (with the
 //! `socketeer` library's [`Server`](socketeer::Server)), serve its HTTP side, and
@@ -47,7 +49,9 @@
 //! | [`publisher`] | [`Publisher`]: a robot's side — numbering, window, reconnect, resend |
 //! | `ingest` | the ingest connection: lines in, answers out in order |
 //! | [`influx`] | InfluxDB line protocol in (Telegraf) |
-//! | `store` | the SQLite store: one writer thread, group commit, reads |
+//! | `store` | the store, SQLite or PostgreSQL: one writer thread, group commit, reads |
+//! | [`bus`] | NATS between hub nodes: live events, every stream's newest, presence |
+//! | [`moving`] | a SQLite history into PostgreSQL (`socketeer hub migrate`) |
 //! | `live` | the live feed: committed records to viewers, pictures latest-only |
 //! | `http`, `web` | the API, dashboard and live feed; the HTTP listener's limits |
 

@@ -298,9 +298,18 @@ pub async fn client_handshake(
                 message.extend_from_slice(field);
             }
             conn.send(&message).await?;
-            let reply = conn.read_with(&mut Exact(MAGIC.len() + 1)).await?.ok_or_else(|| {
-                refused("the server closed the connection during authentication (wrong key, unknown device, or access denied)")
-            })?;
+            // A socketeer server always answers the proof (a status, or a refusal line); one
+            // that closes instead went away mid-handshake (killed, restarting, overloaded):
+            // not a verdict on the key, so a client may try again.
+            let reply = conn
+                .read_with(&mut Exact(MAGIC.len() + 1))
+                .await?
+                .ok_or_else(|| {
+                    Error::new(
+                        ErrorKind::UnexpectedEof,
+                        "the server closed the connection during authentication, before answering",
+                    )
+                })?;
             if reply.starts_with(&crate::greeting::REFUSAL_PREFIX.as_bytes()[..MAGIC.len() + 1]) {
                 return Err(refusal_line(conn, reply.to_vec()).await);
             }

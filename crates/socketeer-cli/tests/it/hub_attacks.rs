@@ -603,7 +603,7 @@ fn a_record_the_store_cannot_take_now_is_answered_retry_and_publish_sends_it_aga
     publish.close_stdin();
     let (status, _, err) = publish.wait();
     assert!(status.success(), "{err}");
-    assert!(err.contains("could not store line"), "{err}");
+    assert!(err.contains("the hub cannot store now"), "{err}");
     assert_eq!(stored(&db), 1);
     hub.stop_ok();
 }
