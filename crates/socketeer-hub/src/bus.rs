@@ -136,10 +136,11 @@ fn untoken(token: &str) -> Option<String> {
     String::from_utf8(bytes).ok()
 }
 
-/// Which node each device elsewhere is connected to, from the presence bucket.
+/// Which node each device elsewhere is connected to, and its clock as that node knows it,
+/// from the presence bucket.
 #[derive(Debug, Default)]
 pub(crate) struct Elsewhere {
-    nodes: Mutex<HashMap<String, String>>,
+    nodes: Mutex<HashMap<String, (String, serde_json::Value)>>,
 }
 
 impl Elsewhere {
@@ -149,7 +150,16 @@ impl Elsewhere {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .get(device)
-            .cloned()
+            .map(|(node, _)| node.clone())
+    }
+
+    /// Its clock against the hubs', as the node it is connected to estimates it (`null`: none).
+    pub(crate) fn clock(&self, device: &str) -> serde_json::Value {
+        self.nodes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(device)
+            .map_or(serde_json::Value::Null, |(_, clock)| clock.clone())
     }
 }
 
@@ -174,6 +184,8 @@ impl Bus {
         live: broadcast::Sender<Arc<Committed>>,
         newest: Arc<Newest>,
         here: Arc<crate::ingest::Presence>,
+        activity: Arc<crate::store::Activity>,
+        clocks: Arc<crate::clock::Clocks>,
     ) -> anyhow::Result<Bus> {
         config.validate().map_err(anyhow::Error::msg)?;
         let runtime = tokio::runtime::Handle::try_current()
@@ -190,7 +202,15 @@ impl Bus {
         // Subscribed now, so nothing committed from here on is missed.
         let events = live.subscribe();
         runtime.spawn(async move {
-            if let Err(err) = run(config, node, live, events, newest, here, elsewhere, connected).await {
+            let shared = Shared {
+                newest,
+                here,
+                elsewhere,
+                connected,
+                activity,
+                clocks,
+            };
+            if let Err(err) = run(config, node, live, events, shared).await {
                 tracing::error!(error = %err, "the bus stopped: this node shows only its own robots");
             }
         });
@@ -198,17 +218,33 @@ impl Bus {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
+/// What the bus's tasks share with the rest of the hub.
+struct Shared {
+    newest: Arc<Newest>,
+    here: Arc<crate::ingest::Presence>,
+    elsewhere: Arc<Elsewhere>,
+    connected: Arc<std::sync::atomic::AtomicBool>,
+    /// Records per device: other nodes' count too, so every node's fleet view shows rates.
+    activity: Arc<crate::store::Activity>,
+    /// This node's devices' clocks, shared in presence.
+    clocks: Arc<crate::clock::Clocks>,
+}
+
 async fn run(
     config: BusConfig,
     node: Arc<str>,
     live: broadcast::Sender<Arc<Committed>>,
     mut events: broadcast::Receiver<Arc<Committed>>,
-    newest: Arc<Newest>,
-    here: Arc<crate::ingest::Presence>,
-    elsewhere: Arc<Elsewhere>,
-    connected: Arc<std::sync::atomic::AtomicBool>,
+    shared: Shared,
 ) -> anyhow::Result<()> {
+    let Shared {
+        newest,
+        here,
+        elsewhere,
+        connected,
+        activity,
+        clocks,
+    } = shared;
     let url = shown(&config.url);
     let mut options = match &config.creds {
         Some(path) => async_nats::ConnectOptions::with_credentials_file(path)
@@ -260,6 +296,7 @@ async fn run(
         let live = live.clone();
         let newest = Arc::clone(&newest);
         tokio::spawn(async move {
+            let activity = activity;
             while let Some(message) = incoming.next().await {
                 let from = message
                     .headers
@@ -272,6 +309,7 @@ async fn run(
                 match Committed::from_wire(&message.payload, from.into()) {
                     Some(event) => {
                         let event = Arc::new(event);
+                        activity.committed(&event.device, 1, crate::store::now_secs() as u64);
                         newest.offer(&event);
                         let _ = live.send(event);
                     }
@@ -300,7 +338,7 @@ async fn run(
         Arc::clone(&node),
         elsewhere,
     ));
-    tokio::spawn(keep_presence(presence, Arc::clone(&node), here));
+    tokio::spawn(keep_presence(presence, Arc::clone(&node), here, clocks));
 
     // This node's events out: each at once on its subject, and the newest of each stream to
     // the bucket every LATEST_EVERY.
@@ -417,13 +455,16 @@ async fn watch_presence(presence: kv::Store, node: Arc<str>, elsewhere: Arc<Else
                     };
                     match entry.operation {
                         kv::Operation::Put => {
-                            let on: Option<String> =
-                                serde_json::from_slice::<serde_json::Value>(&entry.value)
-                                    .ok()
-                                    .and_then(|v| v.get("node")?.as_str().map(str::to_owned));
+                            let value = serde_json::from_slice::<serde_json::Value>(&entry.value)
+                                .unwrap_or_default();
+                            let on = value
+                                .get("node")
+                                .and_then(|n| n.as_str())
+                                .map(str::to_owned);
                             match on {
                                 Some(on) if on != *node => {
-                                    nodes.insert(device, on);
+                                    let clock = value.get("clock").cloned().unwrap_or_default();
+                                    nodes.insert(device, (on, clock));
                                 }
                                 _ => {
                                     nodes.remove(&device);
@@ -444,14 +485,23 @@ async fn watch_presence(presence: kv::Store, node: Arc<str>, elsewhere: Arc<Else
 
 /// This node's connected devices, refreshed in the presence bucket; those that left, removed
 /// (if the entry is still this node's).
-async fn keep_presence(presence: kv::Store, node: Arc<str>, here: Arc<crate::ingest::Presence>) {
+async fn keep_presence(
+    presence: kv::Store,
+    node: Arc<str>,
+    here: Arc<crate::ingest::Presence>,
+    clocks: Arc<crate::clock::Clocks>,
+) {
     let mut ours: Vec<String> = Vec::new();
     let mut tick = tokio::time::interval(PRESENCE_EVERY);
     loop {
         tick.tick().await;
         let now: Vec<String> = here.snapshot().into_keys().collect();
         for device in &now {
-            let value = serde_json::json!({ "node": &*node, "at": crate::store::now_secs() });
+            let value = serde_json::json!({
+                "node": &*node,
+                "at": crate::store::now_secs(),
+                "clock": clocks.estimate(device),
+            });
             let _ = presence.put(token(device), value.to_string().into()).await;
         }
         for device in ours.iter().filter(|d| !now.contains(d)) {

@@ -540,8 +540,9 @@ async fn devices(State(api): Shared) -> Response {
                 "rate": counts.rate(now as u64),
                 "records": counts.records,
                 "auth_failures": counts.auth_failures,
-                // Its clock against the hub's, from its time exchanges (null: none lately).
-                "clock": api.ingest.clocks.estimate(&device.name),
+                // Its clock against the hub's, from its time exchanges (null: none lately) —
+                // on another node, as that node estimates it.
+                "clock": clock_of(&api, &device.name),
             })
         })
         .collect();
@@ -560,6 +561,18 @@ fn node_of(api: &Api, device: &str, connections: u32) -> Option<String> {
     }
     let _ = (api, device, connections);
     None
+}
+
+/// A device's clock estimate: this node's, else (with a bus) the node's it is connected to.
+fn clock_of(api: &Api, device: &str) -> Value {
+    if let Some(estimate) = api.ingest.clocks.estimate(device) {
+        return json!(estimate);
+    }
+    #[cfg(feature = "nats")]
+    if let Some(bus) = &api.bus {
+        return bus.elsewhere.clock(device);
+    }
+    Value::Null
 }
 
 #[derive(Deserialize)]

@@ -111,6 +111,8 @@ impl Hub {
                     live.clone(),
                     Arc::clone(&newest),
                     Arc::clone(&ingest.presence),
+                    Arc::clone(&activity),
+                    Arc::clone(&ingest.clocks),
                 )?))
             }
             None => None,
