@@ -570,8 +570,54 @@ fn three_nodes_ten_publishers_nodes_postgres_and_nats_killed_in_turn() {
             seen.insert(event["device"].as_str().expect("device").to_owned());
         }
     }
+    // And in a browser, as a person would look: each node's dashboard lists all ten robots.
+    browser_sees_every_robot(test, &nodes[1..], 10);
     for n in nodes.drain(1..) {
         n.proc.stop_ok();
+    }
+}
+
+/// Headless Chromium on each node's dashboard: the fleet table lists `robots` robots, online
+/// (SKIPPED without node, Chromium or the test's npm packages).
+fn browser_sees_every_robot(test: &str, nodes: &[Node], robots: usize) {
+    if !crate::support::have("node", test) {
+        return;
+    }
+    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    let browser_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/browser");
+    for (what, path) in [
+        ("Chromium", std::path::PathBuf::from(&chromium)),
+        (
+            "playwright-core (npm ci --prefix tests/browser)",
+            browser_dir.join("node_modules/playwright-core"),
+        ),
+    ] {
+        if !path.exists() {
+            say(&format!(
+                "SKIPPED {test} (its browser part): {what} is not installed at {} (CI installs it via .ci/run)",
+                path.display()
+            ));
+            return;
+        }
+    }
+    let output = std::process::Command::new("node")
+        .arg(browser_dir.join("fleet.mjs"))
+        .args(nodes.iter().map(|n| format!("http://{}/", n.web)))
+        .env("CHROMIUM", &chromium)
+        .env("DEVICES", robots.to_string())
+        .output()
+        .expect("run node");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "the browser saw otherwise:\n{stdout}\n{stderr}"
+    );
+    for n in nodes {
+        assert!(
+            stdout.contains(&format!("{}/: {robots} robots", n.web)),
+            "{stdout}"
+        );
     }
 }
 
