@@ -71,12 +71,7 @@ url() { echo "postgres://socketeer@127.0.0.1:$port/$1"; }
 
 per=$((READINGS / PUBLISHERS))
 for p in $(seq 0 $((PUBLISHERS - 1))); do
-  python3 -c "
-import sys
-w = sys.stdout.write
-for k in range($per):
-    w('{\"stream\":\"imu\",\"values\":{\"ax\":%d.25,\"ay\":-1.5,\"az\":9.81}}\n' % k)
-" > "$work/in$p.jsonl"
+  python3 bench/readings.py "$per" > "$work/in$p.jsonl"
 done
 chmod 644 "$work"/in*.jsonl
 
@@ -94,11 +89,7 @@ start_node() { # name db-argument -> sets ep
 }
 
 summary() { # reads publish --stats lines on stdin, prints the worst p50/p99 and the sum acked
-  python3 -c "
-import json, sys
-rows = [json.loads(l) for l in sys.stdin if l.strip()]
-print(max(r['ack_ms']['p50'] for r in rows), max(r['ack_ms']['p99'] for r in rows), sum(r['acknowledged'] for r in rows))
-"
+  python3 bench/readings.py summary
 }
 
 echo "machine: $(nproc) cores, $(uname -r); PostgreSQL $("$pgbin/postgres" --version | awk '{print $3}') and SQLite in $DIR ($(df -T "$DIR" | awk 'NR==2 {print $2}'))"
@@ -164,21 +155,7 @@ latency() { # label, then the node endpoints
   rm -f "$work"/stats*
   local lines=$((RATE * SECS)) pubs=()
   for p in $(seq 0 $((PUBLISHERS - 1))); do
-    python3 -c "
-import sys, time
-rate, total = $RATE, $lines
-batch = max(1, rate // 100)
-start = time.monotonic(); sent = 0
-out = sys.stdout
-while sent < total:
-    n = min(batch, total - sent)
-    out.write(''.join('{\"stream\":\"imu\",\"values\":{\"ax\":%d.25,\"ay\":-1.5,\"az\":9.81}}\n' % (sent + i) for i in range(n)))
-    out.flush()
-    sent += n
-    delay = start + sent / rate - time.monotonic()
-    if delay > 0:
-        time.sleep(delay)
-" | "$socketeer" publish "${eps[$((p % ${#eps[@]}))]}" --stats > "$work/stats$p" &
+    python3 bench/readings.py "$lines" "$RATE" | "$socketeer" publish "${eps[$((p % ${#eps[@]}))]}" --stats > "$work/stats$p" &
     pubs+=($!)
   done
   wait "${pubs[@]}"

@@ -47,9 +47,15 @@ struct Node {
 }
 
 fn node(url: &str, extra: &[&str]) -> Node {
+    let mut args = vec!["--no-auth"];
+    args.extend_from_slice(extra);
+    node_with(url, &args)
+}
+
+/// A hub node on `url` with `args` (its authentication among them).
+fn node_with(url: &str, args_given: &[&str]) -> Node {
     let mut args = vec![
         "hub",
-        "--no-auth",
         "--db",
         url,
         "--listen",
@@ -58,7 +64,7 @@ fn node(url: &str, extra: &[&str]) -> Node {
         "127.0.0.1:0",
         "--no-influx",
     ];
-    args.extend_from_slice(extra);
+    args.extend_from_slice(args_given);
     let mut proc = Proc::spawn(&args);
     proc.stdout.wait_for("two endpoints", |seen| {
         crate::support::listening(seen).len() >= 2
@@ -464,26 +470,10 @@ fn three_nodes_ten_publishers_nodes_postgres_and_nats_killed_in_turn() {
         .expect("chmod");
     let keys = keys.display().to_string();
     let start = |name: &str| {
-        let mut args = vec!["hub", "--key-file", &keys, "--db", &url, "--bus", &bus_url];
-        args.extend([
-            "--node",
-            name,
-            "--listen",
-            "127.0.0.1:0",
-            "--http",
-            "127.0.0.1:0",
-        ]);
-        args.push("--no-influx");
-        let mut proc = Proc::spawn(&args);
-        proc.stdout.wait_for("two endpoints", |seen| {
-            crate::support::listening(seen).len() >= 2
-        });
-        let eps = crate::support::listening(&proc.stdout.seen);
-        Node {
-            ingest: addr(&eps[0]),
-            web: addr(&eps[1]).trim_end_matches('/').to_owned(),
-            proc,
-        }
+        node_with(
+            &url,
+            &["--key-file", &keys, "--bus", &bus_url, "--node", name],
+        )
     };
     let mut nodes: Vec<Node> = ["n1", "n2", "n3"].iter().map(|n| start(n)).collect();
     for n in &nodes {

@@ -35,6 +35,26 @@ impl Drop for Scratch {
 pub(super) type Open = fn(tag: &str, tweak: &dyn Fn(&mut StoreConfig)) -> Opened;
 
 /// SQLite in a temporary directory.
+/// A test's store settings: full durability, no retention, batches of 1,000, the default
+/// limits; a SQLite file at `path` unless `postgres` is given.
+pub(super) fn test_config(path: PathBuf, postgres: Option<PostgresUrl>) -> StoreConfig {
+    StoreConfig {
+        path,
+        postgres,
+        durability: Durability::Full,
+        retention: None,
+        max_batch: 1000,
+        live: None,
+        newest: None,
+        activity: Arc::default(),
+        queue: QueueLimits::default(),
+        cardinality: Cardinality::default(),
+        images: ImageLimits::default(),
+        retention_every: Duration::from_secs(60),
+        on_retired: None,
+    }
+}
+
 /// A fresh directory of the test's own.
 fn scratch(tag: &str) -> Scratch {
     let dir = std::env::temp_dir().join(format!(
@@ -49,21 +69,7 @@ fn scratch(tag: &str) -> Scratch {
 pub(super) fn sqlite(tag: &str, tweak: &dyn Fn(&mut StoreConfig)) -> Opened {
     let place = scratch(tag);
     let dir = place.0.clone();
-    let mut config = StoreConfig {
-        path: dir.join("hub.db"),
-        postgres: None,
-        durability: Durability::Full,
-        retention: None,
-        max_batch: 1000,
-        live: None,
-        newest: None,
-        activity: Arc::default(),
-        queue: QueueLimits::default(),
-        cardinality: Cardinality::default(),
-        images: ImageLimits::default(),
-        retention_every: Duration::from_secs(60),
-        on_retired: None,
-    };
+    let mut config = test_config(dir.join("hub.db"), None);
     tweak(&mut config);
     let (store, writer) = Store::open(config).expect("open");
     Opened {
@@ -106,21 +112,8 @@ pub(super) fn postgres(tag: &str, tweak: &dyn Fn(&mut StoreConfig)) -> Opened {
     let name = format!("conformance_{tag}");
     cluster.create_db(&name).expect("create database");
     let place = scratch(&format!("pg-{tag}"));
-    let mut config = StoreConfig {
-        path: place.0.join("unused.db"),
-        postgres: Some(PostgresUrl::parse(&cluster.url(&name)).expect("url")),
-        durability: Durability::Full,
-        retention: None,
-        max_batch: 1000,
-        live: None,
-        newest: None,
-        activity: Arc::default(),
-        queue: QueueLimits::default(),
-        cardinality: Cardinality::default(),
-        images: ImageLimits::default(),
-        retention_every: Duration::from_secs(60),
-        on_retired: None,
-    };
+    let url = PostgresUrl::parse(&cluster.url(&name)).expect("url");
+    let mut config = test_config(place.0.join("unused.db"), Some(url));
     tweak(&mut config);
     let (store, writer) = Store::open(config).expect("open");
     Opened {
@@ -145,21 +138,7 @@ pub(super) async fn nodes_starting_together_migrate_once() {
             let url = url.clone();
             std::thread::spawn(move || {
                 let place = scratch(&format!("together-{n}"));
-                let config = StoreConfig {
-                    path: place.0.join("unused.db"),
-                    postgres: Some(url),
-                    durability: Durability::Full,
-                    retention: None,
-                    max_batch: 1000,
-                    live: None,
-                    newest: None,
-                    activity: Arc::default(),
-                    queue: QueueLimits::default(),
-                    cardinality: Cardinality::default(),
-                    images: ImageLimits::default(),
-                    retention_every: Duration::from_secs(60),
-                    on_retired: None,
-                };
+                let config = test_config(place.0.join("unused.db"), Some(url));
                 let (store, writer) = Store::open(config).expect("every node opens");
                 drop(store);
                 writer.join().expect("writer");

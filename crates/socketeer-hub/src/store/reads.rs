@@ -290,27 +290,14 @@ impl SqliteReader {
             let Some(device) = device_id(conn, device)? else {
                 return Ok(None);
             };
-            let mut values: BTreeMap<String, StreamFields> = BTreeMap::new();
             let mut stmt = conn.prepare_cached(
                 "SELECT stream, field, unit FROM series WHERE device_id = ?1
                  ORDER BY stream, field",
             )?;
-            let rows =
-                stmt.query_map(params![device], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
-            for row in rows {
-                let (stream, field, unit): (String, String, Option<String>) = row?;
-                let fields = values
-                    .entry(stream)
-                    .or_insert_with_key(|stream| StreamFields {
-                        stream: stream.clone(),
-                        fields: Vec::new(),
-                        units: BTreeMap::new(),
-                    });
-                if let Some(unit) = unit {
-                    fields.units.insert(field.clone(), unit);
-                }
-                fields.fields.push(field);
-            }
+            let values = by_stream(
+                stmt.query_map(params![device], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                    .collect::<rusqlite::Result<Vec<_>>>()?,
+            );
             let mut stmt = conn.prepare_cached(
                 "SELECT f.stream, count(*), max(f.ts), count(i.frame_id)
                  FROM frames f LEFT JOIN images i ON i.frame_id = f.id
@@ -352,7 +339,7 @@ impl SqliteReader {
                 })?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
             Ok(Some(Streams {
-                values: values.into_values().collect(),
+                values,
                 texts,
                 frames,
             }))
@@ -619,6 +606,25 @@ impl SqliteReader {
             Ok(())
         })
     }
+}
+
+/// (stream, field, unit) rows, in stream and field order, as each stream's fields and units.
+pub(super) fn by_stream(rows: Vec<(String, String, Option<String>)>) -> Vec<StreamFields> {
+    let mut values: BTreeMap<String, StreamFields> = BTreeMap::new();
+    for (stream, field, unit) in rows {
+        let fields = values
+            .entry(stream)
+            .or_insert_with_key(|stream| StreamFields {
+                stream: stream.clone(),
+                fields: Vec::new(),
+                units: BTreeMap::new(),
+            });
+        if let Some(unit) = unit {
+            fields.units.insert(field.clone(), unit);
+        }
+        fields.fields.push(field);
+    }
+    values.into_values().collect()
 }
 
 /// Rows of (frame id, frame, one of its detections), newest frame first, folded into frames;

@@ -18,21 +18,7 @@ impl Db {
     }
 
     fn config(&self) -> StoreConfig {
-        StoreConfig {
-            path: self.0.join("hub.db"),
-            postgres: None,
-            durability: Durability::Full,
-            retention: None,
-            max_batch: 1000,
-            live: None,
-            newest: None,
-            activity: Arc::default(),
-            queue: QueueLimits::default(),
-            cardinality: Cardinality::default(),
-            images: ImageLimits::default(),
-            retention_every: Duration::from_secs(60),
-            on_retired: None,
-        }
+        super::conformance::test_config(self.0.join("hub.db"), None)
     }
 }
 

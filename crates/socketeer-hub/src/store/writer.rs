@@ -102,6 +102,49 @@ impl KnownStream {
     }
 }
 
+/// What storing a record would add to its device: a stream (if `known` is `None`) and fields.
+pub(super) struct Adding {
+    known: Option<i64>,
+    fields: usize,
+}
+
+impl Adding {
+    /// For `record`, whose stream is `known` (with its fields) or new.
+    pub(super) fn of(record: &Record, known: Option<&KnownStream>) -> Adding {
+        match known {
+            None => Adding {
+                known: None,
+                fields: record.values.len() + record.texts.len(),
+            },
+            Some(stream) => Adding {
+                known: Some(stream.id),
+                fields: stream.new_fields(record),
+            },
+        }
+    }
+
+    /// The stream's id when nothing is to be added (all the writer needs).
+    pub(super) fn ready(&self) -> Option<Option<i64>> {
+        (self.fields == 0 && self.known.is_some()).then_some(self.known)
+    }
+
+    /// Whether the device's `load` leaves room for what is added: `Ok(None)` (something to
+    /// add), or the limit it would pass.
+    pub(super) fn within(
+        &self,
+        load: DeviceLoad,
+        most: &Cardinality,
+    ) -> Result<Option<i64>, Limit> {
+        if self.known.is_none() && load.streams >= most.streams {
+            return Err(Limit::Streams);
+        }
+        if load.fields + self.fields > most.fields {
+            return Err(Limit::Fields);
+        }
+        Ok(None)
+    }
+}
+
 /// How many streams and fields a device has, for the cardinality limits.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct DeviceLoad {
@@ -268,25 +311,14 @@ impl Known {
         record: &Record,
         most: &Cardinality,
     ) -> rusqlite::Result<Result<Option<i64>, Limit>> {
-        let fields = record.values.len() + record.texts.len();
-        if fields == 0 && record.frame.is_none() {
+        if record.values.is_empty() && record.texts.is_empty() && record.frame.is_none() {
             return Ok(Ok(None));
         }
-        let (known_id, new_fields) = match self.stream(tx, device, &record.stream)? {
-            None => (None, fields),
-            Some(known) => (Some(known.id), known.new_fields(record)),
-        };
-        if new_fields == 0 && known_id.is_some() {
-            return Ok(Ok(known_id));
+        let adding = Adding::of(record, self.stream(tx, device, &record.stream)?.as_deref());
+        if let Some(ready) = adding.ready() {
+            return Ok(Ok(ready));
         }
-        let load = *self.load(tx, device)?;
-        if known_id.is_none() && load.streams >= most.streams {
-            return Ok(Err(Limit::Streams));
-        }
-        if load.fields + new_fields > most.fields {
-            return Ok(Err(Limit::Fields));
-        }
-        Ok(Ok(None))
+        Ok(adding.within(*self.load(tx, device)?, most))
     }
 
     pub(super) fn session(

@@ -2,7 +2,6 @@
 //! conformance suite holds both to them), on pooled connections. Names sort bytewise
 //! (`COLLATE "C"`), as SQLite sorts them, whatever the database's locale.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use postgres::Client;
@@ -14,7 +13,7 @@ use super::super::reads::{
     Cell, DetectionQuery, DetectionRow, Detections, DeviceRow, ExportQuery, ExportRow, FRAME_PAGE,
     FrameDetections, FrameQuery, FrameRow, FrameSize, FrameStream, ImageInfo, ImageQuery, Recorded,
     RecordingQuery, RecordingStream, Row, SAMPLE_PAGE, Series, SeriesPoints, SeriesQuery, Source,
-    StoredImage, StreamFields, Streams, TextState, fold_detections, merge,
+    StoredImage, Streams, TextState, by_stream, fold_detections, merge,
 };
 use super::{PostgresUrl, describe};
 
@@ -87,26 +86,16 @@ impl PgReader {
                 return Ok(None);
             };
             let device: i64 = device.get(0);
-            let mut values: BTreeMap<String, StreamFields> = BTreeMap::new();
-            for r in c.query(
-                "SELECT stream, field, unit FROM series WHERE device_id = $1
-                 ORDER BY stream COLLATE \"C\", field COLLATE \"C\"",
-                &[&device],
-            )? {
-                let (stream, field, unit): (String, String, Option<String>) =
-                    (r.get(0), r.get(1), r.get(2));
-                let fields = values
-                    .entry(stream)
-                    .or_insert_with_key(|stream| StreamFields {
-                        stream: stream.clone(),
-                        fields: Vec::new(),
-                        units: BTreeMap::new(),
-                    });
-                if let Some(unit) = unit {
-                    fields.units.insert(field.clone(), unit);
-                }
-                fields.fields.push(field);
-            }
+            let values = by_stream(
+                c.query(
+                    "SELECT stream, field, unit FROM series WHERE device_id = $1
+                     ORDER BY stream COLLATE \"C\", field COLLATE \"C\"",
+                    &[&device],
+                )?
+                .iter()
+                .map(|r| (r.get(0), r.get(1), r.get(2)))
+                .collect(),
+            );
             let frames = c
                 .query(
                     "SELECT f.stream, count(*), max(f.ts), count(i.frame_id)
@@ -144,7 +133,7 @@ impl PgReader {
                 })
                 .collect();
             Ok(Some(Streams {
-                values: values.into_values().collect(),
+                values,
                 texts,
                 frames,
             }))

@@ -19,7 +19,9 @@ use postgres::types::{IsNull, ToSql, Type, to_sql_checked};
 use postgres::{Client, Statement, Transaction};
 
 use super::super::queue::Job;
-use super::super::writer::{DeviceLoad, KnownStream, fingerprint, latest, seen, values_json};
+use super::super::writer::{
+    Adding, DeviceLoad, KnownStream, fingerprint, latest, seen, values_json,
+};
 use super::super::{Cardinality, Item, Limit, StoreConfig, Written, now_secs};
 use super::{PostgresUrl, connect, describe};
 use crate::record::Record;
@@ -190,25 +192,14 @@ impl Known {
         record: &Record,
         most: &Cardinality,
     ) -> Pg<Result<Option<i64>, Limit>> {
-        let fields = record.values.len() + record.texts.len();
-        if fields == 0 && record.frame.is_none() {
+        if record.values.is_empty() && record.texts.is_empty() && record.frame.is_none() {
             return Ok(Ok(None));
         }
-        let (known_id, new_fields) = match self.stream(tx, device, &record.stream)? {
-            None => (None, fields),
-            Some(known) => (Some(known.id), known.new_fields(record)),
-        };
-        if new_fields == 0 && known_id.is_some() {
-            return Ok(Ok(known_id));
+        let adding = Adding::of(record, self.stream(tx, device, &record.stream)?.as_deref());
+        if let Some(ready) = adding.ready() {
+            return Ok(Ok(ready));
         }
-        let load = *self.load(tx, device)?;
-        if known_id.is_none() && load.streams >= most.streams {
-            return Ok(Err(Limit::Streams));
-        }
-        if load.fields + new_fields > most.fields {
-            return Ok(Err(Limit::Fields));
-        }
-        Ok(Ok(None))
+        Ok(adding.within(*self.load(tx, device)?, most))
     }
 
     fn session(
