@@ -598,16 +598,28 @@ impl Client {
                 continue;
             };
             for &subscription in subscriptions {
-                let message = message_data(subscription, payloads.time_ns, payload);
-                if i == 2 {
-                    self.lane
-                        .push_latest(Latest::Picture(subscription), message);
-                } else {
-                    self.send(message)?;
-                }
+                self.put(i == 2, subscription, payloads.time_ns, payload)?;
             }
         }
         Ok(())
+    }
+
+    /// One message for one subscription: a picture latest-only, anything else queued.
+    fn put(
+        &self,
+        picture: bool,
+        subscription: u32,
+        time_ns: u64,
+        payload: &[u8],
+    ) -> Result<(), TooSlow> {
+        let message = message_data(subscription, time_ns, payload);
+        if picture {
+            self.lane
+                .push_latest(Latest::Picture(subscription), message);
+            Ok(())
+        } else {
+            self.send(message)
+        }
     }
 
     /// A new subscription's first message: its stream's newest record (from this node or,
@@ -632,13 +644,7 @@ impl Client {
             if c.id != channel {
                 continue;
             }
-            let message = message_data(subscription, payloads.time_ns, payload);
-            if i == 2 {
-                self.lane
-                    .push_latest(Latest::Picture(subscription), message);
-            } else {
-                self.send(message)?;
-            }
+            self.put(i == 2, subscription, payloads.time_ns, payload)?;
         }
         Ok(())
     }
