@@ -139,14 +139,21 @@ fn a_killed_node_robots_move_to_another_within_seconds_nothing_lost_or_doubled()
     publish
         .stderr
         .wait_for_text(&format!("failing over to tcp://{}", b.ingest));
+    let moved = killed.elapsed();
+    // On the other node within seconds (the goal: 5 s), and storing there.
+    assert!(moved < Duration::from_secs(5), "moved after {moved:?}");
+    let before = stored(&pg, "fleet", "imu").0;
+    wait_until("B stores what A left", || {
+        stored(&pg, "fleet", "imu").0 > before
+    });
+    let delivered = killed.elapsed();
+    assert!(
+        delivered < Duration::from_secs(5),
+        "storing again {delivered:?} after the kill"
+    );
     publish.close_stdin();
     let (status, _, err) = publish.wait();
     assert!(status.success(), "{err}");
-    let moved = killed.elapsed();
-    assert!(
-        moved < Duration::from_secs(5) + DEADLINE / 4,
-        "took {moved:?} to deliver everything after the kill"
-    );
     assert_eq!(
         stored(&pg, "fleet", "imu"),
         (4000, 4000),
@@ -290,6 +297,21 @@ fn migrate_copies_a_sqlite_history_resumably_and_idempotently() {
     publish.write_stdin(lines("gps", 0..500).as_bytes());
     publish.close_stdin();
     assert!(publish.wait().0.success());
+    // A camera frame with its picture and a detection.
+    let picture = dir.0.join("shot.png");
+    std::fs::write(&picture, crate::hub_images::png(4, 3, [200, 40, 10])).expect("png");
+    let (status, _, err) = crate::support::run(
+        &[
+            "publish",
+            &ingest,
+            "--image",
+            &picture.display().to_string(),
+            "--stream",
+            "front",
+        ],
+        b"",
+    );
+    assert!(status.success(), "{err}");
     hub.stop_ok();
     let url = pg.url("moved");
 
@@ -307,7 +329,10 @@ fn migrate_copies_a_sqlite_history_resumably_and_idempotently() {
         crate::support::run(&["hub", "migrate", "--from", &db, "--to", &url], b"");
     assert!(status.success(), "{err}");
     assert!(out.contains("counts checked"), "{out}");
-    assert!(err.contains("samples 60500/60500"), "progress: {err}");
+    assert!(
+        err.contains("samples 60500/60500, frames 1/1"),
+        "progress: {err}"
+    );
     assert!(!err.contains(&pg.password), "{err}");
     assert_eq!(stored(&pg, "moved", "imu"), (60_000, 60_000));
     assert_eq!(stored(&pg, "moved", "gps"), (500, 500));
@@ -316,14 +341,29 @@ fn migrate_copies_a_sqlite_history_resumably_and_idempotently() {
         crate::support::run(&["hub", "migrate", "--from", &db, "--to", &url], b"");
     assert!(status.success());
     assert!(
-        out.contains("0 samples and 0 frames copied now (60500 and 0 in all)"),
+        out.contains("0 samples and 0 frames copied now (60500 and 1 in all)"),
         "{out}"
     );
     assert_eq!(stored(&pg, "moved", "imu"), (60_000, 60_000));
-    // A hub on the new store serves the history.
+    // A hub on the new store serves the history, the picture byte for byte.
     let hub = node(&url, &[]);
     let devices = get_json(&hub.web, "/api/devices");
     assert_eq!(devices["devices"][0]["series"], 2);
+    let device = devices["devices"][0]["name"]
+        .as_str()
+        .expect("name")
+        .to_owned();
+    let frames = get_json(
+        &hub.web,
+        &format!("/api/frames?device={device}&from=0&to=4000000000"),
+    );
+    let frame = &frames["frames"][0];
+    assert_eq!(frame["stream"], "front", "{frames}");
+    let id = frame["id"].as_i64().expect("id");
+    let (status, _, body) =
+        crate::hub_images::http_bytes(&hub.web, "GET", &format!("/api/frame?id={id}"), "", b"");
+    assert_eq!(status, 200);
+    assert_eq!(body, crate::hub_images::png(4, 3, [200, 40, 10]));
     // Bad command lines.
     for (args, why) in [
         (

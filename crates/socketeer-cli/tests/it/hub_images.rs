@@ -87,7 +87,7 @@ pub fn header(format: &str, image: &[u8], extra: Value) -> String {
 }
 
 /// An HTTP request with a binary body; the status, the head and the body's bytes.
-fn http_bytes(
+pub fn http_bytes(
     web: &str,
     method: &str,
     path: &str,

@@ -796,6 +796,75 @@ pub(super) async fn answers_everything_queued_before_it_stops(open: Open) {
     drop(place);
 }
 
+/// Camera images: stored with their frames, read by frame and by time, and past the byte
+/// budget the oldest go first (their frames and detections stay).
+pub(super) async fn images_are_read_and_kept_within_their_budget(open: Open) {
+    let o = open("images", &|c| {
+        c.images.budget = Some(10 * 1024);
+    });
+    let base = now() - 100.0;
+    for k in 0..5u8 {
+        let mut item = item(
+            "cam-robot",
+            "s",
+            &format!(
+                r#"{{"stream":"front","seq":{k},"ts":{},"frame":{{"w":8,"h":8}},"detections":[{{"label":"cone","score":0.9,"box":[1,1,2,2]}}]}}"#,
+                base + f64::from(k)
+            ),
+        );
+        let frame = item.record.frame.as_mut().expect("a frame");
+        frame.image = Some(crate::record::Image {
+            format: crate::record::ImageFormat::Png,
+            data: bytes::Bytes::from(vec![k; 4096]),
+        });
+        assert_eq!(write(&o.store, vec![item]).await, vec![Ok(Stored::New)]);
+    }
+    // The newest, by time: its bytes as sent.
+    let newest = o
+        .store
+        .image(ImageQuery::At {
+            device: "cam-robot".into(),
+            stream: Some("front".into()),
+            at: base + 10.0,
+        })
+        .await
+        .expect("read")
+        .expect("an image");
+    assert_eq!((newest.format.as_str(), newest.data.len()), ("png", 4096));
+    assert_eq!(newest.data[0], 4);
+    let by_id = o
+        .store
+        .image(ImageQuery::Id(newest.frame_id))
+        .await
+        .expect("read")
+        .expect("by id");
+    assert_eq!(by_id.data, newest.data);
+    // 20 KiB sent, 10 KiB allowed: the oldest went, the newest stayed; every frame is listed.
+    let (frames, more) = o
+        .store
+        .frames(FrameQuery {
+            device: "cam-robot".into(),
+            stream: None,
+            from: 0.0,
+            to: f64::MAX,
+            limit: 100,
+        })
+        .await
+        .expect("frames");
+    assert!(!more);
+    assert_eq!(frames.len(), 5);
+    let kept: Vec<bool> = frames.iter().map(|f| f.image.is_some()).collect();
+    assert!(kept[4] && !kept[0], "oldest gone, newest kept: {kept:?}");
+    assert!(kept.iter().filter(|k| **k).count() <= 2, "{kept:?}");
+    assert!(frames.iter().all(|f| f.detections == 1));
+    let oldest = o
+        .store
+        .image(ImageQuery::Id(frames[0].id))
+        .await
+        .expect("read");
+    assert!(oldest.is_none());
+}
+
 /// The whole suite for the backend `open`.
 macro_rules! conformance {
     ($open:path $(, unless $missing:path)?) => {
@@ -841,6 +910,11 @@ macro_rules! conformance {
             async fn export() {
                 $( if !$missing(stringify!($open)) { return; } )?
                 reads_export_rows_in_order($open).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn images() {
+                $( if !$missing(stringify!($open)) { return; } )?
+                images_are_read_and_kept_within_their_budget($open).await;
             }
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn close() {

@@ -896,7 +896,7 @@ fn image_budget(client: &mut Client, budget: u64) -> Pg<()> {
     client.execute(
         "DELETE FROM images WHERE frame_id <= coalesce((
              SELECT frame_id FROM (
-                 SELECT frame_id, sum(size) OVER (ORDER BY frame_id) AS freed FROM images) s
+                 SELECT frame_id, (sum(size) OVER (ORDER BY frame_id))::bigint AS freed FROM images) s
              WHERE freed >= $1 ORDER BY frame_id LIMIT 1), 9223372036854775807)",
         &[&excess],
     )?;
