@@ -106,6 +106,63 @@ pub(crate) fn shown(url: &str) -> String {
         .join(",")
 }
 
+/// A login taken out of a NATS URL.
+#[derive(Debug, PartialEq, Eq)]
+enum Login {
+    User(String, String),
+    Token(String),
+}
+
+/// The server list without any login in it, and the login (the first one given; percent
+/// escapes decoded).
+fn split_login(url: &str) -> (String, Option<Login>) {
+    let mut login = None;
+    let servers: Vec<String> = url
+        .split(',')
+        .map(|part| {
+            let part = part.trim();
+            let Some((scheme, rest)) = part.split_once("://") else {
+                return part.to_owned();
+            };
+            let Some((userinfo, host)) = rest.rsplit_once('@') else {
+                return part.to_owned();
+            };
+            if login.is_none() {
+                login = Some(match userinfo.split_once(':') {
+                    Some((user, password)) => Login::User(unescape(user), unescape(password)),
+                    None => Login::Token(unescape(userinfo)),
+                });
+            }
+            format!("{scheme}://{host}")
+        })
+        .collect();
+    (servers.join(","), login)
+}
+
+/// `%XX` escapes decoded (anything malformed kept as it is).
+fn unescape(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex) {
+            (b'%', Some(b)) => {
+                out.push(b);
+                i += 3;
+            }
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 /// A name as one subject token and a valid key-value key (letters, digits, `-/_`; anything
 /// else as `=XX` per UTF-8 byte).
 fn token(name: &str) -> String {
@@ -246,11 +303,18 @@ async fn run(
         clocks,
     } = shared;
     let url = shown(&config.url);
-    let mut options = match &config.creds {
-        Some(path) => async_nats::ConnectOptions::with_credentials_file(path)
+    // A user and password (or a token) in the URL are taken out of it and given to the client
+    // as options: the client logs the addresses it tries, and a password must not be in them.
+    let (servers, login) = split_login(&config.url);
+    let mut options = match (&config.creds, login) {
+        (Some(path), _) => async_nats::ConnectOptions::with_credentials_file(path)
             .await
             .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?,
-        None => async_nats::ConnectOptions::new(),
+        (None, Some(Login::User(user, password))) => {
+            async_nats::ConnectOptions::with_user_and_password(user, password)
+        }
+        (None, Some(Login::Token(token))) => async_nats::ConnectOptions::with_token(token),
+        (None, None) => async_nats::ConnectOptions::new(),
     };
     options = options
         .name(format!("socketeer-hub {node}"))
@@ -275,13 +339,19 @@ async fn run(
                                 "NATS unreachable: ingest and storage go on; other nodes' robots are not shown live until it is back"
                             );
                         }
+                        async_nats::Event::ServerError(err) => {
+                            tracing::warn!(bus = %url, error = %err, "NATS refused this node");
+                        }
+                        async_nats::Event::ClientError(err) => {
+                            tracing::warn!(bus = %url, error = %err, "NATS refused this node");
+                        }
                         other => tracing::debug!(bus = %url, event = %other, "NATS"),
                     }
                 }
             }
         });
     let client = options
-        .connect(config.url.as_str())
+        .connect(servers.as_str())
         .await
         .map_err(|e| anyhow::anyhow!("{url}: {e}"))?;
     let js = async_nats::jetstream::new(client.clone());
@@ -541,5 +611,17 @@ mod tests {
             "nats://hub:***@10.0.0.1:4222,nats://10.0.0.2:4222"
         );
         assert_eq!(shown("nats://tok3n@h:4222"), "nats://***@h:4222");
+        assert_eq!(
+            split_login("nats://hub:p%40ss@10.0.0.1:4222, nats://10.0.0.2:4222"),
+            (
+                "nats://10.0.0.1:4222,nats://10.0.0.2:4222".into(),
+                Some(Login::User("hub".into(), "p@ss".into()))
+            )
+        );
+        assert_eq!(
+            split_login("nats://t0k@h:1"),
+            ("nats://h:1".into(), Some(Login::Token("t0k".into())))
+        );
+        assert_eq!(split_login("nats://h:1"), ("nats://h:1".into(), None));
     }
 }

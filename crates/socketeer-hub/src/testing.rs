@@ -304,6 +304,8 @@ pub struct Nats {
     dir: PathBuf,
     pub port: u16,
     program: PathBuf,
+    /// A configuration file (a user and password required), if any.
+    config: Option<PathBuf>,
     child: Option<Child>,
     _guard: Option<Guard>,
 }
@@ -340,6 +342,7 @@ impl Nats {
             dir,
             port: free_port(),
             program,
+            config: None,
             child: None,
             _guard: Some(guard),
         };
@@ -347,9 +350,31 @@ impl Nats {
         Ok(nats)
     }
 
+    /// As [`start`](Self::start), with clients required to log in as `user` with `password`.
+    ///
+    /// # Errors
+    /// As `start`.
+    pub fn start_with_user(user: &str, password: &str) -> Result<Nats, String> {
+        let mut nats = Nats::start()?;
+        nats.stop();
+        let config = nats.dir.join("nats.conf");
+        std::fs::write(
+            &config,
+            format!("authorization {{ user: \"{user}\", password: \"{password}\" }}\n"),
+        )
+        .map_err(|e| e.to_string())?;
+        nats.config = Some(config);
+        nats.start_again()?;
+        Ok(nats)
+    }
+
     /// Starts it (again), waiting until it accepts connections; JetStream's data survives.
     pub fn start_again(&mut self) -> Result<(), String> {
-        let child = Command::new(&self.program)
+        let mut command = Command::new(&self.program);
+        if let Some(config) = &self.config {
+            command.arg("-c").arg(config);
+        }
+        let child = command
             .args(["-js", "-a", "127.0.0.1", "-p", &self.port.to_string()])
             .arg("-sd")
             .arg(self.dir.join("js"))

@@ -765,3 +765,46 @@ echo "all stored"
         .expect("when retry came");
     assert!(after <= 20, "retry only after {after} s");
 }
+
+#[test]
+fn the_bus_logs_in_with_the_url_s_user_and_never_shows_its_password() {
+    let test = "the_bus_logs_in_with_the_url_s_user_and_never_shows_its_password";
+    let Some(pg) = postgres(test, "fleet") else {
+        return;
+    };
+    let bus = match Nats::start_with_user("hub", "n4ts-s3cret") {
+        Ok(bus) => bus,
+        Err(why) => {
+            say(&format!(
+                "SKIPPED {test}: {why} (CI installs nats-server via .ci/run)"
+            ));
+            return;
+        }
+    };
+    let good = format!("nats://hub:n4ts-s3cret@127.0.0.1:{}", bus.port);
+    let bad = format!("nats://hub:wr0ng-pass@127.0.0.1:{}", bus.port);
+    let mut a = node(&pg.url("fleet"), &["-v", "--bus", &good, "--node", "a"]);
+    wait_until("logged in", || {
+        get_metric(&a.web, "socketeer_hub_bus_connected") == 1
+    });
+    let mut b = node(&pg.url("fleet"), &["-v", "--bus", &bad, "--node", "b"]);
+    b.proc.stderr.wait_for_text("NATS refused this node");
+    assert_eq!(get_metric(&b.web, "socketeer_hub_bus_connected"), 0);
+    // B still takes records: its store is PostgreSQL, not the bus.
+    let mut robot = crate::hub::Client::connect(&b.ingest);
+    robot.send("{\"device\":\"r\"}\n{\"stream\":\"s\",\"seq\":1,\"values\":{\"v\":1}}\n");
+    assert_eq!(robot.answer()["ack"], 1);
+    for node in [&mut a, &mut b] {
+        node.proc.signal("TERM");
+    }
+    for node in [a, b] {
+        let (_, out, err) = node.proc.wait();
+        assert!(err.contains("nats://hub:***@127.0.0.1"), "{err}");
+        for secret in ["n4ts-s3cret", "wr0ng-pass", &pg.password] {
+            assert!(
+                !out.contains(secret) && !err.contains(secret),
+                "{secret} shown: {err}"
+            );
+        }
+    }
+}
