@@ -57,25 +57,32 @@ impl Committed {
         let json = std::str::from_utf8(&payload[..end]).ok()?;
         let event: serde_json::Map<String, Value> = serde_json::from_str(json).ok()?;
         let text = |key: &str| event.get(key).and_then(Value::as_str);
-        let device: Arc<str> = crate::record::name(text("device")?, "device").ok()?.into();
-        let stream = text("stream")?;
+        // Held to the same rules as a record a robot sends: names checked, counts bounded (the
+        // bus is the hub nodes' own, but what crosses it is parsed as if it were not).
+        let name = |text: &str| crate::record::name(text, "name").ok();
+        let device: Arc<str> = name(text("device")?)?.into();
+        let stream = name(text("stream")?)?;
         let ts = event.get("ts").and_then(Value::as_f64)?;
-        let pairs = |key: &str| -> Vec<(String, Value)> {
-            event
-                .get(key)
-                .and_then(Value::as_object)
-                .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
-                .unwrap_or_default()
+        let pairs = |key: &str| -> Option<Vec<(String, Value)>> {
+            let Some(map) = event.get(key).and_then(Value::as_object) else {
+                return Some(Vec::new());
+            };
+            if map.len() > crate::record::MAX_VALUES * 4 {
+                return None;
+            }
+            map.iter()
+                .map(|(k, v)| Some((name(k)?, v.clone())))
+                .collect()
         };
-        let values = pairs("values")
+        let values = pairs("values")?
             .into_iter()
             .filter_map(|(k, v)| Some((k, v.as_f64()?)))
             .collect();
-        let texts = pairs("texts")
+        let texts = pairs("texts")?
             .into_iter()
             .filter_map(|(k, v)| Some((k, v.as_str()?.to_owned())))
             .collect();
-        let units = pairs("units")
+        let units = pairs("units")?
             .into_iter()
             .filter_map(|(k, v)| Some((k, v.as_str()?.to_owned())))
             .collect();
@@ -91,11 +98,13 @@ impl Committed {
                     .and_then(Value::as_array)
                     .map(|list| {
                         list.iter()
+                            .take(crate::record::MAX_DETECTIONS)
                             .filter_map(|d| {
                                 let b = d.get("box")?.as_array()?;
                                 let v = |i: usize| b.get(i).and_then(Value::as_f64);
+                                let label = d.get("label")?.as_str()?;
                                 Some(crate::record::Detection {
-                                    label: d.get("label")?.as_str()?.to_owned(),
+                                    label: label.chars().take(crate::record::MAX_LABEL).collect(),
                                     score: d.get("score")?.as_f64()?,
                                     bbox: [v(0)?, v(1)?, v(2)?, v(3)?],
                                 })
@@ -124,12 +133,12 @@ impl Committed {
         let picture = frame.as_ref().is_some_and(|f| f.image.is_some());
         Some(Committed {
             device,
-            stream: stream.into(),
+            stream: stream.as_str().into(),
             ts,
             picture,
             json: json.into(),
             record: crate::record::Record {
-                stream: stream.to_owned(),
+                stream,
                 ts: Some(ts),
                 values,
                 texts,
@@ -143,6 +152,9 @@ impl Committed {
         })
     }
 }
+
+/// Most streams [`Newest`] keeps (a stream past it is shown from its next record on).
+const NEWEST_MOST: usize = 100_000;
 
 /// The newest committed record of each (device, stream), on this node and — with a bus —
 /// every node: what a viewer that arrives now is shown first, without waiting for the next.
@@ -158,6 +170,7 @@ impl Newest {
         let mut by_stream = self.by_stream.lock().unwrap_or_else(|e| e.into_inner());
         match by_stream.get(&key) {
             Some(kept) if kept.ts > event.ts => {}
+            None if by_stream.len() >= NEWEST_MOST => {}
             _ => {
                 by_stream.insert(key, Arc::clone(event));
             }
@@ -313,6 +326,43 @@ impl<K: Hash + Eq + Clone, T> Lane<K, T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_event_crosses_the_bus_whole_and_a_bad_one_is_dropped() {
+        let Ok(crate::record::Line::Record(mut record)) = crate::record::parse_line(
+            r#"{"stream":"/cam/front","ts":1800000000.5,"values":{"ax":1.5},"units":{"ax":"m/s²"},"frame":{"w":8,"h":6},"detections":[{"label":"cone","score":0.75,"box":[1,2,3,4]}]}"#,
+        ) else {
+            panic!("a record");
+        };
+        record.frame.as_mut().expect("frame").image = Some(crate::record::Image {
+            format: crate::record::ImageFormat::Jpeg,
+            data: bytes::Bytes::from_static(b"\xff\xd8 not really \n a jpeg"),
+        });
+        let item =
+            crate::store::Item::new(&"rover-1".into(), &"s".into(), record.clone(), 1800000001.0);
+        let sent = crate::store::committed(&item);
+        let back = Committed::from_wire(&sent.to_wire(), "other".into()).expect("parsed");
+        assert_eq!(
+            (&*back.device, &*back.stream, back.ts),
+            ("rover-1", "/cam/front", 1800000000.5)
+        );
+        assert!(back.picture);
+        assert_eq!(back.record.values, record.values);
+        assert_eq!(back.record.units, record.units);
+        assert_eq!(
+            back.record.frame, record.frame,
+            "size, detections and the image's bytes"
+        );
+        assert_eq!(back.origin.as_deref(), Some("other"));
+        for bad in [
+            &br#"{"device":"bad name","stream":"s","ts":1}"#[..],
+            br#"{"device":"d","stream":"s"}"#,
+            br#"{"device":"d","stream":"s","ts":1,"values":{"bad key":1}}"#,
+            br#"not json"#,
+        ] {
+            assert!(Committed::from_wire(&bytes::Bytes::from_static(bad), "x".into()).is_none());
+        }
+    }
 
     #[tokio::test]
     async fn items_come_out_in_order_and_the_queue_is_bounded() {

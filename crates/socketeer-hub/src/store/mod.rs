@@ -47,6 +47,8 @@ pub(crate) use reads::{
     StoredImage, Streams,
 };
 use schema::open_writer;
+#[cfg(test)]
+pub(crate) use writer::committed;
 use writer::{Engine, Writer};
 
 /// How hard a commit waits for the disk.
