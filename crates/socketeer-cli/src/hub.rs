@@ -100,8 +100,13 @@ async fn serve_db(
         )
         .into());
     }
-    let shown = db.to_string();
-    let hub = Hub::open(config(&args, db)).with_context(|| format!("hub: --db {shown}"))?;
+    let config = config(&args, db);
+    if let Some(bus) = &config.bus {
+        bus.validate()
+            .map_err(|why| UsageError(format!("hub: --bus: {why}")))?;
+    }
+    let shown = config.db.to_string();
+    let hub = Hub::open(config).with_context(|| format!("hub: --db {shown}"))?;
     let status = serve_all(&args, &hub, served).await;
     // Every connection has finished: the writer commits what is queued and stops.
     hub.close().await?;

@@ -23,6 +23,49 @@ fn bad_endpoints_and_flags_exit_2_with_one_clear_line() {
         "must be a number from 0 to 65535",
     );
     fails_with(&["listen", "sctp://x:1"], 2, "unknown scheme");
+    // The fleet's flags: a store and a bus, said plainly, never showing a password.
+    fails_with(
+        &["hub", "--no-auth", "--bus", "nats://127.0.0.1:1"],
+        2,
+        "socketeer: hub: --bus joins nodes that share one store: give --db postgres://",
+    );
+    fails_with(
+        &[
+            "hub",
+            "--no-auth",
+            "--db",
+            "postgres://u:pw@h/x",
+            "--bus",
+            "http://u:s3cret@x",
+        ],
+        2,
+        "socketeer: hub: --bus: http://u:***@x: a NATS address starts with nats://",
+    );
+    fails_with(
+        &["hub", "--no-auth", "--db", "postgres://u:s3cret@[bad/x"],
+        2,
+        "socketeer: hub: --db: not a PostgreSQL URL",
+    );
+    fails_with(
+        &["publish", "--hub", "udp://127.0.0.1:9"],
+        2,
+        "publish needs a stream endpoint",
+    );
+    fails_with(&["hub", "migrate", "--from", "x.db"], 2, "--to");
+    for args in [
+        &[
+            "hub",
+            "--no-auth",
+            "--db",
+            "postgres://u:pw@h/x",
+            "--bus",
+            "http://u:s3cret@x",
+        ][..],
+        &["hub", "--no-auth", "--db", "postgres://u:s3cret@[bad/x"],
+    ] {
+        let (_, _, err) = run(args, b"");
+        assert!(!err.contains("s3cret"), "{args:?}: {err}");
+    }
     fails_with(&["serve", "echo", "--max-conns", "0"], 2, "--max-conns");
     fails_with(&["serve", "echo", "--threads", "0"], 2, "--threads");
     fails_with(&["serve", "chat", "--threads", "many"], 2, "--threads");
