@@ -808,3 +808,100 @@ fn the_bus_logs_in_with_the_url_s_user_and_never_shows_its_password() {
         }
     }
 }
+
+#[test]
+fn a_foxglove_client_on_one_node_sees_a_robot_on_another() {
+    let test = "a_foxglove_client_on_one_node_sees_a_robot_on_another";
+    let Some(pg) = postgres(test, "fleet") else {
+        return;
+    };
+    let Some(bus) = nats(test) else {
+        return;
+    };
+    let url = pg.url("fleet");
+    let a = node(&url, &["--bus", &bus.url(), "--node", "node-a"]);
+    let b = node(&url, &["--bus", &bus.url(), "--node", "node-b"]);
+    for n in [&a, &b] {
+        wait_until("the bus connected", || {
+            get_metric(&n.web, "socketeer_hub_bus_connected") == 1
+        });
+    }
+    let mut robot = crate::hub::Client::connect(&a.ingest);
+    robot
+        .send("{\"device\":\"rover-9\"}\n{\"stream\":\"imu\",\"seq\":1,\"values\":{\"ax\":0.5}}\n");
+    assert_eq!(robot.answer()["ack"], 1);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        use futures_util::{SinkExt, StreamExt};
+        use tokio_tungstenite::tungstenite::{Message, client::IntoClientRequest};
+        let mut request = format!("ws://{}/foxglove", b.web)
+            .into_client_request()
+            .expect("request");
+        request.headers_mut().insert(
+            "sec-websocket-protocol",
+            "foxglove.websocket.v1".parse().expect("header"),
+        );
+        let stream = tokio::net::TcpStream::connect(&b.web)
+            .await
+            .expect("connect");
+        let (mut ws, _) = tokio_tungstenite::client_async(request, stream)
+            .await
+            .expect("WebSocket");
+        let deadline = tokio::time::Instant::now() + DEADLINE;
+        let mut next = async || {
+            tokio::time::timeout_at(deadline, ws.next())
+                .await
+                .expect("in time")
+                .expect("open")
+                .expect("message")
+        };
+        // The robot's channel, advertised by B from the shared store.
+        let channel = loop {
+            if let Message::Text(text) = next().await {
+                let value: serde_json::Value = serde_json::from_str(&text).expect("JSON");
+                let found = value["channels"].as_array().and_then(|list| {
+                    list.iter()
+                        .find(|c| c["topic"] == "/rover-9/imu")
+                        .map(|c| c["id"].as_u64().expect("id"))
+                });
+                if let Some(id) = found {
+                    break id;
+                }
+            }
+        };
+        drop(next);
+        let subscribe = serde_json::json!({
+            "op": "subscribe",
+            "subscriptions": [{ "id": 7, "channelId": channel }],
+        });
+        ws.send(Message::Text(subscribe.to_string().into()))
+            .await
+            .expect("subscribe");
+        // Its values on the subscription: the newest at once (0.5, from A over the bus), then
+        // what the robot sends to A next.
+        let mut seen = Vec::new();
+        while seen.len() < 2 {
+            let message = tokio::time::timeout_at(deadline, ws.next())
+                .await
+                .expect("in time")
+                .expect("open")
+                .expect("message");
+            let Message::Binary(data) = message else {
+                continue;
+            };
+            if data[0] != 1 || u32::from_le_bytes(data[1..5].try_into().expect("id")) != 7 {
+                continue; // time messages
+            }
+            let value: serde_json::Value = serde_json::from_slice(&data[13..]).expect("JSON");
+            seen.push(value["ax"].as_f64().expect("ax"));
+            if seen.len() == 1 {
+                robot.send("{\"stream\":\"imu\",\"seq\":2,\"values\":{\"ax\":0.25}}\n");
+                assert_eq!(robot.answer()["ack"], 2);
+            }
+        }
+        assert_eq!(seen, [0.5, 0.25]);
+    });
+}
