@@ -872,7 +872,6 @@ fn a_foxglove_client_on_one_node_sees_a_robot_on_another() {
                 }
             }
         };
-        drop(next);
         let subscribe = serde_json::json!({
             "op": "subscribe",
             "subscriptions": [{ "id": 7, "channelId": channel }],
