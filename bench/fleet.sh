@@ -126,6 +126,36 @@ copy_cpu=$(echo "($(pg_cpu) - $cpu0) * 1000000 / $copied" | bc -l)
 echo "FIGURE pg_bare_copy_rows_per_sec=$copy_rate rows/s ($copied rows by 10 psql \\copy at once in $(printf '%.2f' "$wall") s)"
 echo "FIGURE pg_bare_copy_cpu=$(printf '%.2f' "$copy_cpu") PostgreSQL CPU seconds per million rows"
 
+# 0b. The same rows and their idempotency keys (what the hub must write for each reading),
+# both by bare COPY: each psql one transaction, samples then keys.
+for p in $(seq 0 $((PUBLISHERS - 1))); do
+  python3 -c "
+import sys
+w = sys.stdout.write
+for k in range($per):
+    w('%d\t%d\t%d\n' % ($p + 1, k, k * 7919))
+" > "$work/keys$p.tsv"
+done
+chmod 644 "$work"/keys*.tsv
+psql -d anchor -qc 'TRUNCATE samples'
+cpu0=$(pg_cpu)
+t0=$(date +%s.%N)
+copies=()
+for p in $(seq 0 $((PUBLISHERS - 1))); do
+  psql -d anchor -q -1 \
+    -c "\\copy samples (stream_id, ts, recv_ts, vals, device_ts) FROM '$work/copy$p.tsv'" \
+    -c "\\copy received (session_id, seq, hash) FROM '$work/keys$p.tsv'" &
+  copies+=($!)
+done
+wait "${copies[@]}"
+t1=$(date +%s.%N)
+wall=$(echo "$t1 - $t0" | bc -l)
+keyed=$(psql -d anchor -tAc 'SELECT count(*) FROM received')
+keyed_rate=$(printf '%.0f' "$(echo "$keyed / $wall" | bc -l)")
+keyed_cpu=$(echo "($(pg_cpu) - $cpu0) * 1000000 / $keyed" | bc -l)
+echo "FIGURE pg_bare_copy_with_keys_rows_per_sec=$keyed_rate rows/s ($keyed rows and their keys by 10 psql \\copy at once in $(printf '%.2f' "$wall") s)"
+echo "FIGURE pg_bare_copy_with_keys_cpu=$(printf '%.2f' "$keyed_cpu") PostgreSQL CPU seconds per million rows"
+
 # 1. Throughput: two PostgreSQL nodes, then one SQLite node.
 throughput() { # label, then the node endpoints (publishers alternate between them)
   local label=$1; shift
@@ -172,9 +202,11 @@ pg_rate=$last_rate
 hub_cpu=$(echo "($(pg_cpu) - $cpu0) * 1000000 / $READINGS" | bc -l)
 echo "FIGURE pg_two_nodes_cpu=$(printf '%.2f' "$hub_cpu") PostgreSQL CPU seconds per million readings (keys, samples, commits)"
 echo "FIGURE pg_two_nodes_cpu_efficiency_vs_bare_copy=$(printf '%.2f' "$(echo "$copy_cpu / $hub_cpu" | bc -l)")x (bare COPY's PostgreSQL CPU per row / the nodes')"
+echo "FIGURE pg_two_nodes_cpu_efficiency_vs_bare_copy_with_keys=$(printf '%.2f' "$(echo "$keyed_cpu / $hub_cpu" | bc -l)")x"
 stored=$(psql -d fleet -tAc 'SELECT count(*) FROM samples')
 echo "FIGURE pg_two_nodes_stored=$stored samples"
 echo "FIGURE pg_two_nodes_vs_bare_copy=$(printf '%.2f' "$(echo "$pg_rate / $copy_rate" | bc -l)")x"
+echo "FIGURE pg_two_nodes_vs_bare_copy_with_keys=$(printf '%.2f' "$(echo "$pg_rate / $keyed_rate" | bc -l)")x"
 latency pg_two_nodes "$a" "$b"
 kill "$a_pid" "$b_pid"; wait "$a_pid" "$b_pid" 2>/dev/null || true
 
