@@ -207,8 +207,13 @@ stored=$(psql -d fleet -tAc 'SELECT count(*) FROM samples')
 echo "FIGURE pg_two_nodes_stored=$stored samples"
 echo "FIGURE pg_two_nodes_vs_bare_copy=$(printf '%.2f' "$(echo "$pg_rate / $copy_rate" | bc -l)")x"
 echo "FIGURE pg_two_nodes_vs_bare_copy_with_keys=$(printf '%.2f' "$(echo "$pg_rate / $keyed_rate" | bc -l)")x"
+# The million rows just written are vacuumed now, as autovacuum soon would, so that its pass
+# does not fall inside the latency phase (nor the SQLite node's, which runs with PostgreSQL
+# stopped).
+psql -d fleet -qc 'VACUUM ANALYZE'
 latency pg_two_nodes "$a" "$b"
 kill "$a_pid" "$b_pid"; wait "$a_pid" "$b_pid" 2>/dev/null || true
+$as "$pgbin/pg_ctl" -D "$work/pg" -m fast -w stop >/dev/null
 
 start_node s "$work/hub.db"; s=$ep; s_pid=$node_pid
 throughput sqlite_one_node "$s"
