@@ -5,6 +5,7 @@
 #   scripts/bench-files.sh              # 1 GiB, 3 rounds
 #   SIZE_MB=256 ROUNDS=5 scripts/bench-files.sh
 #   DIR=/dev/shm scripts/bench-files.sh     # files in memory: the transfer path alone, no disk
+#   SOCKETEER_BIN=/tmp/other scripts/bench-files.sh   # another build of socketeer
 #
 # Prints GB/s for each run and the medians. Bounded: ROUNDS x 4 transfers, 127.0.0.1 only.
 # Note: socketeer syncs the file (fsync) before reporting success; nc and socat do not.
@@ -13,7 +14,7 @@ cd "$(dirname "$0")/.."
 SIZE_MB=${SIZE_MB:-1024}
 ROUNDS=${ROUNDS:-3}
 cargo build --release -q -p socketeer-cli --bin socketeer
-BIN=$PWD/target/release/socketeer
+BIN=${SOCKETEER_BIN:-$PWD/target/release/socketeer}
 DIR=${DIR:-/var/tmp}
 work=$(mktemp -d "$DIR/socketeer-bench.XXXXXX")
 pids=()

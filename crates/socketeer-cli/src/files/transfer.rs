@@ -93,13 +93,71 @@ pub(crate) fn sink(
 ) {
     let (tx, mut rx) = mpsc::channel::<Bytes>(DEPTH);
     let task = tokio::task::spawn_blocking(move || {
+        // Writeback starts while receiving, so the sync before success finds little left: a
+        // thread of its own syncs the data every WRITEBACK_EVERY bytes (the writes go on
+        // meanwhile; a sync already running absorbs the next nudge).
+        let flusher = Writeback::start(&file);
+        let mut since = 0;
         while let Some(piece) = rx.blocking_recv() {
             file.write_all(&piece)?;
             hasher.update(&piece);
+            since += piece.len();
+            if since >= WRITEBACK_EVERY {
+                since = 0;
+                if let Some(flusher) = &flusher {
+                    flusher.nudge();
+                }
+            }
         }
+        drop(flusher);
         Ok((file, hasher))
     });
     (tx, task)
+}
+
+/// Bytes written between two background syncs.
+const WRITEBACK_EVERY: usize = 8 << 20;
+
+/// A thread that syncs a file's data when nudged, until dropped (then it is joined).
+struct Writeback {
+    nudges: Option<std::sync::mpsc::SyncSender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Writeback {
+    /// `None` when the file cannot be shared with a thread (then only the final sync runs).
+    fn start(file: &File) -> Option<Writeback> {
+        let file = file.try_clone().ok()?;
+        let (nudges, wake) = std::sync::mpsc::sync_channel::<()>(1);
+        let thread = std::thread::Builder::new()
+            .name("writeback".into())
+            .spawn(move || {
+                while wake.recv().is_ok() {
+                    // An error here is met again by the sync before success, which reports it.
+                    let _ = file.sync_data();
+                }
+            })
+            .ok()?;
+        Some(Writeback {
+            nudges: Some(nudges),
+            thread: Some(thread),
+        })
+    }
+
+    fn nudge(&self) {
+        if let Some(nudges) = &self.nudges {
+            let _ = nudges.try_send(());
+        }
+    }
+}
+
+impl Drop for Writeback {
+    fn drop(&mut self) {
+        self.nudges = None;
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
 }
 
 /// Sends `len` bytes of `file` (from its current position) as raw data and returns the digest
