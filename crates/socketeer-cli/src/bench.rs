@@ -104,6 +104,9 @@ struct Report {
     max_us: f64,
     mb_per_sec: f64,
     failed_connections: usize,
+    /// Datagrams sent whose echo did not come back within the wait (datagram endpoints only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    lost_datagrams: Option<u64>,
 }
 
 #[derive(Serialize)]
@@ -320,9 +323,9 @@ async fn bulk(
 
 pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<i32> {
     let endpoint = parse_endpoint(&args.endpoint)?;
-    if !endpoint.is_stream() {
+    if !endpoint.is_stream() && (args.fanout.is_some() || args.bulk) {
         return Err(UsageError(format!(
-            "{endpoint}: bench needs a stream endpoint (tcp:// or unix://)"
+            "{endpoint}: --fanout and --bulk need a stream endpoint (tcp:// or unix://)"
         ))
         .into());
     }
@@ -332,6 +335,9 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<i32> {
              server you are allowed to load"
         ))
         .into());
+    }
+    if !endpoint.is_stream() {
+        return datagrams(&args, &endpoint).await;
     }
     let options = client_options(&args.guard, Duration::from_secs(10))?;
     let mut streams = Vec::with_capacity(args.connections as usize);
@@ -383,8 +389,19 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<i32> {
         });
     }
     let (histograms, failed) = join_connections(tasks, &endpoint).await?;
+    report_round_trips(&args, &endpoint, &histograms, failed, None)
+}
+
+/// Prints the round trips of every connection (one histogram each) as text or JSON.
+fn report_round_trips(
+    args: &BenchArgs,
+    endpoint: &socketeer::Endpoint,
+    histograms: &[Histogram],
+    failed: usize,
+    lost: Option<u64>,
+) -> anyhow::Result<i32> {
     let mut total = Histogram::new();
-    for histogram in &histograms {
+    for histogram in histograms {
         total.merge(histogram);
     }
     let seconds = args.duration.as_secs_f64();
@@ -401,14 +418,20 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<i32> {
         max_us: total.max as f64 / 1e3,
         mb_per_sec: (total.total * u64::from(args.size)) as f64 / seconds / 1e6,
         failed_connections: failed,
+        lost_datagrams: lost,
     };
     if args.json {
         outln!("{}", serde_json::to_string(&report)?)?;
     } else {
         outln!(
-            "{}: {} connections, {}-byte messages, {:.1} s\n  round trips/s  {:.0}\n  latency p50    {:.1} µs\n  latency p99    {:.1} µs\n  latency p99.9  {:.1} µs\n  latency max    {:.1} µs\n  throughput     {:.2} MB/s each way\n  failed conns   {}",
+            "{}: {} {}, {}-byte messages, {:.1} s\n  round trips/s  {:.0}\n  latency p50    {:.1} µs\n  latency p99    {:.1} µs\n  latency p99.9  {:.1} µs\n  latency max    {:.1} µs\n  throughput     {:.2} MB/s each way\n  failed conns   {}",
             report.endpoint,
             report.connections,
+            if lost.is_some() {
+                "sockets"
+            } else {
+                "connections"
+            },
             report.message_bytes,
             report.seconds,
             report.round_trips_per_sec,
@@ -419,8 +442,129 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<i32> {
             report.mb_per_sec,
             report.failed_connections
         )?;
+        if let Some(lost) = lost {
+            outln!(
+                "  lost           {lost} datagrams (not echoed within {} ms)",
+                LOST_AFTER.as_millis()
+            )?;
+        }
     }
     Ok(0)
+}
+
+/// A datagram whose echo has not come within this long is counted lost and sent anew.
+const LOST_AFTER: Duration = Duration::from_millis(200);
+
+/// One client socket of a datagram endpoint, connected to the server.
+enum Dgram {
+    Udp(tokio::net::UdpSocket),
+    /// With the path it is bound to (a Unix datagram client needs an address for the echo).
+    Unix(tokio::net::UnixDatagram, std::path::PathBuf),
+}
+
+impl Dgram {
+    async fn open(endpoint: &socketeer::Endpoint, n: u32) -> std::io::Result<Dgram> {
+        match endpoint {
+            socketeer::Endpoint::Udp(hp) => {
+                let to = *hp
+                    .resolve()
+                    .await
+                    .map_err(std::io::Error::other)?
+                    .first()
+                    .ok_or_else(|| std::io::Error::other("no address"))?;
+                let local = if to.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" };
+                let socket = tokio::net::UdpSocket::bind(local).await?;
+                socket.connect(to).await?;
+                Ok(Dgram::Udp(socket))
+            }
+            socketeer::Endpoint::UnixDatagram(path) => {
+                let me = std::env::temp_dir()
+                    .join(format!("socketeer-bench-{}-{n}.sock", std::process::id()));
+                let _ = std::fs::remove_file(&me);
+                let socket = tokio::net::UnixDatagram::bind(&me)?;
+                socket.connect(path)?;
+                Ok(Dgram::Unix(socket, me))
+            }
+            other => Err(std::io::Error::other(format!(
+                "{other} is not a datagram endpoint"
+            ))),
+        }
+    }
+
+    async fn send(&self, data: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Dgram::Udp(s) => s.send(data).await,
+            Dgram::Unix(s, _) => s.send(data).await,
+        }
+    }
+
+    async fn recv(&self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Dgram::Udp(s) => s.recv(buf).await,
+            Dgram::Unix(s, _) => s.recv(buf).await,
+        }
+    }
+}
+
+impl Drop for Dgram {
+    fn drop(&mut self) {
+        if let Dgram::Unix(_, path) = self {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+/// Datagram endpoints (udp://, unixgram://): each socket sends a datagram and waits for its
+/// echo (a datagram not echoed within [`LOST_AFTER`] is counted lost and the next one sent).
+async fn datagrams(args: &BenchArgs, endpoint: &socketeer::Endpoint) -> anyhow::Result<i32> {
+    let mut sockets = Vec::with_capacity(args.connections as usize);
+    for n in 0..args.connections {
+        sockets.push(
+            Dgram::open(endpoint, n)
+                .await
+                .with_context(|| format!("{endpoint}"))?,
+        );
+    }
+    let start = Instant::now() + Duration::from_millis(50);
+    let measure_from = start + args.warmup;
+    let stop_at = measure_from + args.duration;
+    let size = args.size as usize;
+    let mut tasks = JoinSet::new();
+    for socket in sockets {
+        tasks.spawn(async move {
+            let message = vec![b'x'; size];
+            let mut reply = vec![0u8; size + 1];
+            let mut histogram = Histogram::new();
+            let mut lost = 0u64;
+            tokio::time::sleep_until(start.into()).await;
+            loop {
+                let sent = Instant::now();
+                if sent >= stop_at {
+                    break;
+                }
+                socket.send(&message).await?;
+                match tokio::time::timeout(LOST_AFTER, socket.recv(&mut reply)).await {
+                    Ok(Ok(n)) if reply[..n] == message[..] => {
+                        if sent >= measure_from {
+                            histogram.record(sent.elapsed());
+                        }
+                    }
+                    Ok(Ok(_)) => {
+                        return Err(std::io::Error::other("the echo was not the datagram sent"));
+                    }
+                    Ok(Err(err)) => return Err(err),
+                    Err(_) if sent >= measure_from => lost += 1,
+                    Err(_) => {}
+                }
+            }
+            drop(socket);
+            std::io::Result::Ok((histogram, lost))
+        });
+    }
+    let (measured, failed) = join_connections(tasks, endpoint).await?;
+    let lost = measured.iter().map(|(_, lost)| lost).sum();
+    let histograms: Vec<Histogram> = measured.into_iter().map(|(h, _)| h).collect();
+    report_round_trips(args, endpoint, &histograms, failed, Some(lost))
 }
 
 #[cfg(test)]

@@ -255,6 +255,43 @@ fn grace_is_honoured_and_a_second_signal_exits_at_once() {
 }
 
 #[test]
+fn bench_measures_datagram_round_trips_over_udp_and_unix_datagrams() {
+    let dir = crate::support::TempDir::new("bench-dgram");
+    let unixgram = format!("unixgram://{}", dir.sock("echo.dgram"));
+    let (_server, eps) = Proc::serve(&[
+        "serve",
+        "echo",
+        "--listen",
+        "udp://127.0.0.1:0",
+        "--listen",
+        &unixgram,
+    ]);
+    for ep in &eps {
+        let (status, out, err) = crate::support::run(
+            &[
+                "bench", ep, "-c", "3", "-s", "200", "-d", "0.3", "--warmup", "0", "--json",
+            ],
+            b"",
+        );
+        assert!(status.success(), "{ep}: {err}");
+        let report: serde_json::Value = serde_json::from_str(&out).expect("JSON");
+        assert!(report["round_trips"].as_u64() > Some(100), "{report}");
+        assert_eq!(report["lost_datagrams"], 0, "{report}");
+        assert_eq!(report["failed_connections"], 0);
+    }
+    // A datagram server that echoes something else is told, not counted.
+    let (_upper, upper) =
+        Proc::serve(&["serve", "echo", "--upper", "--listen", "udp://127.0.0.1:0"]);
+    let (status, out, _) = crate::support::run(
+        &[
+            "bench", &upper[0], "-c", "1", "-s", "10", "-d", "0.2", "--warmup", "0", "--json",
+        ],
+        b"",
+    );
+    assert!(!status.success(), "{out}");
+}
+
+#[test]
 fn bench_measures_round_trips_and_bulk_against_a_real_echo() {
     let (_server, eps) = Proc::serve(&["serve", "echo", "--listen", "127.0.0.1:0"]);
     let ep = &eps[0];

@@ -86,9 +86,9 @@ fn bad_endpoints_and_flags_exit_2_with_one_clear_line() {
         "unexpected argument",
     );
     fails_with(
-        &["bench", "udp://127.0.0.1:9"],
+        &["bench", "udp://127.0.0.1:9", "--bulk"],
         2,
-        "bench needs a stream endpoint",
+        "--fanout and --bulk need a stream endpoint",
     );
     fails_with(
         &["bench", "192.0.2.1:9"],
