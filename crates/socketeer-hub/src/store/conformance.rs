@@ -68,8 +68,12 @@ fn scratch(tag: &str) -> Scratch {
 
 pub(super) fn sqlite(tag: &str, tweak: &dyn Fn(&mut StoreConfig)) -> Opened {
     let place = scratch(tag);
-    let dir = place.0.clone();
-    let mut config = test_config(dir.join("hub.db"), None);
+    let config = test_config(place.0.join("hub.db"), None);
+    open_in(place, config, tweak)
+}
+
+/// Opens a store with `config` as the test tweaks it; `place` is removed after.
+fn open_in(place: Scratch, mut config: StoreConfig, tweak: &dyn Fn(&mut StoreConfig)) -> Opened {
     tweak(&mut config);
     let (store, writer) = Store::open(config).expect("open");
     Opened {
@@ -113,14 +117,8 @@ pub(super) fn postgres(tag: &str, tweak: &dyn Fn(&mut StoreConfig)) -> Opened {
     cluster.create_db(&name).expect("create database");
     let place = scratch(&format!("pg-{tag}"));
     let url = PostgresUrl::parse(&cluster.url(&name)).expect("url");
-    let mut config = test_config(place.0.join("unused.db"), Some(url));
-    tweak(&mut config);
-    let (store, writer) = Store::open(config).expect("open");
-    Opened {
-        store,
-        writer,
-        place,
-    }
+    let config = test_config(place.0.join("unused.db"), Some(url));
+    open_in(place, config, tweak)
 }
 
 /// Nodes starting at once on an empty database: one migrates (under the advisory lock), the
