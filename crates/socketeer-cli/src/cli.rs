@@ -82,6 +82,9 @@ pub(crate) enum Command {
     Import(ImportArgs),
     /// Load-test an echo-like server: round trips/s, latency percentiles, MB/s.
     Bench(BenchArgs),
+    /// Join two endpoints, like socat with fork: each client accepted on LISTEN gets its own
+    /// connection to TARGET, bytes copied both ways (TLS and keys on either side).
+    Relay(Box<RelayArgs>),
     /// Print a new random key (64 hex characters) for --key-file.
     Keygen(KeygenArgs),
     /// Make a private CA and a server certificate for TLS, and print the fingerprint.
@@ -907,6 +910,102 @@ fn parse_scan_timeout(text: &str) -> Result<Duration, String> {
 }
 
 #[derive(Debug, Args)]
+#[command(after_help = "Examples:
+  socketeer relay :8080 127.0.0.1:80                       # a port forward
+  socketeer relay :9000 unix:///run/robot.sock             # a Unix service on the network
+  socketeer relay :8443 127.0.0.1:8080 --tls-cert s.pem --tls-key s-key.pem
+  socketeer relay :7001 127.0.0.1:7000 --key-file devices.keys   # keys in front
+  socketeer relay unix:///tmp/hub.sock hub.lab:7443 --target-ca ca.pem
+  socketeer relay udp://:5353 udp://10.0.0.2:53 --idle-timeout 30
+
+Counters (Prometheus text, or JSON with --json) are printed on stdout on SIGUSR1 and at exit.")]
+pub(crate) struct RelayArgs {
+    /// Where clients connect: any endpoint (tcp://, HOST:PORT, :PORT, unix://, udp://,
+    /// unixgram://). More with --listen.
+    #[arg(value_name = "LISTEN")]
+    pub(crate) listen_at: String,
+    /// Where each client's bytes go: any endpoint.
+    #[arg(value_name = "TARGET")]
+    pub(crate) target: String,
+    #[command(flatten)]
+    pub(crate) serve: ServeArgs,
+    #[command(flatten)]
+    pub(crate) to: TargetArgs,
+    /// Serve one client, then exit (socat without fork). More clients wait until it is done
+    /// and are then turned away.
+    #[arg(long)]
+    pub(crate) connect_once: bool,
+    /// Log lines (one per connection as it ends) and counters as JSON.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+/// How the relay reaches its target.
+#[derive(Debug, Args, Clone)]
+pub(crate) struct TargetArgs {
+    /// Speak TLS to the target; verify it with --target-ca, --target-pin or --target-insecure.
+    #[arg(long)]
+    pub(crate) target_tls: bool,
+    /// Trust target certificates signed by the CA in FILE (implies --target-tls).
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["target_pin", "target_insecure"])]
+    pub(crate) target_ca: Option<std::path::PathBuf>,
+    /// Trust only the target certificate with this SHA-256 fingerprint (implies --target-tls).
+    #[arg(long, value_name = "SHA256", conflicts_with = "target_insecure")]
+    pub(crate) target_pin: Option<String>,
+    /// Do not verify the target's certificate (implies --target-tls).
+    #[arg(long)]
+    pub(crate) target_insecure: bool,
+    /// The name to check the target's certificate against (default: the target's host).
+    #[arg(long, value_name = "NAME")]
+    pub(crate) target_server_name: Option<String>,
+    /// Authenticate to the target with the key in FILE (one key, or `DEVICE KEY` lines).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) target_key_file: Option<std::path::PathBuf>,
+    /// The device name to authenticate to the target as (default: this host's name).
+    #[arg(long, value_name = "NAME", requires = "target_key_file")]
+    pub(crate) target_device: Option<String>,
+    /// How to answer the target's challenge: socketeer (mutual, default) or tutorial.
+    #[arg(long, value_enum, default_value_t = AuthModeArg::Socketeer, requires = "target_key_file")]
+    pub(crate) target_auth_mode: AuthModeArg,
+    /// Give up connecting to the target (with TLS and authentication) after SECS.
+    #[arg(long, value_name = "SECS", default_value = "10", value_parser = parse_positive_secs)]
+    pub(crate) connect_timeout: Duration,
+    /// Connect attempts after the first fails (refused or timed out).
+    #[arg(long, value_name = "N", default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=100))]
+    pub(crate) connect_retries: u32,
+    /// Wait between connect attempts.
+    #[arg(long, value_name = "SECS", default_value = "0.5", value_parser = parse_secs)]
+    pub(crate) retry_delay: Duration,
+}
+
+impl TargetArgs {
+    /// The same choices as a client's flags, checked with the relay's flag names.
+    pub(crate) fn client_guard(&self) -> Result<ClientGuardArgs, String> {
+        let verified =
+            self.target_ca.is_some() || self.target_pin.is_some() || self.target_insecure;
+        if self.target_tls && !verified {
+            return Err(
+                "--target-tls needs --target-ca FILE, --target-pin SHA256, or --target-insecure"
+                    .into(),
+            );
+        }
+        if let Some(pin) = &self.target_pin {
+            socketeer::tls::parse_pin(pin).map_err(|e| format!("--target-pin: {e}"))?;
+        }
+        Ok(ClientGuardArgs {
+            key_file: self.target_key_file.clone(),
+            device: self.target_device.clone(),
+            auth_mode: self.target_auth_mode,
+            tls: self.target_tls,
+            ca: self.target_ca.clone(),
+            pin: self.target_pin.clone(),
+            insecure: self.target_insecure,
+            server_name: self.target_server_name.clone(),
+        })
+    }
+}
+
+#[derive(Debug, Args)]
 pub(crate) struct BenchArgs {
     /// The echo-like server to load.
     #[arg(value_name = "EP")]
@@ -934,10 +1033,18 @@ pub(crate) struct BenchArgs {
     /// With --fanout: this many more connections that never read (a client on a dead link).
     #[arg(long, value_name = "N", default_value_t = 0, requires = "fanout")]
     pub(crate) stalled: u32,
+    /// With --fanout: offer this many lines per second in all (shared by the senders) instead
+    /// of as many as the server takes, so brokers can be compared by their CPU at equal load.
+    #[arg(long, value_name = "LINES", requires = "fanout", value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
+    pub(crate) rate: Option<u64>,
     /// Bulk transfer instead of request/response: each connection writes --size-byte chunks
     /// as fast as the server takes them while reading the echo; reports MB/s echoed.
     #[arg(long, conflicts_with = "fanout")]
     pub(crate) bulk: bool,
+    /// One-way bulk: each connection only writes --size-byte chunks, to a server that reads
+    /// and discards them (a sink, or a relay in front of one); reports MB/s the server took.
+    #[arg(long, conflicts_with_all = ["fanout", "bulk"])]
+    pub(crate) upload: bool,
     /// Allow a server that is not on loopback or a Unix socket (a load test of someone
     /// else's machine is an attack unless it is yours).
     #[arg(long)]

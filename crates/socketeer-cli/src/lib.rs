@@ -25,6 +25,7 @@ mod import;
 mod listen;
 mod pipe;
 mod publish;
+mod relay;
 mod scan;
 mod serve;
 mod simulate;
@@ -46,7 +47,8 @@ pub fn main() -> ! {
         Ok(cli) => cli,
         Err(err) => std::process::exit(report_usage(&err)),
     };
-    init_logging(&cli.log);
+    let json = matches!(&cli.command, Command::Relay(args) if args.json);
+    init_logging(&cli.log, json);
     // A client with one connection has no work for a second thread; on a small machine its
     // threads would only take turns with the server's.
     let single = matches!(
@@ -102,6 +104,7 @@ async fn run(command: Command) -> anyhow::Result<i32> {
         Command::Export(args) => export::run(&args).await,
         Command::Import(args) => import::run(args).await,
         Command::Bench(args) => bench::run(args).await,
+        Command::Relay(args) => relay::run(args).await,
         Command::Keygen(args) => cert::keygen(&args),
         Command::Cert(args) => cert::cert(&args),
     }
@@ -135,7 +138,7 @@ fn report_usage(err: &clap::Error) -> i32 {
     EXIT_USAGE
 }
 
-fn init_logging(args: &LogArgs) {
+fn init_logging(args: &LogArgs, json: bool) {
     use tracing_subscriber::EnvFilter;
     let default = if args.quiet {
         "warn"
@@ -154,7 +157,8 @@ fn init_logging(args: &LogArgs) {
         .with_target(false)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     match args.log_format {
-        LogFormat::Text => builder.init(),
+        LogFormat::Text if !json => builder.init(),
+        LogFormat::Text => builder.json().init(),
         LogFormat::Json => builder.json().init(),
     }
 }

@@ -285,6 +285,16 @@ async fn send_image(
 /// An image header among the input's lines: `Some(Ok((format, length)))`, `Some(Err)` for an
 /// `"image"` whose length cannot be followed, `None` for any other line.
 fn image_header(raw: &[u8]) -> Option<Result<(ImageFormat, usize), String>> {
+    // Most lines are readings: without the text `"image"` (or an escape that could spell it)
+    // a line is not parsed here at all.
+    // (The searchers are built once: building one per line cost as much as the search.)
+    static IMAGE: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+        std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"\"image\""));
+    static ESCAPE: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+        std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"\\u"));
+    if IMAGE.find(raw).is_none() && ESCAPE.find(raw).is_none() {
+        return None;
+    }
     let Ok(Value::Object(object)) = serde_json::from_slice::<Value>(raw) else {
         return None;
     };

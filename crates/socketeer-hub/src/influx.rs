@@ -297,14 +297,14 @@ async fn take(
     let mut items = Vec::new();
     for (n, parsed) in lines.enumerate() {
         match parsed {
-            Ok(Some(point)) => items.push(Item {
-                device: point.device.into(),
-                session: "".into(),
-                record: point.record,
+            // Telegraf's hosts keep their clocks by NTP: their times are taken as they are
+            // (offset 0).
+            Ok(Some(point)) => items.push(Item::new(
+                &point.device.into(),
+                &"".into(),
+                point.record,
                 recv_ts,
-                // Telegraf's hosts keep their clocks by NTP: their times are taken as they are.
-                offset: 0.0,
-            }),
+            )),
             Ok(None) => {}
             Err(refusal) => {
                 ingest.stats.reject(refusal.reason);

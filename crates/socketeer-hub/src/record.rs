@@ -180,6 +180,63 @@ pub fn parse_line(text: &str) -> Result<Line, Refusal> {
     if text.len() > MAX_LINE {
         return Err(too_long(format!("line longer than {MAX_LINE} bytes")));
     }
+    if let Some(record) = plain_reading(text) {
+        return Ok(Line::Record(record));
+    }
+    parse_value_line(text)
+}
+
+/// The line most devices send most of the time — `stream`, numeric `values`, and at most `ts`
+/// (a number) and `seq` — read straight into a record without building JSON values first.
+/// `None` for anything else or anything wrong, which [`parse_value_line`] then reads (and
+/// refuses with its reason): for every line this accepts, the result is the same as that's
+/// (a test compares the two).
+fn plain_reading(text: &str) -> Option<Record> {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Plain<'a> {
+        #[serde(borrow)]
+        stream: std::borrow::Cow<'a, str>,
+        #[serde(default)]
+        ts: Option<f64>,
+        #[serde(default)]
+        seq: Option<u64>,
+        // Sorted, and the last of a repeated field wins: as in a parsed JSON object.
+        #[serde(borrow)]
+        values: std::collections::BTreeMap<std::borrow::Cow<'a, str>, f64>,
+    }
+    let plain: Plain<'_> = serde_json::from_str(text).ok()?;
+    if plain.values.is_empty()
+        || plain.values.len() > MAX_VALUES
+        || plain.seq.is_some_and(|seq| seq > i64::MAX as u64)
+    {
+        return None;
+    }
+    let ts = match plain.ts {
+        Some(number) => Some(unix_seconds(number)?),
+        None => None,
+    };
+    let mut values = Vec::with_capacity(plain.values.len());
+    for (field, number) in plain.values {
+        if !number.is_finite() {
+            return None;
+        }
+        values.push((name(&field, "field").ok()?, number));
+    }
+    Some(Record {
+        stream: name(&plain.stream, "stream").ok()?,
+        ts,
+        values,
+        texts: Vec::new(),
+        units: Vec::new(),
+        frame: None,
+        seq: plain.seq,
+        session: None,
+    })
+}
+
+/// Parses and checks one line through JSON values: every kind of line, every refusal.
+fn parse_value_line(text: &str) -> Result<Line, Refusal> {
     let value: Value = serde_json::from_str(text).map_err(|e| {
         Refusal::new(
             Reason::Json,
@@ -1169,6 +1226,45 @@ pub(crate) mod tests {
         })
     }
 
+    #[test]
+    fn plain_readings_take_the_fast_path_and_the_rest_do_not() {
+        for line in [
+            r#"{"stream":"imu","values":{"ax":0.25,"ay":-1.5,"az":9.81}}"#,
+            r#"{"seq":7,"stream":"/robot/imu","values":{"b":2,"a":1,"a":3},"ts":1800000000.5}"#,
+            r#"{"stream":"imu","values":{"x":1},"ts":null}"#,
+        ] {
+            let fast = plain_reading(line).expect(line);
+            assert_eq!(Ok(Line::Record(fast)), parse_value_line(line), "{line}");
+        }
+        let sorted =
+            plain_reading(r#"{"stream":"s","values":{"b":2,"a":1,"a":3}}"#).expect("plain");
+        assert_eq!(
+            sorted.values,
+            [("a".to_owned(), 3.0), ("b".to_owned(), 2.0)]
+        );
+        let many: Vec<String> = (0..=MAX_VALUES).map(|i| format!("\"f{i}\":{i}")).collect();
+        let too_many = format!("{{\"stream\":\"s\",\"values\":{{{}}}}}", many.join(","));
+        for line in [
+            r#"{"stream":"imu","values":{"ok":true}}"#,
+            r#"{"stream":"imu","values":{"mode":"RTK"}}"#,
+            r#"{"stream":"imu","values":{"a":{"b":1}}}"#,
+            r#"{"stream":"imu","values":{"a":1},"units":{"a":"m"}}"#,
+            r#"{"stream":"imu","values":{"a":1},"ts":"2027-01-01T00:00:00Z"}"#,
+            r#"{"stream":"imu","values":{"a":1},"ts":12}"#,
+            r#"{"stream":"imu","values":{}}"#,
+            r#"{"stream":"bad name","values":{"a":1}}"#,
+            r#"{"stream":"imu","values":{"a":1},"seq":9223372036854775808}"#,
+            r#"{"stream":"imu","stream":"imu","values":{"a":1}}"#,
+            too_many.as_str(),
+        ] {
+            assert!(plain_reading(line).is_none(), "{line}");
+        }
+        assert_eq!(
+            error(&too_many),
+            parse_value_line(&too_many).expect_err("too many").why
+        );
+    }
+
     proptest::proptest! {
         #![proptest_config(proptest::prelude::ProptestConfig { cases: 512, ..Default::default() })]
 
@@ -1180,6 +1276,46 @@ pub(crate) mod tests {
                 proptest::prop_assert!(record.values.len() <= MAX_VALUES);
                 proptest::prop_assert!(record.values.iter().all(|(_, v)| v.is_finite()));
             }
+        }
+
+        /// The fast path for plain readings reads every line it takes exactly as the full
+        /// parser does, and leaves every other to it.
+        #[test]
+        fn plain_readings_read_as_the_full_parser_reads_them(
+            stream in proptest::prop_oneof![name_strategy(), proptest::strategy::Just("bad name".to_owned()), proptest::strategy::Just(String::new())],
+            fields in proptest::collection::vec(
+                (proptest::prop_oneof![name_strategy(), proptest::strategy::Just("a".to_owned()), proptest::strategy::Just("x y".to_owned()), proptest::strategy::Just("\\u0061".to_owned())],
+                 proptest::prop_oneof![
+                    proptest::strategy::Just("1".to_owned()), proptest::strategy::Just("-0.5".to_owned()), proptest::strategy::Just("1e308".to_owned()), proptest::strategy::Just("1e400".to_owned()),
+                    proptest::strategy::Just("9007199254740993".to_owned()), proptest::strategy::Just("true".to_owned()), proptest::strategy::Just("\"RTK\"".to_owned()),
+                    proptest::strategy::Just("null".to_owned()), proptest::strategy::Just("{\"x\":1}".to_owned()), proptest::strategy::Just("[1]".to_owned()),
+                    proptest::strategy::Strategy::prop_map(-1e12f64..1e12, |v| format!("{v}")),
+                 ]),
+                0..6),
+            seq in proptest::option::of(proptest::prop_oneof![
+                proptest::strategy::Just("0".to_owned()), proptest::strategy::Just("9223372036854775807".to_owned()), proptest::strategy::Just("9223372036854775808".to_owned()),
+                proptest::strategy::Just("-1".to_owned()), proptest::strategy::Just("5.0".to_owned()), proptest::strategy::Just("\"7\"".to_owned()), proptest::strategy::Strategy::prop_map(0u64..1000, |n| n.to_string())]),
+            ts in proptest::option::of(proptest::prop_oneof![
+                proptest::strategy::Just("null".to_owned()), proptest::strategy::Just("1800000000".to_owned()), proptest::strategy::Just("1800000000123".to_owned()),
+                proptest::strategy::Just("12".to_owned()), proptest::strategy::Just("\"2027-01-01T00:00:00Z\"".to_owned()), proptest::strategy::Just("1e400".to_owned())]),
+            extra in proptest::option::of(proptest::prop_oneof![
+                proptest::strategy::Just(",\"units\":{\"a\":\"m\"}".to_owned()), proptest::strategy::Just(",\"session\":\"s1\"".to_owned()),
+                proptest::strategy::Just(",\"stream\":\"again\"".to_owned()), proptest::strategy::Just(",\"other\":1".to_owned()), proptest::strategy::Just(" x".to_owned())]),
+        ) {
+            let body: Vec<String> = fields.iter().map(|(f, v)| format!("\"{f}\":{v}")).collect();
+            let mut line = format!("{{\"stream\":{},\"values\":{{{}}}", serde_json::Value::from(stream.as_str()), body.join(","));
+            if let Some(seq) = &seq { line.push_str(&format!(",\"seq\":{seq}")); }
+            if let Some(ts) = &ts { line.push_str(&format!(",\"ts\":{ts}")); }
+            if let Some(extra) = &extra { line.push_str(extra.as_str()); }
+            line.push('}');
+            let full = parse_value_line(&line);
+            if let Some(fast) = plain_reading(&line) {
+                proptest::prop_assert_eq!(Ok(Line::Record(fast)), full.clone(), "{}", line);
+            }
+            // And parse_line as a whole answers as the full parser does.
+            let answered = parse_line(&line);
+            proptest::prop_assert_eq!(answered.as_ref().ok(), full.as_ref().ok(), "{}", line);
+            proptest::prop_assert_eq!(answered.err().map(|e| e.why), full.err().map(|e| e.why), "{}", line);
         }
 
         /// Near-valid JSON: records with one thing wrong are refused with a reason, never a panic.

@@ -6,17 +6,20 @@
 //! kicked — its own task tells it and leaves — so one slow reader never slows anyone else.
 //!
 //! When queues grow because the broker itself is behind (their writers are busy, not blocked on
-//! their clients), [`Room::pressure`] says so and senders pause reading new lines until the
+//! their clients), [`Room::pressured`] says so and senders pause reading new lines until the
 //! queues drain: a burst is absorbed by TCP backpressure on the senders, not by dropping healthy
 //! readers. A writer blocked on a client that does not read is marked stuck and ignored by that
 //! check, so its queue fills and it is dropped.
+//!
+//! The check costs one atomic load: every fan-out already visits every queue, so it notes on the
+//! way whether any is past a quarter of its bounds; a paused sender looks again itself
+//! ([`Room::rescan`]) when a writer reports relief, or after a short wait.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 
 use bytes::Bytes;
-use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
@@ -63,45 +66,86 @@ impl Backlog {
         (lines, bytes)
     }
 
-    fn remove(&self, batch: &Batch) {
-        self.lines.fetch_sub(batch.lines, Ordering::Relaxed);
-        self.bytes.fetch_sub(batch.text.len(), Ordering::Relaxed);
+    /// Takes a batch's share back; returns what is left.
+    fn remove(&self, batch: &Batch) -> (usize, usize) {
+        let lines = self.lines.fetch_sub(batch.lines, Ordering::Relaxed) - batch.lines;
+        let bytes = self.bytes.fetch_sub(batch.text.len(), Ordering::Relaxed) - batch.text.len();
+        (lines, bytes)
     }
+
+    /// Lines and bytes waiting now.
+    fn now(&self) -> (usize, usize) {
+        (
+            self.lines.load(Ordering::Relaxed),
+            self.bytes.load(Ordering::Relaxed),
+        )
+    }
+
+    /// Past a quarter of its bounds while its writer is not blocked on its client.
+    fn behind(&self, (lines, bytes): (usize, usize), limits: QueueLimits) -> bool {
+        (lines > limits.lines / 4 || bytes > limits.bytes / 4)
+            && !self.stuck.load(Ordering::Relaxed)
+    }
+}
+
+/// What senders and writers share about the room's load.
+#[derive(Debug, Default)]
+struct Load {
+    /// Some queue was behind when last looked at (see [`Backlog::behind`]).
+    pressured: AtomicBool,
+    /// Signalled when a queue drains below a quarter while the room is pressured.
+    relief: Notify,
 }
 
 /// What the room keeps per client.
 struct Member {
     nick: String,
-    queue: mpsc::Sender<Batch>,
+    queue: mpsc::UnboundedSender<Batch>,
     backlog: Arc<Backlog>,
     kicked: CancellationToken,
 }
 
-/// A client's end of its queue.
+/// A client's end of its queue. The room holds the only sender: the queue ends (after what was
+/// already in it) when the room drops the client.
 pub(crate) struct Inbox {
     pub(crate) id: ClientId,
-    pub(crate) queue: mpsc::Receiver<Batch>,
+    pub(crate) queue: mpsc::UnboundedReceiver<Batch>,
     backlog: Arc<Backlog>,
+    load: Arc<Load>,
+    limits: QueueLimits,
+    /// Cancelled when the room drops this client, for a writer blocked on it.
     pub(crate) kicked: CancellationToken,
 }
 
 impl Inbox {
-    /// Accounts for a batch taken from the queue.
+    /// Accounts for a batch taken from the queue; tells paused senders when this queue is no
+    /// longer behind.
     pub(crate) fn taken(&self, batch: &Batch) {
-        self.backlog.remove(batch);
+        let left = self.backlog.remove(batch);
+        if self.load.pressured.load(Ordering::Relaxed) && !self.backlog.behind(left, self.limits) {
+            self.load.relief.notify_waiters();
+        }
     }
 
     /// Marks whether this client's writer is blocked on a client that is not reading.
     pub(crate) fn set_stuck(&self, stuck: bool) {
         self.backlog.stuck.store(stuck, Ordering::Relaxed);
+        if stuck && self.load.pressured.load(Ordering::Relaxed) {
+            // This queue no longer counts: paused senders may go on.
+            self.load.relief.notify_waiters();
+        }
+    }
+
+    /// The room dropped this client.
+    pub(crate) fn is_kicked(&self) -> bool {
+        self.kicked.is_cancelled()
     }
 }
 
 /// Everyone connected, and where the operator's console output goes.
 pub(crate) struct Room {
     members: RwLock<HashMap<ClientId, Member>>,
-    /// Signalled when queues drain, for senders waiting on pressure.
-    pub(crate) relief: Notify,
+    load: Arc<Load>,
     next_id: AtomicU64,
     limits: QueueLimits,
     console: Option<mpsc::Sender<Bytes>>,
@@ -112,7 +156,7 @@ impl Room {
     pub(crate) fn new(limits: QueueLimits, console: Option<mpsc::Sender<Bytes>>) -> Arc<Self> {
         Arc::new(Self {
             members: RwLock::new(HashMap::new()),
-            relief: Notify::new(),
+            load: Arc::new(Load::default()),
             next_id: AtomicU64::new(1),
             limits,
             console,
@@ -136,8 +180,9 @@ impl Room {
     /// and the nickname it got.
     pub(crate) fn join(&self, wanted: &str) -> (Inbox, String) {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        // Every queued batch holds at least one line, so the line bound also bounds entries.
-        let (tx, rx) = mpsc::channel(self.limits.lines.max(1));
+        // Unbounded as a channel, bounded by the room: every queued batch holds at least one
+        // line, and a client past its line bound is dropped.
+        let (tx, rx) = mpsc::unbounded_channel();
         let backlog = Arc::new(Backlog::default());
         let kicked = CancellationToken::new();
         let mut members = self.write();
@@ -159,6 +204,8 @@ impl Room {
                 id,
                 queue: rx,
                 backlog,
+                load: Arc::clone(&self.load),
+                limits: self.limits,
                 kicked,
             },
             nick,
@@ -183,18 +230,31 @@ impl Room {
         Ok(std::mem::replace(&mut member.nick, new.to_owned()))
     }
 
-    /// True when another client's queue is a quarter full while its writer is not blocked on
-    /// its client: the broker is behind, and senders should pause reading.
-    pub(crate) fn pressure(&self, me: ClientId) -> bool {
-        let (lines, bytes) = (self.limits.lines / 4, self.limits.bytes / 4);
-        self.read().iter().any(|(id, m)| {
-            let b = &m.backlog;
-            *id != me
-                && !b.stuck.load(Ordering::Relaxed)
-                && !m.kicked.is_cancelled()
-                && (b.bytes.load(Ordering::Relaxed) > bytes
-                    || b.lines.load(Ordering::Relaxed) > lines)
-        })
+    /// True when, at the last look, some client's queue was a quarter full while its writer was
+    /// not blocked on its client: the broker is behind, and senders should pause reading. One
+    /// atomic load; a paused sender calls [`rescan`](Self::rescan) to look again.
+    pub(crate) fn pressured(&self) -> bool {
+        self.load.pressured.load(Ordering::Relaxed)
+    }
+
+    /// Looks at every queue again; returns (and remembers) whether the room is pressured.
+    pub(crate) fn rescan(&self) -> bool {
+        let limits = self.limits;
+        let behind = self
+            .read()
+            .values()
+            .any(|m| m.backlog.behind(m.backlog.now(), limits));
+        self.load.pressured.store(behind, Ordering::Relaxed);
+        behind
+    }
+
+    /// Waits until a writer reports relief (or `recheck` passes), then looks again.
+    pub(crate) async fn relief(&self, recheck: std::time::Duration) {
+        tokio::select! {
+            () = self.load.relief.notified() => {}
+            () = tokio::time::sleep(recheck) => {}
+        }
+        self.rescan();
     }
 
     /// Everyone's nicknames, sorted.
@@ -219,27 +279,30 @@ impl Room {
 
     fn fan_out(&self, from: Option<ClientId>, batch: &Batch) {
         let mut overflowed = Vec::new();
+        // Every queue is visited anyway: note on the way whether any is behind.
+        let mut behind = false;
         for (id, member) in self.read().iter() {
-            if Some(*id) == from || member.kicked.is_cancelled() {
+            let backlog = &member.backlog;
+            if Some(*id) == from {
+                behind |= backlog.behind(backlog.now(), self.limits);
                 continue;
             }
             // Count before the batch can be taken, so the reader's subtraction never comes
             // first; take the count back if the batch does not go.
-            let (lines, bytes) = member.backlog.add(batch);
+            let (lines, bytes) = backlog.add(batch);
             if lines > self.limits.lines || bytes > self.limits.bytes {
-                member.backlog.remove(batch);
+                backlog.remove(batch);
                 overflowed.push(*id);
                 continue;
             }
-            match member.queue.try_send(batch.clone()) {
-                Ok(()) => {}
-                Err(TrySendError::Full(_)) => {
-                    member.backlog.remove(batch);
-                    overflowed.push(*id);
-                }
-                Err(TrySendError::Closed(_)) => member.backlog.remove(batch),
+            if member.queue.send(batch.clone()).is_err() {
+                // The client's task has ended and is about to leave.
+                backlog.remove(batch);
+                continue;
             }
+            behind |= backlog.behind((lines, bytes), self.limits);
         }
+        self.load.pressured.store(behind, Ordering::Relaxed);
         for id in overflowed {
             self.kick(id, "too slow: the messages for it piled up");
         }

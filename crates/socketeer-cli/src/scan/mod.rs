@@ -203,7 +203,7 @@ fn progress_bar(total: u64) -> indicatif::ProgressBar {
 }
 
 /// Raises the soft open-file limit to the hard one and returns the limit in force.
-fn raise_fd_limit() -> u64 {
+pub(crate) fn raise_fd_limit() -> u64 {
     use rustix::process::{Resource, getrlimit, setrlimit};
     let limit = getrlimit(Resource::Nofile);
     let soft = limit.current.unwrap_or(u64::MAX);

@@ -488,3 +488,41 @@ fn the_console_at_a_terminal_edits_lines_and_ctrl_c_stops_the_server_cleanly() {
     assert!(screen.contains("EXIT=0"), "{screen}");
     crate::support::assert_terminal_restored(&screen);
 }
+
+#[test]
+fn bench_fanout_counts_what_the_broker_delivers_and_can_offer_a_fixed_rate() {
+    let (_server, ep) = chat(&["--rate", "0"]);
+    // As fast as the broker takes them: every line sent reaches the three other connections.
+    let (status, out, err) = crate::support::run(
+        &[
+            "bench", &ep, "-c", "4", "--fanout", "2", "-d", "0.5", "--warmup", "0.2", "--json",
+        ],
+        b"",
+    );
+    assert!(status.success(), "{err}");
+    let report: serde_json::Value = serde_json::from_str(&out).expect("JSON");
+    let sent = report["lines_sent"].as_u64().expect("sent");
+    let delivered = report["lines_delivered"].as_u64().expect("delivered");
+    assert!(sent > 1000, "{report}");
+    // (Flat out, megabytes of lines sent in the warm-up are still in buffers: only roughly.)
+    assert!(delivered > sent, "{report}");
+    assert!(report.get("lines_offered_per_sec").is_none(), "{report}");
+    // At a fixed rate the senders offer that many lines a second in all, not more.
+    let (status, out, err) = crate::support::run(
+        &[
+            "bench", &ep, "-c", "4", "--fanout", "2", "--rate", "2000", "-d", "1", "--warmup",
+            "0.2", "--json",
+        ],
+        b"",
+    );
+    assert!(status.success(), "{err}");
+    let report: serde_json::Value = serde_json::from_str(&out).expect("JSON");
+    assert_eq!(report["lines_offered_per_sec"], 2000, "{report}");
+    let sent = report["lines_sent"].as_u64().expect("sent");
+    assert!(
+        (1500..=2500).contains(&sent),
+        "about 2000 lines in one second: {report}"
+    );
+    let delivered = report["lines_delivered"].as_u64().expect("delivered");
+    assert!(delivered >= sent * 3 - 300, "{report}");
+}

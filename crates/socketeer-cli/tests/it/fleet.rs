@@ -142,9 +142,11 @@ fn a_killed_node_robots_move_to_another_within_seconds_nothing_lost_or_doubled()
     let moved = killed.elapsed();
     // On the other node within seconds (the goal: 5 s), and storing there.
     assert!(moved < Duration::from_secs(5), "moved after {moved:?}");
+    // (B may already have stored all that was left by the time this looks.)
     let before = stored(&pg, "fleet", "imu").0;
     wait_until("B stores what A left", || {
-        stored(&pg, "fleet", "imu").0 > before
+        let now = stored(&pg, "fleet", "imu").0;
+        now > before || now == 4000
     });
     let delivered = killed.elapsed();
     assert!(
@@ -757,13 +759,14 @@ echo "all stored"
     assert!(output.status.success(), "{out}\n{err}");
     assert!(out.contains("all stored"), "{out}");
     // The commit in flight fails within the connection's 10 s TCP user timeout (and the
-    // seconds of a first reconnect), not never.
+    // seconds of a first reconnect), not never: 13-16 s alone here; 29 s was seen once in CI
+    // with every other test running beside it, so the bound is the script's own wait (600 looks, 30-35 s).
     let after: u64 = out
         .lines()
         .find_map(|l| l.strip_prefix("retry after "))
         .and_then(|l| l.trim_end_matches(" s").parse().ok())
         .expect("when retry came");
-    assert!(after <= 20, "retry only after {after} s");
+    assert!(after <= 35, "retry only after {after} s");
 }
 
 #[test]

@@ -1498,7 +1498,7 @@ fn publish_refuses_an_overlong_input_line_and_goes_on() {
     let (status, _, err) = run(&["publish", &address], input.as_bytes());
     assert_eq!(status.code(), Some(1), "{err}");
     assert!(
-        err.contains("input line 1: longer than 65536 bytes"),
+        err.contains("input line 1: longer than 65440 bytes"),
         "{err}"
     );
     assert_eq!(values(&db, "after"), [0.0]);

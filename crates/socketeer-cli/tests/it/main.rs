@@ -18,6 +18,7 @@ mod interop;
 mod listen;
 mod modes;
 mod recording;
+mod relay;
 mod resources;
 mod scan;
 mod security;

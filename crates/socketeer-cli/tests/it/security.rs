@@ -50,7 +50,7 @@ fn serve(extra: &[&str]) -> (Proc, String) {
     (proc, eps[0].clone())
 }
 
-fn python_tutorial_client(
+pub fn python_tutorial_client(
     port: &str,
     key_path: &str,
     tls_ca: Option<&str>,
@@ -76,7 +76,7 @@ fn python_tutorial_client(
 }
 
 /// The tutorial client ran and got the upper-cased echo of its line.
-fn assert_python_was_answered(out: &std::process::Output) {
+pub fn assert_python_was_answered(out: &std::process::Output) {
     assert!(
         out.status.success(),
         "{}",

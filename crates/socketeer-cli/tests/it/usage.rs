@@ -88,7 +88,7 @@ fn bad_endpoints_and_flags_exit_2_with_one_clear_line() {
     fails_with(
         &["bench", "udp://127.0.0.1:9", "--bulk"],
         2,
-        "--fanout and --bulk need a stream endpoint",
+        "--fanout, --bulk and --upload need a stream endpoint",
     );
     fails_with(
         &["bench", "192.0.2.1:9"],

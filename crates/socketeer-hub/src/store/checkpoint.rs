@@ -83,5 +83,17 @@ impl Checkpointer {
 }
 
 pub(super) fn checkpoint(conn: &Connection, mode: &str) -> rusqlite::Result<()> {
-    conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |_| Ok(()))
+    let began = std::time::Instant::now();
+    let pages: i64 = conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |row| {
+        row.get(2)
+    })?;
+    let took = began.elapsed();
+    if took >= SLOW {
+        tracing::debug!(pages, "a checkpoint took {} ms", took.as_millis());
+    }
+    Ok(())
 }
+
+/// A checkpoint at least this long is logged at debug level (with `-vv`): beside slow commits
+/// it tells whether the database file's sync held the log's up.
+const SLOW: Duration = Duration::from_millis(20);

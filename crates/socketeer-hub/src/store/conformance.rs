@@ -815,8 +815,14 @@ pub(super) async fn images_are_read_and_kept_within_their_budget(open: Open) {
             format: crate::record::ImageFormat::Png,
             data: bytes::Bytes::from(vec![k; 4096]),
         });
+        // Made again, as a connection makes it: with its image (in its fingerprint).
+        let item = Item::new(&item.device, &item.session, item.record, item.recv_ts);
         assert_eq!(write(&o.store, vec![item]).await, vec![Ok(Stored::New)]);
     }
+    // The budget pass runs after a commit is answered: one more record, answered after the
+    // pass that followed the last frame, so what is read below is what that pass left.
+    let after = item("cam-robot", "s", r#"{"stream":"other","values":{"v":1}}"#);
+    assert_eq!(write(&o.store, vec![after]).await, vec![Ok(Stored::New)]);
     // The newest, by time: its bytes as sent.
     let newest = o
         .store

@@ -141,11 +141,25 @@ pub(crate) struct Item {
     /// What to add to the record's own time to put it on the hub's clock (its device's clock
     /// offset when it was received; 0 when unknown).
     pub(crate) offset: f64,
+    /// The record's [`fingerprint`](writer::fingerprint) when it is numbered (else 0), and its
+    /// values as the samples table stores them (JSON text; empty without values): worked out
+    /// by the connection that received it, so the one writer thread does not have to.
+    pub(crate) hash: i64,
+    pub(crate) vals: String,
 }
 
 impl Item {
     /// A record from `device`, in the record's own session if it names one, else `session`.
     pub(crate) fn new(device: &Arc<str>, session: &Arc<str>, record: Record, recv_ts: f64) -> Item {
+        let hash = if record.seq.is_some() {
+            writer::fingerprint(&record)
+        } else {
+            0
+        };
+        let mut vals = String::new();
+        if !record.values.is_empty() || !record.texts.is_empty() {
+            writer::values_json(&record.values, &record.texts, &mut vals);
+        }
         Item {
             device: Arc::clone(device),
             session: record
@@ -155,6 +169,8 @@ impl Item {
             record,
             recv_ts,
             offset: 0.0,
+            hash,
+            vals,
         }
     }
 }
@@ -188,6 +204,7 @@ impl Item {
                 .sum::<usize>()
         };
         std::mem::size_of::<Item>()
+            + self.vals.len()
             + r.stream.len()
             + r.values.iter().map(|(f, _)| f.len() + 32).sum::<usize>()
             + strings(&r.texts)
@@ -385,7 +402,7 @@ impl Store {
             _room: room,
         };
         if let Err(mpsc::error::SendError(job)) = self.jobs.send(job) {
-            let _ = job.done.send(Err(stopped()));
+            let _ = job.done.send((Err(stopped()), job.items));
         }
         (count, answer)
     }
@@ -560,11 +577,11 @@ const EXPORT_CHUNKS_AHEAD: usize = 4;
 pub(crate) type Outcome = Result<Stored, StoreError>;
 
 /// One job's answer to come, with how many records it holds.
-type Part = (usize, oneshot::Receiver<Result<Vec<Written>, StoreError>>);
+type Part = (usize, oneshot::Receiver<queue::Answered>);
 
 fn failed(count: usize, err: StoreError) -> Part {
     let (done, answer) = oneshot::channel();
-    let _ = done.send(Err(err));
+    let _ = done.send((Err(err), Vec::new()));
     (count, answer)
 }
 
@@ -590,7 +607,9 @@ impl std::future::Future for Pending {
                 return std::task::Poll::Pending;
             };
             this.parts.pop_front();
-            match answer.unwrap_or_else(|_| Err(stopped())) {
+            // (The records handed back are dropped here, on this task's thread.)
+            let (answer, _items) = answer.unwrap_or_else(|_| (Err(stopped()), Vec::new()));
+            match answer {
                 Ok(written) => {
                     let cardinality = this.cardinality;
                     this.done

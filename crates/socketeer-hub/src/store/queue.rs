@@ -11,13 +11,18 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 
 use super::{Item, JOB_RECORDS, LANE_SHARE, QueueLimits, StoreError, Written, stopped};
 
+/// The writer's answer to a job, and the job's records handed back: they are freed by the task
+/// that made them, not on the writer thread (freeing another thread's allocations there cost
+/// the writer a lock and a slow path per record).
+pub(super) type Answered = (Result<Vec<Written>, StoreError>, Vec<super::Item>);
+
 pub(super) struct Job {
     /// Whose turn it is in: a device's or a source's.
     pub(super) lane: Arc<str>,
     pub(super) items: Vec<Item>,
     /// The items' weight, KiB.
     pub(super) kib: u32,
-    pub(super) done: oneshot::Sender<Result<Vec<Written>, StoreError>>,
+    pub(super) done: oneshot::Sender<Answered>,
     /// Its room in the queue, given back once it is committed.
     pub(super) _room: Room,
 }

@@ -32,13 +32,7 @@ fn item(device: &str, session: &str, line: &str) -> Item {
     let Ok(Line::Record(record)) = parse_line(line) else {
         panic!("bad test line {line}");
     };
-    Item {
-        device: device.into(),
-        session: session.into(),
-        record,
-        recv_ts: 1_800_000_000.0,
-        offset: 0.0,
-    }
+    Item::new(&device.into(), &session.into(), record, 1_800_000_000.0)
 }
 
 /// Writes in one lane, every record expected to reach an outcome.
@@ -204,6 +198,73 @@ async fn commits_are_idempotent_by_device_session_and_seq() {
         .query_row("PRAGMA integrity_check", [], |row| row.get(0))
         .expect("check");
     assert_eq!(check, "ok");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_written_many_at_a_time_keep_each_records_answer_in_order() {
+    // Plain readings' keys go in 32 to a statement; everything else one at a time, in order.
+    let db = Db::new("keys");
+    let (store, writer) = Store::open(db.config()).expect("open");
+    let line = |seq: u64, ax: u64| {
+        format!(r#"{{"stream":"imu","seq":{seq},"values":{{"ax":{ax},"ay":1}}}}"#)
+    };
+    let mut items = Vec::new();
+    let mut expected = Vec::new();
+    for seq in 0..100u64 {
+        items.push(item("r1", "a", &line(seq, seq)));
+        expected.push(Ok(Stored::New));
+        match seq {
+            // A resend within the batch (and within the same 32), a resend 32 later, and the
+            // same number for another record.
+            10 | 40 => {
+                items.push(item("r1", "a", &line(seq, seq)));
+                expected.push(Ok(Stored::Duplicate));
+            }
+            20 => {
+                items.push(item("r1", "a", &line(seq, 999)));
+                expected.push(Err(Reason::SeqReused));
+            }
+            // Records that are not plain readings come between, in their turn.
+            50 => {
+                items.push(item(
+                    "r1",
+                    "a",
+                    r#"{"stream":"imu","seq":1000,"values":{"ax":1},"units":{"ax":"m/s2"}}"#,
+                ));
+                expected.push(Ok(Stored::New));
+                items.push(item("r1", "a", &line(5, 5)));
+                expected.push(Ok(Stored::Duplicate));
+            }
+            _ => {}
+        }
+    }
+    let outcomes: Vec<Result<Stored, Reason>> = store
+        .write(&"test".into(), items)
+        .await
+        .into_iter()
+        .map(|outcome| match outcome {
+            Ok(stored) => Ok(stored),
+            Err(StoreError::Rejected(refusal)) => Err(refusal.reason),
+            Err(other) => panic!("{other}"),
+        })
+        .collect();
+    assert_eq!(outcomes, expected);
+    // The same hundred again: every one a duplicate, none written twice.
+    let again: Vec<Item> = (0..100)
+        .map(|seq| item("r1", "a", &line(seq, seq)))
+        .collect();
+    assert_eq!(write(&store, again).await, vec![Stored::Duplicate; 100]);
+    drop(store);
+    writer.join().expect("writer");
+    let reader = Connection::open(db.config().path).expect("open");
+    assert_eq!(count(&reader, "SELECT count(*) FROM received"), 101);
+    assert_eq!(count(&reader, "SELECT count(*) FROM samples"), 101);
+    let unit: String = reader
+        .query_row("SELECT unit FROM series WHERE field = 'ax'", [], |row| {
+            row.get(0)
+        })
+        .expect("unit");
+    assert_eq!(unit, "m/s2");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -71,11 +71,39 @@ pub(super) struct KnownStream {
     pub(super) fields: HashSet<String>,
     /// The units of its numeric fields that have one.
     pub(super) units: HashMap<String, String>,
+    /// The numeric field names, in order, of the last record found to add none: a stream's
+    /// records usually all look alike, and comparing names is cheaper than hashing them.
+    pub(super) shape: std::cell::RefCell<Vec<String>>,
 }
 
 impl KnownStream {
+    pub(super) fn new(
+        id: i64,
+        fields: HashSet<String>,
+        units: HashMap<String, String>,
+    ) -> KnownStream {
+        KnownStream {
+            id,
+            fields,
+            units,
+            shape: std::cell::RefCell::default(),
+        }
+    }
+
     /// How many of `record`'s fields the stream does not have yet.
     pub(super) fn new_fields(&self, record: &Record) -> usize {
+        let names = || record.values.iter().map(|(f, _)| f.as_str());
+        if record.texts.is_empty() && self.shape.borrow().iter().map(String::as_str).eq(names()) {
+            return 0;
+        }
+        let new = self.count_new(record);
+        if new == 0 && record.texts.is_empty() {
+            *self.shape.borrow_mut() = names().map(str::to_owned).collect();
+        }
+        new
+    }
+
+    fn count_new(&self, record: &Record) -> usize {
         let numbers = record
             .values
             .iter()
@@ -267,7 +295,7 @@ impl Known {
                 )?
                 .query_map(params![device, name], |row| Ok((row.get(0)?, row.get(1)?)))?
                 .collect::<rusqlite::Result<_>>()?;
-            streams.insert(name.to_owned(), KnownStream { id, fields, units });
+            streams.insert(name.to_owned(), KnownStream::new(id, fields, units));
         }
         Ok(streams.get_mut(name))
     }
@@ -284,11 +312,7 @@ impl Known {
                 .execute(params![device, name])?;
             let id = tx.last_insert_rowid();
             self.load(tx, device)?.streams += 1;
-            let known = KnownStream {
-                id,
-                fields: HashSet::new(),
-                units: HashMap::new(),
-            };
+            let known = KnownStream::new(id, HashSet::new(), HashMap::new());
             self.streams
                 .entry(device)
                 .or_default()
@@ -433,7 +457,7 @@ pub(super) fn run(mut engine: Engine, mut queue: mpsc::UnboundedReceiver<Job>) {
                 announce(engine.config(), &jobs, &outcomes);
                 for job in jobs.into_iter().rev() {
                     let mine = outcomes.split_off(outcomes.len() - job.items.len());
-                    let _ = job.done.send(Ok(mine));
+                    let _ = job.done.send((Ok(mine), job.items));
                 }
                 engine.committed();
             }
@@ -443,7 +467,7 @@ pub(super) fn run(mut engine: Engine, mut queue: mpsc::UnboundedReceiver<Job>) {
                 tracing::debug!(error = %err, records = count, "commit failed");
                 let err = StoreError::Unavailable(err);
                 for job in jobs {
-                    let _ = job.done.send(Err(err.clone()));
+                    let _ = job.done.send((Err(err.clone()), job.items));
                 }
             }
         }
@@ -486,13 +510,151 @@ pub(super) fn announce(config: &StoreConfig, jobs: &[Job], outcomes: &[Written])
     }
 }
 
+/// Samples inserted by one statement.
+const SAMPLE_ROWS: usize = 32;
+
+/// `INSERT INTO samples ... VALUES (...), (...)` for [`SAMPLE_ROWS`] rows.
+static SAMPLES_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    let row = "(?, ?, ?, ?, ?)";
+    format!(
+        "INSERT INTO samples (stream_id, ts, recv_ts, vals, device_ts) VALUES {}",
+        vec![row; SAMPLE_ROWS].join(", ")
+    )
+});
+
+/// Keys of plain readings inserted by one statement.
+const KEY_ROWS: usize = 32;
+
+/// `INSERT INTO received ... VALUES (...), (...)` for [`KEY_ROWS`] rows. Without `OR IGNORE`:
+/// usually every key is new and all go in at once; if one was there already the statement
+/// fails whole (SQLite undoes just it) and the keys are written one at a time instead.
+static KEYS_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "INSERT INTO received (session_id, seq, hash) VALUES {}",
+        vec!["(?, ?, ?)"; KEY_ROWS].join(", ")
+    )
+});
+
+/// A sample row: stream, time, receive time, values (JSON), device time.
+type Sample<'a> = (i64, f64, f64, &'a str, Option<f64>);
+
+/// Adds a sample to those waiting, inserting them once there are [`SAMPLE_ROWS`].
+fn push_sample<'a>(
+    insert: &mut rusqlite::CachedStatement<'_>,
+    samples: &mut Vec<Sample<'a>>,
+    sample: Sample<'a>,
+) -> rusqlite::Result<()> {
+    samples.push(sample);
+    if samples.len() == SAMPLE_ROWS {
+        for (row, sample) in samples.drain(..).enumerate() {
+            let at = row * 5;
+            insert.raw_bind_parameter(at + 1, sample.0)?;
+            insert.raw_bind_parameter(at + 2, sample.1)?;
+            insert.raw_bind_parameter(at + 3, sample.2)?;
+            insert.raw_bind_parameter(at + 4, sample.3)?;
+            insert.raw_bind_parameter(at + 5, sample.4)?;
+        }
+        insert.raw_execute()?;
+    }
+    Ok(())
+}
+
+/// A plain reading waiting for its key's insert.
+struct Keyed<'a> {
+    /// Its place in the commit's outcomes.
+    at: usize,
+    item: &'a Item,
+    session: i64,
+    seq: i64,
+    stream_id: i64,
+}
+
+/// Inserts the keys of the readings in `pending` (all at once if there are [`KEY_ROWS`], else
+/// one by one) and settles each: a new one's sample is written, one whose key was there
+/// already is a duplicate or (another record under the same key) a conflict. Earlier ones
+/// come first, so of two with one key in the batch the first is the new one.
+fn settle_keys<'a>(
+    tx: &Connection,
+    insert_keys: &mut rusqlite::CachedStatement<'_>,
+    pending: &mut Vec<Keyed<'a>>,
+    outcomes: &mut [Written],
+    push: &mut dyn FnMut(Sample<'a>) -> rusqlite::Result<()>,
+    committed: &mut Vec<(&'a Arc<str>, u64)>,
+) -> rusqlite::Result<()> {
+    if pending.is_empty() {
+        return Ok(());
+    }
+    let mut inserted: Vec<(i64, i64)> = Vec::with_capacity(pending.len());
+    let mut one_by_one = pending.len() < KEY_ROWS;
+    if !one_by_one {
+        for (row, keyed) in pending.iter().enumerate() {
+            let at = row * 3;
+            insert_keys.raw_bind_parameter(at + 1, keyed.session)?;
+            insert_keys.raw_bind_parameter(at + 2, keyed.seq)?;
+            insert_keys.raw_bind_parameter(at + 3, keyed.item.hash)?;
+        }
+        match insert_keys.raw_execute() {
+            Ok(_) => inserted.extend(pending.iter().map(|k| (k.session, k.seq))),
+            // A key that was there already (a resend): nothing of this statement was written.
+            Err(rusqlite::Error::SqliteFailure(err, _))
+                if err.code == rusqlite::ErrorCode::ConstraintViolation =>
+            {
+                one_by_one = true;
+            }
+            Err(err) => return Err(err),
+        }
+    }
+    if one_by_one {
+        let mut insert = tx.prepare_cached(
+            "INSERT OR IGNORE INTO received (session_id, seq, hash) VALUES (?1, ?2, ?3)",
+        )?;
+        for keyed in pending.iter() {
+            if insert.execute(params![keyed.session, keyed.seq, keyed.item.hash])? == 1 {
+                inserted.push((keyed.session, keyed.seq));
+            }
+        }
+    }
+    for keyed in pending.drain(..) {
+        let item = keyed.item;
+        if let Some(i) = inserted
+            .iter()
+            .position(|&key| key == (keyed.session, keyed.seq))
+        {
+            inserted.swap_remove(i);
+            push((
+                keyed.stream_id,
+                item.ts(),
+                item.recv_ts,
+                &item.vals,
+                item.device_ts(),
+            ))?;
+            match committed.last_mut() {
+                Some((last, n)) if Arc::ptr_eq(last, &item.device) => *n += 1,
+                _ => committed.push((&item.device, 1)),
+            }
+            continue;
+        }
+        let stored: Option<i64> = tx
+            .prepare_cached("SELECT hash FROM received WHERE session_id = ?1 AND seq = ?2")?
+            .query_row(params![keyed.session, keyed.seq], |row| row.get(0))?;
+        outcomes[keyed.at] = if stored.is_none_or(|stored| stored == item.hash) {
+            Written::Duplicate
+        } else {
+            Written::Conflict
+        };
+    }
+    Ok(())
+}
+
+/// A commit at least this long is logged, with how much of it was writing and how much the
+/// sync: it is the acknowledgement latency every record in it saw.
+const SLOW_COMMIT: std::time::Duration = std::time::Duration::from_millis(50);
+
 pub(super) struct Writer {
     conn: Connection,
     config: StoreConfig,
     checkpoints: Checkpointer,
     known: Known,
-    /// The JSON object of a sample's values, reused.
-    vals: String,
     last_retention: f64,
     /// Bytes of images stored (for the image budget).
     image_bytes: u64,
@@ -510,7 +672,6 @@ impl Writer {
             config,
             checkpoints,
             known: Known::default(),
-            vals: String::new(),
             last_retention: 0.0,
             image_bytes,
         }
@@ -533,6 +694,7 @@ impl Writer {
     pub(super) fn commit(&mut self, jobs: &[Job]) -> rusqlite::Result<Vec<Written>> {
         // The write lock from the start: a transaction that reads first and writes later cannot
         // wait for a lock someone else holds (SQLite answers "busy" at once instead).
+        let began = std::time::Instant::now();
         let tx = self
             .conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
@@ -543,6 +705,14 @@ impl Writer {
             "INSERT INTO samples (stream_id, ts, recv_ts, vals, device_ts)
              VALUES (?1, ?2, ?3, ?4, ?5)",
         )?;
+        let mut insert_samples = tx.prepare_cached(&SAMPLES_SQL)?;
+        let mut insert_keys = tx.prepare_cached(&KEYS_SQL)?;
+        // Plain readings whose keys go in KEY_ROWS at a time: each has its place in
+        // `outcomes` kept until its key's insert says whether it is new.
+        let mut pending: Vec<Keyed> = Vec::with_capacity(KEY_ROWS);
+        // Samples go in SAMPLE_ROWS at a time (one statement's work for many rows); the rest
+        // one by one before the commit.
+        let mut samples: Vec<(i64, f64, f64, &str, Option<f64>)> = Vec::with_capacity(SAMPLE_ROWS);
         let mut outcomes = Vec::new();
         let mut new_image_bytes = 0u64;
         // New records by device, consecutive ones folded together.
@@ -555,6 +725,20 @@ impl Writer {
         let mut last_session: Option<(&Arc<str>, i64, i64)> = None;
         let known = &mut self.known;
         let most = &self.config.cardinality;
+        // Writes the keys of the readings waiting (and their samples), before anything that
+        // must come after them.
+        macro_rules! settle {
+            () => {
+                settle_keys(
+                    &tx,
+                    &mut insert_keys,
+                    &mut pending,
+                    &mut outcomes,
+                    &mut |sample| push_sample(&mut insert_samples, &mut samples, sample),
+                    &mut committed,
+                )?
+            };
+        }
         for item in jobs.iter().flat_map(|job| &job.items) {
             let device = match last_device {
                 Some((name, id)) if *name == item.device => id,
@@ -577,6 +761,9 @@ impl Writer {
                 }
             };
             seen(&mut seen_devices, device, item.recv_ts);
+            let plain = record.frame.is_none()
+                && record.units.is_empty()
+                && (!record.values.is_empty() || !record.texts.is_empty());
             if let Some(seq) = record.seq {
                 let session = match last_session {
                     Some((name, of, id)) if of == device && *name == item.session => id,
@@ -584,7 +771,24 @@ impl Writer {
                 };
                 last_session = Some((&item.session, device, session));
                 seen(&mut seen_sessions, session, item.recv_ts);
-                let hash = fingerprint(record);
+                if let (Some(stream_id), true) = (ready, plain) {
+                    // The usual case, a reading of known fields: its key goes in with others.
+                    pending.push(Keyed {
+                        at: outcomes.len(),
+                        item,
+                        session,
+                        seq: seq as i64,
+                        stream_id,
+                    });
+                    outcomes.push(Written::New);
+                    if pending.len() == KEY_ROWS {
+                        settle!();
+                    }
+                    continue;
+                }
+                // Anything else is written in the order it came, after those before it.
+                settle!();
+                let hash = item.hash;
                 let inserted = insert_received.execute(params![session, seq as i64, hash])?;
                 if inserted == 0 {
                     let stored: Option<i64> = tx
@@ -643,14 +847,11 @@ impl Writer {
                 None
             };
             if let Some(stream_id) = sample_stream {
-                values_json(&record.values, &record.texts, &mut self.vals);
-                insert_sample.execute(params![
-                    stream_id,
-                    ts,
-                    item.recv_ts,
-                    self.vals,
-                    device_ts
-                ])?;
+                push_sample(
+                    &mut insert_samples,
+                    &mut samples,
+                    (stream_id, ts, item.recv_ts, &item.vals, device_ts),
+                )?;
             }
             if let Some(frame) = &record.frame {
                 // A frame's stream is one of the device's streams too.
@@ -696,7 +897,11 @@ impl Writer {
                 _ => committed.push((&item.device, 1)),
             }
         }
-        drop((insert_received, insert_sample));
+        settle!();
+        for (stream_id, ts, recv_ts, vals, device_ts) in samples {
+            insert_sample.execute(params![stream_id, ts, recv_ts, vals, device_ts])?;
+        }
+        drop((insert_received, insert_sample, insert_samples, insert_keys));
         for (device, at) in latest(seen_devices) {
             tx.prepare_cached("UPDATE devices SET last_seen = max(last_seen, ?2) WHERE id = ?1")?
                 .execute(params![device, at])?;
@@ -705,7 +910,19 @@ impl Writer {
             tx.prepare_cached("UPDATE sessions SET last_recv = max(last_recv, ?2) WHERE id = ?1")?
                 .execute(params![session, at])?;
         }
+        let written = began.elapsed();
         tx.commit()?;
+        let took = began.elapsed();
+        if took >= SLOW_COMMIT {
+            // Every record in the batch waited this long for its answer: say where it went.
+            tracing::warn!(
+                records = outcomes.len(),
+                writing_ms = written.as_millis() as u64,
+                syncing_ms = (took - written).as_millis() as u64,
+                "a commit took {} ms",
+                took.as_millis()
+            );
+        }
         self.image_bytes += new_image_bytes;
         let now = now_secs() as u64;
         for (device, n) in committed {
@@ -1007,12 +1224,17 @@ pub(super) fn values_json(values: &[(String, f64)], texts: &[(String, String)], 
     use std::fmt::Write as _;
     out.clear();
     out.push('{');
+    let mut number = ryu::Buffer::new();
     for (i, (field, value)) in values.iter().enumerate() {
         if i > 0 {
             out.push(',');
         }
         debug_assert!(!field.contains(['"', '\\']) && value.is_finite());
-        let _ = write!(out, "\"{field}\":{value:?}");
+        out.push('"');
+        out.push_str(field);
+        out.push_str("\":");
+        // (Values are finite: the parser refuses NaN and infinities.)
+        out.push_str(number.format_finite(*value));
     }
     for (i, (field, text)) in texts.iter().enumerate() {
         if i > 0 || !values.is_empty() {

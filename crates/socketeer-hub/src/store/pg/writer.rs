@@ -19,9 +19,7 @@ use postgres::types::{IsNull, ToSql, Type, to_sql_checked};
 use postgres::{Client, Statement, Transaction};
 
 use super::super::queue::Job;
-use super::super::writer::{
-    Adding, DeviceLoad, KnownStream, fingerprint, latest, seen, values_json,
-};
+use super::super::writer::{Adding, DeviceLoad, KnownStream, latest, seen};
 use super::super::{Cardinality, Item, Limit, StoreConfig, Written, now_secs};
 use super::{PostgresUrl, connect, describe};
 use crate::record::Record;
@@ -160,7 +158,7 @@ impl Known {
                 fields.insert(format!("\0{}", row.get::<_, String>(0)));
             }
             let id = row.get(0);
-            streams.insert(name.to_owned(), KnownStream { id, fields, units });
+            streams.insert(name.to_owned(), KnownStream::new(id, fields, units));
         }
         Ok(streams.get_mut(name))
     }
@@ -507,7 +505,7 @@ fn write_batch(
                 keys.push(Key {
                     session: key.0,
                     seq: key.1,
-                    hash: fingerprint(&item.record),
+                    hash: item.hash,
                     at,
                 });
             }
@@ -563,7 +561,7 @@ fn write_batch(
         }
     }
     for (at, k) in repeats {
-        let hash = fingerprint(&items[at].record);
+        let hash = items[at].hash;
         outcomes[at] = Some(if standing[k].is_none_or(|h| h == hash) {
             Written::Duplicate
         } else {
@@ -574,7 +572,6 @@ fn write_batch(
     let mut samples: Vec<SampleRow> = Vec::new();
     let mut untaken: Vec<(i64, i64)> = Vec::new();
     let mut image_bytes = 0u64;
-    let mut vals = String::new();
     for (at, item) in items.iter().enumerate() {
         if outcomes[at].is_some() {
             continue;
@@ -616,12 +613,11 @@ fn write_batch(
         };
         let (ts, device_ts) = (item.ts(), item.device_ts());
         if let Some(stream) = stream_id {
-            values_json(&record.values, &record.texts, &mut vals);
             samples.push(SampleRow {
                 stream,
                 ts,
                 recv_ts: item.recv_ts,
-                vals: vals.clone(),
+                vals: item.vals.clone(),
                 device_ts,
             });
         }
