@@ -7,7 +7,7 @@ use std::net::{Shutdown, TcpListener};
 use std::process::Command;
 
 use crate::security::{assert_python_was_answered, make_certs, make_key, python_tutorial_client};
-use crate::support::{Proc, TempDir, addr, have, read_n, read_to_end, run, tcp};
+use crate::support::{DEADLINE, Proc, TempDir, addr, have, read_n, read_to_end, run, tcp};
 
 /// Starts `socketeer relay LISTEN TARGET extra...` and returns it with the endpoint it listens on.
 fn relay(listen: &str, target: &str, extra: &[&str]) -> (Proc, String) {
@@ -481,13 +481,29 @@ fn counters_on_sigusr1() {
     let mut client = tcp(&front);
     client.write_all(b"count me\n").expect("send");
     assert_eq!(read_n(&mut client, 9), "count me\n");
-    relay.signal("USR1");
-    relay
-        .stdout
-        .wait_for_text("socketeer_relay_connections_active 1\n");
-    relay
-        .stdout
-        .wait_for_text("socketeer_relay_bytes_total{direction=\"to_client\"} 9\n");
+    // The relay counts bytes once its write has returned, which can be after the client has
+    // read them: ask again until a dump shows them (each dump waited for, to its last line).
+    let last_line = "socketeer_relay_datagrams_dropped_total ";
+    let until = std::time::Instant::now() + DEADLINE;
+    for dumps in 1.. {
+        relay.signal("USR1");
+        let text = relay.stdout.wait_for(last_line, |seen| {
+            String::from_utf8_lossy(seen).matches(last_line).count() >= dumps
+        });
+        let dump = &text[text
+            .rfind("# HELP socketeer_relay_connections_total")
+            .expect("dump")..];
+        assert!(
+            dump.contains("socketeer_relay_connections_active 1\n"),
+            "{dump}"
+        );
+        if dump.contains("socketeer_relay_bytes_total{direction=\"to_target\"} 9\n")
+            && dump.contains("socketeer_relay_bytes_total{direction=\"to_client\"} 9\n")
+        {
+            break;
+        }
+        assert!(std::time::Instant::now() < until, "never counted: {dump}");
+    }
     drop(client);
     stop(relay);
 }
