@@ -9,6 +9,7 @@
 # the same points. Each point is run ROUNDS times, the relays in a rotating order; the FIGURE
 # lines give the medians and the ratios socketeer/socat and socketeer/ncat, and each relay's
 # own CPU time per GB or per round trip (its processes' clock ticks over the run).
+# Bulk points also measure the client straight into the sink (no relay), the ceiling.
 # Usage: bench/relay.sh   (SECS= per run, 3; ROUNDS= 3; POINTS= "rt1 rt100 up1 up100")
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -155,13 +156,23 @@ hz=$(getconf CLK_TCK)
 turn=0
 for kind in plain tls; do
   for point in $POINTS; do
-    declare -A got=([socketeer]="" [socat]="" [ncat]="")
     declare -A cpu=([socketeer]="" [socat]="" [ncat]="")
+    declare -A got=([socketeer]="" [socat]="" [ncat]="" [direct]="")
     names=(socketeer socat ncat)
+    # Bulk points also run the client straight into the sink, no relay: the ceiling a relay
+    # works under here (it can only add work to the path).
+    case $point in up*) [ "$kind" = plain ] && names+=(direct) ;; esac
     for round in $(seq "$ROUNDS"); do
-      for i in 0 1 2; do
-        name=${names[$(((i + turn) % 3))]}
+      for i in "${!names[@]}"; do
+        name=${names[$(((i + turn) % ${#names[@]}))]}
         at=""; case $point in up*) at=-sink ;; esac
+        if [ "$name" = direct ]; then
+          value=$(measure "tcp://127.0.0.1:$sink_port" "$point" 2>>"$work/measure.err") || value=0
+          reap sink
+          got[direct]+="$value "
+          echo "run $kind $point direct $value" >&2
+          continue
+        fi
         if [ "$kind" = plain ]; then
           ep=${plain[$name$at]}; flags=()
         else
@@ -188,18 +199,24 @@ print(0 if not v else round(c / (v * s / 1000) * 1000 if '$point'.startswith('up
       turn=$((turn + 1))
     done
     python3 - "$kind" "$point" "${got[socketeer]}" "${got[socat]}" "${got[ncat]}" \
-      "${cpu[socketeer]}" "${cpu[socat]}" "${cpu[ncat]}" <<'PY'
+      "${cpu[socketeer]}" "${cpu[socat]}" "${cpu[ncat]}" "${got[direct]}" <<'PY'
 import statistics, sys
 kind, point = sys.argv[1], sys.argv[2]
 ours, socat, ncat = ([float(x) for x in a.split()] for a in sys.argv[3:6])
 cpu = {n: statistics.median([float(x) for x in a.split()])
        for n, a in zip(("socketeer", "socat", "ncat"), sys.argv[6:9])}
+direct = [float(x) for x in sys.argv[9].split()]
 unit = "MB/s" if point.startswith("up") else "round trips/s"
 m = {n: statistics.median(v) for n, v in (("socketeer", ours), ("socat", socat), ("ncat", ncat))}
 ratio = lambda a, b: f"{a / b:.2f}" if b else "n/a"
 print(f"FIGURE relay_{kind}_{point} socketeer={m['socketeer']:.0f} socat={m['socat']:.0f} "
       f"ncat={m['ncat']:.0f} {unit} (medians of {len(ours)}); socketeer/socat={ratio(m['socketeer'], m['socat'])} "
       f"socketeer/ncat={ratio(m['socketeer'], m['ncat'])}")
+if direct:
+    d = statistics.median(direct)
+    print(f"FIGURE relay_{kind}_{point}_direct client straight into the sink={d:.0f} MB/s "
+          f"(medians of {len(direct)}); socketeer/direct={ratio(m['socketeer'], d)} "
+          f"socat/direct={ratio(m['socat'], d)}")
 per = "ms per GB" if point.startswith("up") else "us per round trip"
 print(f"FIGURE relay_{kind}_{point}_cpu socketeer={cpu['socketeer']} socat={cpu['socat']} "
       f"ncat={cpu['ncat']} relay CPU {per} (medians); socketeer/socat={ratio(cpu['socketeer'], cpu['socat'])}")
