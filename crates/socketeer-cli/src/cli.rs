@@ -910,6 +910,7 @@ fn parse_scan_timeout(text: &str) -> Result<Duration, String> {
 }
 
 #[derive(Debug, Args)]
+#[command(mut_arg("max_line", |arg| arg.hide(true)))]
 #[command(after_help = "Examples:
   socketeer relay :8080 127.0.0.1:80                       # a port forward
   socketeer relay :9000 unix:///run/robot.sock             # a Unix service on the network
