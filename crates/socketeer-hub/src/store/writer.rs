@@ -1,7 +1,7 @@
 //! The writer thread: takes queued jobs in turn, commits them in one transaction (group
 //! commit), answers each, announces what was committed to the live feed, and runs retention.
 
-use std::collections::{HashMap, HashSet};
+use foldhash::{HashMap, HashSet};
 use std::sync::Arc;
 
 use rusqlite::{Connection, OptionalExtension, params};
@@ -272,7 +272,7 @@ impl Known {
             else {
                 return Ok(None);
             };
-            let mut fields = HashSet::new();
+            let mut fields = HashSet::default();
             for (sql, prefix) in [
                 (
                     "SELECT field FROM series WHERE device_id = ?1 AND stream = ?2",
@@ -312,7 +312,7 @@ impl Known {
                 .execute(params![device, name])?;
             let id = tx.last_insert_rowid();
             self.load(tx, device)?.streams += 1;
-            let known = KnownStream::new(id, HashSet::new(), HashMap::new());
+            let known = KnownStream::new(id, HashSet::default(), HashMap::default());
             self.streams
                 .entry(device)
                 .or_default()
@@ -489,7 +489,7 @@ pub(super) fn announce(config: &StoreConfig, jobs: &[Job], outcomes: &[Written])
     let items = jobs.iter().flat_map(|job| &job.items);
     // (device, stream) -> its last new record in the batch, and its event if one was built.
     type Last<'a> = HashMap<(&'a str, &'a str), (&'a Item, Option<Arc<Committed>>)>;
-    let mut last: Last<'_> = HashMap::new();
+    let mut last: Last<'_> = HashMap::default();
     for (item, outcome) in items.zip(outcomes) {
         if *outcome != Written::New {
             continue;

@@ -8,7 +8,7 @@
 //! one binary `COPY`, frames with their detections and images, and the commit. Nobody is
 //! answered before the commit returns.
 
-use std::collections::{HashMap, HashSet};
+use foldhash::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -139,8 +139,8 @@ impl Known {
             else {
                 return Ok(None);
             };
-            let mut fields = HashSet::new();
-            let mut units = HashMap::new();
+            let mut fields = HashSet::default();
+            let mut units = HashMap::default();
             for row in tx.query(
                 "SELECT field, unit FROM series WHERE device_id = $1 AND stream = $2",
                 &[&device, &name],
@@ -492,7 +492,7 @@ fn write_batch(
     // The keys: new, resent (the same record), or reused (a different one).
     let mut keys: Vec<Key> = Vec::new();
     let mut repeats: Vec<(usize, usize)> = Vec::new();
-    let mut first: HashMap<(i64, i64), usize> = HashMap::new();
+    let mut first: HashMap<(i64, i64), usize> = HashMap::default();
     for (at, item) in items.iter().enumerate() {
         let (Some(seq), None) = (item.record.seq, outcomes[at]) else {
             continue;
