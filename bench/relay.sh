@@ -9,7 +9,7 @@
 # the same points. Each point is run ROUNDS times, the relays in a rotating order; the FIGURE
 # lines give the medians and the ratios socketeer/socat and socketeer/ncat, and each relay's
 # own CPU time per GB or per round trip (its processes' clock ticks over the run).
-# Bulk points also measure the client straight into the sink (no relay), the ceiling.
+# Bulk points also measure the client straight into the sink (no relay): pinned, the ceiling.
 # Usage: bench/relay.sh   (SECS= per run, 3; ROUNDS= 3; POINTS= "rt1 rt100 up1 up100")
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -159,8 +159,9 @@ for kind in plain tls; do
     declare -A cpu=([socketeer]="" [socat]="" [ncat]="")
     declare -A got=([socketeer]="" [socat]="" [ncat]="" [direct]="")
     names=(socketeer socat ncat)
-    # Bulk points also run the client straight into the sink, no relay: the ceiling a relay
-    # works under here (it can only add work to the path).
+    # Bulk points also run the client straight into the sink, no relay. Pinned (client and
+    # sink sharing core 1) that is the ceiling a relay works under: it can only add work to
+    # the path. Unpinned it is not (a relay spreads the work over both cores).
     case $point in up*) [ "$kind" = plain ] && names+=(direct) ;; esac
     for round in $(seq "$ROUNDS"); do
       for i in "${!names[@]}"; do
