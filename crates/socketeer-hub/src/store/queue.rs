@@ -126,26 +126,30 @@ impl Budget {
     /// Cuts items into jobs that fit a lane's share: at most [`JOB_RECORDS`] records and an
     /// eighth of the byte bound each (a single record always fits: lines are far smaller).
     pub(super) fn cut(&self, items: Vec<Item>) -> Vec<(Vec<Item>, u32, u32)> {
-        let most_kib = (self.limits.bytes / 8 / 1024).max(1);
+        let most_bytes = (self.limits.bytes / 8).max(1024);
         let most_records = JOB_RECORDS.min(self.limits.records / LANE_SHARE).max(1);
+        // Weighed in bytes and rounded up to KiB per job, not per record: a reading weighs
+        // about 400 bytes, and counting each as a KiB would fill the queue's byte bound and
+        // the writer's transactions at a third of what they hold.
         let mut jobs = Vec::new();
         let mut job = Vec::new();
-        let mut kib = 0;
+        let mut bytes = 0;
         for item in items {
-            let weight = item.weight().div_ceil(1024);
-            if !job.is_empty() && (job.len() == most_records || kib + weight > most_kib) {
-                jobs.push((std::mem::take(&mut job), std::mem::take(&mut kib)));
+            let weight = item.weight();
+            if !job.is_empty() && (job.len() == most_records || bytes + weight > most_bytes) {
+                jobs.push((std::mem::take(&mut job), std::mem::take(&mut bytes)));
             }
-            kib += weight;
+            bytes += weight;
             job.push(item);
         }
         if !job.is_empty() {
-            jobs.push((job, kib));
+            jobs.push((job, bytes));
         }
         jobs.into_iter()
-            .map(|(job, kib)| {
+            .map(|(job, bytes)| {
                 let records = job.len() as u32;
-                (job, records, kib.min(most_kib) as u32)
+                let kib = bytes.min(most_bytes).div_ceil(1024);
+                (job, records, kib as u32)
             })
             .collect()
     }

@@ -128,6 +128,47 @@ async fn what_waits_for_the_writer_is_bounded_and_unanswered_senders_get_half() 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn small_records_are_weighed_in_bytes_not_a_kib_each() {
+    let db = Db::new("weighed");
+    let mut config = db.config();
+    // Records plentiful, bytes scarce: a lane's share is 16 KiB.
+    config.queue = QueueLimits {
+        records: 100_000,
+        bytes: 64 * 1024,
+    };
+    let (store, writer) = Store::open(config).expect("open");
+    let lock = WriteLock::take(&db);
+    let weight = readings("r", 0, 1)[0].weight();
+    assert!(weight < 1024, "a reading weighs {weight} bytes");
+    // Jobs of 20 readings: each costs its bytes rounded up to a KiB, once per job.
+    let per_job: u64 = 20;
+    let job_kib = (per_job as usize * weight).div_ceil(1024);
+    let fit = 16 / job_kib;
+    assert!(fit >= 1, "a job of {job_kib} KiB must fit a 16 KiB share");
+    let robot: Arc<str> = "r".into();
+    let mut held = Vec::new();
+    for job in 0..fit as u64 {
+        let mut next = Box::pin(store.submit(&robot, readings("r", job * per_job, per_job)));
+        let std::task::Poll::Ready(pending) = futures_util::poll!(&mut next) else {
+            panic!("job {job} of {fit} ({job_kib} KiB each) finds no room in a 16 KiB share");
+        };
+        held.push(pending);
+    }
+    let mut over = Box::pin(store.submit(&robot, readings("r", 1000, per_job)));
+    assert!(
+        futures_util::poll!(&mut over).is_pending(),
+        "the share is full after {fit} jobs"
+    );
+    drop(lock);
+    held.push(over.await);
+    for pending in held {
+        assert!(pending.await.iter().all(|o| o.is_ok()));
+    }
+    drop(store);
+    writer.join().expect("writer");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_writer_takes_senders_in_turn_and_cuts_large_submissions() {
     let db = Db::new("turns");
     let mut config = db.config();
