@@ -15,6 +15,7 @@
 //! ```
 
 use serde_json::{Value, json};
+use std::io::Write as _;
 
 pub use crate::record::MAX_LINE;
 
@@ -159,9 +160,8 @@ impl Answer {
     pub fn write(&self, out: &mut Vec<u8>) {
         match self {
             Answer::Ack(seq) => {
-                out.extend_from_slice(b"{\"ack\":");
-                out.extend_from_slice(seq.to_string().as_bytes());
-                out.extend_from_slice(b"}");
+                // Written into `out` directly: an ack per record, no string of its own.
+                let _ = write!(out, "{{\"ack\":{seq}}}");
             }
             Answer::Refused { line, why } => {
                 let text = json!({ "error": why, "line": line }).to_string();
@@ -195,6 +195,10 @@ impl Answer {
     /// # Errors
     /// The line is not JSON, or not one of the answers.
     pub fn parse(line: &[u8]) -> Result<Answer, NotAnAnswer> {
+        // Nearly every answer is `{"ack":N}`: read without building a JSON value.
+        if let Some(seq) = plain_ack(line) {
+            return Ok(Answer::Ack(seq));
+        }
         let shown = || String::from_utf8_lossy(line).chars().take(200).collect();
         let value: Value = serde_json::from_slice(line).map_err(|_| NotAnAnswer(shown()))?;
         if let Some(seq) = value.get("ack").and_then(Value::as_u64) {
@@ -223,6 +227,19 @@ impl Answer {
             Some(line) => Answer::Refused { line, why },
         })
     }
+}
+
+/// The number of an ack written as the hub writes it, `{"ack":N}` (with or without its line
+/// ending); `None` for anything else, which is then read as JSON.
+fn plain_ack(line: &[u8]) -> Option<u64> {
+    let digits = line
+        .trim_ascii_end()
+        .strip_prefix(b"{\"ack\":")?
+        .strip_suffix(b"}")?;
+    if digits.is_empty() || digits.len() > 20 || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(digits).ok()?.parse().ok()
 }
 
 /// Whether a line (with or without its ending) is an HTTP request line, `POST / HTTP/1.1`: a
@@ -281,6 +298,29 @@ mod tests {
         assert_eq!(refused.to_line(), "{\"error\":\"bad\",\"line\":2}\n");
         assert!(Answer::parse(b"{\"ok\":1}").is_err());
         assert!(Answer::parse(b"SSH-2.0-OpenSSH").is_err());
+    }
+
+    #[test]
+    fn acks_read_the_same_written_plainly_or_not() {
+        for (line, seq) in [
+            (&b"{\"ack\":7}"[..], Some(7)),
+            (b"{\"ack\":18446744073709551615}\r\n", Some(u64::MAX)),
+            // Not as the hub writes them, still JSON acks.
+            (b"{ \"ack\": 7 }\n", Some(7)),
+            (b"{\"ack\":7,\"x\":1}", Some(7)),
+            // Not acks.
+            (b"{\"ack\":18446744073709551616}", None),
+            (b"{\"ack\":+7}", None),
+            (b"{\"ack\":-7}", None),
+            (b"{\"ack\":}", None),
+            (b"{\"ack\":7", None),
+        ] {
+            let read = match Answer::parse(line) {
+                Ok(Answer::Ack(n)) => Some(n),
+                _ => None,
+            };
+            assert_eq!(read, seq, "{}", String::from_utf8_lossy(line));
+        }
     }
 
     #[test]

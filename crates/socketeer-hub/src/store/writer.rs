@@ -17,8 +17,8 @@ use crate::record::Record;
 /// from a different record under the same number. Stable across runs and versions: BLAKE3 of a
 /// fixed encoding, 64 bits of it.
 pub(crate) fn fingerprint(record: &Record) -> i64 {
-    let mut h = blake3::Hasher::new();
-    let text = |h: &mut blake3::Hasher, t: &str| {
+    let mut h = Gathered::default();
+    let text = |h: &mut Gathered, t: &str| {
         h.update(&(t.len() as u64).to_le_bytes());
         h.update(t.as_bytes());
     };
@@ -62,6 +62,46 @@ pub(crate) fn fingerprint(record: &Record) -> i64 {
     let mut first = [0u8; 8];
     first.copy_from_slice(&bytes.as_bytes()[..8]);
     i64::from_le_bytes(first)
+}
+
+/// A BLAKE3 hasher fed through a buffer of one chunk: the hash of a stream is the hash of its
+/// bytes however they are split, and a reading's forty small pieces hashed as one slice cost
+/// a third less than forty calls to `update`.
+struct Gathered {
+    hasher: blake3::Hasher,
+    buf: [u8; 1024],
+    len: usize,
+}
+
+impl Default for Gathered {
+    fn default() -> Gathered {
+        Gathered {
+            hasher: blake3::Hasher::new(),
+            buf: [0; 1024],
+            len: 0,
+        }
+    }
+}
+
+impl Gathered {
+    fn update(&mut self, bytes: &[u8]) -> &mut Gathered {
+        if self.len + bytes.len() > self.buf.len() {
+            self.hasher.update(&self.buf[..self.len]);
+            self.len = 0;
+            if bytes.len() >= self.buf.len() {
+                self.hasher.update(bytes);
+                return self;
+            }
+        }
+        self.buf[self.len..self.len + bytes.len()].copy_from_slice(bytes);
+        self.len += bytes.len();
+        self
+    }
+
+    fn finalize(mut self) -> blake3::Hash {
+        self.hasher.update(&self.buf[..self.len]);
+        self.hasher.finalize()
+    }
 }
 
 /// A stream the writer has seen: its id, and the fields already in `series`.
@@ -1245,4 +1285,67 @@ pub(super) fn values_json(values: &[(String, f64)], texts: &[(String, String)], 
         let _ = write!(out, "\"{field}\":{text}");
     }
     out.push('}');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fingerprint;
+    use crate::record::{Line, Record, parse_line};
+
+    fn record(line: &str) -> Record {
+        match parse_line(line) {
+            Ok(Line::Record(record)) => record,
+            other => panic!("{line}: {other:?}"),
+        }
+    }
+
+    /// Fingerprints are stored with every numbered record and compared with a resend's: the
+    /// same record must give the same number in every version, or a resend after an upgrade
+    /// would be refused as a reused number. These values were computed by the first version.
+    #[test]
+    fn fingerprints_stay_what_they_were() {
+        for (line, expected) in [
+            (
+                r#"{"stream":"imu","values":{"ax":0.25,"ay":-1.5,"az":9.81}}"#,
+                9165207800608749278,
+            ),
+            (
+                r#"{"stream":"gps","ts":1800000000.5,"values":{"lat":52.1,"fix":true,"mode":"RTK"}}"#,
+                946173033959610757,
+            ),
+            (
+                r#"{"stream":"camera","frame":{"w":640,"h":480},"detections":[{"label":"person","score":0.9,"box":[1,2,3,4]},{"label":"dog","score":0.5,"box":[5,6,7,8]}]}"#,
+                3892171882272820115,
+            ),
+            (
+                &format!(
+                    r#"{{"stream":"{}","values":{{{}}}}}"#,
+                    "s".repeat(100),
+                    (0..60)
+                        .map(|i| format!(r#""field_number_{i}":{i}.5"#))
+                        .collect::<Vec<_>>()
+                        .join(",")
+                ),
+                -5323986073769181384,
+            ),
+        ] {
+            assert_eq!(fingerprint(&record(line)), expected, "{line}");
+        }
+        // A frame with its image: the image's bytes are hashed too.
+        let mut camera = record(r#"{"stream":"camera","frame":{"w":4,"h":4},"detections":[]}"#);
+        if let Some(frame) = camera.frame.as_mut() {
+            frame.image = Some(crate::record::Image {
+                format: crate::record::ImageFormat::Jpeg,
+                data: (0..5000u32)
+                    .map(|i| (i % 251) as u8)
+                    .collect::<Vec<u8>>()
+                    .into(),
+            });
+        }
+        assert_eq!(
+            fingerprint(&camera),
+            385336918079922474,
+            "a frame with an image"
+        );
+    }
 }
