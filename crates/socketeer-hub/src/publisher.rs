@@ -1033,14 +1033,41 @@ enum Failure {
 }
 
 /// Reads the hub's answers until everything is settled or the connection ends; completes the
-/// time exchanges the hub answers.
+/// time exchanges the hub answers. Acks already received are settled together, before
+/// waiting for more and before any other answer, and whatever way this ends.
 async fn receive<T: 'static>(
+    reader: ConnectionReader,
+    shared: &Shared<T>,
+    sent: &Mutex<VecDeque<(u64, u64)>>,
+    clock: (Clock, &Exchanges),
+) -> Result<(), Failure> {
+    let mut acks = Vec::new();
+    let outcome = answers(reader, shared, sent, clock, &mut acks).await;
+    settle(shared, &acks, None).map_err(Failure::Fatal)?;
+    outcome
+}
+
+/// Most acks settled at once.
+const ACKS_AT_ONCE: usize = 256;
+
+/// [`receive`]'s loop: acks are gathered in `acks` (at most [`ACKS_AT_ONCE`]).
+async fn answers<T: 'static>(
     mut reader: ConnectionReader,
     shared: &Shared<T>,
     sent: &Mutex<VecDeque<(u64, u64)>>,
     (clock, exchanges): (Clock, &Exchanges),
+    acks: &mut Vec<u64>,
 ) -> Result<(), Failure> {
+    let flush = |acks: &mut Vec<u64>| {
+        let done = settle(shared, acks, None).map_err(Failure::Fatal);
+        acks.clear();
+        done
+    };
     loop {
+        // Acks are settled once no further answer is already here (or enough have gathered).
+        if !acks.is_empty() && (acks.len() >= ACKS_AT_ONCE || !reader.buffered().contains(&b'\n')) {
+            flush(acks)?;
+        }
         // If the last record was settled before the input ended, no answer is coming: the end
         // of the input is what finishes.
         let ended = shared.ended.notified();
@@ -1068,6 +1095,9 @@ async fn receive<T: 'static>(
                 )));
             }
         };
+        if !matches!(answer, Answer::Ack(_)) {
+            flush(acks)?;
+        }
         let (line_no, why, retry) = match answer {
             Answer::Time { t0, t1, t2 } => {
                 let exchange =
@@ -1105,7 +1135,7 @@ async fn receive<T: 'static>(
                     sent.pop_front();
                 }
                 drop(sent);
-                settle(shared, seq, None).map_err(Failure::Fatal)?;
+                acks.push(seq);
                 continue;
             }
             Answer::Refused { line, why } => (line, why, false),
@@ -1134,47 +1164,70 @@ async fn receive<T: 'static>(
             // The hub could not commit: not the record's fault. Reconnect and send it again.
             return Err(Failure::Busy(format!("line {seq}: {why}")));
         }
-        settle(shared, seq, Some(&why)).map_err(Failure::Fatal)?;
+        settle(shared, &[seq], Some(&why)).map_err(Failure::Fatal)?;
     }
 }
 
-/// Forgets a settled record (acknowledged, or refused saying `refused`), counts it, crosses it
-/// off the journal, and makes room for another.
-fn settle<T: 'static>(shared: &Shared<T>, seq: u64, refused: Option<&str>) -> anyhow::Result<()> {
+/// Forgets settled records (all acknowledged, or refused saying `refused`), counts them,
+/// crosses them off the journal, and makes room for as many more: one lock and one wake-up
+/// for the lot.
+fn settle<T: 'static>(
+    shared: &Shared<T>,
+    seqs: &[u64],
+    refused: Option<&str>,
+) -> anyhow::Result<()> {
     let mut journal = shared.journal();
-    let (removed, empty) = {
+    let now = Instant::now();
+    let mut gone = Vec::with_capacity(seqs.len());
+    let mut bytes = 0usize;
+    let mut tags = Vec::new();
+    let empty = {
         let mut books = shared.books();
-        let Some(entry) = books.unacked.remove(&seq) else {
-            return Ok(()); // settled before (a resend answered twice)
-        };
-        match refused {
-            None => {
-                books.report.acknowledged += 1;
-                if let Some(sent) = entry.sent {
-                    if books.report.latencies_us.len() < MAX_SAMPLES {
-                        let micros = sent.elapsed().as_micros().min(u128::from(u32::MAX)) as u32;
-                        books.report.latencies_us.push(micros);
+        for &seq in seqs {
+            let Some(entry) = books.unacked.remove(&seq) else {
+                continue; // settled before (a resend answered twice)
+            };
+            match refused {
+                None => {
+                    books.report.acknowledged += 1;
+                    if let Some(sent) = entry.sent {
+                        if books.report.latencies_us.len() < MAX_SAMPLES {
+                            let micros = now.saturating_duration_since(sent).as_micros();
+                            let micros = micros.min(u128::from(u32::MAX)) as u32;
+                            books.report.latencies_us.push(micros);
+                        }
                     }
                 }
+                Some(_) => {
+                    books.report.refused += 1;
+                    tags.push((seq, entry.tag));
+                }
             }
-            Some(_) => books.report.refused += 1,
+            bytes += entry.weight as usize;
+            gone.push(seq);
         }
-        let empty = books.unacked.is_empty();
-        (entry, empty)
+        books.unacked.is_empty()
     };
+    if gone.is_empty() {
+        return Ok(());
+    }
     if let Some(journal) = journal.as_mut() {
-        journal.settled(seq, empty)?;
+        for (i, &seq) in gone.iter().enumerate() {
+            journal.settled(seq, empty && i + 1 == gone.len())?;
+        }
     }
     drop(journal);
     if let Some(why) = refused {
-        (shared.events)(Event::Refused {
-            seq,
-            tag: &removed.tag,
-            why,
-        });
+        for (seq, tag) in &tags {
+            (shared.events)(Event::Refused {
+                seq: *seq,
+                tag,
+                why,
+            });
+        }
     }
-    shared.room.add_permits(1);
-    shared.room_bytes.add_permits(removed.weight as usize);
+    shared.room.add_permits(gone.len());
+    shared.room_bytes.add_permits(bytes);
     shared.changed.notify_one();
     Ok(())
 }
