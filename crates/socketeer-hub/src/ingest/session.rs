@@ -262,8 +262,11 @@ impl Session {
         if self.batch.is_empty() {
             return;
         }
-        let items = std::mem::take(&mut self.batch);
-        let lines = std::mem::take(&mut self.lines);
+        // The next batch is likely the size of this one: room for it now, not grown by doubling
+        // (each growth moves every record read so far).
+        let size = self.batch.len();
+        let items = std::mem::replace(&mut self.batch, Vec::with_capacity(size));
+        let lines = std::mem::replace(&mut self.lines, Vec::with_capacity(size));
         let images = items.iter().filter(|i| i.has_image()).count();
         let pending = self.ingest.store.submit(self.device(), items).await;
         answers.images += images;

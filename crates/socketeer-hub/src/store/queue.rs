@@ -125,33 +125,40 @@ impl Budget {
 
     /// Cuts items into jobs that fit a lane's share: at most [`JOB_RECORDS`] records and an
     /// eighth of the byte bound each (a single record always fits: lines are far smaller).
-    pub(super) fn cut(&self, items: Vec<Item>) -> Vec<(Vec<Item>, u32, u32)> {
+    pub(super) fn cut(&self, mut items: Vec<Item>) -> Vec<(Vec<Item>, u32, u32)> {
         let most_bytes = (self.limits.bytes / 8).max(1024);
         let most_records = JOB_RECORDS.min(self.limits.records / LANE_SHARE).max(1);
         // Weighed in bytes and rounded up to KiB per job, not per record: a reading weighs
-        // about 400 bytes, and counting each as a KiB would fill the queue's byte bound and
-        // the writer's transactions at a third of what they hold.
-        let mut jobs = Vec::new();
-        let mut job = Vec::new();
-        let mut bytes = 0;
-        for item in items {
+        // about 600 bytes, and counting each as a KiB would fill the queue's byte bound and
+        // the writer's transactions at half of what they hold.
+        // Where each job ends, and its bytes; the items are not moved to find out.
+        let mut ends = Vec::new();
+        let (mut start, mut bytes) = (0, 0);
+        for (i, item) in items.iter().enumerate() {
             let weight = item.weight();
-            if !job.is_empty() && (job.len() == most_records || bytes + weight > most_bytes) {
-                jobs.push((std::mem::take(&mut job), std::mem::take(&mut bytes)));
+            if i > start && (i - start == most_records || bytes + weight > most_bytes) {
+                ends.push((i, std::mem::take(&mut bytes)));
+                start = i;
             }
             bytes += weight;
-            job.push(item);
         }
-        if !job.is_empty() {
-            jobs.push((job, bytes));
+        if !items.is_empty() {
+            ends.push((items.len(), bytes));
         }
-        jobs.into_iter()
-            .map(|(job, bytes)| {
-                let records = job.len() as u32;
-                let kib = bytes.min(most_bytes).div_ceil(1024);
-                (job, records, kib as u32)
-            })
-            .collect()
+        // Cut from the back, so the first job keeps the submission's own vector (the usual
+        // submission is one job, and no record is moved).
+        let mut jobs = Vec::with_capacity(ends.len());
+        for k in (0..ends.len()).rev() {
+            let job = match k {
+                0 => std::mem::take(&mut items),
+                _ => items.split_off(ends[k - 1].0),
+            };
+            let records = job.len() as u32;
+            let kib = ends[k].1.min(most_bytes).div_ceil(1024);
+            jobs.push((job, records, kib as u32));
+        }
+        jobs.reverse();
+        jobs
     }
 
     /// Waits for room in `lane`'s share, then in the queue.
