@@ -1263,6 +1263,14 @@ fn add_series(conn: &Connection, device: i64, stream: &str, field: &str) -> rusq
 pub(super) fn values_json(values: &[(String, f64)], texts: &[(String, String)], out: &mut String) {
     use std::fmt::Write as _;
     out.clear();
+    // Room for all of it at once (a number is at most 24 bytes; text as sent, before escapes).
+    out.reserve(
+        2 + values.iter().map(|(f, _)| f.len() + 28).sum::<usize>()
+            + texts
+                .iter()
+                .map(|(f, t)| f.len() + t.len() + 6)
+                .sum::<usize>(),
+    );
     out.push('{');
     let mut number = ryu::Buffer::new();
     for (i, (field, value)) in values.iter().enumerate() {
