@@ -203,11 +203,11 @@ fn plain_reading(text: &str) -> Option<Record> {
         seq: Option<u64>,
         // Sorted, and the last of a repeated field wins: as in a parsed JSON object.
         #[serde(borrow)]
-        values: std::collections::BTreeMap<std::borrow::Cow<'a, str>, f64>,
+        values: Fields<'a>,
     }
     let plain: Plain<'_> = serde_json::from_str(text).ok()?;
-    if plain.values.is_empty()
-        || plain.values.len() > MAX_VALUES
+    if plain.values.0.is_empty()
+        || plain.values.0.len() > MAX_VALUES
         || plain.seq.is_some_and(|seq| seq > i64::MAX as u64)
     {
         return None;
@@ -216,8 +216,8 @@ fn plain_reading(text: &str) -> Option<Record> {
         Some(number) => Some(unix_seconds(number)?),
         None => None,
     };
-    let mut values = Vec::with_capacity(plain.values.len());
-    for (field, number) in plain.values {
+    let mut values = Vec::with_capacity(plain.values.0.len());
+    for (field, number) in plain.values.0 {
         if !number.is_finite() {
             return None;
         }
@@ -233,6 +233,45 @@ fn plain_reading(text: &str) -> Option<Record> {
         seq: plain.seq,
         session: None,
     })
+}
+
+/// A plain reading's numbers by field name, sorted by name, the last of a repeated name
+/// winning: what a map gives, in one vector (a reading has a few fields; a tree allocated per
+/// line cost more than sorting them).
+struct Fields<'a>(Vec<(std::borrow::Cow<'a, str>, f64)>);
+
+impl<'de: 'a, 'a> serde::Deserialize<'de> for Fields<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visit<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for Visit<'a> {
+            type Value = Fields<'a>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an object of numbers")
+            }
+            fn visit_map<M: serde::de::MapAccess<'de>>(
+                self,
+                mut map: M,
+            ) -> Result<Fields<'a>, M::Error> {
+                #[derive(serde::Deserialize)]
+                struct Key<'a>(#[serde(borrow)] std::borrow::Cow<'a, str>);
+                let mut fields: Vec<(std::borrow::Cow<'a, str>, f64)> = Vec::with_capacity(8);
+                while let Some((Key(key), number)) = map.next_entry::<Key<'a>, f64>()? {
+                    fields.push((key, number));
+                }
+                // Stable: of a repeated name, the one sent last stays last, and wins.
+                fields.sort_by(|a, b| a.0.cmp(&b.0));
+                fields.dedup_by(|later, kept| {
+                    let same = later.0 == kept.0;
+                    if same {
+                        kept.1 = later.1;
+                    }
+                    same
+                });
+                Ok(Fields(fields))
+            }
+        }
+        deserializer.deserialize_map(Visit(std::marker::PhantomData))
+    }
 }
 
 /// Parses and checks one line through JSON values: every kind of line, every refusal.
