@@ -1272,7 +1272,7 @@ pub(super) fn values_json(values: &[(String, f64)], texts: &[(String, String)], 
                 .sum::<usize>(),
     );
     out.push('{');
-    let mut number = ryu::Buffer::new();
+    let mut number = zmij::Buffer::new();
     for (i, (field, value)) in values.iter().enumerate() {
         if i > 0 {
             out.push(',');
@@ -1281,8 +1281,18 @@ pub(super) fn values_json(values: &[(String, f64)], texts: &[(String, String)], 
         out.push('"');
         out.push_str(field);
         out.push_str("\":");
-        // (Values are finite: the parser refuses NaN and infinities.)
-        out.push_str(number.format_finite(*value));
+        // (Values are finite: the parser refuses NaN and infinities.) The shortest digits that
+        // read back as the same number, written as they always were stored: `1e16`, not
+        // zmij's `1e+16` (a test compares with ryu, which wrote them before).
+        let text = number.format_finite(*value);
+        match text.split_once("e+") {
+            Some((mantissa, exponent)) => {
+                out.push_str(mantissa);
+                out.push('e');
+                out.push_str(exponent);
+            }
+            None => out.push_str(text),
+        }
     }
     for (i, (field, text)) in texts.iter().enumerate() {
         if i > 0 || !values.is_empty() {
@@ -1304,6 +1314,49 @@ mod tests {
         match parse_line(line) {
             Ok(Line::Record(record)) => record,
             other => panic!("{line}: {other:?}"),
+        }
+    }
+
+    /// Values are stored as JSON text: numbers as the shortest digits that read back the same,
+    /// written as ryu wrote them when it formatted them (the text stays the same across
+    /// versions, exponents without a `+`).
+    #[test]
+    fn stored_numbers_read_as_they_always_did() {
+        let stored = |v: f64| {
+            let mut out = String::new();
+            super::values_json(&[("v".to_owned(), v)], &[], &mut out);
+            out.strip_prefix("{\"v\":")
+                .and_then(|t| t.strip_suffix('}'))
+                .expect("one value")
+                .to_owned()
+        };
+        for (v, text) in [
+            (0.25, "0.25"),
+            (-1.5, "-1.5"),
+            (9.81, "9.81"),
+            (1.0, "1.0"),
+            (0.0, "0.0"),
+            (1e16, "1e16"),
+            (1.5e300, "1.5e300"),
+            (1e-7, "1e-7"),
+            (1_800_000_000.5, "1800000000.5"),
+        ] {
+            assert_eq!(stored(v), text);
+        }
+        let mut ryu = ryu::Buffer::new();
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        for i in 0..200_000u64 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let v = if i % 2 == 0 {
+                f64::from_bits(x)
+            } else {
+                ((x % 2_000_000_001) as f64 - 1e9) / 10f64.powi((i % 7) as i32)
+            };
+            if v.is_finite() {
+                assert_eq!(stored(v), ryu.format_finite(v), "{v:e}");
+            }
         }
     }
 
