@@ -123,12 +123,13 @@ impl Default for QueueLimits {
 
 /// Most records in one job: bigger submissions are cut, so the writer can take turns.
 pub(crate) const JOB_RECORDS: usize = 256;
-/// About the most one transaction carries, in KiB of records ([`Item::weight`]): a batch of
-/// large records (images) is cut short, so a sender's wait stays some milliseconds of writing.
-/// Readings (about 600 bytes each) reach `--max-batch` (8192) first: every commit costs a sync
-/// and rewrites the tail pages of each index, and 8192 readings a transaction carried 13% more
-/// a second than 2048 did.
-const BATCH_KIB: usize = 8192;
+/// About the most camera images one transaction carries, in KiB: a batch of frames is cut
+/// short, so a sender's wait stays some milliseconds of writing and syncing. Readings are
+/// bounded by `--max-batch` (8192) alone: each costs the writer about a microsecond, and
+/// every commit costs a sync and a rewrite of each index's last pages, so the more a
+/// transaction holds the better (8192 readings a transaction carried 13% more a second
+/// than 2048 did).
+const BATCH_IMAGE_KIB: usize = 2048;
 /// A lane may hold at most this fraction of the queue (in records and in bytes).
 const LANE_SHARE: usize = 4;
 
@@ -394,13 +395,18 @@ impl Store {
     }
 
     /// Hands one job to the writer; the answer to come (already failed if the writer is gone).
-    fn send(&self, lane: &Arc<str>, items: Vec<Item>, kib: u32, room: Room) -> Part {
+    fn send(&self, lane: &Arc<str>, items: Vec<Item>, room: Room) -> Part {
         let count = items.len();
         let (done, answer) = oneshot::channel();
+        let image_bytes: usize = items
+            .iter()
+            .filter_map(|item| item.record.frame.as_ref()?.image.as_ref())
+            .map(|image| image.data.len())
+            .sum();
         let job = Job {
             lane: Arc::clone(lane),
             items,
-            kib,
+            image_kib: u32::try_from(image_bytes.div_ceil(1024)).unwrap_or(u32::MAX),
             done,
             _room: room,
         };
@@ -416,7 +422,7 @@ impl Store {
         let mut parts = VecDeque::new();
         for (job, records, kib) in self.budget.cut(items) {
             let part = match self.budget.wait(lane, records, kib).await {
-                Ok(room) => self.send(lane, job, kib, room),
+                Ok(room) => self.send(lane, job, room),
                 Err(err) => failed(job.len(), err),
             };
             parts.push_back(part);
@@ -444,7 +450,7 @@ impl Store {
                 .zip([records, kib, records, kib])
                 .map(|(permit, n)| permit.split(n as usize).expect("taken together"))
                 .collect();
-            parts.push_back(self.send(lane, job, kib, Room(room)));
+            parts.push_back(self.send(lane, job, Room(room)));
         }
         Some(Pending {
             parts,

@@ -20,8 +20,9 @@ pub(super) struct Job {
     /// Whose turn it is in: a device's or a source's.
     pub(super) lane: Arc<str>,
     pub(super) items: Vec<Item>,
-    /// The items' weight, KiB.
-    pub(super) kib: u32,
+    /// KiB of camera images it carries: what makes a transaction long (their bytes are
+    /// written and synced), where readings cost per record.
+    pub(super) image_kib: u32,
     pub(super) done: oneshot::Sender<Answered>,
     /// Its room in the queue, given back once it is committed.
     pub(super) _room: Room,
@@ -221,7 +222,7 @@ impl Lanes {
         lane.push_back(job);
     }
 
-    /// One job from each lane in turn until `most` records or `most_kib` of them are taken
+    /// One job from each lane in turn until `most` records or `most_kib` of images are taken
     /// (at least one job).
     pub(super) fn take(&mut self, most: usize, most_kib: usize) -> Vec<Job> {
         let mut jobs = Vec::new();
@@ -242,7 +243,7 @@ impl Lanes {
                 self.turns.push_back(key);
             }
             count += job.items.len();
-            kib += job.kib as usize;
+            kib += job.image_kib as usize;
             jobs.push(job);
         }
         jobs

@@ -9,7 +9,9 @@ use tokio::sync::mpsc;
 
 use super::checkpoint::Checkpointer;
 use super::queue::{Job, Lanes};
-use super::{BATCH_KIB, Cardinality, Item, Limit, StoreConfig, StoreError, Written, now_secs};
+use super::{
+    BATCH_IMAGE_KIB, Cardinality, Item, Limit, StoreConfig, StoreError, Written, now_secs,
+};
 use crate::live::Committed;
 use crate::record::Record;
 
@@ -490,7 +492,7 @@ pub(super) fn run(mut engine: Engine, mut queue: mpsc::UnboundedReceiver<Job>) {
         while let Ok(job) = queue.try_recv() {
             lanes.push(job);
         }
-        let jobs = lanes.take(max_batch, BATCH_KIB);
+        let jobs = lanes.take(max_batch, BATCH_IMAGE_KIB);
         let count: usize = jobs.iter().map(|job| job.items.len()).sum();
         match engine.commit(&jobs) {
             Ok(mut outcomes) => {
