@@ -337,3 +337,68 @@ async fn a_stream_retention_empties_is_unadvertised_to_foxglove_clients() {
     drop(robot);
     hub.stop().await;
 }
+
+#[tokio::test]
+async fn acks_received_before_a_broken_answer_are_settled_not_sent_again() {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+    // A hub that acks the first two records, then sends a line that is no answer (in the same
+    // write, so the acks wait in the publisher's buffer with it), and on the connection that
+    // follows acks whatever comes.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let at: Endpoint = format!("tcp://{}", listener.local_addr().expect("address"))
+        .parse()
+        .expect("endpoint");
+    let (resent_tx, mut resent) = tokio::sync::mpsc::unbounded_channel::<u64>();
+    tokio::spawn(async move {
+        for connection in 0.. {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            let (read, mut write) = stream.into_split();
+            let mut read = tokio::io::BufReader::new(read);
+            let mut line = String::new();
+            let mut seqs = Vec::new();
+            loop {
+                line.clear();
+                if read.read_line(&mut line).await.unwrap_or(0) == 0 {
+                    break;
+                }
+                let record: serde_json::Value = serde_json::from_str(&line).expect("json");
+                let Some(seq) = record["seq"].as_u64() else {
+                    continue; // the device and session lines
+                };
+                seqs.push(seq);
+                if connection == 0 && seqs.len() == 3 {
+                    let broken = "{\"ack\":1}\n{\"ack\":2}\nnot an answer\n";
+                    write.write_all(broken.as_bytes()).await.expect("write");
+                }
+                if connection > 0 {
+                    let _ = resent_tx.send(seq);
+                    let ack = format!("{{\"ack\":{seq}}}\n");
+                    write.write_all(ack.as_bytes()).await.expect("write");
+                }
+            }
+        }
+    });
+    let mut config = PublisherConfig::new(at, "broken");
+    config.device = Some("r".into());
+    config.clock_every = None;
+    let (publisher, delivery) = Publisher::start(config, None, Recovered::<()>::default(), |_| {});
+    for k in 0..3 {
+        let line = format!(r#"{{"stream":"s","values":{{"v":{k}}}}}"#);
+        publisher
+            .publish(line.as_bytes(), ())
+            .await
+            .expect("publish");
+    }
+    publisher.end().expect("end");
+    let report = delivery.await.expect("delivered");
+    assert_eq!(report.acknowledged, 3);
+    let mut again = Vec::new();
+    while let Ok(seq) = resent.try_recv() {
+        again.push(seq);
+    }
+    assert_eq!(again, [3], "only the record not acknowledged is sent again");
+}
