@@ -320,7 +320,8 @@ struct Entry<T> {
 /// The records waiting for their acknowledgement, in order of their numbers. Records are
 /// numbered in turn and the hub answers in line order, so a record is added at the back and
 /// nearly always settled from the front: both O(1), where a tree moved its neighbours on every
-/// removal from the front (a quarter of a publisher's time went to that and to its nodes).
+/// removal from the front (those moves alone were 5% of a publisher's time) and allocated and
+/// merged nodes as the window slid.
 struct Unacked<T>(VecDeque<(u64, Entry<T>)>);
 
 impl<T> Unacked<T> {

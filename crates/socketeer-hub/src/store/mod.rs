@@ -199,6 +199,12 @@ impl Item {
             .is_some_and(|f| f.image.is_some())
     }
 
+    /// The bytes of the camera image it carries (0 without one).
+    pub(crate) fn image_bytes(&self) -> usize {
+        let image = self.record.frame.as_ref().and_then(|f| f.image.as_ref());
+        image.map_or(0, |i| i.data.len())
+    }
+
     /// About how much memory the item holds, for the writer queue's byte bound.
     pub(crate) fn weight(&self) -> usize {
         let r = &self.record;
@@ -217,8 +223,8 @@ impl Item {
                     .iter()
                     .map(|d| d.label.len() + 64)
                     .sum::<usize>()
-                    + f.image.as_ref().map_or(0, |i| i.data.len())
             })
+            + self.image_bytes()
             + r.session.as_ref().map_or(0, String::len)
     }
 }
@@ -398,11 +404,7 @@ impl Store {
     fn send(&self, lane: &Arc<str>, items: Vec<Item>, room: Room) -> Part {
         let count = items.len();
         let (done, answer) = oneshot::channel();
-        let image_bytes: usize = items
-            .iter()
-            .filter_map(|item| item.record.frame.as_ref()?.image.as_ref())
-            .map(|image| image.data.len())
-            .sum();
+        let image_bytes: usize = items.iter().map(Item::image_bytes).sum();
         let job = Job {
             lane: Arc::clone(lane),
             items,

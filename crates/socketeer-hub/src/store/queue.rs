@@ -130,8 +130,8 @@ impl Budget {
         let most_bytes = (self.limits.bytes / 8).max(1024);
         let most_records = JOB_RECORDS.min(self.limits.records / LANE_SHARE).max(1);
         // Weighed in bytes and rounded up to KiB per job, not per record: a reading weighs
-        // about 600 bytes, and counting each as a KiB would fill the queue's byte bound and
-        // the writer's transactions at half of what they hold.
+        // about 600 bytes, and counting each as a KiB would fill the queue's byte bound at
+        // about half of what it holds.
         // Where each job ends, and its bytes; the items are not moved to find out.
         let mut ends = Vec::new();
         let (mut start, mut bytes) = (0, 0);

@@ -67,8 +67,8 @@ pub(crate) fn fingerprint(record: &Record) -> i64 {
 }
 
 /// A BLAKE3 hasher fed through a buffer of one chunk: the hash of a stream is the hash of its
-/// bytes however they are split, and a reading's forty small pieces hashed as one slice cost
-/// a third less than forty calls to `update`.
+/// bytes however they are split, and a reading's dozen or more small pieces hashed as one slice
+/// cost a third less than as many calls to `update` (perf: 6% of the machine → 4%).
 struct Gathered {
     hasher: blake3::Hasher,
     buf: [u8; 1024],
