@@ -8,7 +8,7 @@
 #      send-to-ack p50/p99 from `publish --stats`;
 #   3. mosquitto (Debian package, persistence on) carrying the same lines with QoS 1 from 10
 #      `mosquitto_pub -l`, if it is installed or installable (skipped with a note otherwise).
-# Prints FIGURE lines. Usage: scripts/bench-hub.sh   (READINGS=, RATE=, SECS=, WINDOW=, DIR=;
+# Prints FIGURE lines. Usage: scripts/bench-hub.sh   (READINGS=, RATE=, SECS=, WINDOW=, DIR=, ROUNDS=;
 # SOCKETEER_BIN= another build to measure; MOSQUITTO=0 leaves part 3 out)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,6 +16,7 @@ READINGS=${READINGS:-1000000}
 RATE=${RATE:-10000}
 SECS=${SECS:-20}
 WINDOW=${WINDOW:-20000}
+ROUNDS=${ROUNDS:-1}
 DIR=${DIR:-/var/tmp}
 PUBLISHERS=10
 
@@ -63,20 +64,35 @@ lat.sort(); n = len(lat)
 print(f"FIGURE disk_fsync_p50={lat[n // 2]:.2f} ms p99={lat[n * 99 // 100]:.2f} ms max={lat[-1]:.1f} ms ({n} fsyncs in 5 s)")
 EOF
 
-# 1. Throughput.
-start_hub
-t0=$(date +%s.%N)
-pubs=()
-for p in $(seq 0 $((PUBLISHERS - 1))); do
-  "$socketeer" publish "$ep" --file "$work/in$p.jsonl" --max-unacked "$WINDOW" --stats > "$work/stats$p" &
-  pubs+=($!)
+# 1. Throughput (ROUNDS times, each into a fresh database: the figure is the median, with
+#    every round's listed; the goal is met only if the slowest round meets it).
+rates=()
+for round in $(seq 1 "$ROUNDS"); do
+  start_hub
+  rm -f "$work"/stats*
+  # Each round from a settled disk, as the first: the last round's database, just deleted,
+  # leaves the file system work that would otherwise land on this round's syncs.
+  sync
+  t0=$(date +%s.%N)
+  pubs=()
+  for p in $(seq 0 $((PUBLISHERS - 1))); do
+    "$socketeer" publish "$ep" --file "$work/in$p.jsonl" --max-unacked "$WINDOW" --stats > "$work/stats$p" &
+    pubs+=($!)
+  done
+  wait "${pubs[@]}"
+  t1=$(date +%s.%N)
+  read -r p50 p99 acked < <(cat "$work"/stats* | summary)
+  stored=$(python3 -c "import sqlite3; print(sqlite3.connect('$work/hub.db').execute('select count(*) from samples').fetchone()[0])")
+  wall=$(echo "$t1 - $t0" | bc -l)
+  rates+=("$(printf '%.0f' "$(echo "$acked / $wall" | bc -l)")")
+  [ "$round" = "$ROUNDS" ] || { kill "$hub"; wait "$hub" 2>/dev/null || true; }
 done
-wait "${pubs[@]}"
-t1=$(date +%s.%N)
-read -r p50 p99 acked < <(cat "$work"/stats* | summary)
-stored=$(python3 -c "import sqlite3; print(sqlite3.connect('$work/hub.db').execute('select count(*) from samples').fetchone()[0])")
-wall=$(echo "$t1 - $t0" | bc -l)
-echo "FIGURE hub_durable_readings_per_sec=$(printf '%.0f' "$(echo "$acked / $wall" | bc -l)") readings/s ($acked acknowledged in $(printf '%.2f' "$wall") s, $stored stored, 10 publishers, synchronous=FULL)"
+median=$(printf '%s\n' "${rates[@]}" | sort -n | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : int((a[NR/2]+a[NR/2+1])/2)}')
+if [ "$ROUNDS" = 1 ]; then
+  echo "FIGURE hub_durable_readings_per_sec=$median readings/s ($acked acknowledged in $(printf '%.2f' "$wall") s, $stored stored, 10 publishers, synchronous=FULL)"
+else
+  echo "FIGURE hub_durable_readings_per_sec=$median readings/s (median of $ROUNDS rounds: ${rates[*]}; slowest $(printf '%s\n' "${rates[@]}" | sort -n | head -1); last round $acked acknowledged, $stored stored; 10 publishers, synchronous=FULL)"
+fi
 echo "FIGURE hub_saturated_ack_p50=$p50 ms (up to $WINDOW lines in flight per publisher wait in line)"
 echo "FIGURE hub_saturated_ack_p99=$p99 ms"
 kill "$hub"; wait "$hub" 2>/dev/null || true
