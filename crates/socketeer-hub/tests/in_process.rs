@@ -192,18 +192,24 @@ async fn a_publisher_waits_for_a_hub_that_is_not_there_yet_and_then_delivers() {
     hub.stop().await;
 }
 
+/// A listener for a test's own stand-in hub, and the endpoint a publisher reaches it at.
+async fn stand_in_hub() -> (tokio::net::TcpListener, Endpoint) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let at = format!("tcp://{}", listener.local_addr().expect("address"))
+        .parse()
+        .expect("endpoint");
+    (listener, at)
+}
+
 #[tokio::test]
 async fn a_publisher_holds_at_most_its_byte_room_of_unacknowledged_images() {
     use futures_util::FutureExt;
     use socketeer_hub::record::ImageFormat;
     use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
     // A hub that takes what it is sent and answers only when told to.
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let at: Endpoint = format!("tcp://{}", listener.local_addr().expect("address"))
-        .parse()
-        .expect("endpoint");
+    let (listener, at) = stand_in_hub().await;
     let (ack_tx, mut ack_rx) = tokio::sync::mpsc::channel::<u64>(4);
     let (seen_tx, mut seen_rx) = tokio::sync::mpsc::channel::<serde_json::Value>(16);
     tokio::spawn(async move {
@@ -344,12 +350,7 @@ async fn acks_received_before_a_broken_answer_are_settled_not_sent_again() {
     // A hub that acks the first two records, then sends a line that is no answer (in the same
     // write, so the acks wait in the publisher's buffer with it), and on the connection that
     // follows acks whatever comes.
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let at: Endpoint = format!("tcp://{}", listener.local_addr().expect("address"))
-        .parse()
-        .expect("endpoint");
+    let (listener, at) = stand_in_hub().await;
     let (resent_tx, mut resent) = tokio::sync::mpsc::unbounded_channel::<u64>();
     tokio::spawn(async move {
         for connection in 0.. {
