@@ -192,7 +192,7 @@ pub(crate) async fn streams(
 /// A pipe for splicing, both ends non-blocking. It starts at the kernel's default size
 /// (64 KiB) and grows to [`BULK_PIPE`] the first time a splice fills it, while fewer than
 /// [`MOST_GROWN`] pipes of the relay have grown: a bulk transfer then moves four times as
-/// much per pair of calls (at 100 bulk connections the relay's CPU per GB 305 → 169–187 ms,
+/// much per pair of calls (at 100 bulk connections the relay's CPU per GB 305–331 → 188–199 ms,
 /// its MB/s +15%), while a connection that never fills its pipe keeps the small one. Pages in
 /// a pipe are memory the kernel holds for the connection: with every pipe grown, 1,000
 /// echoed bulk connections took TCP's memory to 331,710 pages (its pressure mark here is
