@@ -9,6 +9,8 @@
 #   STALLED=1 scripts/bench-chat.sh      # plus one client that never reads
 #   RATES="0 50000 150000" scripts/bench-chat.sh   # lines/s offered; 0 = as fast as taken
 #   PIN=0 scripts/bench-chat.sh          # no CPU pinning
+#   CHAT_ARGS="--coalesce 0" scripts/bench-chat.sh   # more `serve chat` options (here: every
+#                                        # burst written at once, as before --coalesce)
 #
 # At a fixed offered rate both brokers deliver the same lines, so their CPU time compares what
 # each spends per line; at rate 0 the load client takes a whole core and both brokers another.
@@ -27,6 +29,7 @@ SECS=${SECS:-5}
 ROUNDS=${ROUNDS:-3}
 RATES=${RATES:-0 50000 150000}
 PIN=${PIN:-1}
+read -r -a chat_args <<<"${CHAT_ARGS:-}"
 BROKER_CPU=${BROKER_CPU:-0}
 CLIENT_CPU=${CLIENT_CPU:-1}
 if [ "$PIN" = 1 ] && [ "$(nproc)" -ge 2 ]; then
@@ -44,7 +47,7 @@ cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -r
 trap cleanup EXIT
 
 # socketeer: no per-client rate limit (the default 50 lines/s is for people, not benchmarks).
-"${on_broker[@]}" "$BIN" -q serve chat --rate 0 --listen 127.0.0.1:0 >"$work/chat.out" 2>&1 &
+"${on_broker[@]}" "$BIN" -q serve chat --rate 0 "${chat_args[@]}" --listen 127.0.0.1:0 >"$work/chat.out" 2>&1 &
 pids+=($!)
 for _ in $(seq 100); do grep -q "listening on" "$work/chat.out" && break; sleep 0.05; done
 ours=$(sed -n 's/^listening on //p' "$work/chat.out" | head -1)
@@ -57,7 +60,7 @@ for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && brea
 theirs="tcp://127.0.0.1:$port"
 theirs_pid=${pids[1]}
 cpu() { awk '{print $14 + $15}' "/proc/$1/stat"; }   # user+system clock ticks
-echo "socketeer chat: $ours   ncat --broker: $theirs   ($CONNS connections, $SENDERS sending, $STALLED stalled, ${SECS}s x $ROUNDS rounds)"
+echo "socketeer chat${CHAT_ARGS:+ ($CHAT_ARGS)}: $ours   ncat --broker: $theirs   ($CONNS connections, $SENDERS sending, $STALLED stalled, ${SECS}s x $ROUNDS rounds)"
 [ ${#on_broker[@]} -gt 0 ] && echo "brokers on core $BROKER_CPU, the load client on core $CLIENT_CPU"
 
 : >"$work/results"

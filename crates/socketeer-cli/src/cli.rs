@@ -363,6 +363,11 @@ pub(crate) struct ChatArgs {
     /// Most bytes waiting for one client before it is dropped as too slow.
     #[arg(long, value_name = "BYTES", default_value_t = 1 << 20, value_parser = clap::value_parser!(u32).range(1024..))]
     pub(crate) queue_bytes: u32,
+    /// Lines for a client written to less than MS milliseconds ago wait and go out together
+    /// when that has passed: in a busy room a line may wait this long (at most a millisecond
+    /// more), for far less CPU per line; in a quiet room nothing waits. 0 writes at once.
+    #[arg(long, value_name = "MS", default_value_t = 4, value_parser = clap::value_parser!(u16).range(0..=1000))]
+    pub(crate) coalesce: u16,
 }
 
 /// Options every server takes.

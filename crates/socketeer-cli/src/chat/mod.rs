@@ -93,6 +93,9 @@ struct ChatHandler {
     room: Arc<Room>,
     rate: Option<Rate>,
     max_line: usize,
+    /// A client written to less than this ago gets what comes next in one write when this has
+    /// passed (`--coalesce`).
+    hold: Duration,
 }
 
 enum Next {
@@ -148,6 +151,13 @@ impl Handler for ChatHandler {
 impl ChatHandler {
     async fn serve(&self, conn: &mut Connection, session: &mut Session) -> Result<()> {
         let kicked = session.inbox.kicked.clone();
+        // Lines for a client written to less than `hold` ago wait (its own lines are still read
+        // meanwhile) and go out with whatever follows them, in one write, when the hold ends: in
+        // a busy room each client gets one larger write every few milliseconds instead of many
+        // small ones; in a quiet room nothing waits. `held` is the first of them; the rest stay
+        // in the queue, where the room's bounds still count them.
+        let mut held: Option<Batch> = None;
+        let mut last_write: Option<Instant> = None;
         loop {
             let wait = session.bucket.wait();
             // Read new lines only when the rate allows and the room keeps up.
@@ -161,12 +171,28 @@ impl ChatHandler {
             // in async blocks so a disabled one costs nothing.)
             tokio::select! {
                 biased;
-                queued = session.inbox.queue.recv() => match queued {
+                () = async { tokio::time::sleep_until(last_write.unwrap_or_else(Instant::now) + self.hold).await }, if held.is_some() => {
+                    let Some(first) = held.take() else { continue };
+                    if session.inbox.is_kicked() {
+                        // The queue ends after what is in it: the next turn says why.
+                        continue;
+                    }
+                    if !deliver(conn, &mut session.inbox, first, &kicked).await? {
+                        return Ok(());
+                    }
+                    last_write = Some(Instant::now());
+                }
+                queued = session.inbox.queue.recv(), if held.is_none() => match queued {
                     Some(first) if !session.inbox.is_kicked() => {
+                        if last_write.is_some_and(|at| at.elapsed() < self.hold) {
+                            held = Some(first);
+                            continue;
+                        }
                         if !deliver(conn, &mut session.inbox, first, &kicked).await? {
                             // Dropped while its client took nothing: no notice would get there.
                             return Ok(());
                         }
+                        last_write = Some(Instant::now());
                     }
                     // Dropped by the room (it let go of the queue, too).
                     _ => {
@@ -457,6 +483,7 @@ pub(crate) async fn run(args: ChatArgs) -> anyhow::Result<i32> {
         room,
         rate,
         max_line: args.serve.max_line as usize,
+        hold: Duration::from_millis(args.coalesce.into()),
     };
     let service = Service {
         name: "chat",

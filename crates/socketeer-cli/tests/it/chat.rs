@@ -153,6 +153,39 @@ fn fifty_clients_each_get_every_other_line_exactly_once_in_order() {
     }
 }
 
+#[test]
+fn lines_for_a_client_just_written_to_wait_for_the_hold_and_go_out_together() {
+    const HOLD: std::time::Duration = std::time::Duration::from_millis(1000);
+    let (_server, ep) = chat(&["--rate", "0", "--coalesce", "1000"]);
+    let mut a = Client::connect(&ep).nick("a");
+    // b joins last and has been written nothing through the room: its first line goes at once.
+    let mut b = Client::connect(&ep);
+    let said = std::time::Instant::now();
+    a.say("one");
+    assert_eq!(b.until(|l| l.starts_with("a:")), "a: one\n");
+    let first = std::time::Instant::now();
+    assert!(
+        first - said < HOLD * 8 / 10,
+        "a quiet room held a line for {:?}",
+        first - said
+    );
+    // b was just written to: what comes next waits out the hold, then goes in one write.
+    a.say("two");
+    a.say("three");
+    assert_eq!(b.until(|l| l.starts_with("a:")), "a: two\n");
+    let second = std::time::Instant::now();
+    assert!(
+        second - first >= HOLD * 9 / 10,
+        "the next line came {:?} after the last write",
+        second - first
+    );
+    assert_eq!(
+        String::from_utf8_lossy(b.reader.buffer()),
+        "a: three\n",
+        "the held lines did not arrive together"
+    );
+}
+
 /// The server process's resident memory in KiB.
 fn rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
