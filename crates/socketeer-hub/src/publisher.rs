@@ -29,7 +29,7 @@ use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use bytes::{BufMut, Bytes, BytesMut};
 use serde_json::Value;
 use socketeer::{ClientOptions, ConnectionReader, ConnectionWriter, Endpoint, client};
 use tokio::sync::{Notify, Semaphore};
@@ -371,7 +371,14 @@ struct Books<T> {
     next_seq: u64,
     ended: bool,
     report: Report,
+    /// Where numbered records are written: each is a slice of a shared chunk (of
+    /// [`ARENA_CHUNK`] bytes, or one record's size if larger), so keeping a record costs no
+    /// allocation of its own; a chunk is freed when the last of its records is settled.
+    arena: BytesMut,
 }
+
+/// The size of the chunks numbered records are written into.
+const ARENA_CHUNK: usize = 64 * 1024;
 
 /// Who hears of [`Event`]s.
 type Listener<T> = dyn Fn(Event<'_, T>) + Send + Sync;
@@ -509,6 +516,7 @@ impl<T: Send + 'static> Publisher<T> {
                 next_seq: recovered.next_seq,
                 ended: false,
                 report: Report::default(),
+                arena: BytesMut::with_capacity(ARENA_CHUNK),
             }),
             journal: journal.map(Mutex::new),
             changed: Notify::new(),
@@ -579,9 +587,13 @@ impl<T: Send + 'static> Publisher<T> {
             ));
         }
         let size = line.len();
-        self.keep(|seq| numbered(object.object, seq, None), size, tag)
-            .await
-            .map(Some)
+        self.keep(
+            |arena, seq| numbered_into(arena, object.object, seq, None),
+            size,
+            tag,
+        )
+        .await
+        .map(Some)
     }
 
     /// Numbers one record with an image: `header` is its JSON object (stream, time,
@@ -621,7 +633,7 @@ impl<T: Send + 'static> Publisher<T> {
             }
         };
         self.keep(
-            |seq| numbered(&object, seq, Some((format, &image))),
+            |arena, seq| numbered_into(arena, &object, seq, Some((format, &image))),
             size,
             tag,
         )
@@ -631,7 +643,7 @@ impl<T: Send + 'static> Publisher<T> {
     /// Waits for room, numbers the record, writes it down, and queues it.
     async fn keep(
         &self,
-        number: impl FnOnce(u64) -> Bytes,
+        number: impl FnOnce(&mut BytesMut, u64) -> Bytes,
         size: usize,
         tag: T,
     ) -> Result<u64, PublishError> {
@@ -663,7 +675,7 @@ impl<T: Send + 'static> Publisher<T> {
             return Err(PublishError::Stopped);
         }
         let seq = books.next_seq;
-        let bytes = number(seq);
+        let bytes = number(&mut books.arena, seq);
         if let Some(journal) = journal.as_mut() {
             journal
                 .kept(seq, &bytes, &tag)
@@ -804,31 +816,42 @@ fn weight(size: usize, most: u32) -> u32 {
 
 /// The record line numbered `seq` (`"seq"` first, then `image`'s header if given, then the
 /// record's own keys as they came), with its `\n`, and the image's bytes after it.
+#[cfg(test)]
 fn numbered(object: &[u8], seq: u64, image: Option<(ImageFormat, &[u8])>) -> Bytes {
+    numbered_into(&mut BytesMut::new(), object, seq, image)
+}
+
+/// Writes the record numbered `seq` at the end of `arena` and splits it off (see
+/// [`numbered`] for its form).
+fn numbered_into(
+    arena: &mut BytesMut,
+    object: &[u8],
+    seq: u64,
+    image: Option<(ImageFormat, &[u8])>,
+) -> Bytes {
+    use std::fmt::Write as _;
     let rest = object.strip_prefix(b"{").unwrap_or(b"}");
     let picture = image.map_or(0, |(_, bytes)| bytes.len());
-    let mut line = Vec::with_capacity(object.len() + 64 + picture);
-    line.extend_from_slice(b"{\"seq\":");
-    line.extend_from_slice(seq.to_string().as_bytes());
+    arena.reserve(object.len() + 96 + picture);
+    arena.put_slice(b"{\"seq\":");
+    let _ = write!(arena, "{seq}");
     if let Some((format, bytes)) = image {
-        line.extend_from_slice(
-            format!(
-                ",\"image\":{{\"format\":\"{}\",\"bytes\":{}}}",
-                format.name(),
-                bytes.len()
-            )
-            .as_bytes(),
+        let _ = write!(
+            arena,
+            ",\"image\":{{\"format\":\"{}\",\"bytes\":{}}}",
+            format.name(),
+            bytes.len()
         );
     }
     if !rest.trim_ascii_start().starts_with(b"}") {
-        line.push(b',');
+        arena.put_u8(b',');
     }
-    line.extend_from_slice(rest);
-    line.push(b'\n');
+    arena.put_slice(rest);
+    arena.put_u8(b'\n');
     if let Some((_, bytes)) = image {
-        line.extend_from_slice(bytes);
+        arena.put_slice(bytes);
     }
-    Bytes::from(line)
+    arena.split().freeze()
 }
 
 /// The time exchange's settings.
@@ -1327,6 +1350,30 @@ mod tests {
             assert!(unacked.remove(seq).is_some());
         }
         assert!(unacked.is_empty());
+    }
+
+    #[test]
+    fn records_numbered_into_shared_chunks_read_as_if_each_had_its_own() {
+        let mut arena = BytesMut::with_capacity(ARENA_CHUNK);
+        let object = br#"{"stream":"imu","values":{"ax":0.25}}"#;
+        let image = vec![7u8; 3 * ARENA_CHUNK];
+        let mut kept = Vec::new();
+        for seq in 0..5000u64 {
+            let image = (seq % 1000 == 999).then_some((ImageFormat::Png, &image[..]));
+            kept.push((
+                seq,
+                image.is_some(),
+                numbered_into(&mut arena, object, seq, image),
+            ));
+            // Settled out of order now and then: what is kept stays as it was.
+            if seq % 7 == 3 {
+                kept.swap_remove(kept.len() / 2);
+            }
+        }
+        for (seq, has_image, bytes) in kept {
+            let image = has_image.then_some((ImageFormat::Png, &image[..]));
+            assert_eq!(bytes, numbered(object, seq, image), "record {seq}");
+        }
     }
 
     #[test]
