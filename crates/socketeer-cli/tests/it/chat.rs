@@ -165,19 +165,20 @@ fn lines_for_a_client_just_written_to_wait_for_the_hold_and_go_out_together() {
     assert_eq!(b.until(|l| l.starts_with("a:")), "a: one\n");
     let first = std::time::Instant::now();
     assert!(
-        first - said < HOLD * 8 / 10,
+        first - said < HOLD / 2,
         "a quiet room held a line for {:?}",
         first - said
     );
-    // b was just written to: what comes next waits out the hold, then goes in one write.
+    // b was just written to: what comes next waits out the hold, then goes in one write. (The
+    // hold runs from the broker's write of "one", which came after it was said.)
     a.say("two");
     a.say("three");
     assert_eq!(b.until(|l| l.starts_with("a:")), "a: two\n");
     let second = std::time::Instant::now();
     assert!(
-        second - first >= HOLD * 9 / 10,
-        "the next line came {:?} after the last write",
-        second - first
+        second - said >= HOLD,
+        "the next line came {:?} after the first was said",
+        second - said
     );
     assert_eq!(
         String::from_utf8_lossy(b.reader.buffer()),
