@@ -744,14 +744,14 @@ impl<T: Send + 'static> Publisher<T> {
 
 /// A record line checked to be one JSON object (whitespace and line ending trimmed), and whether
 /// it has an `"image"` key. The line is kept as it came: numbering it inserts `"seq"` in front
-/// ([`numbered`]), so a reading costs one validating pass, not a parse into values and a
+/// ([`numbered_into`]), so a reading costs one validating pass, not a parse into values and a
 /// re-serialisation (which was most of a publisher's CPU).
 struct Checked<'a> {
     object: &'a [u8],
     image: bool,
 }
 
-/// What [`numbered`] may add to a record line at most: `"seq":N,` and an image header.
+/// What [`numbered_into`] may add to a record line at most: `"seq":N,` and an image header.
 const NUMBER_ROOM: usize = 96;
 
 /// Which of the keys that matter here a record has at its top level; every other key and value
@@ -814,15 +814,15 @@ fn weight(size: usize, most: u32) -> u32 {
     u32::try_from(size).unwrap_or(u32::MAX).clamp(1, most)
 }
 
-/// The record line numbered `seq` (`"seq"` first, then `image`'s header if given, then the
-/// record's own keys as they came), with its `\n`, and the image's bytes after it.
+/// [`numbered_into`] a buffer of its own.
 #[cfg(test)]
 fn numbered(object: &[u8], seq: u64, image: Option<(ImageFormat, &[u8])>) -> Bytes {
     numbered_into(&mut BytesMut::new(), object, seq, image)
 }
 
-/// Writes the record numbered `seq` at the end of `arena` and splits it off (see
-/// [`numbered`] for its form).
+/// The record line numbered `seq` (`"seq"` first, then `image`'s header if given, then the
+/// record's own keys as they came), with its `\n`, and the image's bytes after it: written at
+/// the end of `arena` and split off.
 fn numbered_into(
     arena: &mut BytesMut,
     object: &[u8],
@@ -832,7 +832,7 @@ fn numbered_into(
     use std::fmt::Write as _;
     let rest = object.strip_prefix(b"{").unwrap_or(b"}");
     let picture = image.map_or(0, |(_, bytes)| bytes.len());
-    arena.reserve(object.len() + 96 + picture);
+    arena.reserve(object.len() + NUMBER_ROOM + picture);
     arena.put_slice(b"{\"seq\":");
     let _ = write!(arena, "{seq}");
     if let Some((format, bytes)) = image {
