@@ -11,6 +11,8 @@
 #   ROUNDS=16 VARIANTS="tokio||$PWD/target/release/examples/baseline_tokio_echo 127.0.0.1:0;\
 #   new||/tmp/socketeer-new -q serve echo --listen 127.0.0.1:0 --max-conns 5000" bench/rotate.sh
 #   C=50 S=4096 bench/rotate.sh            # another grid point (connections, message bytes)
+#   BUSY=1 bench/rotate.sh                 # the tokio echo, the same spending 100/200/400 ns more
+#                                          # per message (baseline_busy_echo), `serve echo`
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${ROUNDS:-8}
@@ -19,6 +21,13 @@ C=${C:-1000}
 S=${S:-64}
 source bench/lib.sh
 serve="$BIN -q serve echo --listen 127.0.0.1:0 --max-conns 5000"
+if [ -n "${BUSY:-}" ]; then
+  cargo build --release -q -p socketeer --example baseline_busy_echo
+  busy=$PWD/target/release/examples/baseline_busy_echo
+  VARIANTS=${VARIANTS:-"tokio||$BASE 127.0.0.1:0;busy0|SPIN_NS=0|$busy 127.0.0.1:0;\
+busy100|SPIN_NS=100|$busy 127.0.0.1:0;busy200|SPIN_NS=200|$busy 127.0.0.1:0;\
+busy400|SPIN_NS=400|$busy 127.0.0.1:0;socketeer||$serve"}
+fi
 VARIANTS=${VARIANTS:-"tokio||$BASE 127.0.0.1:0;socketeer||$serve;threads||$serve --threads 2"}
 IFS=';' read -ra entries <<<"$VARIANTS"
 names=() endpoints=()
