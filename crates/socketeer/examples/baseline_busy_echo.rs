@@ -18,10 +18,16 @@ async fn main() -> std::io::Result<()> {
     let addr = std::env::args()
         .nth(1)
         .unwrap_or_else(|| "127.0.0.1:9997".into());
-    let spin = std::env::var("SPIN_NS")
-        .ok()
-        .and_then(|ns| ns.parse().ok())
-        .map_or(Duration::ZERO, Duration::from_nanos);
+    let spin = match std::env::var("SPIN_NS") {
+        Err(_) => Duration::ZERO,
+        Ok(ns) => match ns.parse() {
+            Ok(ns) => Duration::from_nanos(ns),
+            Err(err) => {
+                eprintln!("baseline_busy_echo: SPIN_NS={ns}: {err}");
+                std::process::exit(2);
+            }
+        },
+    };
     let listener = tokio::net::TcpListener::bind(addr.trim_start_matches("tcp://")).await?;
     println!("listening on tcp://{}", listener.local_addr()?);
     loop {
