@@ -11,6 +11,7 @@
 #   SERVER_ARGS="--threads 2" bench/pair.sh        # the server with more options
 #   VS_BIN=/tmp/socketeer-old bench/pair.sh       # against another build of socketeer instead
 #                                                 # of the tokio echo (before/after a change)
+#   CLIENT_ARGS="--threads 2" bench/pair.sh       # the client on two threads, a runtime each
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${ROUNDS:-5}
@@ -27,7 +28,7 @@ else
 fi
 
 run() { # endpoint connections size -> "round_trips_per_sec p99_us"
-  timeout $((SECS + 30)) "$BIN" -q bench "$1" -c "$2" -s "$3" -d "$SECS" --warmup 1 --json |
+  timeout $((SECS + 30)) "$BIN" -q bench "$1" -c "$2" -s "$3" -d "$SECS" --warmup 1 --json ${CLIENT_ARGS:-} |
     python3 -c 'import json,sys; d = json.load(sys.stdin); print(d["round_trips_per_sec"], d["p99_us"])'
 }
 for point in $POINTS; do

@@ -11,6 +11,7 @@
 #   ROUNDS=16 VARIANTS="tokio||$PWD/target/release/examples/baseline_tokio_echo 127.0.0.1:0;\
 #   new||/tmp/socketeer-new -q serve echo --listen 127.0.0.1:0 --max-conns 5000" bench/rotate.sh
 #   C=50 S=4096 bench/rotate.sh            # another grid point (connections, message bytes)
+#   CLIENT_ARGS="--threads 2" bench/rotate.sh  # the client on two threads, a runtime each
 #   BUSY=1 bench/rotate.sh                 # the tokio echo, the same spending 100/200/400 ns more
 #                                          # per message (baseline_busy_echo), `serve echo`
 set -euo pipefail
@@ -44,7 +45,7 @@ n=${#names[@]}
 for round in $(seq "$ROUNDS"); do
   for k in $(seq 0 $((n - 1))); do
     i=$(((k + round) % n))
-    result=$(timeout $((SECS + 30)) "$BIN" -q bench "${endpoints[$i]}" -c "$C" -s "$S" -d "$SECS" --warmup 1 --json |
+    result=$(timeout $((SECS + 30)) "$BIN" -q bench "${endpoints[$i]}" -c "$C" -s "$S" -d "$SECS" --warmup 1 --json ${CLIENT_ARGS:-} |
       python3 -c 'import json,sys; d = json.load(sys.stdin); print(d["round_trips_per_sec"], d["p99_us"])')
     echo "$round ${names[$i]} $result" | tee -a "$work/rounds" >&2
   done

@@ -107,6 +107,9 @@ struct Report {
     /// Datagrams sent whose echo did not come back within the wait (datagram endpoints only).
     #[serde(skip_serializing_if = "Option::is_none")]
     lost_datagrams: Option<u64>,
+    /// `--threads`: the load ran on this many threads, a runtime each.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    client_threads: Option<u32>,
 }
 
 #[derive(Serialize)]
@@ -396,19 +399,22 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<i32> {
         ))
         .into());
     }
+    if let Some(threads) = args.threads {
+        let options = client_options(&args.guard, Duration::from_secs(10))?;
+        // The threads are joined from a blocking task, not from this runtime's thread.
+        return tokio::task::spawn_blocking(move || {
+            round_trips_on_threads(&args, &endpoint, &options, threads)
+        })
+        .await
+        .context("bench threads panicked")?;
+    }
     if !endpoint.is_stream() {
         return datagrams(&args, &endpoint).await;
     }
     let options = client_options(&args.guard, Duration::from_secs(10))?;
     let mut streams = Vec::with_capacity(args.connections as usize);
     for _ in 0..args.connections {
-        let conn = client::connect_with(&endpoint, &options).await?;
-        let (stream, leftover) = conn.into_parts();
-        anyhow::ensure!(
-            leftover.is_empty(),
-            "{endpoint} sent data before the first message"
-        );
-        streams.push(stream);
+        streams.push(open_stream(&endpoint, &options).await?);
     }
     if let Some(senders) = args.fanout {
         // Connections that never read: they stay open, untouched, until the run ends.
@@ -423,33 +429,190 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<i32> {
     if args.bulk || args.upload {
         return bulk(&args, &endpoint, streams).await;
     }
-    let start = Instant::now() + Duration::from_millis(50);
-    let measure_from = start + args.warmup;
-    let stop_at = measure_from + args.duration;
-    let size = args.size as usize;
+    let tasks = stream_round_trips(streams, args.size as usize, Window::from_now(&args));
+    let (histograms, failed) = join_connections(tasks, &endpoint).await?;
+    report_round_trips(&args, &endpoint, &histograms, failed, None)
+}
+
+/// A connection for the load, with nothing sent by the server before the first message.
+async fn open_stream(
+    endpoint: &socketeer::Endpoint,
+    options: &client::ClientOptions,
+) -> anyhow::Result<socketeer::Stream> {
+    let conn = client::connect_with(endpoint, options).await?;
+    let (stream, leftover) = conn.into_parts();
+    anyhow::ensure!(
+        leftover.is_empty(),
+        "{endpoint} sent data before the first message"
+    );
+    Ok(stream)
+}
+
+/// When a run starts (every connection open), when it starts measuring and when it stops.
+#[derive(Clone, Copy)]
+struct Window {
+    start: Instant,
+    measure_from: Instant,
+    stop_at: Instant,
+}
+
+impl Window {
+    /// Starting in 50 ms (every task is spawned and waiting by then).
+    fn from_now(args: &BenchArgs) -> Self {
+        let start = Instant::now() + Duration::from_millis(50);
+        let measure_from = start + args.warmup;
+        Self {
+            start,
+            measure_from,
+            stop_at: measure_from + args.duration,
+        }
+    }
+}
+
+/// Round trips over stream connections: each sends a message and reads its echo whole,
+/// one at a time, recording each round trip in a histogram of its own.
+fn stream_round_trips(
+    streams: Vec<socketeer::Stream>,
+    size: usize,
+    window: Window,
+) -> JoinSet<std::io::Result<Histogram>> {
     let mut tasks = JoinSet::new();
     for mut stream in streams {
         tasks.spawn(async move {
             let message = vec![b'x'; size];
             let mut reply = vec![0u8; size];
             let mut histogram = Histogram::new();
-            tokio::time::sleep_until(start.into()).await;
+            tokio::time::sleep_until(window.start.into()).await;
             loop {
                 let sent = Instant::now();
-                if sent >= stop_at {
+                if sent >= window.stop_at {
                     break;
                 }
                 stream.write_all(&message).await?;
                 stream.read_exact(&mut reply).await?;
-                if sent >= measure_from {
+                if sent >= window.measure_from {
                     histogram.record(sent.elapsed());
                 }
             }
             std::io::Result::Ok(histogram)
         });
     }
-    let (histograms, failed) = join_connections(tasks, &endpoint).await?;
-    report_round_trips(&args, &endpoint, &histograms, failed, None)
+    tasks
+}
+
+/// `--threads N`: the round trips of `bench` on N threads, each a runtime of its own with
+/// its share of the connections (opened there, so each socket stays with the thread that
+/// polls it). All open their connections first; the run starts when the last one is ready.
+fn round_trips_on_threads(
+    args: &BenchArgs,
+    endpoint: &socketeer::Endpoint,
+    options: &client::ClientOptions,
+    threads: u32,
+) -> anyhow::Result<i32> {
+    use std::sync::{Arc, Barrier, Mutex};
+    let threads = threads.min(args.connections);
+    let barrier = Arc::new(Barrier::new(threads as usize));
+    let window: Arc<Mutex<Option<Window>>> = Arc::default();
+    let mut running = Vec::with_capacity(threads as usize);
+    for t in 0..threads {
+        // Thread t takes connections t, t + threads, t + 2 threads, ...
+        let share: Vec<u32> = (t..args.connections).step_by(threads as usize).collect();
+        let (endpoint, options) = (endpoint.clone(), options.clone());
+        let (barrier, window) = (Arc::clone(&barrier), Arc::clone(&window));
+        let size = args.size as usize;
+        let (warmup, duration) = (args.warmup, args.duration);
+        let thread = std::thread::Builder::new()
+            .name(format!("bench-{t}"))
+            .spawn(move || -> anyhow::Result<(Vec<(Histogram, u64)>, usize)> {
+                let opened = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map_err(anyhow::Error::from)
+                    .and_then(|runtime| {
+                        let opened = runtime.block_on(open_share(&endpoint, &options, &share))?;
+                        Ok((runtime, opened))
+                    });
+                // Every thread reaches the barrier, even one that failed, so that the others
+                // are not left waiting.
+                barrier.wait();
+                let (runtime, opened) = opened?;
+                let window = *window
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .get_or_insert_with(|| {
+                        let start = Instant::now() + Duration::from_millis(50);
+                        Window {
+                            start,
+                            measure_from: start + warmup,
+                            stop_at: start + warmup + duration,
+                        }
+                    });
+                runtime.block_on(async {
+                    match opened {
+                        Opened::Streams(streams) => {
+                            let tasks = stream_round_trips(streams, size, window);
+                            let (histograms, failed) = join_connections(tasks, &endpoint).await?;
+                            Ok((histograms.into_iter().map(|h| (h, 0)).collect(), failed))
+                        }
+                        Opened::Datagrams(sockets) => {
+                            let tasks = datagram_round_trips(sockets, size, window);
+                            join_connections(tasks, &endpoint).await
+                        }
+                    }
+                })
+            })?;
+        running.push(thread);
+    }
+    let mut measured = Vec::new();
+    let mut failed = 0;
+    let mut first_error = None;
+    for thread in running {
+        match thread.join() {
+            Ok(Ok((done, gone))) => {
+                measured.extend(done);
+                failed += gone;
+            }
+            Ok(Err(err)) => {
+                first_error.get_or_insert(err);
+            }
+            Err(_) => anyhow::bail!("a bench thread panicked"),
+        }
+    }
+    if let Some(err) = first_error {
+        return Err(err);
+    }
+    let lost = (!endpoint.is_stream()).then(|| measured.iter().map(|(_, lost)| lost).sum());
+    let histograms: Vec<Histogram> = measured.into_iter().map(|(h, _)| h).collect();
+    report_round_trips(args, endpoint, &histograms, failed, lost)
+}
+
+/// One thread's connections, opened in its runtime.
+enum Opened {
+    Streams(Vec<socketeer::Stream>),
+    Datagrams(Vec<Dgram>),
+}
+
+async fn open_share(
+    endpoint: &socketeer::Endpoint,
+    options: &client::ClientOptions,
+    share: &[u32],
+) -> anyhow::Result<Opened> {
+    if endpoint.is_stream() {
+        let mut streams = Vec::with_capacity(share.len());
+        for _ in share {
+            streams.push(open_stream(endpoint, options).await?);
+        }
+        return Ok(Opened::Streams(streams));
+    }
+    let mut sockets = Vec::with_capacity(share.len());
+    for &n in share {
+        sockets.push(
+            Dgram::open(endpoint, n)
+                .await
+                .with_context(|| format!("{endpoint}"))?,
+        );
+    }
+    Ok(Opened::Datagrams(sockets))
 }
 
 /// Prints the round trips of every connection (one histogram each) as text or JSON.
@@ -479,12 +642,13 @@ fn report_round_trips(
         mb_per_sec: (total.total * u64::from(args.size)) as f64 / seconds / 1e6,
         failed_connections: failed,
         lost_datagrams: lost,
+        client_threads: args.threads.map(|n| n.min(args.connections)),
     };
     if args.json {
         outln!("{}", serde_json::to_string(&report)?)?;
     } else {
         outln!(
-            "{}: {} {}, {}-byte messages, {:.1} s\n  round trips/s  {:.0}\n  latency p50    {:.1} µs\n  latency p99    {:.1} µs\n  latency p99.9  {:.1} µs\n  latency max    {:.1} µs\n  throughput     {:.2} MB/s each way\n  failed conns   {}",
+            "{}: {} {}, {}-byte messages, {:.1} s{}\n  round trips/s  {:.0}\n  latency p50    {:.1} µs\n  latency p99    {:.1} µs\n  latency p99.9  {:.1} µs\n  latency max    {:.1} µs\n  throughput     {:.2} MB/s each way\n  failed conns   {}",
             report.endpoint,
             report.connections,
             if lost.is_some() {
@@ -494,6 +658,9 @@ fn report_round_trips(
             },
             report.message_bytes,
             report.seconds,
+            report
+                .client_threads
+                .map_or(String::new(), |n| format!(", client on {n} threads")),
             report.round_trips_per_sec,
             report.p50_us,
             report.p99_us,
@@ -611,10 +778,20 @@ async fn datagrams(args: &BenchArgs, endpoint: &socketeer::Endpoint) -> anyhow::
                 .with_context(|| format!("{endpoint}"))?,
         );
     }
-    let start = Instant::now() + Duration::from_millis(50);
-    let measure_from = start + args.warmup;
-    let stop_at = measure_from + args.duration;
-    let size = args.size as usize;
+    let tasks = datagram_round_trips(sockets, args.size as usize, Window::from_now(args));
+    let (measured, failed) = join_connections(tasks, endpoint).await?;
+    let lost = measured.iter().map(|(_, lost)| lost).sum();
+    let histograms: Vec<Histogram> = measured.into_iter().map(|(h, _)| h).collect();
+    report_round_trips(args, endpoint, &histograms, failed, Some(lost))
+}
+
+/// Round trips over datagram sockets: each sends a datagram and waits for its echo, counting
+/// it lost after [`LOST_AFTER`]; a histogram and a count of lost datagrams each.
+fn datagram_round_trips(
+    sockets: Vec<Dgram>,
+    size: usize,
+    window: Window,
+) -> JoinSet<std::io::Result<(Histogram, u64)>> {
     let mut tasks = JoinSet::new();
     for socket in sockets {
         tasks.spawn(async move {
@@ -622,10 +799,10 @@ async fn datagrams(args: &BenchArgs, endpoint: &socketeer::Endpoint) -> anyhow::
             let mut reply = vec![0u8; size + 1];
             let mut histogram = Histogram::new();
             let mut lost = 0u64;
-            tokio::time::sleep_until(start.into()).await;
+            tokio::time::sleep_until(window.start.into()).await;
             for seq in 0u64.. {
                 let sent = Instant::now();
-                if sent >= stop_at {
+                if sent >= window.stop_at {
                     break;
                 }
                 stamp(&mut message, seq);
@@ -634,7 +811,7 @@ async fn datagrams(args: &BenchArgs, endpoint: &socketeer::Endpoint) -> anyhow::
                 loop {
                     match tokio::time::timeout_at(deadline, socket.recv(&mut reply)).await {
                         Ok(Ok(n)) if reply[..n] == message[..] => {
-                            if sent >= measure_from {
+                            if sent >= window.measure_from {
                                 histogram.record(sent.elapsed());
                             }
                             break;
@@ -648,7 +825,7 @@ async fn datagrams(args: &BenchArgs, endpoint: &socketeer::Endpoint) -> anyhow::
                         }
                         Ok(Err(err)) => return Err(err),
                         Err(_) => {
-                            if sent >= measure_from {
+                            if sent >= window.measure_from {
                                 lost += 1;
                             }
                             break;
@@ -660,10 +837,7 @@ async fn datagrams(args: &BenchArgs, endpoint: &socketeer::Endpoint) -> anyhow::
             std::io::Result::Ok((histogram, lost))
         });
     }
-    let (measured, failed) = join_connections(tasks, endpoint).await?;
-    let lost = measured.iter().map(|(_, lost)| lost).sum();
-    let histograms: Vec<Histogram> = measured.into_iter().map(|(h, _)| h).collect();
-    report_round_trips(args, endpoint, &histograms, failed, Some(lost))
+    tasks
 }
 
 #[cfg(test)]

@@ -1051,6 +1051,13 @@ pub(crate) struct BenchArgs {
     /// and discards them (a sink, or a relay in front of one); reports MB/s the server took.
     #[arg(long, conflicts_with_all = ["fanout", "bulk"])]
     pub(crate) upload: bool,
+    /// Round trips: spread the connections over N threads, each with a runtime of its own
+    /// (as wrk does), instead of one work-stealing runtime. Past a few hundred connections
+    /// per core a shared runtime's own queueing adds to the latencies it measures; with a
+    /// few dozen, a thread the kernel sets aside holds its connections for a time slice
+    /// (docs/performance.md).
+    #[arg(long, value_name = "N", conflicts_with_all = ["fanout", "bulk", "upload"], value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub(crate) threads: Option<u32>,
     /// Allow a server that is not on loopback or a Unix socket (a load test of someone
     /// else's machine is an attack unless it is yours).
     #[arg(long)]

@@ -330,3 +330,73 @@ fn bench_measures_round_trips_and_bulk_against_a_real_echo() {
     );
     assert_eq!(report["failed_connections"], 0);
 }
+
+#[test]
+fn bench_spreads_its_connections_over_threads_of_its_own() {
+    let (_server, eps) = Proc::serve(&[
+        "serve",
+        "echo",
+        "--listen",
+        "127.0.0.1:0",
+        "--listen",
+        "udp://127.0.0.1:0",
+    ]);
+    for (ep, connections, threads, want_threads) in [(&eps[0], "5", "2", 2), (&eps[1], "3", "4", 3)]
+    {
+        let (status, out, err) = crate::support::run(
+            &[
+                "bench",
+                ep,
+                "-c",
+                connections,
+                "--threads",
+                threads,
+                "-d",
+                "0.3",
+                "--warmup",
+                "0",
+                "--json",
+            ],
+            b"",
+        );
+        assert!(status.success(), "{ep}: {err}");
+        let report: serde_json::Value = serde_json::from_str(&out).expect("JSON");
+        assert!(report["round_trips"].as_u64() > Some(10), "{report}");
+        assert_eq!(report["client_threads"], want_threads, "{report}");
+        assert_eq!(report["failed_connections"], 0, "{report}");
+    }
+    // Refused connections end the run with an error, on every thread (none waits for the rest).
+    let (_shut, shut) = Proc::serve(&[
+        "serve",
+        "echo",
+        "--listen",
+        "127.0.0.1:0",
+        "--allow",
+        "10.0.0.0/8",
+    ]);
+    let (status, _, err) = crate::support::run(
+        &[
+            "bench",
+            &shut[0],
+            "-c",
+            "6",
+            "--threads",
+            "3",
+            "-d",
+            "0.3",
+            "--warmup",
+            "0",
+        ],
+        b"",
+    );
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(err.contains("socketeer: every connection to"), "{err}");
+    // --threads is for round trips; the other modes say so.
+    let (status, _, err) =
+        crate::support::run(&["bench", &eps[0], "--threads", "2", "--bulk"], b"");
+    assert_eq!(status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("'--threads <N>' cannot be used with '--bulk'"),
+        "{err}"
+    );
+}
