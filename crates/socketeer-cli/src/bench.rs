@@ -104,6 +104,9 @@ struct Report {
     max_us: f64,
     mb_per_sec: f64,
     failed_connections: usize,
+    /// Connections that completed no round trip in the measured window (still waiting in a
+    /// full server's backlog, or never answered).
+    unanswered_connections: usize,
     /// Datagrams sent whose echo did not come back within the wait (datagram endpoints only).
     #[serde(skip_serializing_if = "Option::is_none")]
     lost_datagrams: Option<u64>,
@@ -641,6 +644,7 @@ fn report_round_trips(
         max_us: total.max as f64 / 1e3,
         mb_per_sec: (total.total * u64::from(args.size)) as f64 / seconds / 1e6,
         failed_connections: failed,
+        unanswered_connections: histograms.iter().filter(|h| h.total == 0).count(),
         lost_datagrams: lost,
         client_threads: args.threads.map(|n| n.min(args.connections)),
     };
@@ -669,6 +673,12 @@ fn report_round_trips(
             report.mb_per_sec,
             report.failed_connections
         )?;
+        if report.unanswered_connections > 0 {
+            outln!(
+                "  unanswered     {} connections (no round trip in the measured window)",
+                report.unanswered_connections
+            )?;
+        }
         if let Some(lost) = lost {
             outln!(
                 "  lost           {lost} datagrams (not echoed within {} ms)",

@@ -315,6 +315,7 @@ fn bench_measures_round_trips_and_bulk_against_a_real_echo() {
     );
     assert!(0.0 < p50 && p50 <= p99 && p99 <= p999, "{report}");
     assert_eq!(report["failed_connections"], 0);
+    assert_eq!(report["unanswered_connections"], 0);
     let (status, out, err) = crate::support::run(
         &[
             "bench", ep, "--bulk", "-c", "2", "-s", "65536", "-d", "0.3", "--warmup", "0", "--json",
@@ -399,4 +400,34 @@ fn bench_spreads_its_connections_over_threads_of_its_own() {
         err.contains("'--threads <N>' cannot be used with '--bulk'"),
         "{err}"
     );
+}
+
+#[test]
+fn bench_counts_the_connections_a_full_server_left_in_its_backlog() {
+    // Two places; the other two connections wait in the backlog until the first two leave at
+    // the end of the run, after the measured window: they are counted, not silently dropped.
+    let (_server, eps) = Proc::serve(&[
+        "serve",
+        "echo",
+        "--listen",
+        "127.0.0.1:0",
+        "--max-conns",
+        "2",
+    ]);
+    let (status, out, err) = crate::support::run(
+        &[
+            "bench", &eps[0], "-c", "4", "-d", "0.3", "--warmup", "0.2", "--json",
+        ],
+        b"",
+    );
+    assert!(status.success(), "{err}");
+    let report: serde_json::Value = serde_json::from_str(&out).expect("JSON");
+    assert_eq!(report["unanswered_connections"], 2, "{report}");
+    assert!(report["round_trips"].as_u64() > Some(10), "{report}");
+    let (status, out, err) = crate::support::run(
+        &["bench", &eps[0], "-c", "4", "-d", "0.3", "--warmup", "0.2"],
+        b"",
+    );
+    assert!(status.success(), "{err}");
+    assert!(out.contains("unanswered     2 connections"), "{out}");
 }
