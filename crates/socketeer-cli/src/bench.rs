@@ -432,7 +432,11 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<i32> {
     if args.bulk || args.upload {
         return bulk(&args, &endpoint, streams).await;
     }
-    let tasks = stream_round_trips(streams, args.size as usize, Window::from_now(&args));
+    let tasks = stream_round_trips(
+        streams,
+        args.size as usize,
+        Window::starting_soon(args.warmup, args.duration),
+    );
     let (histograms, failed) = join_connections(tasks, &endpoint).await?;
     report_round_trips(&args, &endpoint, &histograms, failed, None)
 }
@@ -461,13 +465,13 @@ struct Window {
 
 impl Window {
     /// Starting in 50 ms (every task is spawned and waiting by then).
-    fn from_now(args: &BenchArgs) -> Self {
+    fn starting_soon(warmup: Duration, duration: Duration) -> Self {
         let start = Instant::now() + Duration::from_millis(50);
-        let measure_from = start + args.warmup;
+        let measure_from = start + warmup;
         Self {
             start,
             measure_from,
-            stop_at: measure_from + args.duration,
+            stop_at: measure_from + duration,
         }
     }
 }
@@ -512,16 +516,20 @@ fn round_trips_on_threads(
     options: &client::ClientOptions,
     threads: u32,
 ) -> anyhow::Result<i32> {
-    use std::sync::{Arc, Barrier, Mutex};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Barrier, OnceLock};
     let threads = threads.min(args.connections);
     let barrier = Arc::new(Barrier::new(threads as usize));
-    let window: Arc<Mutex<Option<Window>>> = Arc::default();
+    // Set by the first thread past the barrier, so that all measure the same window.
+    let window: Arc<OnceLock<Window>> = Arc::default();
+    let failed_to_open = Arc::new(AtomicBool::new(false));
     let mut running = Vec::with_capacity(threads as usize);
     for t in 0..threads {
         // Thread t takes connections t, t + threads, t + 2 threads, ...
         let share: Vec<u32> = (t..args.connections).step_by(threads as usize).collect();
         let (endpoint, options) = (endpoint.clone(), options.clone());
         let (barrier, window) = (Arc::clone(&barrier), Arc::clone(&window));
+        let failed_to_open = Arc::clone(&failed_to_open);
         let size = args.size as usize;
         let (warmup, duration) = (args.warmup, args.duration);
         let thread = std::thread::Builder::new()
@@ -536,20 +544,16 @@ fn round_trips_on_threads(
                         Ok((runtime, opened))
                     });
                 // Every thread reaches the barrier, even one that failed, so that the others
-                // are not left waiting.
+                // are not left waiting; if one failed, none runs (as without --threads).
+                if opened.is_err() {
+                    failed_to_open.store(true, Ordering::Relaxed);
+                }
                 barrier.wait();
                 let (runtime, opened) = opened?;
-                let window = *window
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .get_or_insert_with(|| {
-                        let start = Instant::now() + Duration::from_millis(50);
-                        Window {
-                            start,
-                            measure_from: start + warmup,
-                            stop_at: start + warmup + duration,
-                        }
-                    });
+                if failed_to_open.load(Ordering::Relaxed) {
+                    return Ok((Vec::new(), 0));
+                }
+                let window = *window.get_or_init(|| Window::starting_soon(warmup, duration));
                 runtime.block_on(async {
                     match opened {
                         Opened::Streams(streams) => {
@@ -788,7 +792,11 @@ async fn datagrams(args: &BenchArgs, endpoint: &socketeer::Endpoint) -> anyhow::
                 .with_context(|| format!("{endpoint}"))?,
         );
     }
-    let tasks = datagram_round_trips(sockets, args.size as usize, Window::from_now(args));
+    let tasks = datagram_round_trips(
+        sockets,
+        args.size as usize,
+        Window::starting_soon(args.warmup, args.duration),
+    );
     let (measured, failed) = join_connections(tasks, endpoint).await?;
     let lost = measured.iter().map(|(_, lost)| lost).sum();
     let histograms: Vec<Histogram> = measured.into_iter().map(|(h, _)| h).collect();
