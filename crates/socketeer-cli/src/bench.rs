@@ -438,7 +438,7 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<i32> {
         Window::starting_soon(args.warmup, args.duration),
     );
     let (histograms, failed) = join_connections(tasks, &endpoint).await?;
-    report_round_trips(&args, &endpoint, &histograms, failed, None)
+    report_round_trips(&args, &endpoint, &histograms, failed, None, None)
 }
 
 /// A connection for the load, with nothing sent by the server before the first message.
@@ -570,6 +570,7 @@ fn round_trips_on_threads(
             })?;
         running.push(thread);
     }
+    let ran = u32::try_from(running.len()).ok();
     let mut measured = Vec::new();
     let mut failed = 0;
     let mut first_error = None;
@@ -590,7 +591,7 @@ fn round_trips_on_threads(
     }
     let lost = (!endpoint.is_stream()).then(|| measured.iter().map(|(_, lost)| lost).sum());
     let histograms: Vec<Histogram> = measured.into_iter().map(|(h, _)| h).collect();
-    report_round_trips(args, endpoint, &histograms, failed, lost)
+    report_round_trips(args, endpoint, &histograms, failed, lost, ran)
 }
 
 /// One thread's connections, opened in its runtime.
@@ -622,13 +623,15 @@ async fn open_share(
     Ok(Opened::Datagrams(sockets))
 }
 
-/// Prints the round trips of every connection (one histogram each) as text or JSON.
+/// Prints the round trips of every connection (one histogram each) as text or JSON;
+/// `client_threads`: how many threads ran the load (`--threads`).
 fn report_round_trips(
     args: &BenchArgs,
     endpoint: &socketeer::Endpoint,
     histograms: &[Histogram],
     failed: usize,
     lost: Option<u64>,
+    client_threads: Option<u32>,
 ) -> anyhow::Result<i32> {
     let mut total = Histogram::new();
     for histogram in histograms {
@@ -650,7 +653,7 @@ fn report_round_trips(
         failed_connections: failed,
         unanswered_connections: histograms.iter().filter(|h| h.total == 0).count(),
         lost_datagrams: lost,
-        client_threads: args.threads.map(|n| n.min(args.connections)),
+        client_threads,
     };
     if args.json {
         outln!("{}", serde_json::to_string(&report)?)?;
@@ -800,7 +803,7 @@ async fn datagrams(args: &BenchArgs, endpoint: &socketeer::Endpoint) -> anyhow::
     let (measured, failed) = join_connections(tasks, endpoint).await?;
     let lost = measured.iter().map(|(_, lost)| lost).sum();
     let histograms: Vec<Histogram> = measured.into_iter().map(|(h, _)| h).collect();
-    report_round_trips(args, endpoint, &histograms, failed, Some(lost))
+    report_round_trips(args, endpoint, &histograms, failed, Some(lost), None)
 }
 
 /// Round trips over datagram sockets: each sends a datagram and waits for its echo, counting
